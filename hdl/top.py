@@ -1,0 +1,74 @@
+"""Verilog of the NPU's current top for synthesis: ``python -m hdl.top generate -o npu.v [--lanes 8 ...]``.
+
+Every field of :class:`golden.config.NPUConfig` is a command-line option with its default; a bad value is one line
+on stderr and exit code 2, and no file is written.
+"""
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from golden.config import NPUConfig
+from hdl.requant import Requantizer
+
+__all__ = ["build_top", "main"]
+
+
+def build_top(config):
+    """The top-level component for ``config``: the requantizer until the engine lands."""
+    return Requantizer(config)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser():
+    parser = _Parser(prog="python -m hdl.top", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    generate = commands.add_parser("generate", help="write Verilog of the top for a configuration",
+                                   description="Write Verilog (Verilog-2005, compiles in iverilog -g2012) of the top.")
+    generate.add_argument("-o", "--output", required=True, type=Path, help="Verilog file to write")
+    generate.add_argument("--name", default="npu", help="Verilog module name (default: %(default)s)")
+    docs = _field_docs()
+    for field in dataclasses.fields(NPUConfig):
+        generate.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=int, default=field.default,
+                              help=f"{docs.get(field.name, '')} (default: %(default)s)")
+    return parser
+
+
+def _field_docs():
+    """First sentence of each parameter's description in NPUConfig's docstring."""
+    docs, current = {}, None
+    for line in NPUConfig.__doc__.splitlines():
+        stripped = line.strip()
+        if " : " in stripped:
+            current = stripped.split(" : ")[0]
+        elif current and stripped and current not in docs:
+            docs[current] = stripped.split(". ")[0].rstrip(".").replace("%", "%%")
+    return docs
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = NPUConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(NPUConfig)})
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    text = verilog.convert(build_top(config), name=args.name, emit_src=False)
+    if not args.output.parent.is_dir():
+        parser.exit(2, f"{parser.prog}: error: output directory {str(args.output.parent)!r} does not exist\n")
+    temporary = args.output.with_name(args.output.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(args.output)
+    print(f"wrote {args.output} ({config})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
