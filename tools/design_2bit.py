@@ -192,6 +192,9 @@ def _weight_lines(path, layers, designs):
     mean = np.mean(rows, axis=0)
     lines.append(f"{'':3} {'mean over layers (SQNR dB)':48} {'':9} {'':8} {'':9} {'':6} "
                  + " ".join(f"{s:7.3f}" for s in mean))
+    wins = np.bincount(np.argmax(rows, axis=1), minlength=len(designs))
+    lines.append(f"{'':3} {'layers where this quantizer is best':48} {'':9} {'':8} {'':9} {'':6} "
+                 + " ".join(f"{n:7d}" for n in wins))
     lines.append(f"{'':3} {'Laplacian theory (SQNR dB)':48} {'':9} {'':8} {'':9} {3.0:6.2f} "
                  + " ".join(f"{d.sqnr_db:7.3f}" for d in designs))
     return lines
