@@ -234,6 +234,7 @@ def test_cli_prints_table_and_writes_plots(tmp_path, capsys):
     (lambda tmp: ["--model", str(tmp / "missing.onnx")], "model file not found"),
     (lambda tmp: ["--model", str(tmp / "bad.onnx")], "cannot read ONNX model"),
     (lambda tmp: ["--samples", "0", "--no-model"], "--samples: must be a positive integer, not '0'"),
+    (lambda tmp: ["--seed", "-1", "--no-model"], "--seed: must be a non-negative integer, not '-1'"),
     (lambda tmp: ["--out", str(tmp / "bad.onnx"), "--no-model"], "exists and is not a directory"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, capsys, make_args, message):

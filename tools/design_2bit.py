@@ -89,14 +89,16 @@ def read_layer_weights(path):
     return layers
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+def _int_at_least(low, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a {what} integer, not {text!r}")
+        return value
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,9 +116,9 @@ def _parser():
                         help=f"ONNX model whose Conv/Gemm weights are quantized per layer; default {DEFAULT_MODEL} "
                              "when it exists, else this part is skipped")
     parser.add_argument("--no-model", action="store_true", help="skip the network-weight SQNR table")
-    parser.add_argument("--samples", type=_positive_int, default=1_000_000,
+    parser.add_argument("--samples", type=_int_at_least(1, "positive"), default=1_000_000,
                         help="number of Laplacian samples for the empirical SQNR")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Laplacian samples")
+    parser.add_argument("--seed", type=_int_at_least(0, "non-negative"), default=0, help="seed of the Laplacian samples")
     return parser
 
 
@@ -269,11 +271,11 @@ def main(argv=None):
             blocks.append(_weight_lines(model, layers, designs))
         elif not args.no_model:
             blocks.append([f"Network weights: {DEFAULT_MODEL} not found and no --model given: skipped"])
-        print("\n\n".join("\n".join(block) for block in blocks))
         try:
             paths = _save_plots(args.out, designs)
         except OSError as error:
             raise InputError(f"cannot write plots into {args.out}: {error}") from None
+        print("\n\n".join("\n".join(block) for block in blocks))
         print("\nPlots: " + ", ".join(paths))
     except InputError as error:
         print(f"design_2bit: error: {error}", file=sys.stderr)
