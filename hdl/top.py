@@ -14,7 +14,7 @@ from amaranth.back import verilog
 from golden.config import NPUConfig
 from hdl.requant import Requantizer
 
-__all__ = ["build_top", "main"]
+__all__ = ["build_top", "OneLineErrorParser", "add_config_arguments", "config_from_args", "main"]
 
 
 def build_top(config):
@@ -22,23 +22,38 @@ def build_top(config):
     return Requantizer(config)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr with exit code 2 (no usage block)."""
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _parser():
-    parser = _Parser(prog="python -m hdl.top", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineErrorParser(prog="python -m hdl.top", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     generate = commands.add_parser("generate", help="write Verilog of the top for a configuration",
                                    description="Write Verilog (Verilog-2005, compiles in iverilog -g2012) of the top.")
     generate.add_argument("-o", "--output", required=True, type=Path, help="Verilog file to write")
     generate.add_argument("--name", default="npu", help="Verilog module name (default: %(default)s)")
+    add_config_arguments(generate)
+    return parser
+
+
+def add_config_arguments(parser):
+    """Add one ``--field-name`` option per :class:`NPUConfig` field, with the dataclass default."""
     docs = _field_docs()
     for field in dataclasses.fields(NPUConfig):
-        generate.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=int, default=field.default,
-                              help=f"{docs.get(field.name, '')} (default: %(default)s)")
-    return parser
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=int, default=field.default,
+                            help=f"{docs.get(field.name, '')} (default: %(default)s)")
+
+
+def config_from_args(parser, args):
+    """The :class:`NPUConfig` of options added by :func:`add_config_arguments`; a bad value exits with code 2."""
+    try:
+        return NPUConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(NPUConfig)})
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 def _field_docs():
@@ -56,10 +71,7 @@ def _field_docs():
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        config = NPUConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(NPUConfig)})
-    except ValueError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    config = config_from_args(parser, args)
     text = verilog.convert(build_top(config), name=args.name, emit_src=False)
     if not args.output.parent.is_dir():
         parser.exit(2, f"{parser.prog}: error: output directory {str(args.output.parent)!r} does not exist\n")
