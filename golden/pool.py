@@ -1,0 +1,84 @@
+"""Golden model of average pooling on int8 tensors (TFLite AVERAGE_POOL_2D, reference int8 kernel).
+
+Input and output share one scale and zero point, so pooling needs no multiplier: each output is the window sum divided
+by the number of input elements the window covers, rounded half away from zero, then clamped (docs/arithmetic.md,
+"Average pooling"). A converter expresses ONNX GlobalAveragePool as an AVERAGE_POOL_2D whose window is the whole
+feature map (7 x 7 = 49 elements in MobileNetV2) to stay bit-exact with this model; TFLite's MEAN requantizes with a
+multiplier and rounds differently.
+"""
+
+import numpy as np
+
+from .conv import _activation, _centred_padded, _clamp_bounds, _padding, _stride, _taps
+
+__all__ = ["average_pool2d", "global_average_pool", "rounding_divide"]
+
+
+def rounding_divide(total, count):
+    """``total / count`` rounded half away from zero, in integers.
+
+    TFLite's pooling rounding: ``(total + count // 2) / count`` for a positive total and
+    ``(total - count // 2) / count`` otherwise, with C's truncating division. For an odd ``count`` no quotient is a tie.
+
+    Args:
+        total: integer window sums (any shape).
+        count: positive integer element counts, broadcasting against ``total``.
+
+    Examples:
+        >>> rounding_divide(np.array([5, -5, 7, -7, 6, -6]), 4).tolist()
+        [1, -1, 2, -2, 2, -2]
+    """
+    total = np.asarray(total, dtype=np.int64)
+    count = np.asarray(count, dtype=np.int64)
+    if np.any(count < 1):
+        raise ValueError("count must be positive")
+    quotient = (np.abs(total) + count // 2) // count
+    return np.where(total < 0, -quotient, quotient)
+
+
+def average_pool2d(x, kernel, *, stride=(1, 1), padding=(0, 0, 0, 0), qmin=-128, qmax=127):
+    """int8 average pooling, NHWC: the rounded mean over each window of the elements inside the input.
+
+    Padded positions are not counted (TFLite's ``filter_count`` counts only the taps that fall inside the input), so
+    a window's divisor is ``rows inside * columns inside``.
+
+    Args:
+        x: int8 input ``(N, H, W, C)``.
+        kernel: window ``(KH, KW)``.
+        stride: ``(sh, sw)``.
+        padding: ``(top, bottom, left, right)``; ``(0, 0, 0, 0)`` is VALID.
+        qmin, qmax: clamp bounds of the fused activation (the output shares the input's scale and zero point).
+    Returns:
+        int64 array ``(N, Ho, Wo, C)`` of int8 values.
+    Raises:
+        ValueError: for a bad shape or parameter, or a window that lies entirely in the padding.
+    """
+    x = _activation(x, 4)
+    kernel, stride = _stride(kernel, "kernel"), _stride(stride)
+    top, bottom, left, right = _padding(padding)
+    qmin, qmax = _clamp_bounds(qmin, qmax)
+    padded, (ho, wo) = _centred_padded(x, 0, kernel, stride, (top, bottom, left, right), np.int64)
+    total = sum(tap for _, _, tap in _taps(padded, kernel, stride, (ho, wo)))
+    h, w = x.shape[1:3]
+    rows = _inside(h, kernel[0], stride[0], top, ho)
+    cols = _inside(w, kernel[1], stride[1], left, wo)
+    count = rows[:, None] * cols[None, :]
+    if np.any(count == 0):
+        raise ValueError("a pooling window lies entirely in the padding")
+    return np.clip(rounding_divide(total, count[None, :, :, None]), qmin, qmax)
+
+
+def global_average_pool(x, *, qmin=-128, qmax=127):
+    """int8 global average pooling: :func:`average_pool2d` with the whole ``H x W`` map as the window.
+
+    Returns:
+        int64 array ``(N, 1, 1, C)``.
+    """
+    x = _activation(x, 4)
+    return average_pool2d(x, x.shape[1:3], qmin=qmin, qmax=qmax)
+
+
+def _inside(size, kernel, stride, pad_before, out_size):
+    # For each output position along one axis: how many of the window's taps fall inside the input.
+    start = np.arange(out_size) * stride - pad_before
+    return np.maximum(np.minimum(start + kernel, size) - np.maximum(start, 0), 0)
