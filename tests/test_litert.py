@@ -1,0 +1,315 @@
+"""The golden model against LiteRT's reference int8 kernels (the industry's int8), through tools/tflite_export.py.
+
+Every layer is written as a .tflite model, run by LiteRT with ``OpResolverType.BUILTIN_REF`` and compared element by
+element with the golden model on the same int8 inputs; the expected count of mismatching elements is 0. The golden side
+is computed from the layer's parameters alone (golden conv + ``requantize`` with ``quantize_multiplier(s_in*s_w/s_out)``
+and the per-channel ``k_c``), never from the exported file. Counts appear in the "oracle comparisons" summary.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert.interpreter",
+                    reason="ai-edge-litert (LiteRT) is not importable; install it with pip install -e '.[dev]'")
+
+from golden.add import add, add_params
+from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
+from golden.pool import average_pool2d
+from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize
+from tools.tflite_export import ModelBuilder, fused_activation, litert_activation_bounds, run_reference
+
+ACTIVATIONS = (None, "relu", "relu6")
+#: (op, kernel, stride, padding, activation): every combination is drawn 4 times -> 216 random conv layers.
+CONV_CASES = [(op, kernel, stride, padding, activation)
+              for op, kernels in (("conv", (1, 3)), ("depthwise", (3,)))
+              for kernel, stride, padding, activation in itertools.product(kernels, (1, 2), ("VALID", "SAME", "explicit"),
+                                                                             ACTIVATIONS)]
+DRAWS_PER_CASE = 4
+
+
+# --- random WESS layers ----------------------------------------------------------------------------------------------
+
+def _zero_point(rng):
+    return int(rng.choice([-128, 127, 0, *rng.integers(-128, 128, size=5)]))
+
+
+def _int8_input(rng, shape):
+    x = rng.integers(-128, 128, size=shape)
+    x.flat[:2] = -128, 127                              # the extremes in every input
+    return x
+
+
+def _padding(rng, size, kernel, stride, mode):
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    same = same_padding(size[0], kernel, stride) + same_padding(size[1], kernel, stride)
+    if mode == "SAME":
+        return same
+    while True:                                         # explicit: neither VALID nor SAME -> the exporter emits PAD
+        padding = tuple(int(p) for p in rng.integers(0, 3, size=4))
+        if padding not in (same, (0, 0, 0, 0)):
+            return padding
+
+
+def _output_scale(rng, acc, s_in, s_w, k):
+    """An output scale that puts one random channel's spread at 8..128 LSB, keeping acc * 2**left_shift in int32."""
+    channel = rng.integers(acc.shape[-1])
+    spread = max(float(np.abs(acc[..., channel] - np.median(acc[..., channel])).max()), 1.0)
+    s_out = np.float32(float(s_in) * float(s_w) * 2.0 ** -int(k[channel]) * spread / 2.0 ** rng.uniform(3, 7))
+    while True:
+        _, shift = quantize_multiplier(float(s_in) * float(s_w) / float(s_out))
+        if int(np.abs(acc).max()) << max(shift, 0) < 1 << 31:
+            return s_out
+        s_out = np.float32(s_out * 2)
+
+
+def _channel_shifts(rng, channels):
+    """WESS shifts spanning at most 3 (so every channel's outputs stay live), reaching k_c = 0 or 15 in 2 of 3 layers."""
+    span = int(rng.integers(0, 4))
+    low = int(rng.choice([0, 15 - span, rng.integers(0, 16 - span)]))
+    k = low + rng.integers(0, span + 1, size=channels)
+    k[rng.choice(channels, size=2, replace=False)] = (low, low + span)
+    return k
+
+
+def random_conv_layer(rng, op, kernel, stride, padding_mode, activation):
+    """One random WESS conv/depthwise layer: parameters, input, and the golden accumulators."""
+    n = int(rng.integers(1, 3))
+    cin = int(rng.integers(2, 17))
+    cout = cin if op == "depthwise" else int(rng.integers(2, 17))
+    size = tuple(int(s) for s in rng.integers(kernel, 12, size=2))
+    padding = _padding(rng, size, kernel, stride, padding_mode)
+    shape = (kernel, kernel, cin) if op == "depthwise" else (cout, kernel, kernel, cin)
+    weights = np.round(rng.uniform(-1, 1, size=shape) * rng.uniform(0.2, 1.0)
+                       * 127).astype(np.int64)  # float -> test data only
+    weights.flat[0] = rng.choice([-127, 127])
+    taps = kernel * kernel * (1 if op == "depthwise" else cin)
+    bias = rng.integers(-128 * 127 * taps // 4, 128 * 127 * taps // 4 + 1, size=cout)
+    x = _int8_input(rng, (n, *size, cin))
+    zp_in = _zero_point(rng)
+    golden = depthwise_conv2d if op == "depthwise" else conv2d
+    acc = golden(x, weights, bias, stride=(stride, stride), padding=padding, input_zero_point=zp_in)
+    s_in = np.float32(2.0 ** rng.uniform(-9, -1))
+    s_w = np.float32(2.0 ** rng.uniform(-12, -5))
+    k = _channel_shifts(rng, cout)
+    return dict(op=op, x=x, weights=weights, bias=bias, stride=(stride, stride), padding=padding, s_in=s_in, s_w=s_w,
+                k=k, s_out=_output_scale(rng, acc, s_in, s_w, k), zp_in=zp_in, zp_out=_zero_point(rng),
+                activation=activation, acc=acc)
+
+
+def golden_output(layer):
+    """The golden model's output: the accumulators requantized with the layer's (M, e), k_c and clamp."""
+    multiplier, shift = quantize_multiplier(float(layer["s_in"]) * float(layer["s_w"]) / float(layer["s_out"]))
+    qmin, qmax = activation_bounds(layer["activation"], float(layer["s_out"]), layer["zp_out"])
+    return requantize(layer["acc"], multiplier, shift, layer["k"], layer["zp_out"], qmin, qmax), (qmin, qmax)
+
+
+def litert_output(layer, qmin, qmax):
+    """The same layer exported as a .tflite model and run by LiteRT's reference kernels."""
+    builder = ModelBuilder()
+    x = builder.input("x", layer["x"].shape, scale=layer["s_in"], zero_point=layer["zp_in"])
+    method = {"conv": builder.conv2d, "depthwise": builder.depthwise_conv2d, "fc": builder.fully_connected}
+    kwargs = {} if layer["op"] == "fc" else dict(stride=layer["stride"], padding=layer["padding"])
+    y = method[layer["op"]](x, layer["weights"], layer["bias"], weight_scale=layer["s_w"], channel_shift=layer["k"],
+                            output_scale=layer["s_out"], output_zero_point=layer["zp_out"], qmin=qmin, qmax=qmax,
+                            name="y", **kwargs)
+    return run_reference(builder.build([y]), [layer["x"]])[0]
+
+
+def compare(layers):
+    """Run every layer both ways: (elements, mismatching elements, failing layer indices, golden outputs + clamps)."""
+    elements = mismatches = 0
+    failing, outputs = [], []
+    for index, layer in enumerate(layers):
+        expected, (qmin, qmax) = golden_output(layer)
+        actual = litert_output(layer, qmin, qmax)
+        assert actual.shape == expected.shape, f"layer {index}: shape {actual.shape} != {expected.shape}"
+        wrong = int(np.count_nonzero(actual != expected))
+        elements += expected.size
+        mismatches += wrong
+        outputs.append((expected, qmin, qmax))
+        if wrong:
+            failing.append(index)
+    return elements, mismatches, failing, outputs
+
+
+def _live(expected, qmin, qmax, zero_point):
+    # Outputs that went through real rounding: strictly inside the clamp and not the zero point.
+    return (expected > qmin) & (expected < qmax) & (expected != zero_point)
+
+
+def _describe(layer):
+    return {key: (value.tolist() if key == "k" else value) for key, value in layer.items()
+            if key not in ("x", "weights", "bias", "acc")}
+
+
+# --- (a) random layers -----------------------------------------------------------------------------------------------
+
+def test_litert_random_wess_conv_layers(oracle_counts):
+    rng = np.random.default_rng(20261105)
+    layers = [random_conv_layer(rng, *case) for case in CONV_CASES for _ in range(DRAWS_PER_CASE)]
+    elements, mismatches, failing, outputs = compare(layers)
+    oracle_counts("LiteRT REF vs golden, random WESS conv/depthwise layers", layers=len(layers), elements=elements,
+                  mismatches=mismatches)
+    print(f"\nrandom WESS conv/depthwise: {len(layers)} layers, {elements} elements, {mismatches} mismatching")
+    assert len(layers) >= 200
+    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+
+    # The comparison is only as strong as the outputs are informative: most must be rounded values, and channels with
+    # k_c = 0 and with k_c = 15 must produce such values in many layers.
+    live = [_live(expected, qmin, qmax, layer["zp_out"]) for layer, (expected, qmin, qmax) in zip(layers, outputs)]
+    assert sum(int(m.sum()) for m in live) > elements // 3
+    for k in (0, 15):
+        reached = sum(bool(m[..., layer["k"] == k].any()) for layer, m in zip(layers, live))
+        assert reached >= 40, f"channels with k_c = {k} produce rounded outputs in only {reached} layers"
+
+
+def test_litert_random_fully_connected_layers(oracle_counts):
+    rng = np.random.default_rng(7)
+    layers = []
+    for activation in ACTIVATIONS * 8:
+        n, cin, cout = int(rng.integers(1, 4)), int(rng.integers(1, 65)), int(rng.integers(2, 17))
+        weights = rng.integers(-127, 128, size=(cout, cin))
+        bias = rng.integers(-2**14, 2**14, size=cout)
+        x, zp_in = _int8_input(rng, (n, cin)), _zero_point(rng)
+        acc = fully_connected(x, weights, bias, input_zero_point=zp_in)
+        s_in, s_w, k = np.float32(2.0 ** rng.uniform(-9, -1)), np.float32(2.0 ** rng.uniform(-12, -5)), \
+            _channel_shifts(rng, cout)
+        layers.append(dict(op="fc", x=x, weights=weights, bias=bias, s_in=s_in, s_w=s_w, k=k,
+                           s_out=_output_scale(rng, acc, s_in, s_w, k), zp_in=zp_in, zp_out=_zero_point(rng),
+                           activation=activation, acc=acc))
+    elements, mismatches, failing, _ = compare(layers)
+    oracle_counts("LiteRT REF vs golden, random fully connected (as 1x1 CONV_2D)", layers=len(layers), elements=elements,
+                  mismatches=mismatches)
+    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+
+
+def _edge_layer(x, weights, bias, k, s_in, s_w, s_out, zp_in=0, zp_out=0, activation=None):
+    acc = conv2d(x, weights, bias, input_zero_point=zp_in)
+    return dict(op="conv", x=x, weights=weights, bias=bias, stride=(1, 1), padding=(0, 0, 0, 0), s_in=np.float32(s_in),
+                s_w=np.float32(s_w), k=np.asarray(k), s_out=np.float32(s_out), zp_in=zp_in, zp_out=zp_out,
+                activation=activation, acc=acc)
+
+
+def test_litert_edge_layers(oracle_counts):
+    """Hand-picked 1x1 layers at the arithmetic's corners, each checked to really reach its corner."""
+    rng = np.random.default_rng(3)
+    x = np.arange(-128, 128).reshape(1, 16, 16, 1)                     # every int8 input value
+    ramp = np.array([1, -1, 127, -127, 3, -3]).reshape(6, 1, 1, 1)
+    layers, reached = [], {}
+
+    # The mantissa rounds up to 2**31: QuantizeMultiplier returns (2**30, e + 1).
+    s_in, s_w, s_out = (1 + 2.0**-23) * 2.0**-6, (1 - 2.0**-23) * 2.0**-7, 2.0**-13
+    reached["M rounds to 2**31"] = quantize_multiplier(s_in * s_w / s_out) == (1 << 30, 1)
+    layers.append(_edge_layer(x, ramp, None, [0, 0, 1, 2, 15, 15], s_in, s_w, s_out))
+
+    # A power-of-two multiplier: every odd accumulator is an exact tie in SRDHM or RDBPOT, with k_c 0..15.
+    reached["power-of-two multiplier"] = quantize_multiplier(2.0**-7) == (1 << 30, -6)
+    for k in ([0, 1, 2, 3, 4, 15], [5, 6, 7, 8, 9, 15]):
+        layers.append(_edge_layer(x, ramp, rng.integers(-1000, 1000, size=6), k, 2.0**-4, 2.0**-8, 2.0**-5,
+                                  zp_in=-128, zp_out=127))
+
+    # Multipliers too small to represent once k_c is added (e - k_c < -31): LiteRT's (0, 0), the golden model's long
+    # right shift; both give the zero point.
+    m, e = quantize_multiplier(2.0**-20)
+    reached["e - k_c < -31"] = e - 15 < -31
+    layers.append(_edge_layer(x, ramp, [2**20, -2**20, 0, 5, 2**30, -2**30], [0, 5, 11, 12, 13, 15],
+                              1.0, 2.0**-20, 1.0, zp_out=-7))
+
+    # Accumulators at the int32 extremes: bias next to INT32_MIN / INT32_MAX, a multiplier that keeps them in int8.
+    bound = 255 * 127
+    bias = [INT32_MIN + bound, 2**31 - 1 - bound, INT32_MIN + bound, 2**31 - 1 - bound, 0, 0]
+    layer = _edge_layer(x, ramp, bias, [0, 0, 1, 1, 0, 0], 2.0**-10, 2.0**-15, 2.0**-10 * 2.0**-15 * 2.0**25,
+                        zp_in=-128)
+    reached["|acc| near 2**31"] = int(np.abs(layer["acc"]).max()) > 2**31 - 2 * bound
+    layers.append(layer)
+
+    # Zero points at the int8 extremes, with ReLU / ReLU6 clamps that coincide with the zero point.
+    for zp_in, zp_out, activation in ((-128, -128, "relu6"), (127, 127, "relu"), (127, -128, "relu"),
+                                      (-128, 127, "relu6")):
+        layers.append(_edge_layer(x, ramp, None, [0, 1, 2, 3, 4, 15], 2.0**-7, 2.0**-7, 2.0**-9,
+                                  zp_in=zp_in, zp_out=zp_out, activation=activation))
+
+    assert all(reached.values()), f"an edge case is not reached: {reached}"
+    elements, mismatches, failing, _ = compare(layers)
+    oracle_counts("LiteRT REF vs golden, edge layers", layers=len(layers), elements=elements, mismatches=mismatches)
+    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+
+
+def test_litert_random_add_layers(oracle_counts):
+    rng = np.random.default_rng(11)
+    layers = elements = mismatches = 0
+    for activation, ratio in itertools.product(ACTIVATIONS, (1.0, 0.7, 2.0**-8, 5.0, 2.0**6)):
+        for _ in range(3):
+            shape = (int(rng.integers(1, 3)), *(int(s) for s in rng.integers(1, 9, size=2)), int(rng.integers(1, 17)))
+            s1 = np.float32(2.0 ** rng.uniform(-8, -1))
+            s2 = np.float32(s1 * ratio)
+            s_out = np.float32((s1 + s2) * rng.uniform(0.3, 1.5))
+            zp1, zp2, zp_out = _zero_point(rng), _zero_point(rng), _zero_point(rng)
+            x1, x2 = _int8_input(rng, shape), _int8_input(rng, shape)
+            qmin, qmax = activation_bounds(activation, float(s_out), zp_out)
+            expected = add(x1, x2, add_params(s1, zp1, s2, zp2, s_out, zp_out), qmin, qmax)
+
+            builder = ModelBuilder()
+            a = builder.input("a", shape, scale=s1, zero_point=zp1)
+            b = builder.input("b", shape, scale=s2, zero_point=zp2)
+            y = builder.add(a, b, output_scale=s_out, output_zero_point=zp_out, qmin=qmin, qmax=qmax, name="y")
+            actual = run_reference(builder.build([y]), [x1, x2])[0]
+            layers += 1
+            elements += expected.size
+            mismatches += int(np.count_nonzero(actual != expected))
+    oracle_counts("LiteRT REF vs golden, random ADD layers", layers=layers, elements=elements, mismatches=mismatches)
+    assert layers >= 40 and mismatches == 0, f"{mismatches} of {elements} elements differ"
+
+
+def test_litert_random_average_pool_layers(oracle_counts):
+    rng = np.random.default_rng(13)
+    layers = elements = mismatches = 0
+    windows = ((2, 1, "VALID"), (2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (3, 2, "VALID"), ("global", 1, "VALID"))
+    for (kernel, stride, mode), activation in itertools.product(windows, ACTIVATIONS):
+        for _ in range(3):
+            n, h, w, c = (int(rng.integers(1, 3)), *(int(s) for s in rng.integers(3, 10, size=2)),
+                          int(rng.integers(1, 17)))
+            window = (h, w) if kernel == "global" else (kernel, kernel)
+            padding = (0, 0, 0, 0) if mode == "VALID" else \
+                same_padding(h, kernel, stride) + same_padding(w, kernel, stride)
+            scale, zp = np.float32(2.0 ** rng.uniform(-8, 0)), _zero_point(rng)
+            qmin, qmax = activation_bounds(activation, float(scale), zp)
+            x = _int8_input(rng, (n, h, w, c))
+            expected = average_pool2d(x, window, stride=(stride, stride), padding=padding, qmin=qmin, qmax=qmax)
+
+            builder = ModelBuilder()
+            xi = builder.input("x", x.shape, scale=scale, zero_point=zp)
+            y = builder.average_pool2d(xi, window, stride=(stride, stride), padding=padding, qmin=qmin, qmax=qmax,
+                                       name="y")
+            actual = run_reference(builder.build([y]), [x])[0]
+            layers += 1
+            elements += expected.size
+            mismatches += int(np.count_nonzero(actual != expected))
+    oracle_counts("LiteRT REF vs golden, random AVERAGE_POOL_2D layers", layers=layers, elements=elements,
+                  mismatches=mismatches)
+    assert layers >= 40 and mismatches == 0, f"{mismatches} of {elements} elements differ"
+
+
+# --- a pinned difference: ReLU6's upper bound --------------------------------------------------------------------------
+
+def test_litert_relu6_bound_is_computed_in_float32():
+    """LiteRT computes ``6 / s_out`` in float32; golden.requant.activation_bounds in double (docs/arithmetic.md).
+
+    For ``s_out = float32(6 / 2.5)`` the float32 quotient is exactly 2.5 (rounded up to 3) while the double one is
+    2.4999999 (rounded to 2): LiteRT clamps one LSB higher. The exporter refuses the golden clamp it cannot express.
+    """
+    scale, zp = np.float32(6 / 2.5), -128
+    assert activation_bounds("relu6", float(scale), zp) == (-128, -126)
+    assert litert_activation_bounds("RELU6", scale, zp) == (-128, -125)
+
+    builder = ModelBuilder()                            # y = 127 * x, with LiteRT's own RELU6 clamp
+    x = builder.input("x", (1, 1, 1, 1), scale=1.0, zero_point=0)
+    y = builder.conv2d(x, np.array([[[[127]]]]), None, weight_scale=1.0, channel_shift=[0], output_scale=scale,
+                       output_zero_point=zp, qmin=-128, qmax=-125, name="y")
+    assert run_reference(builder.build([y]), [np.array([[[[127]]]])])[0].item() == -125
+
+    with pytest.raises(ValueError, match=r"no TFLite fused activation clamps to \[-128, -126\]"):
+        fused_activation(-128, -126, scale, zp)
