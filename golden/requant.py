@@ -132,10 +132,21 @@ def requantize(acc, multiplier, shift, channel_shift, zero_point, qmin, qmax):
         int64 array of the int8 results, same shape as ``acc``.
     """
     acc = np.asarray(acc, dtype=np.int64)
-    if np.any((acc < INT32_MIN) | (acc > INT32_MAX)):
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
         raise ValueError("accumulators must lie in int32 range")
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    if np.any((multiplier < 0) | (multiplier > INT32_MAX)):
+        raise ValueError("multiplier must lie in [0, 2**31)")
     effective_shift = np.asarray(shift, dtype=np.int64) - np.asarray(channel_shift, dtype=np.int64)
-    scaled = multiply_by_quantized_multiplier(acc, multiplier, effective_shift)
+    left = np.maximum(effective_shift, 0)
+    right = np.minimum(np.maximum(-effective_shift, 0), 32)
+    # The hardware's form of MBQM (docs/arithmetic.md section 5): with multiplier >= 0, SRDHM(x, M) is
+    # floor((x*M + 2**30) / 2**31) and RDBPOT(h, r) is (h + 2**(r-1) - (h < 0)) >> r for r > 0, and 0 for r >= 32.
+    # tests/test_requant.py checks it against gemmlowp's literal definitions above.
+    shifted = acc if not np.any(left) else wrap_int32(acc << left)
+    high = (shifted * multiplier + (1 << 30)) >> 31
+    half = (np.int64(1) << right) >> 1
+    scaled = (high + half - ((high < 0) & (right > 0))) >> right
     return np.clip(scaled + zero_point, qmin, qmax)
 
 

@@ -167,3 +167,19 @@ def test_activation_bounds():
     assert activation_bounds("relu6", 0.01, 0) == (0, 127)
     with pytest.raises(ValueError, match="activation"):
         activation_bounds("gelu", 0.1, 0)
+
+
+def test_requantize_exact_ties_match_gemmlowp():
+    """Accumulators whose SRDHM or RDBPOT step lands exactly on .5, both signs, every right shift 1..31."""
+    cases = []
+    for right in range(1, 32):
+        for q in (-3, -2, -1, 0, 1, 2):
+            tie = q * (1 << right) + (1 << (right - 1))            # RDBPOT tie after SRDHM by one half
+            for acc in (2 * tie, 2 * tie + 1, 2 * tie - 1, -2 * tie):
+                if INT32_MIN <= acc <= INT32_MAX:
+                    cases.append((acc, right))
+    acc = np.array([a for a, _ in cases])
+    shift = -np.array([r for _, r in cases])
+    got = requantize(acc, 1 << 30, shift, 0, 0, INT32_MIN, INT32_MAX)
+    want = [ref_requantize(int(a), 1 << 30, int(s), 0, 0, INT32_MIN, INT32_MAX) for a, s in zip(acc, shift)]
+    np.testing.assert_array_equal(got, want)
