@@ -1,0 +1,553 @@
+"""Quantize an ONNX CNN for the NPU (WESS int8), measure what it costs on real images, write the network and a report.
+
+``python tools/quantize.py`` with no arguments quantizes the repo's reference model (models/fmnist_mobilenet.onnx)
+on the Fashion-MNIST test split; ``--model M.onnx --data FOLDER`` takes any supported model and a folder of labelled
+images (``NNNN_name.JPEG``, NNNN = class index). Calibration uses the first images, evaluation the others, never
+the same image for both. Every method is evaluated by the integer golden model (golden/network.py), the float
+reference by onnxruntime on the original model. docs/quantizer.md describes the output folder.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from golden import network as gnet
+from golden.add import add_params
+from golden.config import NPUConfig
+from golden.conv import accumulator_bound
+from golden.requant import INT32_MAX, activation_bounds, quantize_multiplier, round_half_away_from_zero
+from tools import calibrate as cal
+from tools import onnx_import as ir
+from tools.datasets import FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD, load_fashion_mnist, \
+    load_image_folder, normalize_images
+from tools.weights import METHODS as WEIGHT_METHODS, quantize_weights, sqnr_db
+
+__all__ = [
+    "METHODS", "DEFAULT_MODEL", "QuantizationError", "Dataset", "load_dataset", "build_network", "evaluate",
+    "classification_metrics", "float_logits", "write_memory_images", "main",
+]
+
+#: Every method the tool evaluates: the float reference and the weight quantization methods of tools/weights.py.
+METHODS = ("float",) + WEIGHT_METHODS
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The built-in default model, trained by tools/train_reference.py.
+DEFAULT_MODEL = os.path.join(_ROOT, "models", "fmnist_mobilenet.onnx")
+
+
+class QuantizationError(ValueError):
+    """The model cannot be quantized for the NPU (an int32 bias or accumulator overflow, a degenerate layer)."""
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Dataset:
+    """Labelled evaluation data in the model's input format, with its preprocessing contract.
+
+    ``images`` float32 NCHW (normalised), ``labels`` int64; ``contract`` is the JSON-able preprocessing description
+    (docs/quantizer.md); ``input_range`` is the real range every preprocessed image lies in, which fixes the input
+    tensor's quantization.
+    """
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    contract: dict
+    input_range: tuple
+
+
+def _metadata_list(graph, key, channels):
+    if key not in graph.metadata:
+        return None
+    try:
+        values = [float(v) for v in json.loads(graph.metadata[key])]
+    except (ValueError, TypeError):
+        raise ValueError(f"model metadata {key!r} is not a JSON list of numbers: {graph.metadata[key]!r}") from None
+    if len(values) != channels:
+        raise ValueError(f"model metadata {key!r} has {len(values)} values, the input has {channels} channels")
+    return values
+
+
+def load_dataset(graph, data=None, *, progress=True):
+    """Load labelled images for ``graph`` following the preprocessing contract in its ONNX metadata.
+
+    A model whose metadata says ``dataset: fashion-mnist`` reads the Fashion-MNIST test split (from ``data``, a
+    folder of idx files, default Debian's); any other model reads the image folder ``data`` with torchvision's
+    resize/centre-crop (mean/std from the metadata, else ImageNet's).
+
+    Raises:
+        ValueError / FileNotFoundError: missing data, no images, or a contract that does not fit the model.
+    """
+    channels, height, width = graph.shapes[graph.input]
+    if "input_shape" in graph.metadata and json.loads(graph.metadata["input_shape"]) != [channels, height, width]:
+        raise ValueError(f"model metadata input_shape {graph.metadata['input_shape']} disagrees with the model "
+                         f"input {[channels, height, width]}")
+    mean = _metadata_list(graph, "mean", channels)
+    std = _metadata_list(graph, "std", channels)
+    pixel_scale = float(graph.metadata.get("input_scale", 1 / 255))
+    if graph.metadata.get("dataset") == "fashion-mnist":
+        root = FASHION_MNIST_ROOT if data is None else os.fspath(data)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"data folder {root!r} does not exist")
+        if (channels, height, width) != (1, 28, 28):
+            raise ValueError(f"a fashion-mnist model takes [1, 28, 28], not {[channels, height, width]}")
+        pixels, labels = load_fashion_mnist("test", root)
+        mean, std = mean or [0.0], std or [1.0]
+        images = normalize_images(pixels, mean=mean, std=std, scale=pixel_scale)
+        contract = {"dataset": "fashion-mnist", "source": "t10k idx files (test split)", "data": root}
+        name = "Fashion-MNIST test split"
+    else:
+        if data is None:
+            raise ValueError("--data is required for a model without a built-in dataset")
+        if height != width:
+            raise ValueError(f"an image-folder model needs a square input, not {height}x{width}")
+        if pixel_scale != 1 / 255:
+            raise ValueError(f"image folders are read as pixels / 255, the model's input_scale is {pixel_scale}")
+        mean = mean or list(IMAGENET_MEAN if channels == 3 else IMAGENET_MEAN[:1])
+        std = std or list(IMAGENET_STD if channels == 3 else IMAGENET_STD[:1])
+        resize = 256 if height == 224 else int(round_half_away_from_zero(height / 0.875))
+        images, labels = load_image_folder(data, resize=resize, crop=height, mean=mean, std=std, progress=progress)
+        contract = {"dataset": graph.metadata.get("dataset", "image folder"), "source": "image folder",
+                    "data": os.fspath(data), "resize_shorter_side": resize, "centre_crop": height,
+                    "interpolation": "bilinear"}
+        name = f"image folder {os.fspath(data)}"
+    low = min((0.0 - m) / s for m, s in zip(mean, std))
+    high = max((255 * pixel_scale - m) / s for m, s in zip(mean, std))
+    contract.update(layout="NCHW float32 -> NHWC int8", pixel_scale=pixel_scale, mean=mean, std=std,
+                    float_input="x[c] = (pixel * pixel_scale - mean[c]) / std[c]")
+    return Dataset(name=name, images=images, labels=labels, contract=contract, input_range=(low, high))
+
+
+# -- quantization ------------------------------------------------------------------------------------------------------
+
+def _layer_names(graph):
+    # IR tensor -> the name of the layer (and tensor) it becomes: kind + position, e.g. conv0, depthwise1, add9.
+    names = {}
+    for index, node in enumerate(graph.nodes):
+        kind = {ir.Conv: "depthwise" if getattr(node, "depthwise", False) else "conv", ir.FullyConnected: "fc",
+                ir.Add: "add", ir.Pool: "pool", ir.Flatten: "flatten"}[type(node)]
+        names[node.output] = f"{kind}{index}"
+    return names
+
+
+def _tensor_table(graph, ranges, names, input_range):
+    """IR tensor name -> (layer tensor name, Tensor)."""
+    table = {}
+    low, high = input_range if input_range is not None else ranges[graph.input]
+    scale, zero_point = cal.activation_quantization(low, high)
+    c, h, w = graph.shapes[graph.input]
+    table[graph.input] = (gnet.INPUT, gnet.Tensor(shape=(h, w, c), scale=scale, zero_point=zero_point))
+    for node in graph.nodes:
+        shape = graph.shapes[node.output]
+        shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+        if isinstance(node, (ir.Pool, ir.Flatten)):
+            source = table[node.input][1]       # pooling and flattening keep the input's quantization
+            scale, zero_point = source.scale, source.zero_point
+        else:
+            scale, zero_point = cal.activation_quantization(*ranges[node.output])
+        table[node.output] = (names[node.output], gnet.Tensor(shape=tuple(int(d) for d in shape), scale=scale,
+                                                              zero_point=zero_point))
+    return table
+
+
+def _fc_weights(graph, node):
+    # ONNX flattens NCHW as (c, h, w); the NPU's NHWC tensor flattens as (h, w, c): permute the weight columns.
+    producer = graph.producer(node.input)
+    if isinstance(producer, ir.Flatten):
+        shape = graph.shapes[producer.input]
+        if len(shape) == 3 and shape[1] * shape[2] > 1:
+            c, h, w = shape
+            return node.weights.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(node.weights.shape[0], -1)
+    return node.weights
+
+
+def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, input_range=None,
+                  preprocessing=None):
+    """Quantize ``graph`` with activation ``ranges`` (from :func:`tools.calibrate.calibrate`) and a weight method.
+
+    Returns:
+        ``(network, stats)``: the :class:`golden.network.Network` and a list of per-layer statistics dicts
+        (weighted layers only: channel range ratio, shifts, weight SQNR, clipping, accumulator bound).
+    Raises:
+        QuantizationError: an all-zero layer, a bias that does not fit int32, or an accumulator that could overflow.
+        ValueError: bad bits or method.
+    """
+    if method not in WEIGHT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(WEIGHT_METHODS)}, not {method!r}")
+    config = NPUConfig(shift_bits=shift_bits)
+    names = _layer_names(graph)
+    table = _tensor_table(graph, ranges, names, input_range)
+    layers, stats = [], []
+    for node in graph.nodes:
+        name, out = table[node.output]
+        if isinstance(node, (ir.Conv, ir.FullyConnected)):
+            layer, stat = _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits)
+            layers.append(layer)
+            stats.append(stat)
+        elif isinstance(node, ir.Add):
+            (a, ta), (b, tb) = (table[t] for t in node.inputs)
+            try:
+                params = add_params(ta.scale, ta.zero_point, tb.scale, tb.zero_point, out.scale, out.zero_point)
+            except ValueError as error:
+                raise QuantizationError(f"layer {name} ({node.name}): {error}") from None
+            qmin, qmax = activation_bounds(node.activation, out.scale, out.zero_point)
+            layers.append(gnet.Add(name=name, inputs=(a, b), output=name, params=params, qmin=qmin, qmax=qmax,
+                                   activation=node.activation, source=node.name))
+        elif isinstance(node, ir.Pool):
+            layers.append(gnet.AveragePool(name=name, input=table[node.input][0], output=name, kernel=node.kernel,
+                                           stride=node.stride, padding=node.padding, source=node.name))
+        else:
+            layers.append(gnet.Flatten(name=name, input=table[node.input][0], output=name, source=node.name))
+    tensors = dict(table.values())
+    network = gnet.Network(layers=tuple(layers), tensors=tensors, output=table[graph.output][0], config=config,
+                           preprocessing=dict(preprocessing or {}, input_scale=tensors[gnet.INPUT].scale,
+                                              input_zero_point=tensors[gnet.INPUT].zero_point))
+    return network, stats
+
+
+def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits):
+    source, t_in = table[node.input]
+    t_out = table[node.output][1]
+    float_weights = _fc_weights(graph, node) if isinstance(node, ir.FullyConnected) else node.weights
+    label = f"layer {name} ({node.name})"
+    try:
+        wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits)
+    except ValueError as error:
+        raise QuantizationError(f"{label}: {error}") from None
+    bias = round_half_away_from_zero(node.bias.astype(np.float64) / (t_in.scale * wq.scales))
+    worst = int(np.argmax(np.abs(bias)))
+    if abs(bias[worst]) > INT32_MAX:
+        raise QuantizationError(f"{label}: int32 bias overflow in channel {worst} (bias {float(node.bias[worst]):.6g}"
+                                f" / scale {t_in.scale * wq.scales[worst]:.6g} = {bias[worst]:.6g}, shift k_c = "
+                                f"{int(wq.shifts[worst])}, method {method})")
+    bias = bias.astype(np.int64)
+    if method == "channel":
+        pairs = [quantize_multiplier(t_in.scale * s / t_out.scale) for s in wq.scales]
+        multiplier = np.array([m for m, _ in pairs], dtype=np.int64)
+        shift = np.array([e for _, e in pairs], dtype=np.int64)
+    else:
+        multiplier, shift = quantize_multiplier(t_in.scale * wq.layer_scale / t_out.scale)
+    qmin, qmax = activation_bounds(node.activation, t_out.scale, t_out.zero_point)
+    common = dict(name=name, input=source, output=name, bias=bias, multiplier=multiplier, shift=shift,
+                  channel_shift=wq.shifts, weight_scale=wq.scales, qmin=qmin, qmax=qmax,
+                  activation=node.activation, source=node.name)
+    if isinstance(node, ir.FullyConnected):
+        layer = gnet.FullyConnected(weights=wq.values, **common)
+        axis = 0
+    elif node.depthwise:
+        layer = gnet.DepthwiseConv2D(weights=wq.values[:, 0].transpose(1, 2, 0), stride=node.stride,
+                                     padding=node.padding, **common)
+        axis = -1
+    else:
+        layer = gnet.Conv2D(weights=wq.values.transpose(0, 2, 3, 1), stride=node.stride, padding=node.padding,
+                            groups=node.groups, **common)
+        axis = 0
+    bound = accumulator_bound(layer.weights, t_in.zero_point, bias, channel_axis=axis)
+    left = max(int(np.max(np.asarray(shift) - layer.channel_shift)), 0)
+    if bound << left > INT32_MAX:
+        raise QuantizationError(f"{label}: accumulators could overflow int32 (bound {bound}"
+                                f"{f' << {left}' if left else ''} > {INT32_MAX})")
+    ranges = np.abs(float_weights.reshape(float_weights.shape[0], -1)).max(axis=1)
+    live = ranges[ranges > 0]
+    stat = {"layer": name, "source": node.name, "kind": layer.kind, "channels": int(layer.channels),
+            "range_ratio": float(live.max() / live.min()) if live.size else float("nan"),
+            "dead_channels": int(np.sum(ranges == 0)),
+            "shifts": np.bincount(wq.shifts, minlength=(1 << shift_bits)).tolist(),
+            "channel_shift": wq.shifts.tolist(),
+            "weight_sqnr_db": sqnr_db(float_weights, wq.dequantized()),
+            "clipped_weights": wq.clipped, "weights": int(wq.values.size),
+            "accumulator_bound": bound, "bias_max": int(np.abs(bias).max(initial=0)),
+            "channel_ranges": ranges.tolist(),
+            "multiplier": None if method == "channel" else int(multiplier),
+            "shift": None if method == "channel" else int(shift)}
+    return layer, stat
+
+
+# -- evaluation ----------------------------------------------------------------------------------------------------
+
+def float_logits(model, images, *, batch_size=64, progress=True, description="float (onnxruntime)"):
+    """Logits of the ORIGINAL ONNX model (path or ModelProto) in onnxruntime, float32 NCHW images."""
+    runner = cal.session(model)
+    name = runner.get_inputs()[0].name
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
+                      leave=False):
+        out.append(runner.run(None, {name: np.ascontiguousarray(images[start:start + batch_size])})[0])
+    return np.concatenate(out).astype(np.float64)
+
+
+def evaluate(network, images, *, batch_size=32, progress=True, description="integer"):
+    """Dequantized logits of the integer golden model on float images (quantized per the contract)."""
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
+                      leave=False):
+        x = gnet.quantize_input(network, images[start:start + batch_size])
+        out.append(gnet.dequantize(network, gnet.run(network, x)))
+    return np.concatenate(out)
+
+
+def classification_metrics(logits, labels, reference=None):
+    """top-1 / top-5 (5 only for >= 10 classes) in %, and against ``reference`` logits: top-1 agreement and SQNR.
+
+    Ties among equal logits go to the lowest class index (``argmax``), for the int8 logits as for float.
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    result = {"images": int(len(labels)), "top1": 100.0 * float(np.mean(np.argmax(logits, 1) == labels))}
+    if logits.shape[1] >= 10:
+        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+        result["top5"] = 100.0 * float(np.mean(np.any(top5 == labels[:, None], axis=1)))
+    if reference is not None:
+        result["agreement"] = 100.0 * float(np.mean(np.argmax(logits, 1) == np.argmax(reference, 1)))
+        sqnr = sqnr_db(reference, logits)
+        result["logit_sqnr_db"] = None if not np.isfinite(sqnr) else float(sqnr)
+    return result
+
+
+def _layer_sqnr(graph, networks, images, names):
+    """Per-layer output SQNR (dB) of each network against the float IR, on a few images."""
+    runner = cal.session(graph.to_onnx())
+    floats = dict(zip(graph.tensors, runner.run(list(graph.tensors), {graph.input: images})))
+    result = {}
+    for method, network in networks.items():
+        _, trace = gnet.run(network, gnet.quantize_input(network, images), keep=True)
+        per_layer = {}
+        for ir_name, layer_name in names.items():
+            ref = floats[ir_name]
+            ref = ref.transpose(0, 2, 3, 1) if ref.ndim == 4 else ref
+            got = gnet.dequantize(network, trace.tensors[layer_name], layer_name)
+            value = sqnr_db(ref, got)
+            per_layer[layer_name] = float(value) if np.isfinite(value) else None
+        result[method] = {"sqnr_db": per_layer, "accumulator_max": trace.accumulator_max,
+                          "saturation": {name: _saturation(t, network.tensors[name].zero_point)
+                                         for name, t in trace.tensors.items() if name != gnet.INPUT}}
+    return result
+
+
+def _saturation(values, zero_point):
+    """Share of int8 values at -128 or 127 that do not stand for real 0 (a ReLU's floor is not saturation)."""
+    limits = [limit for limit in (-128, 127) if limit != zero_point]
+    return float(np.mean(np.isin(values, limits)))
+
+
+# -- outputs -----------------------------------------------------------------------------------------------------------
+
+def write_memory_images(network, directory):
+    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (docs/memory.md).
+
+    The layout belongs to the engine (golden/memory.py); until that module exists nothing is written and ``None``
+    is returned, otherwise whatever its writer returns (the files it wrote).
+    """
+    try:
+        from golden import memory
+    except ImportError:
+        return None
+    return memory.write_images(network, directory)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _publish(temporary, out):
+    # Replace `out` by the finished `temporary` folder with renames only, so `out` is never half-written.
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.old-")
+        os.rmdir(old)
+        os.rename(out, old)
+        os.rename(temporary, out)
+        shutil.rmtree(old)
+    else:
+        os.rename(temporary, out)
+
+
+# -- command line --------------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _list(kind, choices=None):
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty list {text!r}")
+        try:
+            values = [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+        for value in values:
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(map(str, choices))}")
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"repeated value in {text!r}")
+        return values
+    return parse
+
+
+def _parser():
+    parser = _Parser(prog="python tools/quantize.py", description=__doc__.split("\n\n")[0],
+                     epilog="Exit status 0 on success, 2 on bad input (one line on stderr, nothing written).")
+    parser.add_argument("--model", default=None,
+                        help="ONNX model (default: the built-in reference model models/fmnist_mobilenet.onnx)")
+    parser.add_argument("--data", default=None,
+                        help="labelled data: a folder of NNNN_name.<jpeg|png> images, or for a fashion-mnist model "
+                             f"the folder of its idx files (default: {FASHION_MNIST_ROOT})")
+    parser.add_argument("--out", default=os.path.join("build", "quantized"),
+                        help="output folder, replaced atomically (default: %(default)s)")
+    parser.add_argument("--methods", type=_list(str, METHODS), default=list(METHODS),
+                        help=f"methods to evaluate, comma-separated (default: {','.join(METHODS)})")
+    parser.add_argument("--deploy", default="wess", choices=WEIGHT_METHODS,
+                        help="method of the network written to the output folder (default: %(default)s)")
+    parser.add_argument("--weight-bits", type=_list(int, range(2, 9)), default=[8, 6],
+                        help="weight bit widths to evaluate (2..8), comma-separated; the first is written "
+                             "(default: 8,6)")
+    parser.add_argument("--shift-bits", type=int, default=4, choices=range(1, 6), metavar="{1..5}",
+                        help="bits of the per-channel WESS shift k_c (default: %(default)s)")
+    parser.add_argument("--calibration", default="minmax", choices=cal.METHODS,
+                        help="activation range method (default: %(default)s)")
+    parser.add_argument("--percentile", type=float, default=99.99,
+                        help="percentile of --calibration percentile (default: %(default)s)")
+    parser.add_argument("--calib-images", type=int, default=None,
+                        help="calibration images: the first N (default: 20%% of the images, at most 500)")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="evaluation images, taken after the calibration ones (default: all the others)")
+    parser.add_argument("--trace-images", type=int, default=16,
+                        help="evaluation images used for the per-layer SQNR/saturation statistics (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default: 32)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _check_args(args, parser):
+    for name in ("calib_images", "eval_images", "batch_size", "trace_images"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "trace_images" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {value}")
+    if not 50 < args.percentile <= 100:
+        parser.error(f"--percentile must be in (50, 100], not {args.percentile}")
+    if args.model is not None and not os.path.isfile(args.model):
+        parser.error(f"model file {args.model!r} does not exist")
+    if args.data is not None and not os.path.isdir(args.data):
+        parser.error(f"data folder {args.data!r} does not exist")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out!r} exists and is not a folder")
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(args, parser)
+    progress = not args.quiet
+    started = time.perf_counter()
+    timing = {}
+    model = args.model or DEFAULT_MODEL
+    try:
+        graph = ir.load_graph(model)
+        dataset = load_dataset(graph, args.data, progress=progress)
+        total = len(dataset.labels)
+        n_cal = args.calib_images if args.calib_images is not None else max(1, min(500, total // 5))
+        if n_cal >= total:
+            raise ValueError(f"--calib-images {n_cal} leaves no evaluation image of the {total}")
+        n_eval = min(args.eval_images or total, total - n_cal)
+        cal_images = dataset.images[:n_cal]
+        eval_images, eval_labels = dataset.images[n_cal:n_cal + n_eval], dataset.labels[n_cal:n_cal + n_eval]
+        timing["load_s"] = time.perf_counter() - started
+
+        t = time.perf_counter()
+        reference = float_logits(model, eval_images, batch_size=args.batch_size, progress=progress)
+        timing["float_s"] = time.perf_counter() - t
+        results = []
+        if "float" in args.methods:
+            results.append(dict(method="float", weight_bits=None, activation_bits=None,
+                                **classification_metrics(reference, eval_labels, reference),
+                                seconds=timing["float_s"]))
+        t = time.perf_counter()
+        ranges = cal.calibrate(graph, cal_images, method=args.calibration, percentile=args.percentile,
+                               batch_size=args.batch_size, progress=progress)
+        timing["calibration_s"] = time.perf_counter() - t
+
+        quantized = [m for m in args.methods if m != "float"]
+        deploy_bits = args.weight_bits[0]
+        networks, stats = {}, {}
+        for bits in args.weight_bits:
+            for method in sorted(set(quantized + ([args.deploy] if bits == deploy_bits else [])),
+                                 key=METHODS.index):
+                network, layer_stats = build_network(graph, ranges, method=method, weight_bits=bits,
+                                                     shift_bits=args.shift_bits, input_range=dataset.input_range,
+                                                     preprocessing=dataset.contract)
+                if bits == deploy_bits:
+                    networks[method], stats[method] = network, layer_stats
+                if method not in quantized:
+                    continue
+                t = time.perf_counter()
+                logits = evaluate(network, eval_images, batch_size=args.batch_size, progress=progress,
+                                  description=f"{method} W{bits}A8 (golden)")
+                seconds = time.perf_counter() - t
+                results.append(dict(method=method, weight_bits=bits, activation_bits=8,
+                                    **classification_metrics(logits, eval_labels, reference), seconds=seconds,
+                                    seconds_per_image=seconds / len(eval_labels)))
+        t = time.perf_counter()
+        n_trace = min(args.trace_images, n_eval)
+        traces = _layer_sqnr(graph, networks, eval_images[:n_trace], _layer_names(graph)) if n_trace else {}
+        timing["trace_s"] = time.perf_counter() - t
+        timing["total_before_writing_s"] = time.perf_counter() - started
+
+        summary = {
+            "model": os.path.abspath(model), "model_sha256": _sha256(model), "dataset": dataset.name,
+            "classes": int(reference.shape[1]),
+            "calibration": {"images": [0, n_cal], "count": n_cal, "method": args.calibration,
+                            **({"percentile": args.percentile} if args.calibration == "percentile" else {})},
+            "evaluation": {"images": [n_cal, n_cal + n_eval], "count": n_eval},
+            "deployed": {"method": args.deploy, "weight_bits": deploy_bits, "shift_bits": args.shift_bits},
+            "trace_images": n_trace, "results": results, "timing": timing,
+            "command": "python tools/quantize.py" + "".join(f" {a}" for a in (argv if argv is not None
+                                                                               else sys.argv[1:])),
+        }
+        _write_outputs(args.out, networks[args.deploy], summary, stats, traces, graph)
+    except (ir.UnsupportedModelError, QuantizationError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from tools.report import format_table
+    print(format_table(results))
+    print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _write_outputs(out, network, summary, stats, traces, graph):
+    from tools import report
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    temporary = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.tmp-")
+    try:
+        extra = {key: summary[key] for key in ("model", "model_sha256", "dataset", "calibration", "deployed")}
+        manifest = gnet.save(network, temporary, extra=extra)
+        images = write_memory_images(network, temporary)
+        summary["memory_images"] = images
+        with open(os.path.join(temporary, "results.json"), "w") as f:
+            json.dump(summary, f, indent=1, allow_nan=False)
+            f.write("\n")
+        report.write_report(temporary, summary=summary, stats=stats, traces=traces, manifest=manifest)
+        _publish(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
