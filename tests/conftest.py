@@ -1,6 +1,8 @@
-"""Shared pytest plumbing: oracle tests record what they compared, and the terminal summary reports it."""
+"""Shared pytest plumbing: the quantized reference model, and oracle counts reported in the terminal summary."""
 
 import pytest
+
+CALIBRATION_IMAGES, TEST_IMAGES = 100, 64
 
 _ORACLE_COUNTS = pytest.StashKey[dict]()
 
@@ -25,3 +27,20 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.section("oracle comparisons")
     for label, (layers, elements, mismatches) in counts.items():
         terminalreporter.write_line(f"{label}: {layers} layers, {elements} elements, {mismatches} mismatching")
+
+
+@pytest.fixture(scope="session")
+def quantized_reference():
+    """The reference model quantized by tools/quantize.py with every weight method (minmax calibration on the first
+    100 Fashion-MNIST test images), and the next 64 images as an int8 NHWC batch: ``({method: Network}, x)``."""
+    from golden import network as gnet
+    from tools import calibrate, onnx_import, quantize
+    from tools.weights import METHODS
+
+    graph = onnx_import.load_graph(quantize.DEFAULT_MODEL)
+    dataset = quantize.load_dataset(graph, progress=False)
+    ranges = calibrate.calibrate(graph, dataset.images[:CALIBRATION_IMAGES], method="minmax", progress=False)
+    networks = {method: quantize.build_network(graph, ranges, method=method, input_range=dataset.input_range,
+                                               preprocessing=dataset.contract)[0] for method in METHODS}
+    x = gnet.quantize_input(networks["wess"], dataset.images[CALIBRATION_IMAGES:CALIBRATION_IMAGES + TEST_IMAGES])
+    return networks, x

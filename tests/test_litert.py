@@ -6,7 +6,10 @@ is computed from the layer's parameters alone (golden conv + ``requantize`` with
 and the per-channel ``k_c``), never from the exported file. Counts appear in the "oracle comparisons" summary.
 """
 
+import dataclasses
 import itertools
+import os
+import re
 
 import numpy as np
 import pytest
@@ -14,16 +17,18 @@ import pytest
 pytest.importorskip("ai_edge_litert.interpreter",
                     reason="ai-edge-litert (LiteRT) is not importable; install it with pip install -e '.[dev]'")
 
+from golden import network as gnet
 from golden.add import add, add_params
 from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
 from golden.pool import average_pool2d
 from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize
-from tools.tflite_export import ModelBuilder, fused_activation, litert_activation_bounds, run_reference
+from tools.tflite_export import (ModelBuilder, export_layer, export_network, fused_activation, litert_activation_bounds,
+                                 main, run_reference)
 
 ACTIVATIONS = (None, "relu", "relu6")
-#: (op, kernel, stride, padding, activation): every combination is drawn 4 times -> 216 random conv layers.
+#: (op, kernel, stride, padding, activation): every combination is drawn 4 times -> 288 random conv layers.
 CONV_CASES = [(op, kernel, stride, padding, activation)
-              for op, kernels in (("conv", (1, 3)), ("depthwise", (3,)))
+              for op, kernels in (("conv", (1, 3)), ("depthwise", (3,)), ("grouped", (3,)))
               for kernel, stride, padding, activation in itertools.product(kernels, (1, 2), ("VALID", "SAME", "explicit"),
                                                                              ACTIVATIONS)]
 DRAWS_PER_CASE = 4
@@ -75,22 +80,29 @@ def _channel_shifts(rng, channels):
 
 
 def random_conv_layer(rng, op, kernel, stride, padding_mode, activation):
-    """One random WESS conv/depthwise layer: parameters, input, and the golden accumulators."""
+    """One random WESS conv/depthwise/grouped conv layer: parameters, input, and the golden accumulators."""
     n = int(rng.integers(1, 3))
-    cin = int(rng.integers(2, 17))
-    cout = cin if op == "depthwise" else int(rng.integers(2, 17))
+    groups = int(rng.integers(2, 5)) if op == "grouped" else 1
+    cin = int(rng.integers(1, 9)) * groups if op == "grouped" else int(rng.integers(2, 17))
+    cout = cin if op == "depthwise" else int(rng.integers(1, 5)) * groups if op == "grouped" else \
+        int(rng.integers(2, 17))
     size = tuple(int(s) for s in rng.integers(kernel, 12, size=2))
     padding = _padding(rng, size, kernel, stride, padding_mode)
-    shape = (kernel, kernel, cin) if op == "depthwise" else (cout, kernel, kernel, cin)
+    shape = (kernel, kernel, cin) if op == "depthwise" else (cout, kernel, kernel, cin // groups)
     weights = np.round(rng.uniform(-1, 1, size=shape) * rng.uniform(0.2, 1.0)
                        * 127).astype(np.int64)  # float -> test data only
     weights.flat[0] = rng.choice([-127, 127])
-    taps = kernel * kernel * (1 if op == "depthwise" else cin)
+    taps = kernel * kernel * (1 if op == "depthwise" else cin // groups)
     bias = rng.integers(-128 * 127 * taps // 4, 128 * 127 * taps // 4 + 1, size=cout)
     x = _int8_input(rng, (n, *size, cin))
     zp_in = _zero_point(rng)
-    golden = depthwise_conv2d if op == "depthwise" else conv2d
-    acc = golden(x, weights, bias, stride=(stride, stride), padding=padding, input_zero_point=zp_in)
+    kwargs = dict(stride=(stride, stride), padding=padding, input_zero_point=zp_in)
+    if op == "depthwise":
+        acc = depthwise_conv2d(x, weights, bias, **kwargs)
+    else:                                               # a grouped conv is `groups` convs on slices of the channels
+        per_in, per_out = cin // groups, cout // groups
+        acc = np.concatenate([conv2d(x[..., g * per_in:(g + 1) * per_in], weights[g * per_out:(g + 1) * per_out],
+                                     bias[g * per_out:(g + 1) * per_out], **kwargs) for g in range(groups)], axis=3)
     s_in = np.float32(2.0 ** rng.uniform(-9, -1))
     s_w = np.float32(2.0 ** rng.uniform(-12, -5))
     k = _channel_shifts(rng, cout)
@@ -110,7 +122,8 @@ def litert_output(layer, qmin, qmax):
     """The same layer exported as a .tflite model and run by LiteRT's reference kernels."""
     builder = ModelBuilder()
     x = builder.input("x", layer["x"].shape, scale=layer["s_in"], zero_point=layer["zp_in"])
-    method = {"conv": builder.conv2d, "depthwise": builder.depthwise_conv2d, "fc": builder.fully_connected}
+    method = {"conv": builder.conv2d, "grouped": builder.conv2d, "depthwise": builder.depthwise_conv2d,
+              "fc": builder.fully_connected}
     kwargs = {} if layer["op"] == "fc" else dict(stride=layer["stride"], padding=layer["padding"])
     y = method[layer["op"]](x, layer["weights"], layer["bias"], weight_scale=layer["s_w"], channel_shift=layer["k"],
                             output_scale=layer["s_out"], output_zero_point=layer["zp_out"], qmin=qmin, qmax=qmax,
@@ -118,21 +131,36 @@ def litert_output(layer, qmin, qmax):
     return run_reference(builder.build([y]), [layer["x"]])[0]
 
 
+class Tally:
+    """The counts of one oracle comparison: layers, elements, mismatching elements, and the failing layers' labels."""
+
+    def __init__(self):
+        self.layers = self.elements = self.mismatches = 0
+        self.failing = []
+
+    def check(self, label, actual, expected):
+        assert actual.shape == expected.shape, f"{label}: shape {actual.shape} != {expected.shape}"
+        wrong = int(np.count_nonzero(actual != expected))
+        self.layers, self.elements, self.mismatches = self.layers + 1, self.elements + expected.size, \
+            self.mismatches + wrong
+        if wrong:
+            self.failing.append(label)
+
+    def record(self, oracle_counts, title):
+        """Add the counts to the run's summary; returns the failure message."""
+        oracle_counts(f"LiteRT REF vs golden, {title}", layers=self.layers, elements=self.elements,
+                      mismatches=self.mismatches)
+        return f"{self.mismatches} of {self.elements} elements differ, in layers {self.failing[:20]}"
+
+
 def compare(layers):
-    """Run every layer both ways: (elements, mismatching elements, failing layer indices, golden outputs + clamps)."""
-    elements = mismatches = 0
-    failing, outputs = [], []
+    """Run every layer both ways: the :class:`Tally` (labels = layer indices) and the golden outputs with clamps."""
+    tally, outputs = Tally(), []
     for index, layer in enumerate(layers):
         expected, (qmin, qmax) = golden_output(layer)
-        actual = litert_output(layer, qmin, qmax)
-        assert actual.shape == expected.shape, f"layer {index}: shape {actual.shape} != {expected.shape}"
-        wrong = int(np.count_nonzero(actual != expected))
-        elements += expected.size
-        mismatches += wrong
+        tally.check(index, litert_output(layer, qmin, qmax), expected)
         outputs.append((expected, qmin, qmax))
-        if wrong:
-            failing.append(index)
-    return elements, mismatches, failing, outputs
+    return tally, outputs
 
 
 def _live(expected, qmin, qmax, zero_point):
@@ -150,17 +178,17 @@ def _describe(layer):
 def test_litert_random_wess_conv_layers(oracle_counts):
     rng = np.random.default_rng(20261105)
     layers = [random_conv_layer(rng, *case) for case in CONV_CASES for _ in range(DRAWS_PER_CASE)]
-    elements, mismatches, failing, outputs = compare(layers)
-    oracle_counts("LiteRT REF vs golden, random WESS conv/depthwise layers", layers=len(layers), elements=elements,
-                  mismatches=mismatches)
-    print(f"\nrandom WESS conv/depthwise: {len(layers)} layers, {elements} elements, {mismatches} mismatching")
-    assert len(layers) >= 200
-    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+    tally, outputs = compare(layers)
+    message = tally.record(oracle_counts, "random WESS conv/depthwise/grouped layers")
+    print(f"\nrandom WESS conv/depthwise/grouped: {tally.layers} layers, {tally.elements} elements, "
+          f"{tally.mismatches} mismatching")
+    assert tally.layers >= 200
+    assert not tally.failing, f"{message}; the first: {_describe(layers[tally.failing[0]])}"
 
     # The comparison is only as strong as the outputs are informative: most must be rounded values, and channels with
     # k_c = 0 and with k_c = 15 must produce such values in many layers.
     live = [_live(expected, qmin, qmax, layer["zp_out"]) for layer, (expected, qmin, qmax) in zip(layers, outputs)]
-    assert sum(int(m.sum()) for m in live) > elements // 3
+    assert sum(int(m.sum()) for m in live) > tally.elements // 3
     for k in (0, 15):
         reached = sum(bool(m[..., layer["k"] == k].any()) for layer, m in zip(layers, live))
         assert reached >= 40, f"channels with k_c = {k} produce rounded outputs in only {reached} layers"
@@ -180,10 +208,9 @@ def test_litert_random_fully_connected_layers(oracle_counts):
         layers.append(dict(op="fc", x=x, weights=weights, bias=bias, s_in=s_in, s_w=s_w, k=k,
                            s_out=_output_scale(rng, acc, s_in, s_w, k), zp_in=zp_in, zp_out=_zero_point(rng),
                            activation=activation, acc=acc))
-    elements, mismatches, failing, _ = compare(layers)
-    oracle_counts("LiteRT REF vs golden, random fully connected (as 1x1 CONV_2D)", layers=len(layers), elements=elements,
-                  mismatches=mismatches)
-    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+    tally, _ = compare(layers)
+    message = tally.record(oracle_counts, "random fully connected (as 1x1 CONV_2D)")
+    assert not tally.failing, f"{message}; the first: {_describe(layers[tally.failing[0]])}"
 
 
 def _edge_layer(x, weights, bias, k, s_in, s_w, s_out, zp_in=0, zp_out=0, activation=None):
@@ -233,14 +260,14 @@ def test_litert_edge_layers(oracle_counts):
                                   zp_in=zp_in, zp_out=zp_out, activation=activation))
 
     assert all(reached.values()), f"an edge case is not reached: {reached}"
-    elements, mismatches, failing, _ = compare(layers)
-    oracle_counts("LiteRT REF vs golden, edge layers", layers=len(layers), elements=elements, mismatches=mismatches)
-    assert not failing, f"{mismatches} mismatches in layers {failing}: first {_describe(layers[failing[0]])}"
+    tally, _ = compare(layers)
+    message = tally.record(oracle_counts, "edge layers")
+    assert not tally.failing, f"{message}; the first: {_describe(layers[tally.failing[0]])}"
 
 
 def test_litert_random_add_layers(oracle_counts):
     rng = np.random.default_rng(11)
-    layers = elements = mismatches = 0
+    tally = Tally()
     for activation, ratio in itertools.product(ACTIVATIONS, (1.0, 0.7, 2.0**-8, 5.0, 2.0**6)):
         for _ in range(3):
             shape = (int(rng.integers(1, 3)), *(int(s) for s in rng.integers(1, 9, size=2)), int(rng.integers(1, 17)))
@@ -256,17 +283,14 @@ def test_litert_random_add_layers(oracle_counts):
             a = builder.input("a", shape, scale=s1, zero_point=zp1)
             b = builder.input("b", shape, scale=s2, zero_point=zp2)
             y = builder.add(a, b, output_scale=s_out, output_zero_point=zp_out, qmin=qmin, qmax=qmax, name="y")
-            actual = run_reference(builder.build([y]), [x1, x2])[0]
-            layers += 1
-            elements += expected.size
-            mismatches += int(np.count_nonzero(actual != expected))
-    oracle_counts("LiteRT REF vs golden, random ADD layers", layers=layers, elements=elements, mismatches=mismatches)
-    assert layers >= 40 and mismatches == 0, f"{mismatches} of {elements} elements differ"
+            tally.check((activation, ratio, shape), run_reference(builder.build([y]), [x1, x2])[0], expected)
+    message = tally.record(oracle_counts, "random ADD layers")
+    assert tally.layers >= 40 and not tally.failing, message
 
 
 def test_litert_random_average_pool_layers(oracle_counts):
     rng = np.random.default_rng(13)
-    layers = elements = mismatches = 0
+    tally = Tally()
     windows = ((2, 1, "VALID"), (2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (3, 2, "VALID"), ("global", 1, "VALID"))
     for (kernel, stride, mode), activation in itertools.product(windows, ACTIVATIONS):
         for _ in range(3):
@@ -284,13 +308,38 @@ def test_litert_random_average_pool_layers(oracle_counts):
             xi = builder.input("x", x.shape, scale=scale, zero_point=zp)
             y = builder.average_pool2d(xi, window, stride=(stride, stride), padding=padding, qmin=qmin, qmax=qmax,
                                        name="y")
-            actual = run_reference(builder.build([y]), [x])[0]
-            layers += 1
-            elements += expected.size
-            mismatches += int(np.count_nonzero(actual != expected))
-    oracle_counts("LiteRT REF vs golden, random AVERAGE_POOL_2D layers", layers=layers, elements=elements,
-                  mismatches=mismatches)
-    assert layers >= 40 and mismatches == 0, f"{mismatches} of {elements} elements differ"
+            tally.check((window, stride, mode, activation), run_reference(builder.build([y]), [x])[0], expected)
+    message = tally.record(oracle_counts, "random AVERAGE_POOL_2D layers")
+    assert tally.layers >= 40 and not tally.failing, message
+
+
+def test_litert_builder_refuses_bad_layers():
+    builder = ModelBuilder()
+    x = builder.input("x", (1, 4, 4, 2), scale=0.1, zero_point=0)
+    q = dict(weight_scale=0.01, output_scale=0.1, output_zero_point=0)
+    ones = np.ones((3, 1, 1, 2), dtype=np.int64)
+    cases = [
+        (lambda: builder.conv2d(x, ones * 128, None, **q, name="a"), r"weights values must lie in \[-127, 127\]"),
+        (lambda: builder.conv2d(x, np.ones((3, 1, 1, 3), np.int64), None, **q, name="a"), "conv weights must be"),
+        (lambda: builder.conv2d(x, ones, [1, 2], **q, name="a"), r"bias must have shape \(3,\)"),
+        (lambda: builder.conv2d(x, ones, [2**31, 0, 0], **q, name="a"), "bias values must lie in"),
+        (lambda: builder.conv2d(x, ones, None, channel_shift=[0, 0, 32], **q, name="a"), "channel_shift values"),
+        (lambda: builder.conv2d(x, ones, None, **dict(q, weight_scale=0.0), name="a"), "positive normal float32"),
+        (lambda: builder.conv2d(x, ones, None, padding=(1, 1), **q, name="a"), "padding must be"),
+        (lambda: builder.conv2d(x, ones, None, **q, qmin=-100, name="a"), "no TFLite fused activation"),
+        (lambda: builder.depthwise_conv2d(x, np.ones((3, 3, 3), np.int64), None, **q, name="a"), "depthwise weights"),
+        (lambda: builder.average_pool2d(x, (3, 3), padding=(1, 0, 1, 0), name="a"), "neither VALID nor SAME"),
+        (lambda: builder.input("x", (1, 2), scale=0.1, zero_point=0), "a tensor is already named 'x'"),
+        (lambda: builder.input("b", (1, 2), scale=0.1, zero_point=128), "zero point of 'b' must be"),
+        (lambda: builder.reshape(x, (1, 5), name="a"), "cannot reshape"),
+        (lambda: builder.fully_connected(x, np.ones((3, 32), np.int64), None, **q, name="a"),
+         r"fully connected input must be \(N, Cin\)"),
+        (lambda: builder.build([]), "at least one input and one output"),
+        (lambda: builder.build([99]), "99 is not an activation tensor"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ValueError, match=message):
+            make()
 
 
 # --- a pinned difference: ReLU6's upper bound --------------------------------------------------------------------------
@@ -313,3 +362,96 @@ def test_litert_relu6_bound_is_computed_in_float32():
 
     with pytest.raises(ValueError, match=r"no TFLite fused activation clamps to \[-128, -126\]"):
         fused_activation(-128, -126, scale, zp)
+
+
+# --- (b) the built-in reference model, quantized by tools/quantize.py ----------------------------------------------------
+
+def test_litert_reference_model_every_layer(quantized_reference, oracle_counts):
+    """Each layer alone, exported as a .tflite model and fed the golden model's own input to that layer."""
+    networks, x = quantized_reference
+    tally = Tally()
+    for method, network in networks.items():
+        _, trace = gnet.run(network, x, keep=True)
+        for layer in network.layers:
+            inputs = [trace.tensors[name] for name in dict.fromkeys(layer.inputs)]
+            (actual,) = run_reference(export_layer(network, layer.name, batch=len(x)), inputs)
+            tally.check(f"{method}/{layer.name}", actual, trace.tensors[layer.output])
+    message = tally.record(oracle_counts, f"reference model layer by layer ({', '.join(networks)}; {len(x)} images)")
+    kinds = {layer.kind for layer in networks["wess"].layers}
+    assert kinds == {"conv", "depthwise", "add", "average_pool", "flatten", "fully_connected"}
+    assert any(layer.channel_shift.any() for layer in networks["wess"].layers if hasattr(layer, "channel_shift"))
+    assert not tally.failing, message
+
+
+def test_litert_reference_model_end_to_end(quantized_reference, oracle_counts):
+    """The whole network as one .tflite model: its output and every intermediate tensor LiteRT computed."""
+    networks, x = quantized_reference
+    tally = Tally()
+    for method, network in networks.items():
+        output, trace = gnet.run(network, x, keep=True)
+        (litert,), tensors = run_reference(export_network(network, batch=len(x)), [x], keep=True)
+        assert litert.shape == output.shape == (len(x), 10)
+        np.testing.assert_array_equal(litert, output, err_msg=f"{method}: the network outputs differ")
+        for layer in network.layers:
+            tally.check(f"{method}/{layer.name}", tensors[layer.output], trace.tensors[layer.output])
+    message = tally.record(oracle_counts, f"reference model end to end, every layer's tensor ({', '.join(networks)}; "
+                                          f"{len(x)} images)")
+    assert not tally.failing, message
+
+
+def test_export_refuses_what_litert_would_compute_differently(quantized_reference):
+    network = quantized_reference[0]["wess"]
+    conv = next(layer for layer in network.layers if layer.kind == "conv")
+    add_layer = next(layer for layer in network.layers if layer.kind == "add")
+
+    def replaced(old, new):
+        return dataclasses.replace(network, layers=tuple(new if layer is old else layer for layer in network.layers))
+
+    with pytest.raises(ValueError, match=rf"layer '{conv.name}', channel 0: LiteRT derives \(multiplier, shift\)"):
+        export_network(replaced(conv, dataclasses.replace(conv, multiplier=conv.multiplier + 1)))
+    params = dataclasses.replace(add_layer.params, output_multiplier=add_layer.params.output_multiplier - 1)
+    with pytest.raises(ValueError, match=rf"layer '{add_layer.name}': LiteRT derives AddParams"):
+        export_layer(replaced(add_layer, dataclasses.replace(add_layer, params=params)), add_layer.name)
+    with pytest.raises(ValueError, match="no TFLite fused activation clamps to"):
+        export_layer(replaced(conv, dataclasses.replace(conv, qmin=-100)), conv.name)
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+def test_litert_export_command_writes_a_model_litert_runs(quantized_reference, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    networks, x = quantized_reference
+    gnet.save(networks["wess"], tmp_path)
+    np.save(tmp_path / "x.npy", x[:8])
+    model = tmp_path / "m.tflite"
+    assert main([str(tmp_path), "-o", str(model), "--batch", "8", "--bench", "--input", str(tmp_path / "x.npy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote {model}: ") and lines[0].endswith("batch 8")
+    assert re.fullmatch(r"LiteRT BUILTIN_REF vs golden: 8 images, 18 layers, \d+ elements compared, 0 mismatching; "
+                        r"golden .* ms/image\), LiteRT REF .* ms/image\), export .* ms", lines[1]), lines[1]
+
+    interpreter = Interpreter(model_path=str(model))                  # the default (optimised) resolver loads it too
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:8])
+    interpreter.invoke()
+    assert interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).shape == (8, 10)
+    (reference_output,) = run_reference(model.read_bytes(), [x[:8]])
+    np.testing.assert_array_equal(reference_output, gnet.run(networks["wess"], x[:8]))
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "nothing to do: give -o FILE.tflite and/or --bench"),
+    (["-o", "{tmp}/m.tflite", "--batch", "0"], "--batch must be a positive integer"),
+    (["-o", "{tmp}/no/m.tflite"], "the folder of --output"),
+    (["--bench", "--input", "{tmp}/missing.npy"], "cannot read"),
+])
+def test_litert_export_command_errors(quantized_reference, tmp_path, capsys, args, message):
+    gnet.save(quantized_reference[0]["wess"], tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), *(a.format(tmp=tmp_path) for a in args)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == before

@@ -20,15 +20,25 @@ vector. :func:`run_reference` runs a model with LiteRT's reference kernels (``Op
 """
 
 import dataclasses
+import os
+import sys
+import tempfile
+import time
 
 import flatbuffers
 import numpy as np
 import tflite
 
+from golden import network as gnet
+from golden.add import add_params
 from golden.conv import conv_output_size, same_padding
-from golden.requant import INT32_MAX, INT32_MIN
+from golden.requant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away_from_zero
+from hdl.top import OneLineErrorParser
+from tools.datasets import FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
+from tools.golden_infer import load_input
 
-__all__ = ["ModelBuilder", "fused_activation", "litert_activation_bounds", "run_reference"]
+__all__ = ["ModelBuilder", "fused_activation", "litert_activation_bounds", "export_network", "export_layer",
+           "run_reference", "benchmark", "format_benchmark", "main"]
 
 _INT8 = tflite.TensorType.INT8
 _INT32 = tflite.TensorType.INT32
@@ -63,7 +73,7 @@ def litert_activation_bounds(activation, scale, zero_point):
         return low, 127
     if activation == "RELU6":
         quotient = np.float32(6.0) / np.float32(scale)          # float32 / float32 -> float32, as in C++
-        return low, min(127, int(zero_point) + int(np.sign(quotient) * np.floor(np.abs(quotient) + np.float32(0.5))))
+        return low, min(127, int(zero_point) + int(round_half_away_from_zero(quotient)))   # exact: rounded in double
     raise ValueError(f"activation must be 'NONE', 'RELU' or 'RELU6', not {activation!r}")
 
 
@@ -102,16 +112,16 @@ class _Operator:
     opcode: str
     inputs: tuple
     outputs: tuple
-    options_type: int
-    options: tuple          # (field adder, value) pairs, or () for an options table without fields
+    options_table: str      # the builtin options table, e.g. "Conv2DOptions"
+    options: tuple          # (field adder, value) pairs, or () for a table without fields
 
 
 class ModelBuilder:
     """One single-subgraph int8 .tflite model, built op by op; :meth:`build` returns the flatbuffer bytes.
 
-    Activation tensors are referred to by the integer handle the methods return. Every method validates its
-    arguments against the tensors it consumes and computes the output shape, so a model that builds is one LiteRT
-    accepts.
+    Activation tensors are referred to by the integer handle the methods return; their names must be unique (they
+    name the tensors LiteRT reports). Every method validates its arguments against the tensors it consumes and
+    computes the output shape.
 
     Parameters
     ----------
@@ -147,16 +157,16 @@ class ModelBuilder:
 
     # --- ops ---------------------------------------------------------------------------------------------------
 
-    def conv2d(self, x, weights, bias, *, weight_scale, channel_shift, stride=(1, 1), padding=(0, 0, 0, 0),
+    def conv2d(self, x, weights, bias, *, weight_scale, channel_shift=None, stride=(1, 1), padding=(0, 0, 0, 0),
                output_scale, output_zero_point, qmin=-128, qmax=127, name):
-        """A WESS convolution: int8 weights ``(Cout, KH, KW, Cin)`` with channel scales ``weight_scale * 2**-k_c``.
+        """A WESS convolution: int8 weights ``(Cout, KH, KW, Cin / groups)`` with channel scales ``s_w * 2**-k_c``.
 
         Args:
             x: input tensor handle ``(N, H, W, Cin)``.
-            weights: int8 values in ``[-127, 127]``, OHWI.
+            weights: int8 values in ``[-127, 127]``, OHWI; ``Cin / groups`` input channels for a grouped conv.
             bias: int32 ``(Cout,)`` or ``None``.
-            weight_scale: the layer scale ``s_w``.
-            channel_shift: ``k_c`` per output channel, integers in ``[0, 31]``.
+            weight_scale: the layer scale ``s_w``, or one scale per output channel (rounded to float32).
+            channel_shift: ``k_c`` per output channel, integers in ``[0, 31]`` (default all 0).
             stride: ``(sh, sw)``; padding: ``(top, bottom, left, right)``.
             output_scale, output_zero_point: the output tensor's quantization.
             qmin, qmax: clamp bounds; must be a fused activation's (:func:`fused_activation`).
@@ -167,13 +177,13 @@ class ModelBuilder:
         return self._convolution("CONV_2D", x, weights, bias, weight_scale, channel_shift, stride, padding,
                                  output_scale, output_zero_point, qmin, qmax, name)
 
-    def depthwise_conv2d(self, x, weights, bias, *, weight_scale, channel_shift, stride=(1, 1),
+    def depthwise_conv2d(self, x, weights, bias, *, weight_scale, channel_shift=None, stride=(1, 1),
                          padding=(0, 0, 0, 0), output_scale, output_zero_point, qmin=-128, qmax=127, name):
         """A WESS depthwise convolution (multiplier 1): int8 weights ``(KH, KW, C)``; otherwise as :meth:`conv2d`."""
         return self._convolution("DEPTHWISE_CONV_2D", x, weights, bias, weight_scale, channel_shift, stride, padding,
                                  output_scale, output_zero_point, qmin, qmax, name)
 
-    def fully_connected(self, x, weights, bias, *, weight_scale, channel_shift, output_scale, output_zero_point,
+    def fully_connected(self, x, weights, bias, *, weight_scale, channel_shift=None, output_scale, output_zero_point,
                         qmin=-128, qmax=127, name):
         """A WESS fully connected layer on ``(N, Cin)``: RESHAPE to ``(N, 1, 1, Cin)``, 1x1 CONV_2D, RESHAPE back.
 
@@ -201,7 +211,7 @@ class ModelBuilder:
             raise ValueError(f"add inputs must have one shape, not {shape} and {self._tensor(x2).shape}")
         out = self._activation(name, shape, output_scale, output_zero_point)
         activation = fused_activation(qmin, qmax, *self.quantization(out))
-        self._operators.append(_Operator("ADD", (x1, x2), (out,), tflite.BuiltinOptions.AddOptions,
+        self._operators.append(_Operator("ADD", (x1, x2), (out,), "AddOptions",
                                          ((tflite.AddOptionsAddFusedActivationFunction, activation),)))
         return out
 
@@ -213,17 +223,17 @@ class ModelBuilder:
                 taps, so an explicit PAD would change the divisor).
         """
         n, h, w, c = self._nhwc(x)
-        kernel, stride = _pair(kernel, "kernel"), _pair(stride, "stride")
+        kernel, stride, padding = _pair(kernel, "kernel"), _pair(stride, "stride"), _padding(padding)
         mode = self._padding_mode((h, w), kernel, stride, padding)
         if mode is None:
-            raise ValueError(f"average pooling padding {tuple(padding)} is neither VALID nor SAME for input {h}x{w}, "
+            raise ValueError(f"average pooling padding {padding} is neither VALID nor SAME for input {h}x{w}, "
                              f"kernel {kernel}, stride {stride}")
         top, bottom, left, right = padding
         out_shape = (n, conv_output_size(h, kernel[0], stride[0], top, bottom),
                      conv_output_size(w, kernel[1], stride[1], left, right), c)
         out = self._activation(name, out_shape, *self.quantization(x))
         activation = fused_activation(qmin, qmax, *self.quantization(out))
-        self._operators.append(_Operator("AVERAGE_POOL_2D", (x,), (out,), tflite.BuiltinOptions.Pool2DOptions, (
+        self._operators.append(_Operator("AVERAGE_POOL_2D", (x,), (out,), "Pool2DOptions", (
             (tflite.Pool2DOptionsAddPadding, mode), (tflite.Pool2DOptionsAddStrideH, stride[0]),
             (tflite.Pool2DOptionsAddStrideW, stride[1]), (tflite.Pool2DOptionsAddFilterHeight, kernel[0]),
             (tflite.Pool2DOptionsAddFilterWidth, kernel[1]),
@@ -238,17 +248,17 @@ class ModelBuilder:
             raise ValueError(f"cannot reshape {source.shape} to {shape}")
         new_shape = self._constant(f"{name}/shape", np.asarray(shape, dtype="<i4"), _INT32)
         out = self._activation(name, shape, *self.quantization(x))
-        self._operators.append(_Operator("RESHAPE", (x, new_shape), (out,), tflite.BuiltinOptions.ReshapeOptions, ()))
+        self._operators.append(_Operator("RESHAPE", (x, new_shape), (out,), "ReshapeOptions", ()))
         return out
 
     def pad(self, x, padding, *, name):
         """PAD of the spatial axes by ``(top, bottom, left, right)``; int8 PAD fills with the zero point."""
         n, h, w, c = self._nhwc(x)
-        top, bottom, left, right = padding
+        top, bottom, left, right = _padding(padding)
         paddings = np.asarray([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
         constant = self._constant(f"{name}/paddings", paddings, _INT32)
         out = self._activation(name, (n, h + top + bottom, w + left + right, c), *self.quantization(x))
-        self._operators.append(_Operator("PAD", (x, constant), (out,), tflite.BuiltinOptions.PadOptions, ()))
+        self._operators.append(_Operator("PAD", (x, constant), (out,), "PadOptions", ()))
         return out
 
     # --- output ------------------------------------------------------------------------------------------------
@@ -307,20 +317,22 @@ class ModelBuilder:
                 raise ValueError(f"depthwise weights must be (KH, KW, {cin}), not of shape {weights.shape}")
             weights = weights[None]                              # TFLite's (1, KH, KW, C)
             cout, kernel = cin, weights.shape[1:3]
-        else:
-            if weights.ndim != 4 or weights.shape[3] != cin:
-                raise ValueError(f"conv weights must be (Cout, KH, KW, {cin}), not of shape {weights.shape}")
+        else:                                                    # grouped when Cin is a multiple of the weights'
+            groups = cin // weights.shape[3] if weights.ndim == 4 and weights.shape[3] else 0
+            if weights.ndim != 4 or groups * weights.shape[3] != cin or weights.shape[0] % groups:
+                raise ValueError(f"conv weights must be (Cout, KH, KW, {cin} / groups), not of shape {weights.shape}")
             cout, kernel = weights.shape[0], weights.shape[1:3]
         bias = np.zeros(cout, dtype=np.int64) if bias is None else _integers(bias, "bias", INT32_MIN, INT32_MAX)
         if bias.shape != (cout,):
             raise ValueError(f"bias must have shape ({cout},), not {bias.shape}")
-        channel_shift = _integers(channel_shift, "channel_shift", 0, 31)
+        channel_shift = np.zeros(cout, np.int64) if channel_shift is None else \
+            _integers(channel_shift, "channel_shift", 0, 31)
         if channel_shift.shape != (cout,):
             raise ValueError(f"channel_shift must have shape ({cout},), not {channel_shift.shape}")
-        stride = _pair(stride, "stride")
-        padding = tuple(padding)
-        if len(padding) != 4 or any(not isinstance(p, (int, np.integer)) or p < 0 for p in padding):
-            raise ValueError(f"padding must be (top, bottom, left, right) of non-negative integers, not {padding!r}")
+        weight_scale = np.asarray(weight_scale, dtype=np.float64)
+        if weight_scale.shape not in ((), (cout,)):
+            raise ValueError(f"weight_scale must be one scale or ({cout},) scales, not of shape {weight_scale.shape}")
+        stride, padding = _pair(stride, "stride"), _padding(padding)
 
         mode = self._padding_mode((h, w), kernel, stride, padding)
         if mode is None:                    # explicit padding: PAD with the zero point, then VALID
@@ -334,9 +346,11 @@ class ModelBuilder:
         input_scale = float(self.quantization(x)[0])
         # s_w * 2**-k_c is exact in float32 (a power-of-two scaling), so every channel's double multiplier is the
         # layer's times 2**-k_c and LiteRT derives the layer's mantissa with shift e - k_c for each channel.
-        channel_scale = np.ldexp(_scale(weight_scale, "weight_scale"), -channel_shift.astype(np.int32))
+        channel_scale = np.ldexp(weight_scale.astype(np.float32), -channel_shift.astype(np.int32)) \
+            * np.ones(cout, np.float32)
         if not np.all(np.isfinite(channel_scale) & (channel_scale >= np.finfo(np.float32).tiny)):
-            raise ValueError(f"weight_scale {weight_scale!r} * 2**-k_c leaves the normal float32 range")
+            raise ValueError(f"weight scales * 2**-k_c must be positive normal float32 values, not "
+                             f"{channel_scale.tolist()}")
         bias_scale = (input_scale * channel_scale.astype(np.float64)).astype(np.float32)
         weights_handle = self._constant(f"{name}/weights", weights.astype(np.int8), _INT8, scale=channel_scale,
                                         zero_point=np.zeros(cout, np.int64), quantized_dimension=3 if depthwise else 0)
@@ -345,7 +359,7 @@ class ModelBuilder:
         out = self._activation(name, out_shape, output_scale, output_zero_point)
         activation = fused_activation(qmin, qmax, *self.quantization(out))
         if depthwise:
-            options = (tflite.BuiltinOptions.DepthwiseConv2DOptions, (
+            options = ("DepthwiseConv2DOptions", (
                 (tflite.DepthwiseConv2DOptionsAddPadding, mode), (tflite.DepthwiseConv2DOptionsAddStrideW, stride[1]),
                 (tflite.DepthwiseConv2DOptionsAddStrideH, stride[0]),
                 (tflite.DepthwiseConv2DOptionsAddDepthMultiplier, 1),
@@ -353,7 +367,7 @@ class ModelBuilder:
                 (tflite.DepthwiseConv2DOptionsAddDilationWFactor, 1),
                 (tflite.DepthwiseConv2DOptionsAddDilationHFactor, 1)))
         else:
-            options = (tflite.BuiltinOptions.Conv2DOptions, (
+            options = ("Conv2DOptions", (
                 (tflite.Conv2DOptionsAddPadding, mode), (tflite.Conv2DOptionsAddStrideW, stride[1]),
                 (tflite.Conv2DOptionsAddStrideH, stride[0]),
                 (tflite.Conv2DOptionsAddFusedActivationFunction, activation),
@@ -364,7 +378,6 @@ class ModelBuilder:
     @staticmethod
     def _padding_mode(size, kernel, stride, padding):
         # TFLite's Padding for an explicit (top, bottom, left, right), or None if it is neither.
-        padding = tuple(int(p) for p in padding)
         if padding == (0, 0, 0, 0):
             return tflite.Padding.VALID
         same = same_padding(size[0], kernel[0], stride[0]) + same_padding(size[1], kernel[1], stride[1])
@@ -373,6 +386,8 @@ class ModelBuilder:
     def _activation(self, name, shape, scale, zero_point):
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, not {name!r}")
+        if any(tensor.name == name for tensor in self._tensors):
+            raise ValueError(f"a tensor is already named {name!r}")
         shape = tuple(_positive(s, "shape") for s in shape)
         if not isinstance(zero_point, (int, np.integer)) or isinstance(zero_point, bool) \
                 or not -128 <= zero_point <= 127:
@@ -439,17 +454,16 @@ class ModelBuilder:
     @staticmethod
     def _write_operator(builder, operator, opcode_index):
         inputs, outputs = _int32s(builder, operator.inputs), _int32s(builder, operator.outputs)
-        options_name = next(name for name, value in vars(tflite.BuiltinOptions).items()
-                            if value == operator.options_type and not name.startswith("_"))
-        getattr(tflite, f"{options_name}Start")(builder)
+        table = operator.options_table
+        getattr(tflite, f"{table}Start")(builder)
         for add, value in operator.options:
             add(builder, value)
-        options = getattr(tflite, f"{options_name}End")(builder)
+        options = getattr(tflite, f"{table}End")(builder)
         tflite.OperatorStart(builder)
         tflite.OperatorAddOpcodeIndex(builder, opcode_index)
         tflite.OperatorAddInputs(builder, inputs)
         tflite.OperatorAddOutputs(builder, outputs)
-        tflite.OperatorAddBuiltinOptionsType(builder, operator.options_type)
+        tflite.OperatorAddBuiltinOptionsType(builder, getattr(tflite.BuiltinOptions, table))
         tflite.OperatorAddBuiltinOptions(builder, options)
         return tflite.OperatorEnd(builder)
 
@@ -460,6 +474,98 @@ class ModelBuilder:
         tflite.OperatorCodeAddBuiltinCode(builder, code)
         tflite.OperatorCodeAddVersion(builder, version)
         return tflite.OperatorCodeEnd(builder)
+
+
+def export_network(network, *, batch=1):
+    """The whole quantized network as .tflite bytes: input ``"input"``, one int8 output, tensors named as the layers.
+
+    Args:
+        network: a :class:`golden.network.Network`.
+        batch: the batch size the model is built for (LiteRT shapes are static).
+    Raises:
+        ValueError: if a layer cannot be expressed bit-exactly (see :func:`export_layer`).
+    """
+    builder = ModelBuilder(description="wess-npu quantized network")
+    info = network.tensors[gnet.INPUT]
+    handles = {gnet.INPUT: builder.input(gnet.INPUT, (_batch(batch), *info.shape), scale=info.scale,
+                                         zero_point=info.zero_point)}
+    for layer in network.layers:
+        handles[layer.output] = _emit(builder, network, layer, handles)
+    return builder.build([handles[network.output]])
+
+
+def export_layer(network, name, *, batch=1):
+    """One layer of ``network`` alone as .tflite bytes; its inputs are the model's inputs, in ``layer.inputs`` order
+    without repeats.
+
+    Raises:
+        KeyError: for an unknown layer.
+        ValueError: if LiteRT would compute something else from the file than the golden model from the layer: a
+            multiplier LiteRT derives differently from the float32 scales, Add parameters ``add_params`` does not
+            reproduce, a clamp no fused activation gives, a pooling output quantized unlike its input.
+    """
+    layer = network.layer(name)
+    builder = ModelBuilder(description=f"wess-npu layer {name}")
+    handles = {}
+    for tensor in dict.fromkeys(layer.inputs):
+        info = network.tensors[tensor]
+        handles[tensor] = builder.input(tensor, (_batch(batch), *info.shape), scale=info.scale,
+                                        zero_point=info.zero_point)
+    return builder.build([_emit(builder, network, layer, handles)])
+
+
+def _emit(builder, network, layer, handles):
+    # Add `layer` of `network` to `builder`, reading the tensors in `handles`; returns its output handle.
+    out = network.tensors[layer.output]
+    label = f"layer {layer.name!r}"
+    if isinstance(layer, gnet.Flatten):
+        shape = builder.shape(handles[layer.input])
+        return builder.reshape(handles[layer.input], (shape[0], int(np.prod(shape[1:]))), name=layer.output)
+    if isinstance(layer, gnet.Add):
+        inputs = [network.tensors[t] for t in layer.inputs]
+        params = add_params(inputs[0].scale, inputs[0].zero_point, inputs[1].scale, inputs[1].zero_point,
+                            out.scale, out.zero_point)
+        if params != layer.params:
+            raise ValueError(f"{label}: LiteRT derives {params} from the float32 scales, the layer has {layer.params}")
+        return builder.add(*(handles[t] for t in layer.inputs), output_scale=out.scale,
+                           output_zero_point=out.zero_point, qmin=layer.qmin, qmax=layer.qmax, name=layer.output)
+    if isinstance(layer, gnet.AveragePool):
+        source = network.tensors[layer.input]
+        if (np.float32(source.scale), source.zero_point) != (np.float32(out.scale), out.zero_point):
+            raise ValueError(f"{label}: LiteRT's AVERAGE_POOL_2D needs the output quantized as its input")
+        kernel = source.shape[:2] if layer.kernel is None else layer.kernel
+        padding = (0, 0, 0, 0) if layer.kernel is None else layer.padding
+        stride = (1, 1) if layer.kernel is None else layer.stride
+        return builder.average_pool2d(handles[layer.input], kernel, stride=stride, padding=padding,
+                                      name=layer.output)
+    source = network.tensors[layer.input]
+    _check_multipliers(layer, source.scale, out.scale, label)
+    common = dict(weight_scale=layer.weight_scale, output_scale=out.scale, output_zero_point=out.zero_point,
+                  qmin=layer.qmin, qmax=layer.qmax, name=layer.output)
+    if isinstance(layer, gnet.FullyConnected):
+        return builder.fully_connected(handles[layer.input], layer.weights, layer.bias, **common)
+    method = builder.depthwise_conv2d if isinstance(layer, gnet.DepthwiseConv2D) else builder.conv2d
+    return method(handles[layer.input], layer.weights, layer.bias, stride=layer.stride, padding=layer.padding,
+                  **common)
+
+
+def _check_multipliers(layer, input_scale, output_scale, label):
+    # LiteRT derives each channel's (multiplier, shift) from float32(s_in) * float32(s_c) / float32(s_out); the golden
+    # model uses the layer's (multiplier, shift - k_c). Both compute the zero point when the shift is below -31.
+    channels = layer.channels
+    multiplier = np.broadcast_to(np.asarray(layer.multiplier, dtype=np.int64), (channels,))
+    shift = np.broadcast_to(np.asarray(layer.shift, dtype=np.int64), (channels,)) - layer.channel_shift
+    s_in, s_out = float(np.float32(input_scale)), float(np.float32(output_scale))
+    for c in range(channels):
+        derived = quantize_multiplier(s_in * float(np.float32(layer.weight_scale[c])) / s_out)
+        wanted = (int(multiplier[c]), int(shift[c]))
+        if derived != wanted and not (derived == (0, 0) and (wanted[0] == 0 or wanted[1] < -31)):
+            raise ValueError(f"{label}, channel {c}: LiteRT derives (multiplier, shift) = {derived} from the float32 "
+                             f"scales, the golden model uses {wanted}")
+
+
+def _batch(batch):
+    return _positive(batch, "batch")
 
 
 def run_reference(model, inputs, *, keep=False):
@@ -497,6 +603,118 @@ def run_reference(model, inputs, *, keep=False):
     return outputs, tensors
 
 
+def benchmark(network, x):
+    """Run ``network`` on the int8 NHWC batch ``x`` in the golden model and in LiteRT REF; compare and time both.
+
+    Every tensor a layer writes is compared element by element (LiteRT's preserved intermediate tensors against the
+    golden trace). Timings are wall-clock seconds of one run each without kept tensors: the golden model
+    (:func:`golden.network.run`), LiteRT (interpreter construction, allocation, invoke on the whole batch), and the
+    export itself.
+
+    Returns:
+        dict with ``images``, ``layers``, ``elements``, ``mismatches``, ``mismatching_layers`` (names),
+        ``golden_s``, ``litert_s``, ``export_s``.
+    """
+    x = np.asarray(x)
+    started = time.perf_counter()
+    model = export_network(network, batch=len(x))
+    export_s = time.perf_counter() - started
+    started = time.perf_counter()
+    golden = gnet.run(network, x)
+    golden_s = time.perf_counter() - started
+    started = time.perf_counter()
+    (litert,) = run_reference(model, [x])
+    litert_s = time.perf_counter() - started
+
+    _, trace = gnet.run(network, x, keep=True)
+    _, tensors = run_reference(model, [x], keep=True)
+    elements = mismatches = 0
+    mismatching = []
+    for layer in network.layers:
+        expected, actual = trace.tensors[layer.output], tensors[layer.output]
+        wrong = int(np.count_nonzero(actual != expected)) if actual.shape == expected.shape else expected.size
+        elements += expected.size
+        mismatches += wrong
+        if wrong:
+            mismatching.append(layer.name)
+    if not np.array_equal(golden, litert):
+        mismatching.append("output")
+    return dict(images=len(x), layers=len(network.layers), elements=elements, mismatches=mismatches,
+                mismatching_layers=mismatching, golden_s=golden_s, litert_s=litert_s, export_s=export_s)
+
+
+def format_benchmark(result):
+    """One line for a report: what was compared, the mismatches and both timings."""
+    per_image = 1000.0 / result["images"]
+    return (f"LiteRT BUILTIN_REF vs golden: {result['images']} images, {result['layers']} layers, "
+            f"{result['elements']} elements compared, {result['mismatches']} mismatching; "
+            f"golden {result['golden_s']:.3f} s ({result['golden_s'] * per_image:.2f} ms/image), "
+            f"LiteRT REF {result['litert_s']:.3f} s ({result['litert_s'] * per_image:.2f} ms/image), "
+            f"export {result['export_s'] * 1000:.1f} ms")
+
+
+def _contract_images(network, count):
+    # The first `count` test images of the network's built-in dataset, quantized per its preprocessing contract.
+    contract = network.preprocessing
+    if contract.get("dataset") != "fashion-mnist":
+        raise ValueError("the network's preprocessing names no built-in dataset: give --input")
+    pixels, _ = load_fashion_mnist("test", contract.get("data", FASHION_MNIST_ROOT))
+    images = normalize_images(pixels[:count], mean=contract["mean"], std=contract["std"],
+                              scale=contract["pixel_scale"])
+    return gnet.quantize_input(network, images)
+
+
+def _parser():
+    parser = OneLineErrorParser(prog="python tools/tflite_export.py", description=__doc__.split("\n\n")[0],
+                                epilog="Exit status 0 on success, 2 on bad input (one line on stderr, nothing "
+                                       "written).")
+    parser.add_argument("network", help="the quantizer's output folder (manifest.json and network.npz)")
+    parser.add_argument("-o", "--output", default=None, help="write the network as this .tflite file")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="batch size of the written model (LiteRT shapes are static; default: %(default)s)")
+    parser.add_argument("--bench", action="store_true",
+                        help="compare every layer's output of LiteRT BUILTIN_REF and the golden model on a batch and "
+                             "time both; prints one line")
+    parser.add_argument("--images", type=int, default=1000,
+                        help="--bench without --input: the first N test images of the network's dataset "
+                             "(default: %(default)s)")
+    parser.add_argument("--input", default=None,
+                        help="--bench input: an int8 NHWC .npy batch (see tools/golden_infer.py)")
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output is None and not args.bench:
+        parser.error("nothing to do: give -o FILE.tflite and/or --bench")
+    for name in ("batch", "images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, not {getattr(args, name)}")
+    if args.output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        parser.error(f"the folder of --output {args.output!r} does not exist")
+    try:
+        network = gnet.load(args.network)
+        model = export_network(network, batch=args.batch) if args.output is not None else None
+        if args.bench:
+            x = load_input(args.input, network) if args.input is not None else _contract_images(network, args.images)
+    except (ValueError, KeyError, OSError) as error:
+        parser.error(str(error))
+    if model is not None:
+        handle, partial = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.output)), suffix=".tflite")
+        with os.fdopen(handle, "wb") as f:
+            f.write(model)
+        os.replace(partial, args.output)
+        print(f"wrote {args.output}: {len(model)} bytes, batch {args.batch}")
+    if args.bench:
+        result = benchmark(network, x)
+        print(format_benchmark(result))
+        if result["mismatches"]:
+            print(f"mismatching layers: {', '.join(result['mismatching_layers'])}")
+            return 1
+    return 0
+
+
 def _int32s(builder, values):
     return builder.CreateNumpyVector(np.asarray(values, dtype=np.int32).reshape(-1))
 
@@ -525,6 +743,13 @@ def _scale(value, name):
     return single
 
 
+def _padding(padding):
+    if not isinstance(padding, (tuple, list)) or len(padding) != 4 \
+            or any(not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 0 for p in padding):
+        raise ValueError(f"padding must be (top, bottom, left, right) of non-negative integers, not {padding!r}")
+    return tuple(int(p) for p in padding)
+
+
 def _pair(value, name):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair of positive integers, not {value!r}")
@@ -535,3 +760,7 @@ def _positive(value, name):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must contain positive integers, not {value!r}")
     return int(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
