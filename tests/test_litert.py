@@ -455,3 +455,22 @@ def test_litert_export_command_errors(quantized_reference, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_litert_quantizer_export_tflite_option(tmp_path, capsys):
+    """``python tools/quantize.py --export-tflite FILE``: a model LiteRT REF runs exactly as the golden network."""
+    from tools import quantize
+
+    model, out = tmp_path / "sub" / "m.tflite", tmp_path / "q"
+    assert quantize.main(["--export-tflite", str(model), "--out", str(out), "--methods", "wess", "--weight-bits", "8",
+                          "--calib-images", "50", "--eval-images", "20", "--trace-images", "0", "--quiet"]) == 0
+    assert f"wrote {model} (" in capsys.readouterr().out
+    network = gnet.load(out)
+    x = np.random.default_rng(5).integers(-128, 128, size=(1, *network.tensors[gnet.INPUT].shape)).astype(np.int8)
+    np.testing.assert_array_equal(run_reference(model.read_bytes(), [x])[0], gnet.run(network, x))
+    assert model.read_bytes() == export_network(network)
+
+    with pytest.raises(SystemExit) as exit_info:
+        quantize.main(["--export-tflite", str(tmp_path), "--out", str(tmp_path / "q2")])
+    assert exit_info.value.code == 2 and "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "q2").exists()

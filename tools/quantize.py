@@ -431,6 +431,9 @@ def _parser():
                         help="evaluation images used for the per-layer SQNR/saturation statistics (default: 16)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default: 32)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--export-tflite", metavar="FILE", default=None,
+                        help="also write the deployed network as an int8 .tflite model (tools/tflite_export.py, "
+                             "bit-exact with LiteRT's reference kernels; docs/litert.md)")
     return parser
 
 
@@ -447,6 +450,8 @@ def _check_args(args, parser):
         parser.error(f"data folder {args.data!r} does not exist")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out!r} exists and is not a folder")
+    if args.export_tflite is not None and os.path.isdir(args.export_tflite):
+        parser.error(f"--export-tflite {args.export_tflite!r} is a folder")
 
 
 def main(argv=None):
@@ -519,14 +524,35 @@ def main(argv=None):
             "command": "python tools/quantize.py" + "".join(f" {a}" for a in (argv if argv is not None
                                                                                else sys.argv[1:])),
         }
+        if args.export_tflite is not None:
+            from tools.tflite_export import export_network
+            tflite_model = export_network(networks[args.deploy])
         _write_outputs(args.out, networks[args.deploy], summary, stats, traces, graph)
+        if args.export_tflite is not None:
+            _write_file(args.export_tflite, tflite_model)
     except (ir.UnsupportedModelError, QuantizationError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from tools.report import format_table
     print(format_table(results))
+    if args.export_tflite is not None:
+        print(f"wrote {args.export_tflite} ({len(tflite_model)} bytes)")
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _write_file(path, data):
+    # Write under a temporary name, then rename: `path` is never half-written.
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.tmp-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.remove(temporary)
+        raise
 
 
 def _write_outputs(out, network, summary, stats, traces, graph):
