@@ -1,0 +1,197 @@
+"""tools/quantize.py as a command: outputs, atomic writes, and every bad input -> one line on stderr, exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from golden import network as gnet
+from tools import quantize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model(path, *, weights=None, bias=None, extra_op=None, metadata=None):
+    """A tiny classifier: conv 3x3 (4 ch) + BN + ReLU6, conv 1x1 + residual Add, GAP, flatten, Gemm (3 classes)."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((4, 3, 3, 3)) * 0.5 if weights is None else weights
+    bias = rng.standard_normal(4) * 0.1 if bias is None else bias
+    arrays = {"w": weights, "b": bias, "gamma": rng.uniform(0.5, 2, 4), "beta": rng.standard_normal(4) * 0.1,
+              "mean": rng.standard_normal(4) * 0.1, "var": rng.uniform(0.5, 2, 4),
+              "w2": rng.standard_normal((4, 4, 1, 1)) * 0.5, "fc": rng.standard_normal((3, 4)),
+              "fcb": rng.standard_normal(3) * 0.1, "zero": 0.0, "six": 6.0}
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in arrays.items()]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"], name="bn"),
+             helper.make_node("Clip", ["n", "zero", "six"], ["r"], name="relu6"),
+             helper.make_node("Conv", ["r", "w2"], ["p"], kernel_shape=[1, 1], name="project"),
+             helper.make_node("Add", ["r", "p"], ["s"], name="residual"),
+             helper.make_node("GlobalAveragePool", ["s"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1, name="fc")]
+    if extra_op:
+        nodes[-1].output[0] = "y0"
+        nodes.append(helper.make_node(extra_op, ["y0"], ["y"], name="odd"))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, metadata or {})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _images(folder, count=20):
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index % 3:04d}_{index}.png")
+    (folder / "README.md").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return _model(tmp_path / "tiny.onnx"), _images(tmp_path / "images")
+
+
+def _leftovers(parent):
+    return [name for name in os.listdir(parent) if name.startswith(".")]
+
+
+def test_tiny_model_outputs(tiny, tmp_path, capsys):
+    model, data = tiny
+    out = tmp_path / "out"
+    code = quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--weight-bits", "8,4",
+                          "--calib-images", "5", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    files = set(os.listdir(out))
+    assert {"manifest.json", "network.npz", "results.json", "report.md"} | set(
+        __import__("tools.report", fromlist=["PLOTS"]).PLOTS) <= files
+    assert not _leftovers(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    assert results["calibration"]["images"] == [0, 5] and results["evaluation"]["images"] == [5, 20]
+    rows = {(r["method"], r["weight_bits"]): r for r in results["results"]}
+    assert set(rows) == {("float", None)} | {(m, b) for m in quantize.METHODS[1:] for b in (8, 4)}
+    assert all(r["images"] == 15 and "top5" not in r for r in rows.values())     # 3 classes: no top-5
+    assert rows[("float", None)]["agreement"] == 100.0
+    assert rows[("wess", 8)]["logit_sqnr_db"] > 15
+    # The table is printed, one row per result.
+    assert sum(line.split()[0] in quantize.METHODS for line in captured.out.splitlines()) == len(rows)
+    network = gnet.load(out)                  # hashes checked
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantizer"]["deployed"] == {"method": "wess", "weight_bits": 8, "shift_bits": 4}
+    assert manifest["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert manifest["preprocessing"]["input_scale"] == network.tensors["input"].scale
+    assert [layer["kind"] for layer in manifest["layers"]] == ["conv", "conv", "add", "average_pool", "flatten",
+                                                               "fully_connected"]
+    report = (out / "report.md").read_text()
+    assert "images 0–4" in report and "images 5–19" in report
+
+
+def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):
+    model, data = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    bad = _model(tmp_path / "bad.onnx", extra_op="Softmax")
+    assert quantize.main(["--model", str(bad), "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    assert os.listdir(out) == ["old.txt"] and not _leftovers(tmp_path)
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--quiet",
+                          "--methods", "wess", "--weight-bits", "8"]) == 0
+    assert "old.txt" not in os.listdir(out) and "manifest.json" in os.listdir(out)
+    assert not _leftovers(tmp_path)
+
+
+def _bad_input_cases(tmp_path, data):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    nan = np.ones((4, 3, 3, 3))
+    nan[2, 1, 1, 1] = np.nan
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage that is not a model")
+    return [
+        (["--model", str(tmp_path / "missing.onnx"), "--data", str(data)], "model file .* does not exist"),
+        (["--model", str(junk), "--data", str(data)], "is not an ONNX model"),
+        (["--model", str(_model(tmp_path / "sig.onnx", extra_op="Sigmoid")), "--data", str(data)],
+         r"unsupported op Sigmoid \(node 'odd'\)"),
+        (["--model", str(_model(tmp_path / "nan.onnx", weights=nan)), "--data", str(data)],
+         "initializer 'w' holds NaN or infinite values"),
+        (["--model", str(_model(tmp_path / "ok.onnx")), "--data", str(empty)], "holds no images"),
+        (["--model", str(_model(tmp_path / "ok2.onnx")), "--data", str(tmp_path / "nowhere")],
+         "data folder .* does not exist"),
+        (["--model", str(_model(tmp_path / "ok3.onnx")), "--data", str(data), "--weight-bits", "8,9"],
+         "argument --weight-bits: 9 is not one of 2, 3, 4, 5, 6, 7, 8"),
+        (["--model", str(_model(tmp_path / "ok4.onnx")), "--data", str(data), "--weight-bits", "1"],
+         "argument --weight-bits: 1 is not one of"),
+        (["--model", str(_model(tmp_path / "ok5.onnx")), "--data", str(data), "--methods", "wess,tensor"],
+         "argument --methods: 'tensor' is not one of float, layer, channel, wess, wess-mse"),
+        (["--model", str(_model(tmp_path / "ok6.onnx")), "--data", str(data), "--shift-bits", "7"],
+         "argument --shift-bits: invalid choice"),
+        # Channel weights ~1e-6 with a bias of 1000: the bias in the accumulator scale does not fit int32.
+        (["--model", str(_model(tmp_path / "overflow.onnx", weights=np.full((4, 3, 3, 3), 1e-6),
+                                 bias=np.full(4, 1000.0))), "--data", str(data)],
+         r"layer conv0 \(conv\): int32 bias overflow in channel"),
+        (["--model", str(_model(tmp_path / "ok7.onnx")), "--data", str(data), "--calib-images", "20"],
+         "--calib-images 20 leaves no evaluation image of the 20"),
+    ]
+
+
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tiny, tmp_path, capsys):
+    _, data = tiny
+    out = tmp_path / "out"
+    for argv, message in _bad_input_cases(tmp_path, data):
+        with pytest.raises(SystemExit) as exit_info:
+            sys.exit(quantize.main(argv + ["--out", str(out), "--quiet"]))
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+        assert __import__("re").search(message, lines[0]), (message, lines[0])
+        assert not out.exists() and not _leftovers(tmp_path)
+
+
+def test_all_zero_channel_is_accepted_with_the_largest_shift(tmp_path):
+    weights = np.random.default_rng(2).standard_normal((4, 3, 3, 3))
+    weights[1] = 0.0
+    model = _model(tmp_path / "dead.onnx", weights=weights)
+    data = _images(tmp_path / "images", 8)
+    out = tmp_path / "out"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--quiet",
+                          "--methods", "wess", "--weight-bits", "8"]) == 0
+    conv = gnet.load(out).layers[0]
+    assert conv.channel_shift[1] == 15 and not np.any(conv.weights[1])
+
+
+def test_command_line_process_exit_code_and_help(tmp_path):
+    script = os.path.join(ROOT, "tools", "quantize.py")
+    result = subprocess.run([sys.executable, script, "--weight-bits", "9", "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert not (tmp_path / "o").exists()
+    help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    for option in ("--model", "--data", "--out", "--methods", "--deploy", "--weight-bits", "--shift-bits",
+                   "--calibration", "--percentile", "--calib-images", "--eval-images", "--trace-images",
+                   "--batch-size", "--quiet"):
+        assert option in help_text
+
+
+@pytest.mark.skipif(not os.path.exists(quantize.DEFAULT_MODEL), reason="the reference model is not in this checkout")
+def test_builtin_default_on_a_subset(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quantize.main(["--out", str(out), "--eval-images", "300", "--weight-bits", "8", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "Fashion-MNIST test split"
+    assert results["calibration"]["images"] == [0, 500] and results["evaluation"]["images"] == [500, 800]
+    top1 = {r["method"]: r["top1"] for r in results["results"]}
+    assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in quantize.METHODS[1:])
+    assert "top5" in results["results"][0]
