@@ -151,7 +151,11 @@ def requantize(acc, multiplier, shift, channel_shift, zero_point, qmin, qmax):
 
 
 def activation_bounds(activation, scale, zero_point, qmin=-128, qmax=127):
-    """Clamp bounds ``(qmin, qmax)`` of a fused activation, as TFLite computes them.
+    """Clamp bounds ``(qmin, qmax)`` of a fused activation, exactly as TFLite computes them.
+
+    TFLite's ``CalculateActivationRangeQuantized`` quantizes 0 and 6 with the output's float32 scale:
+    ``zero_point + round_half_away(6 / scale)`` where the division is a **float32** one (a double division can round
+    differently near a half-integer, e.g. ``scale = float32(6 / 2.5)``).
 
     Args:
         activation: ``None`` (no activation), ``"relu"`` or ``"relu6"``.
@@ -163,5 +167,6 @@ def activation_bounds(activation, scale, zero_point, qmin=-128, qmax=127):
     if activation == "relu":
         return low, qmax
     if activation == "relu6":
-        return low, min(qmax, zero_point + int(round_half_away_from_zero(6.0 / scale)))
+        six = np.float32(6.0) / np.float32(scale)
+        return low, min(qmax, zero_point + int(round_half_away_from_zero(six)))
     raise ValueError(f"activation must be None, 'relu' or 'relu6', not {activation!r}")

@@ -21,7 +21,7 @@ from golden import network as gnet
 from golden.add import add, add_params
 from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
 from golden.pool import average_pool2d
-from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize
+from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize, round_half_away_from_zero
 from tools.tflite_export import (ModelBuilder, export_layer, export_network, fused_activation, litert_activation_bounds,
                                  main, run_reference)
 
@@ -345,13 +345,14 @@ def test_litert_builder_refuses_bad_layers():
 # --- a pinned difference: ReLU6's upper bound --------------------------------------------------------------------------
 
 def test_litert_relu6_bound_is_computed_in_float32():
-    """LiteRT computes ``6 / s_out`` in float32; golden.requant.activation_bounds in double (docs/arithmetic.md).
+    """LiteRT computes ``6 / s_out`` in float32, and so does golden.requant.activation_bounds (docs/arithmetic.md).
 
     For ``s_out = float32(6 / 2.5)`` the float32 quotient is exactly 2.5 (rounded up to 3) while the double one is
-    2.4999999 (rounded to 2): LiteRT clamps one LSB higher. The exporter refuses the golden clamp it cannot express.
+    2.4999999 (rounded to 2): a double-precision bound would clamp one LSB lower than LiteRT.
     """
     scale, zp = np.float32(6 / 2.5), -128
-    assert activation_bounds("relu6", float(scale), zp) == (-128, -126)
+    assert round_half_away_from_zero(6.0 / float(scale)) == 2                # the double quotient
+    assert activation_bounds("relu6", float(scale), zp) == (-128, -125)
     assert litert_activation_bounds("RELU6", scale, zp) == (-128, -125)
 
     builder = ModelBuilder()                            # y = 127 * x, with LiteRT's own RELU6 clamp

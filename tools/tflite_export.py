@@ -32,7 +32,7 @@ import tflite
 from golden import network as gnet
 from golden.add import add_params
 from golden.conv import conv_output_size, same_padding
-from golden.requant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away_from_zero
+from golden.requant import INT32_MAX, INT32_MIN, activation_bounds, quantize_multiplier
 from hdl.top import OneLineErrorParser
 from tools.datasets import FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
 from tools.golden_infer import load_input
@@ -66,15 +66,12 @@ def litert_activation_bounds(activation, scale, zero_point):
     Returns:
         ``(qmin, qmax)``.
     """
-    if activation == "NONE":
-        return -128, 127
-    low = max(-128, int(zero_point))
-    if activation == "RELU":
-        return low, 127
-    if activation == "RELU6":
-        quotient = np.float32(6.0) / np.float32(scale)          # float32 / float32 -> float32, as in C++
-        return low, min(127, int(zero_point) + int(round_half_away_from_zero(quotient)))   # exact: rounded in double
-    raise ValueError(f"activation must be 'NONE', 'RELU' or 'RELU6', not {activation!r}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be 'NONE', 'RELU' or 'RELU6', not {activation!r}")
+    return activation_bounds(_ACTIVATIONS[activation], scale, int(zero_point))
+
+
+_ACTIVATIONS = {"NONE": None, "RELU": "relu", "RELU6": "relu6"}
 
 
 def fused_activation(qmin, qmax, scale, zero_point):
