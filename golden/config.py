@@ -18,7 +18,10 @@ class NPUConfig:
     Parameters
     ----------
     lanes : int
-        Requantizer lanes: accumulators accepted (and int8 results produced) per clock cycle.
+        Requantizer lanes: accumulators accepted (and int8 results produced) per clock cycle. A power of two. It is
+        also the engine's word width in channels (one activation word holds ``lanes`` int8 channels of one pixel) and
+        its MAC array side: ``lanes`` output channels x ``lanes`` input channels (``lanes**2`` MACs, 64 by default);
+        the engine needs at least 2.
     acc_bits : int
         Accumulator width; the requantizer input. The arithmetic is defined for 32 (docs/arithmetic.md).
     shift_bits : int
@@ -27,6 +30,16 @@ class NPUConfig:
         Width of the unsigned per-layer fixed-point multiplier mantissa (Q0.31 for 31).
     layer_shift_bits : int
         Width of the signed per-layer shift exponent (TFLite convention: positive = left shift).
+    act_depth : int
+        Words per activation memory bank; the activation memory has ``lanes`` banks of ``lanes``-byte words.
+    weight_depth : int
+        Words of the weight memory; a word holds ``lanes**2`` int8 weights.
+    bias_depth : int
+        Words of the bias memory; a word holds ``lanes`` int32 biases and their ``lanes`` channel shifts k_c.
+    dim_bits : int
+        Width of the layer descriptor's size fields (height, width, kernel): sizes up to ``2**dim_bits - 1``.
+    channel_bits : int
+        Width of the layer descriptor's channel-count fields: up to ``2**channel_bits - 1`` channels.
 
     Raises
     ------
@@ -39,14 +52,33 @@ class NPUConfig:
     shift_bits: int = 4
     multiplier_bits: int = 31
     layer_shift_bits: int = 6
+    act_depth: int = 2048
+    weight_depth: int = 1024
+    bias_depth: int = 256
+    dim_bits: int = 10
+    channel_bits: int = 12
 
     def __post_init__(self):
         for name, low, high in (("lanes", 1, 256), ("acc_bits", 32, 32), ("shift_bits", 1, 5),
-                                ("multiplier_bits", 31, 31), ("layer_shift_bits", 6, 6)):
+                                ("multiplier_bits", 31, 31), ("layer_shift_bits", 6, 6),
+                                ("act_depth", 2, 1 << 20), ("weight_depth", 2, 1 << 20), ("bias_depth", 2, 1 << 20),
+                                ("dim_bits", 4, 16), ("channel_bits", 4, 16)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bounds = f"{low}" if low == high else f"in [{low}, {high}]"
                 raise ValueError(f"{name} must be an integer {bounds}, not {value!r}")
+        if self.lanes & (self.lanes - 1):
+            raise ValueError(f"lanes must be a power of two, not {self.lanes!r}")
+
+    @property
+    def lane_bits(self):
+        """``log2(lanes)``: lane and bank indices are this many bits."""
+        return self.lanes.bit_length() - 1
+
+    @property
+    def macs(self):
+        """MACs in the engine's array (``lanes**2``)."""
+        return self.lanes * self.lanes
 
     @property
     def max_channel_shift(self):

@@ -1,7 +1,8 @@
-"""Verilog of the NPU's current top for synthesis: ``python -m hdl.top generate -o npu.v [--lanes 8 ...]``.
+"""Verilog of the NPU's top, the convolution engine: ``python -m hdl.top generate -o npu.v [--lanes 8 ...]``.
 
 Every field of :class:`golden.config.NPUConfig` is a command-line option with its default; a bad value is one line
-on stderr and exit code 2, and no file is written.
+on stderr and exit code 2, and no file is written. The engine's memories start empty (zeros); benches and ROM builds
+initialise them from ``golden.memory`` images.
 """
 
 import argparse
@@ -12,14 +13,18 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from golden.config import NPUConfig
-from hdl.requant import Requantizer
+from hdl.engine import Engine
 
 __all__ = ["build_top", "OneLineErrorParser", "add_config_arguments", "config_from_args", "main"]
 
 
 def build_top(config):
-    """The top-level component for ``config``: the requantizer until the engine lands."""
-    return Requantizer(config)
+    """The top-level component for ``config``: the convolution engine (``hdl/engine.py``) with empty memories.
+
+    Raises:
+        ValueError: if ``config`` describes no engine (fewer than 2 lanes).
+    """
+    return Engine(config)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -72,7 +77,11 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     config = config_from_args(parser, args)
-    text = verilog.convert(build_top(config), name=args.name, emit_src=False)
+    try:
+        top = build_top(config)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    text = verilog.convert(top, name=args.name, emit_src=False)
     if not args.output.parent.is_dir():
         parser.exit(2, f"{parser.prog}: error: output directory {str(args.output.parent)!r} does not exist\n")
     temporary = args.output.with_name(args.output.name + ".tmp")

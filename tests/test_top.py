@@ -14,7 +14,7 @@ def generate(*args, cwd):
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (apt install iverilog) is not installed")
 def test_generated_verilog_compiles(tmp_path):
-    result = generate("-o", str(tmp_path / "npu.v"), "--lanes", "3", cwd=tmp_path)
+    result = generate("-o", str(tmp_path / "npu.v"), "--lanes", "4", "--act-depth", "64", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "module npu(" in (tmp_path / "npu.v").read_text()
     compiled = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "npu.vvp"), str(tmp_path / "npu.v")],
@@ -24,6 +24,9 @@ def test_generated_verilog_compiles(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--lanes", "0"], "lanes must be an integer in [1, 256], not 0"),
+    (["--lanes", "3"], "lanes must be a power of two, not 3"),
+    (["--lanes", "1"], "the engine needs at least 2 lanes, not 1"),
+    (["--act-depth", "1"], "act_depth must be an integer in [2, 1048576], not 1"),
     (["--shift-bits", "0"], "shift_bits must be an integer in [1, 5], not 0"),
     (["--acc-bits", "24"], "acc_bits must be an integer 32, not 24"),
     (["--lanes", "many"], "argument --lanes: invalid int value: 'many'"),

@@ -1,0 +1,159 @@
+"""Golden model of the layer sequencer (``hdl/sequencer.py``): the steps of a layer and the engine's cycle count.
+
+:func:`steps` lists what every step of the MAC array reads, computed directly from the layer's geometry and the
+memory layouts of ``golden.memory`` (the RTL keeps the same values with incremental counters). :func:`layer_cycles`
+is the engine's cycle model: the exact value of its ``cycles`` counter for any descriptor, in closed form, so that
+``tools/bench_engine.py`` can count whole networks and the testbenches can check the RTL against it.
+"""
+
+import dataclasses
+
+from .memory import activation_location, check_descriptor, groups
+
+__all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "groups_per_pass",
+           "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
+
+#: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``).
+SEQUENCER_LATENCY = 3
+#: Cycles from a step leaving the sequencer to its operands entering the MAC array (the memories' read latency).
+FETCH_LATENCY = 2
+#: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):
+#: operands, products, accumulators, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
+REDUCE_LATENCY = 3
+DRAIN_LATENCY = 4
+#: Cycles from a result word leaving the MAC array to its write: address 1, bias memory 2, bias add 1, requantizer 9.
+WRITE_LATENCY = 13
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One MAC-array step.
+
+    Members
+    -------
+    rows : tuple
+        Per MAC row ``(bank, address, valid)`` of the activation word it multiplies (``valid`` false: padding or a
+        missing group; the MACs get 0 and the address is irrelevant).
+    weight_address : int or None
+        Weight word (``None`` for pooling, whose weights are built in).
+    weight_rows : tuple
+        Per MAC row, the row of the weight word it uses.
+    first, last : bool
+        The step starts / ends a pass.
+    macs : int
+        Layer MACs done by this step (as :attr:`golden.memory.LayerDescriptor.macs` counts them).
+    out : dict or None
+        On a pass's last step: where its words go (``address``, ``address_next``, ``bank``, ``pixels``, ``pair``,
+        ``bias_address``).
+    """
+
+    rows: tuple
+    weight_address: object
+    weight_rows: tuple
+    first: bool
+    last: bool
+    macs: int
+    out: object
+
+
+def pixels_per_pass(descriptor, config):
+    """Output pixels of one pass: ``lanes`` (depthwise stride 1), ``lanes / 2`` (depthwise stride 2) or 1."""
+    if descriptor.kind != "depthwise":
+        return 1
+    return config.lanes // 2 if descriptor.stride_width == 2 else config.lanes
+
+
+def groups_per_pass(descriptor):
+    """Output channel groups of one pass: 2 for depthwise stride 2, else 1."""
+    return 2 if descriptor.kind == "depthwise" and descriptor.stride_width == 2 else 1
+
+
+def steps(descriptor, config):
+    """Yield the :class:`Step` s of a layer in the order the sequencer issues them (bubbles not included)."""
+    check_descriptor(descriptor, config)
+    d, lanes = descriptor, config.lanes
+    gin, gout = groups(d.in_channels, config), groups(d.out_channels, config)
+    igp, ogp = -(-d.in_width // lanes), -(-d.out_width // lanes)
+    tile, pair_groups = pixels_per_pass(d, config), groups_per_pass(d)
+    kernel = d.kernel_height * d.kernel_width
+    conv = d.kind in ("conv", "fully_connected")
+    inner = gin if conv else 1
+
+    def lanes_of(group, count, channels):
+        return 0 if group >= count else min(lanes, channels - group * lanes)
+
+    for y in range(d.out_height):
+        for xt in range(0, d.out_width, tile):
+            for go in range(0, gout, pair_groups):
+                pixels = min(tile, d.out_width - xt)
+                out = dict(address=d.out_base + y * d.out_row_pitch + go * ogp + xt // lanes,
+                           address_next=d.out_base + y * d.out_row_pitch + (go + 1) * ogp + xt // lanes,
+                           bank=(xt + go) % lanes, pixels=pixels, pair=go + 1 < gout, bias_address=d.bias_base + go)
+                for ky in range(d.kernel_height):
+                    y_in = y * d.stride_height + ky - d.pad_top
+                    for kx in range(d.kernel_width):
+                        for gi in range(inner):
+                            rows, weight_rows = [], []
+                            for r in range(lanes):
+                                if d.kind == "depthwise":
+                                    i, e = (r % (lanes // 2), r // (lanes // 2)) if pair_groups == 2 else (r, 0)
+                                    x_in, group = (xt + i) * d.stride_width + kx - d.pad_left, go + e
+                                    weight_rows.append((go + e) % lanes)
+                                else:
+                                    x_in, group = xt * d.stride_width + kx - d.pad_left, gi if conv else go
+                                    weight_rows.append(r)
+                                valid = 0 <= y_in < d.in_height and 0 <= x_in < d.in_width and group < gin
+                                bank, address = activation_location(y_in, x_in, group, base=d.in_base,
+                                                                    pitch=d.in_row_pitch, width=d.in_width,
+                                                                    config=config)
+                                rows.append((int(bank), int(address), valid))
+                            if conv:
+                                weight = d.weight_base + ((go * d.kernel_height + ky) * d.kernel_width + kx) * gin + gi
+                                macs = lanes_of(go, gout, d.out_channels) * lanes_of(gi, gin, d.in_channels)
+                            elif d.kind == "depthwise":
+                                weight = d.weight_base + (go // lanes) * kernel + ky * d.kernel_width + kx
+                                macs = pixels * sum(lanes_of(go + e, gout, d.out_channels) for e in range(pair_groups))
+                            else:
+                                weight, macs = None, lanes_of(go, gout, d.out_channels)
+                            first = ky == 0 and kx == 0 and gi == 0
+                            last = ky == d.kernel_height - 1 and kx == d.kernel_width - 1 and gi == inner - 1
+                            yield Step(rows=tuple(rows), weight_address=weight, weight_rows=tuple(weight_rows),
+                                       first=first, last=last, macs=macs, out=out if last else None)
+
+
+def issue_cycles(descriptor, config):
+    """Cycles the sequencer spends issuing steps: one per step, plus bubbles that space short depthwise passes.
+
+    A depthwise pass leaves the MAC array as ``lanes`` words, one per cycle, so a pass may end only ``lanes``
+    cycles after the previous one: passes shorter than ``lanes`` steps (kernels under ``lanes`` taps) wait.
+    """
+    d, lanes = descriptor, config.lanes
+    kernel = d.kernel_height * d.kernel_width
+    gin, gout = groups(d.in_channels, config), groups(d.out_channels, config)
+    if d.kind == "depthwise":
+        tile = pixels_per_pass(d, config)
+        passes = d.out_height * -(-d.out_width // tile) * -(-gout // groups_per_pass(d))
+        return passes * kernel + (passes - 1) * max(0, lanes - kernel)
+    inner = gin if d.kind in ("conv", "fully_connected") else 1
+    return d.out_height * d.out_width * gout * kernel * inner
+
+
+def layer_cycles(descriptor, config):
+    """The engine's ``cycles`` counter after running ``descriptor`` (the cycles it is busy).
+
+    ``SEQUENCER_LATENCY + issue_cycles + FETCH_LATENCY + (result latency of the last pass) + WRITE_LATENCY``; the last
+    pass's result latency is ``REDUCE_LATENCY + log2(lanes)``, or for depthwise ``DRAIN_LATENCY`` plus the index of
+    its last word that lies inside the output (words of pixels beyond the output width are not written).
+    """
+    check_descriptor(descriptor, config)
+    d, lanes = descriptor, config.lanes
+    if d.kind == "depthwise":
+        tile, pair_groups = pixels_per_pass(d, config), groups_per_pass(d)
+        pixels = d.out_width - (-(-d.out_width // tile) - 1) * tile
+        gout = groups(d.out_channels, config)
+        last_go = (-(-gout // pair_groups) - 1) * pair_groups
+        last_word = pixels - 1 + (lanes // 2 if pair_groups == 2 and last_go + 1 < gout else 0)
+        result = DRAIN_LATENCY + last_word
+    else:
+        result = REDUCE_LATENCY + config.lane_bits
+    return SEQUENCER_LATENCY + issue_cycles(d, config) + FETCH_LATENCY + result + WRITE_LATENCY

@@ -1,0 +1,269 @@
+"""The convolution engine: runs one layer descriptor from its memories on its own, ``start`` to ``done``.
+
+``golden/engine.py`` is its model (``run_layer``), ``golden/sequencer.py`` its cycle count. Dataflow::
+
+    Sequencer --step--> ActivationMemory (lanes banks) --+--> operands --> MACArray --words--> bias + k_c
+        |                WeightMemory ------------------/      (x - zp, gated;            (BiasMemory)
+        |                                                       weight rows)                   |
+        +-- per-pass output addresses travel with the steps ------------------------------> Requantizer
+                                                                                               |
+                                                     ActivationMemory write port <-- int8 words
+
+Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
+zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word. A global average pool
+replaces the weights by ``GAP_WEIGHT`` on the diagonal (golden.engine). Result words get their bias and channel shifts
+from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/requant.py``) and are written to the
+activation memory at the addresses the sequencer computed for their pass.
+
+Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
+array was given a step) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs`` counts them).
+The host port reads and writes activation words while the engine is idle (read data after 2 cycles).
+"""
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import NPUConfig
+from golden.engine import GAP_WEIGHT
+from golden.memory import MemoryImages, address_bits
+from hdl.mac_array import MACArray
+from hdl.memory import ActivationMemory, BiasMemory, WeightMemory, activation_word
+from hdl.requant import Requantizer
+from hdl.sequencer import Sequencer, descriptor_layout, pass_layout
+
+__all__ = ["Engine", "host_signature", "COUNTER_BITS"]
+
+#: Width of the performance counters.
+COUNTER_BITS = 48
+
+
+def host_signature(config):
+    """The host's side of the activation memory port: word address, write strobe and data, read data."""
+    return wiring.Signature({
+        "bank": Out(unsigned(max(1, config.lane_bits))),
+        "address": Out(unsigned(address_bits(config.act_depth))),
+        "write": Out(1),
+        "write_data": Out(activation_word(config)),
+        "read_data": In(activation_word(config)),
+    })
+
+
+class Engine(wiring.Component):
+    """One NPU convolution engine with its memories.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        The hardware instance (``lanes`` at least 2).
+    images : golden.memory.MemoryImages or None
+        Initial memory contents (build time); ``None`` for zeros.
+
+    Members
+    -------
+    descriptor : ``In(descriptor_layout(config))``
+        The layer (``golden.memory.encode_descriptor``); hold it stable until ``done``.
+    start : ``In(1)``
+        A cycle high while idle starts the layer.
+    busy : ``Out(1)``
+        The layer is running.
+    done : ``Out(1)``
+        High for one cycle when the layer's last output word has been written.
+    cycles, active_cycles, mac_ops : ``Out(unsigned(COUNTER_BITS))``
+        Performance counters of the last layer.
+    host : ``In(host_signature(config))``
+        Activation memory access while idle.
+    """
+
+    def __init__(self, config, *, images=None):
+        if not isinstance(config, NPUConfig):
+            raise TypeError(f"config must be an NPUConfig, not {config!r}")
+        if config.lanes < 2:
+            raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes!r}")
+        if images is not None and not isinstance(images, MemoryImages):
+            raise TypeError(f"images must be a golden.memory.MemoryImages, not {images!r}")
+        self._config = config
+        self._images = images
+        super().__init__({
+            "descriptor": In(descriptor_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(unsigned(COUNTER_BITS)),
+            "active_cycles": Out(unsigned(COUNTER_BITS)),
+            "mac_ops": Out(unsigned(COUNTER_BITS)),
+            "host": In(host_signature(config)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        images = self._images
+        d = self.descriptor
+
+        m.submodules.sequencer = seq = Sequencer(config)
+        m.submodules.activations = act = ActivationMemory(
+            config, init=None if images is None else images.activation)
+        m.submodules.weights = weights = WeightMemory(config, init=None if images is None else images.weights)
+        m.submodules.biases = biases = BiasMemory(
+            config, bias=None if images is None else images.bias,
+            channel_shift=None if images is None else images.channel_shift)
+        m.submodules.mac_array = mac = MACArray(config, pass_layout(config))
+        m.submodules.requantizer = requant = Requantizer(config)
+
+        launch = self.start & ~self.busy
+        m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch)]
+
+        # -- fetch: memories read at the step's addresses; the step's control waits for the data ----------------
+        step = seq.step.payload
+        for bank in range(lanes):
+            m.d.comb += act.read_address[bank].eq(Mux(self.busy, step.act_address[bank], self.host.address))
+        m.d.comb += weights.address.eq(step.weight_address)
+
+        fetch_latency = max(act.latency, weights.latency)
+        control = Signal(step.shape(), name="fetch_step")
+        control_valid = Signal(name="fetch_valid")
+        pending = []
+        stage, stage_valid = step, seq.step.valid
+        for index in range(fetch_latency):
+            delayed = Signal(step.shape(), name=f"fetch{index}")
+            delayed_valid = Signal(name=f"fetch{index}_valid")
+            m.d.sync += [delayed.eq(stage), delayed_valid.eq(stage_valid)]
+            pending.append(delayed_valid)
+            stage, stage_valid = delayed, delayed_valid
+        m.d.comb += [control.eq(stage), control_valid.eq(stage_valid)]
+        act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
+        weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
+
+        # Operands. Two choices keep Icarus fast: the crossbars are multiplexers (Array), not dynamic indexing, which
+        # becomes a 512-bit shift that Icarus computes bit by bit; and the whole MAC-array input is driven by one
+        # assignment, since Icarus re-evaluates every reader of a vector (Amaranth names each struct field with one)
+        # whenever any of its drivers changes (~130 partial drivers of this 1122-bit port: ~30x slower).
+        zero_point = d.input_zero_point
+        weights_in, activations_in = [], []
+        act_words = Array(act_data[bank] for bank in range(lanes))
+        weight_rows = Array(weight_data[row] for row in range(lanes))
+        for r in range(lanes):
+            word = act_words[control.act_bank[r]]
+            weight_row = weight_rows[control.weight_row[r]]
+            for c in range(lanes):
+                weights_in.append(Mux(control.out.pool, GAP_WEIGHT if r == c else 0, weight_row[c])[:8])
+                activations_in.append(Mux(control.act_valid[r], word[c] - zero_point, 0)[:9])
+        m.d.comb += [
+            mac.i.valid.eq(control_valid),
+            mac.i.payload.as_value().eq(Cat(*weights_in, *activations_in, control.first, control.last,
+                                            control.out.depthwise, control.out.as_value())),
+        ]
+
+        # -- write-back addresses of each result word, bias fetch, bias add ------------------------------------
+        result = mac.o.payload
+        meta = result.meta
+        half_mask = max(1, lanes // 2) - 1
+        pixel = Mux(meta.stride2, result.word & half_mask, result.word)
+        second = Mux(meta.stride2, result.word >> (lane_bits - 1), 0)
+        word_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(config.acc_bits), lanes),
+            "bank": unsigned(max(1, lane_bits)),
+            "address": unsigned(address_bits(config.act_depth)),
+            "pool": 1,
+        })
+        located = Signal(word_layout, name="located")
+        located_valid = Signal(name="located_valid")
+        bias_address = Signal.like(biases.address, name="bias_address")
+        m.d.sync += [
+            located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair)),
+            located.acc.eq(result.acc),
+            located.bank.eq(meta.bank + pixel + second),
+            located.address.eq(Mux(second, meta.address_next, meta.address)),
+            located.pool.eq(meta.pool),
+            bias_address.eq(meta.bias_address + second),
+        ]
+        m.d.comb += biases.address.eq(bias_address)
+        stage, stage_valid = located, located_valid
+        pending.append(located_valid)
+        for index in range(biases.latency):
+            delayed = Signal(word_layout, name=f"biasing{index}")
+            delayed_valid = Signal(name=f"biasing{index}_valid")
+            m.d.sync += [delayed.eq(stage), delayed_valid.eq(stage_valid)]
+            pending.append(delayed_valid)
+            stage, stage_valid = delayed, delayed_valid
+
+        biased = Signal(word_layout, name="biased")
+        biased_valid = Signal(name="biased_valid")
+        channel_shift = Signal(data.ArrayLayout(unsigned(config.shift_bits), lanes), name="biased_shift")
+        m.d.sync += [biased_valid.eq(stage_valid), biased.bank.eq(stage.bank), biased.address.eq(stage.address)]
+        for c in range(lanes):
+            m.d.sync += [
+                biased.acc[c].eq(Mux(stage.pool, stage.acc[c],
+                                     (stage.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
+                channel_shift[c].eq(Mux(stage.pool, 0, biases.data.channel_shift[c])),
+            ]
+        pending.append(biased_valid)
+
+        # -- requantizer; the write address travels beside it -------------------------------------------------
+        m.d.comb += [
+            requant.i.valid.eq(biased_valid),
+            requant.i.payload.acc.eq(biased.acc),
+            requant.i.payload.channel_shift.eq(channel_shift),
+            requant.o.ready.eq(1),
+            requant.params.multiplier.eq(d.multiplier),
+            requant.params.shift.eq(d.shift),
+            requant.params.zero_point.eq(d.output_zero_point),
+            requant.params.qmin.eq(d.qmin),
+            requant.params.qmax.eq(d.qmax),
+        ]
+        target = data.StructLayout({"bank": unsigned(max(1, lane_bits)),
+                                    "address": unsigned(address_bits(config.act_depth))})
+        where = Signal(target, name="requant_target0")
+        m.d.comb += [where.bank.eq(biased.bank), where.address.eq(biased.address)]
+        for index in range(Requantizer.latency):
+            delayed = Signal(target, name=f"requant_target{index + 1}")
+            delayed_valid = Signal(name=f"requant_valid{index + 1}")
+            m.d.sync += [delayed.eq(where), delayed_valid.eq(biased_valid if index == 0 else pending[-1])]
+            pending.append(delayed_valid)
+            where = delayed
+
+        m.d.comb += [
+            act.write_enable.eq(Mux(self.busy, requant.o.valid, self.host.write)),
+            act.write_bank.eq(Mux(self.busy, where.bank, self.host.bank)),
+            act.write_address.eq(Mux(self.busy, where.address, self.host.address)),
+            act.write_data.eq(Mux(self.busy, requant.o.payload.as_value(), self.host.write_data.as_value())),
+        ]
+
+        # Host reads: the bank's word, act.latency cycles after the address.
+        host_bank = self.host.bank
+        for index in range(act.latency):
+            delayed = Signal.like(host_bank, name=f"host_bank{index}")
+            m.d.sync += delayed.eq(host_bank)
+            host_bank = delayed
+        m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(lanes))[host_bank])
+
+        # -- control and counters ---------------------------------------------------------------------------
+        active = seq.busy | mac.busy
+        for valid in pending:
+            active = active | valid
+        m.d.sync += self.done.eq(0)
+        with m.If(launch):
+            m.d.sync += [self.busy.eq(1), self.cycles.eq(0), self.active_cycles.eq(0), self.mac_ops.eq(0)]
+        with m.Elif(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(seq.step.valid):
+                m.d.sync += [self.active_cycles.eq(self.active_cycles + 1),
+                             self.mac_ops.eq(self.mac_ops + step.macs)]
+            with m.If(~active):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        return m
+
+
+def _delayed(m, value, cycles, name):
+    # `value` delayed by `cycles` registers (0: itself).
+    for index in range(cycles):
+        delayed = Signal.like(value, name=f"{name}{index}")
+        m.d.sync += delayed.eq(value)
+        value = delayed
+    return value

@@ -1,0 +1,191 @@
+"""The engine's on-chip memories: banked activations, weights, biases with channel shifts (docs/memory.md).
+
+Each wraps :class:`amaranth.lib.memory.Memory` with non-transparent synchronous read ports (what ECP5 block RAM
+has) followed by an output register, so no combinational path leaves a RAM: read data appears
+:attr:`latency` cycles after the address. Contents come from ``golden.memory`` images at build time.
+"""
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import NPUConfig
+from golden.memory import address_bits, pack_words
+
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "activation_word", "weight_word", "bias_word"]
+
+
+def activation_word(config):
+    """One activation word: ``lanes`` int8 channels of one pixel."""
+    return data.ArrayLayout(signed(8), config.lanes)
+
+
+def weight_word(config):
+    """One weight word: ``lanes`` rows of ``lanes`` int8 weights."""
+    return data.ArrayLayout(data.ArrayLayout(signed(8), config.lanes), config.lanes)
+
+
+def _check_config(config):
+    if not isinstance(config, NPUConfig):
+        raise TypeError(f"config must be an NPUConfig, not {config!r}")
+    return config
+
+
+def _check_image(image, shape, name):
+    if image is None:
+        return None
+    image = np.asarray(image)
+    if image.shape != shape or not np.issubdtype(image.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array of shape {shape}, not {image.dtype} {image.shape}")
+    return image
+
+
+def _registered_read(m, mem, address, name):
+    # A non-transparent read port and a register after it: data follows the address by two cycles.
+    port = mem.read_port(transparent_for=())
+    m.d.comb += port.addr.eq(address)
+    out = Signal.like(port.data, name=f"{name}_q")
+    m.d.sync += out.eq(port.data)
+    return out
+
+
+class ActivationMemory(wiring.Component):
+    """``lanes`` banks of ``act_depth`` activation words; every bank read each cycle, one word written.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    init : numpy.ndarray or None
+        int8 ``(lanes, act_depth, lanes)`` (``golden.memory.MemoryImages.activation``).
+
+    Members
+    -------
+    read_address : ``In(ArrayLayout(unsigned(A), lanes))``
+        Address of each bank.
+    read_data : ``Out(ArrayLayout(activation_word, lanes))``
+        Each bank's word, :attr:`latency` cycles after its address.
+    write_enable, write_bank, write_address, write_data : ``In``
+        One word written per cycle.
+    """
+
+    latency = 2
+
+    def __init__(self, config, *, init=None):
+        self._config = _check_config(config)
+        self._init = _check_image(init, (config.lanes, config.act_depth, config.lanes), "init")
+        lanes, bits = config.lanes, address_bits(config.act_depth)
+        super().__init__({
+            "read_address": In(data.ArrayLayout(unsigned(bits), lanes)),
+            "read_data": Out(data.ArrayLayout(activation_word(config), lanes)),
+            "write_enable": In(1),
+            "write_bank": In(unsigned(max(1, config.lane_bits))),
+            "write_address": In(unsigned(bits)),
+            "write_data": In(activation_word(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        width = config.lanes * 8
+        for bank in range(config.lanes):
+            init = [] if self._init is None else _trimmed(pack_words(self._init[bank], 8))
+            mem = memory.Memory(shape=unsigned(width), depth=config.act_depth, init=init)
+            m.submodules[f"bank{bank}"] = mem
+            write = mem.write_port()
+            m.d.comb += [
+                write.addr.eq(self.write_address),
+                write.data.eq(self.write_data.as_value()),
+                write.en.eq(self.write_enable & (self.write_bank == bank)),
+            ]
+            out = _registered_read(m, mem, self.read_address[bank], f"bank{bank}")
+            m.d.comb += self.read_data[bank].eq(out)
+        return m
+
+
+class WeightMemory(wiring.Component):
+    """The weight memory: one ``lanes x lanes`` int8 word per cycle.
+
+    This is the seam for other weight encodings: a decoding memory (e.g. two-bit codes and a codebook) offers the
+    same ``address`` / ``data`` members and its own :attr:`latency`; the engine aligns the activations to it.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    init : numpy.ndarray or None
+        int8 ``(weight_depth, lanes, lanes)`` (``golden.memory.MemoryImages.weights``).
+    """
+
+    latency = 2
+
+    def __init__(self, config, *, init=None):
+        self._config = _check_config(config)
+        self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
+        super().__init__({
+            "address": In(unsigned(address_bits(config.weight_depth))),
+            "data": Out(weight_word(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(config.weight_depth, -1), 8))
+        mem = memory.Memory(shape=unsigned(config.macs * 8), depth=config.weight_depth, init=init)
+        m.submodules.mem = mem
+        m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "weights"))
+        return m
+
+
+def bias_word(config):
+    """One bias word: ``lanes`` int32 biases and ``lanes`` channel shifts k_c."""
+    return data.StructLayout({
+        "bias": data.ArrayLayout(signed(config.acc_bits), config.lanes),
+        "channel_shift": data.ArrayLayout(unsigned(config.shift_bits), config.lanes),
+    })
+
+
+class BiasMemory(wiring.Component):
+    """The bias memory: per channel group ``lanes`` int32 biases and their WESS shifts k_c.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    bias, channel_shift : numpy.ndarray or None
+        ``(bias_depth, lanes)`` (``golden.memory.MemoryImages.bias`` / ``.channel_shift``); both or neither.
+    """
+
+    latency = 2
+
+    def __init__(self, config, *, bias=None, channel_shift=None):
+        self._config = _check_config(config)
+        shape = (config.bias_depth, config.lanes)
+        self._bias = _check_image(bias, shape, "bias")
+        self._channel_shift = _check_image(channel_shift, shape, "channel_shift")
+        if (self._bias is None) != (self._channel_shift is None):
+            raise ValueError("bias and channel_shift must be given together")
+        super().__init__({
+            "address": In(unsigned(address_bits(config.bias_depth))),
+            "data": Out(bias_word(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        init = []
+        if self._bias is not None:
+            offset = config.lanes * config.acc_bits
+            init = _trimmed([b | (k << offset) for b, k in zip(pack_words(self._bias, config.acc_bits),
+                                                               pack_words(self._channel_shift, config.shift_bits))])
+        mem = memory.Memory(shape=unsigned(data.Layout.cast(bias_word(config)).size), depth=config.bias_depth,
+                            init=init)
+        m.submodules.mem = mem
+        m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "bias"))
+        return m
+
+
+def _trimmed(words):
+    # Trailing zero words need no init (smaller Verilog: one line per initialised word).
+    end = len(words)
+    while end and not words[end - 1]:
+        end -= 1
+    return words[:end]

@@ -1,0 +1,303 @@
+"""The layer sequencer: from a layer descriptor, one MAC-array step per cycle with every memory address it needs.
+
+``golden/sequencer.py`` is its model (the same loop nest and the same step fields) and its cycle count. After
+``start`` it walks, for one layer::
+
+    for y in output rows:
+      for x in output columns, P at a time       (P = 1; depthwise: lanes, or lanes/2 at stride 2)
+        for go in output channel groups, E at a time   (E = 1; depthwise stride 2: 2)
+          for ky, kx in the kernel window:
+            for gi in input channel groups        (regular convolution and fully connected only)
+              one step
+
+A *pass* is the inner loops for one ``(y, x, go)``: the MAC array accumulates it and emits its words. Regular
+convolutions read one activation word (pixel ``(y*sh + ky - top, x*sw + kx - left)``, group ``gi``) and one weight word
+per step, broadcast the activation over the array's rows and reduce its columns. Depthwise steps give every MAC row
+its own pixel: at stride 1 the ``lanes`` pixels ``x .. x+lanes-1`` of group ``go``; at stride 2 the ``lanes/2`` pixels
+``x .. x+lanes/2-1`` of groups ``go`` and ``go+1`` (rows ``e*lanes/2 + i``). The activation banks are skewed
+(bank = (x + group) mod lanes, ``golden.memory``) so that these ``lanes`` words sit in ``lanes`` different banks; each
+bank gets its own address and each row the bank to take its word from. Taps outside the input are not read: the
+step marks the row invalid and the engine feeds 0 to its MACs. A global average pool is a reduced pass per channel
+group over the whole input (the engine gives it diagonal weights).
+
+Pipeline: loop counters (all addresses kept by additions only), then the per-lane values, then the per-bank
+addresses: a step leaves :attr:`Sequencer.latency` cycles after the counters reach it.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import NPUConfig
+from golden.memory import KINDS, address_bits, descriptor_fields
+
+__all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
+
+
+def descriptor_layout(config):
+    """The layer descriptor as a struct, field for field :func:`golden.memory.descriptor_fields`."""
+    return data.StructLayout({name: signed(width) if is_signed else unsigned(width)
+                              for name, width, is_signed in descriptor_fields(config)})
+
+
+def pass_layout(config):
+    """What the result words of a pass need to be written: output addresses, bank, validity, bias word, mode."""
+    act = address_bits(config.act_depth)
+    return data.StructLayout({
+        "address": unsigned(act),        # word of group go (all pixels of a pass share it)
+        "address_next": unsigned(act),   # word of group go + 1 (depthwise stride 2)
+        "bank": unsigned(max(1, config.lane_bits)),   # bank of pixel x, group go
+        "pixels": unsigned(config.lane_bits + 1),     # output pixels of the pass inside the output width
+        "pair": 1,                       # group go + 1 exists (depthwise stride 2)
+        "bias_address": unsigned(address_bits(config.bias_depth)),
+        "depthwise": 1,
+        "stride2": 1,
+        "pool": 1,
+    })
+
+
+def step_layout(config):
+    """One step of the MAC array: addresses per bank, bank and validity per row, weight word and row selection."""
+    lanes, lane_bits = config.lanes, max(1, config.lane_bits)
+    return data.StructLayout({
+        "act_address": data.ArrayLayout(unsigned(address_bits(config.act_depth)), lanes),  # per bank
+        "act_bank": data.ArrayLayout(unsigned(lane_bits), lanes),    # per row: the bank its word comes from
+        "act_valid": data.ArrayLayout(unsigned(1), lanes),           # per row: the tap lies inside the input
+        "weight_address": unsigned(address_bits(config.weight_depth)),
+        "weight_row": data.ArrayLayout(unsigned(lane_bits), lanes),  # per MAC row: the weight word row it uses
+        "first": 1,
+        "last": 1,
+        "macs": unsigned(2 * config.lane_bits + 1),                  # layer MACs done by this step
+        "out": pass_layout(config),
+    })
+
+
+class Sequencer(wiring.Component):
+    """Walks one layer after ``start``: one :func:`step_layout` step per cycle, bubbles only between short passes.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        ``lanes`` (a power of two, at least 2) and the memory depths and descriptor widths.
+
+    Members
+    -------
+    descriptor : ``In(descriptor_layout(config))``
+        The layer; hold it stable from ``start`` until the engine is done.
+    start : ``In(1)``
+        Starts the layer when the sequencer is idle.
+    busy : ``Out(1)``
+        Steps remain to be issued.
+    step : ``Out(stream.Signature(step_layout(config), always_ready=True))``
+        The steps.
+    """
+
+    #: Cycles from ``start`` to the first step; consecutive steps follow each cycle (golden/sequencer.py).
+    latency = 3
+
+    def __init__(self, config):
+        if not isinstance(config, NPUConfig):
+            raise TypeError(f"config must be an NPUConfig, not {config!r}")
+        if config.lanes < 2:
+            raise ValueError(f"the sequencer needs at least 2 lanes, not {config.lanes!r}")
+        self._config = config
+        super().__init__({
+            "descriptor": In(descriptor_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "step": Out(stream.Signature(step_layout(config), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        dim, channels = config.dim_bits, config.channel_bits
+        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        coord = signed(dim + 3)
+        d = self.descriptor
+
+        # -- per-layer constants, latched at start ------------------------------------------------------------
+        def constant(shape, value, name):
+            reg = Signal(shape, name=name)
+            with m.If(self.start & ~self.busy):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def groups_of(count):
+            return (count + (lanes - 1)) >> lane_bits
+
+        def last_lanes(count):
+            return ((count - 1) & (lanes - 1)) + 1
+
+        is_dw = d.kind == KINDS["depthwise"]
+        is_pool = d.kind == KINDS["average_pool"]
+        is_s2 = is_dw & (d.stride_width == 2)
+        conv = constant(1, ~is_dw & ~is_pool, "conv")
+        dw = constant(1, is_dw, "dw")
+        pool = constant(1, is_pool, "pool")
+        s2 = constant(1, is_s2, "s2")
+        gin = constant(unsigned(channels), groups_of(d.in_channels), "gin")
+        gout = constant(unsigned(channels), groups_of(d.out_channels), "gout")
+        cin_last = constant(unsigned(lane_bits + 1), last_lanes(d.in_channels), "cin_last")
+        cout_last = constant(unsigned(lane_bits + 1), last_lanes(d.out_channels), "cout_last")
+        igp = constant(unsigned(act), groups_of(d.in_width), "igp")
+        ogp = constant(unsigned(act), groups_of(d.out_width), "ogp")
+        igp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.in_width) << 1, groups_of(d.in_width)), "igp_pass")
+        ogp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.out_width) << 1, groups_of(d.out_width)),
+                            "ogp_pass")
+        row_step = constant(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step")
+        gin_loop_last = constant(unsigned(channels), Mux(~is_dw & ~is_pool, groups_of(d.in_channels) - 1, 0),
+                                 "gin_loop_last")
+        tile = constant(unsigned(lane_bits + 1), Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile")
+        tile_step = constant(coord, Mux(is_dw, lanes, d.stride_width), "tile_step")
+        pass_groups = constant(unsigned(2), Mux(is_s2, 2, 1), "pass_groups")
+        kh_last = constant(unsigned(dim), d.kernel_height - 1, "kh_last")
+        kw_last = constant(unsigned(dim), d.kernel_width - 1, "kw_last")
+        ho_last = constant(unsigned(dim), d.out_height - 1, "ho_last")
+
+        # -- loop counters --------------------------------------------------------------------------------------
+        running = Signal()
+        y, xt, ky, kx = (Signal(unsigned(dim), name=n) for n in ("y", "xt", "ky", "kx"))
+        go, gi = Signal(unsigned(channels), name="go"), Signal(unsigned(channels), name="gi")
+        y_in0, y_in, x_in0, x_in = (Signal(coord, name=n) for n in ("y_in0", "y_in", "x_in0", "x_in"))
+        row0, row, gi_off, go_in_off, go_out_off, out_row = (
+            Signal(unsigned(act), name=n) for n in ("row0", "row", "gi_off", "go_in_off", "go_out_off", "out_row"))
+        waddr, wblock = Signal(unsigned(wbits), name="waddr"), Signal(unsigned(wbits), name="wblock")
+        since = Signal(range(lanes), name="since")
+
+        top_rows = (Mux(d.pad_top[0], d.in_row_pitch, 0) + Mux(d.pad_top[1], d.in_row_pitch << 1, 0))[:act]
+        with m.If(self.start & ~self.busy):
+            first_row = (d.in_base - top_rows)[:act]
+            m.d.sync += [
+                running.eq(1), y.eq(0), xt.eq(0), go.eq(0), gi.eq(0), ky.eq(0), kx.eq(0),
+                y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
+                row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
+                out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), since.eq(lanes - 1),
+            ]
+
+        end_gi = gi == gin_loop_last
+        end_kx = kx == kw_last
+        end_ky = ky == kh_last
+        pass_end = end_gi & end_kx & end_ky
+        end_go = (go + pass_groups) >= gout
+        end_xt = (xt + tile) >= d.out_width
+        end_y = y == ho_last
+        advance = Signal()
+        m.d.comb += advance.eq(running & ~(dw & pass_end & (since != lanes - 1)))
+
+        # Cycles since the last pass ended (saturating): a depthwise pass may end only lanes cycles after the
+        # previous one, while the MAC array drains that one's rows.
+        with m.If(advance & pass_end):
+            m.d.sync += since.eq(0)
+        with m.Elif(running & (since != lanes - 1)):
+            m.d.sync += since.eq(since + 1)
+
+        with m.If(advance):
+            with m.If(~end_gi):
+                m.d.sync += [gi.eq(gi + 1), gi_off.eq(gi_off + igp)]
+            with m.Else():
+                m.d.sync += [gi.eq(0), gi_off.eq(0)]
+                with m.If(~end_kx):
+                    m.d.sync += [kx.eq(kx + 1), x_in.eq(x_in + 1)]
+                with m.Else():
+                    m.d.sync += [kx.eq(0), x_in.eq(x_in0)]
+                    with m.If(~end_ky):
+                        m.d.sync += [ky.eq(ky + 1), y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
+                    with m.Else():
+                        m.d.sync += [ky.eq(0), y_in.eq(y_in0), row.eq(row0)]
+                        with m.If(~end_go):
+                            m.d.sync += [go.eq(go + pass_groups), go_in_off.eq(go_in_off + igp_pass),
+                                         go_out_off.eq(go_out_off + ogp_pass)]
+                        with m.Else():
+                            m.d.sync += [go.eq(0), go_in_off.eq(0), go_out_off.eq(0)]
+                            with m.If(~end_xt):
+                                m.d.sync += [xt.eq(xt + tile), x_in0.eq(x_in0 + tile_step),
+                                             x_in.eq(x_in0 + tile_step)]
+                            with m.Else():
+                                m.d.sync += [xt.eq(0), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left)]
+                                with m.If(~end_y):
+                                    m.d.sync += [y.eq(y + 1), y_in0.eq(y_in0 + d.stride_height),
+                                                 y_in.eq(y_in0 + d.stride_height), row0.eq(row0 + row_step),
+                                                 row.eq(row0 + row_step), out_row.eq(out_row + d.out_row_pitch)]
+                                with m.Else():
+                                    m.d.sync += running.eq(0)
+            # Weight words: consecutive within a pass; a regular convolution's passes for one pixel follow each
+            # other, a depthwise pass returns to its block of lanes*lanes channels unless the next group leaves it.
+            with m.If(pass_end & end_go):
+                m.d.sync += [waddr.eq(d.weight_base), wblock.eq(d.weight_base)]
+            with m.Elif(pass_end & dw & (((go + pass_groups) & (lanes - 1)) != 0)):
+                m.d.sync += waddr.eq(wblock)
+            with m.Else():
+                m.d.sync += waddr.eq(waddr + 1)
+                with m.If(pass_end):
+                    m.d.sync += wblock.eq(waddr + 1)
+
+        # -- stage 1: per-step values ---------------------------------------------------------------------------
+        in_group = Mux(conv, gi, go)
+        in_group_off = Mux(conv, gi_off, go_in_off)
+        rows_go = Mux(go == gout - 1, cout_last, lanes)
+        rows_go1 = Mux(go + 1 == gout - 1, cout_last, Mux(go + 1 < gout, lanes, 0))
+        cols_gi = Mux(gi == gin - 1, cin_last, lanes)
+        remaining = d.out_width - xt
+        pixels = Mux(remaining < tile, remaining, tile)[:lane_bits + 1]
+        macs = Mux(conv, rows_go * cols_gi, Mux(pool, rows_go, pixels * (rows_go + Mux(s2, rows_go1, 0))))
+        out_address = (out_row + go_out_off + (xt >> lane_bits))[:act]
+
+        s1 = Signal(data.StructLayout({
+            "x_in": coord, "y_ok": 1, "base": unsigned(lane_bits), "row": unsigned(act), "pair_in": 1,
+            "weight_address": unsigned(wbits), "weight_row": unsigned(lane_bits), "first": 1, "last": 1,
+            "macs": unsigned(2 * lane_bits + 1), "out": pass_layout(config),
+        }), name="s1")
+        s1_valid = Signal()
+        m.d.sync += s1_valid.eq(advance)
+        m.d.sync += [
+            s1.x_in.eq(x_in),
+            s1.y_ok.eq((y_in >= 0) & (y_in < d.in_height)),
+            s1.base.eq((x_in + in_group)[:lane_bits]),
+            s1.row.eq(row + in_group_off),
+            s1.pair_in.eq(in_group + 1 < gin),
+            s1.weight_address.eq(waddr),
+            s1.weight_row.eq(go[:lane_bits]),
+            s1.first.eq((gi == 0) & (kx == 0) & (ky == 0)),
+            s1.last.eq(pass_end),
+            s1.macs.eq(macs),
+            s1.out.address.eq(out_address),
+            s1.out.address_next.eq(out_address + ogp),
+            s1.out.bank.eq((xt + go)[:lane_bits]),
+            s1.out.pixels.eq(pixels),
+            s1.out.pair.eq(go + 1 < gout),
+            s1.out.bias_address.eq(d.bias_base + go),
+            s1.out.depthwise.eq(dw),
+            s1.out.stride2.eq(s2),
+            s1.out.pool.eq(pool),
+        ]
+
+        # -- stage 2: per-bank addresses, per-row banks and validity ---------------------------------------------
+        step = self.step.payload
+        m.d.sync += self.step.valid.eq(s1_valid)
+        m.d.sync += [
+            step.weight_address.eq(s1.weight_address), step.first.eq(s1.first), step.last.eq(s1.last),
+            step.macs.eq(s1.macs), step.out.eq(s1.out),
+        ]
+        half = lanes // 2
+        for bank in range(lanes):
+            offset = Signal(unsigned(lane_bits), name=f"offset{bank}")    # (bank - base) mod lanes
+            m.d.comb += offset.eq(bank - s1.base)
+            dx = Mux(dw, Mux(s2, offset & ~1, offset), 0)
+            second = s2 & offset[0]
+            m.d.sync += step.act_address[bank].eq(
+                (s1.row + Mux(second, igp, 0) + ((s1.x_in + dx) >> lane_bits))[:act])
+        for r in range(lanes):
+            dx_s2, dg_s2 = (r % half) * 2, r // half
+            dx = Mux(dw, Mux(s2, dx_s2, r), 0)
+            dg = Mux(s2, dg_s2, 0)
+            x = s1.x_in + dx
+            m.d.sync += [
+                step.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < d.in_width) & ((dg == 0) | s1.pair_in)),
+                step.act_bank[r].eq((s1.base + dx + dg)[:lane_bits]),
+                step.weight_row[r].eq(Mux(dw, s1.weight_row + dg, Const(r, lane_bits))),
+            ]
+
+        m.d.comb += self.busy.eq(running | s1_valid | self.step.valid)
+        return m
