@@ -10,8 +10,8 @@
                                                      ActivationMemory write port <-- int8 words
 
 Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
-zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word. A global average pool
-replaces the weights by ``GAP_WEIGHT`` on the diagonal (golden.engine). Result words get their bias and channel shifts
+zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word; a global average pool
+uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.engine). Result words get their bias and channel shifts
 from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/requant.py``) and are written to the
 activation memory at the addresses the sequencer computed for their pass.
 
@@ -20,12 +20,11 @@ array was given a step) and ``mac_ops`` (MACs of the layer done, as ``LayerDescr
 The host port reads and writes activation words while the engine is idle (read data after 2 cycles).
 """
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NPUConfig
-from golden.engine import GAP_WEIGHT
 from golden.memory import MemoryImages, address_bits
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory, activation_word
@@ -125,39 +124,35 @@ class Engine(wiring.Component):
             m.d.comb += act.read_address[bank].eq(Mux(self.busy, step.act_address[bank], self.host.address))
         m.d.comb += weights.address.eq(step.weight_address)
 
+        # The step's control waits for the memories' data; the last stage holds it in the MAC array's input layout,
+        # assigned in one piece (one change per cycle for simulators).
         fetch_latency = max(act.latency, weights.latency)
-        control = Signal(step.shape(), name="fetch_step")
-        control_valid = Signal(name="fetch_valid")
         pending = []
         stage, stage_valid = step, seq.step.valid
-        for index in range(fetch_latency):
-            delayed = Signal(step.shape(), name=f"fetch{index}")
+        for index in range(fetch_latency - 1):
+            delayed = Signal(step.shape(), name=f"fetch{index}", reset_less=True)
             delayed_valid = Signal(name=f"fetch{index}_valid")
             m.d.sync += [delayed.eq(stage), delayed_valid.eq(stage_valid)]
             pending.append(delayed_valid)
             stage, stage_valid = delayed, delayed_valid
-        m.d.comb += [control.eq(stage), control_valid.eq(stage_valid)]
+        control = Signal(mac.i.payload.shape(), name="fetch_control", reset_less=True)
+        control_valid = Signal(name="fetch_valid")
+        m.d.sync += [
+            control.word_select.eq(stage.act_bank), control.word_valid.eq(stage.act_valid),
+            control.weight_select.eq(stage.weight_row), control.diagonal.eq(stage.out.pool),
+            control.first.eq(stage.first), control.last.eq(stage.last), control.per_row.eq(stage.out.depthwise),
+            control.meta.eq(stage.out), control_valid.eq(stage_valid),
+        ]
+        pending.append(control_valid)
         act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
         weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
 
-        # Operands. Two choices keep Icarus fast: the crossbars are multiplexers (Array), not dynamic indexing, which
-        # becomes a 512-bit shift that Icarus computes bit by bit; and the whole MAC-array input is driven by one
-        # assignment, since Icarus re-evaluates every reader of a vector (Amaranth names each struct field with one)
-        # whenever any of its drivers changes (~130 partial drivers of this 1122-bit port: ~30x slower).
-        zero_point = d.input_zero_point
-        weights_in, activations_in = [], []
-        act_words = Array(act_data[bank] for bank in range(lanes))
-        weight_rows = Array(weight_data[row] for row in range(lanes))
-        for r in range(lanes):
-            word = act_words[control.act_bank[r]]
-            weight_row = weight_rows[control.weight_row[r]]
-            for c in range(lanes):
-                weights_in.append(Mux(control.out.pool, GAP_WEIGHT if r == c else 0, weight_row[c])[:8])
-                activations_in.append(Mux(control.act_valid[r], word[c] - zero_point, 0)[:9])
         m.d.comb += [
             mac.i.valid.eq(control_valid),
-            mac.i.payload.as_value().eq(Cat(*weights_in, *activations_in, control.first, control.last,
-                                            control.out.depthwise, control.out.as_value())),
+            mac.i.payload.eq(control),
+            mac.words.eq(act_data),
+            mac.weights.eq(weight_data),
+            mac.zero_point.eq(d.input_zero_point),
         ]
 
         # -- write-back addresses of each result word, bias fetch, bias add ------------------------------------
@@ -172,37 +167,45 @@ class Engine(wiring.Component):
             "address": unsigned(address_bits(config.act_depth)),
             "pool": 1,
         })
-        located = Signal(word_layout, name="located")
+        # Data registers load only with a valid word (and have no reset): between words the requantizer's inputs
+        # stay still, which an event-driven simulator turns into idle cycles.
+        located = Signal(word_layout, name="located", reset_less=True)
         located_valid = Signal(name="located_valid")
         bias_address = Signal.like(biases.address, name="bias_address")
-        m.d.sync += [
-            located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair)),
-            located.acc.eq(result.acc),
-            located.bank.eq(meta.bank + pixel + second),
-            located.address.eq(Mux(second, meta.address_next, meta.address)),
-            located.pool.eq(meta.pool),
-            bias_address.eq(meta.bias_address + second),
-        ]
+        m.d.sync += located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair))
+        with m.If(mac.o.valid):
+            m.d.sync += [
+                located.acc.eq(result.acc),
+                located.bank.eq(meta.bank + pixel + second),
+                located.address.eq(Mux(second, meta.address_next, meta.address)),
+                located.pool.eq(meta.pool),
+                bias_address.eq(meta.bias_address + second),
+            ]
         m.d.comb += biases.address.eq(bias_address)
         stage, stage_valid = located, located_valid
         pending.append(located_valid)
         for index in range(biases.latency):
-            delayed = Signal(word_layout, name=f"biasing{index}")
+            delayed = Signal(word_layout, name=f"biasing{index}", reset_less=True)
             delayed_valid = Signal(name=f"biasing{index}_valid")
-            m.d.sync += [delayed.eq(stage), delayed_valid.eq(stage_valid)]
+            m.d.sync += delayed_valid.eq(stage_valid)
+            with m.If(stage_valid):
+                m.d.sync += delayed.eq(stage)
             pending.append(delayed_valid)
             stage, stage_valid = delayed, delayed_valid
 
-        biased = Signal(word_layout, name="biased")
+        biased = Signal(word_layout, name="biased", reset_less=True)
         biased_valid = Signal(name="biased_valid")
-        channel_shift = Signal(data.ArrayLayout(unsigned(config.shift_bits), lanes), name="biased_shift")
-        m.d.sync += [biased_valid.eq(stage_valid), biased.bank.eq(stage.bank), biased.address.eq(stage.address)]
-        for c in range(lanes):
-            m.d.sync += [
-                biased.acc[c].eq(Mux(stage.pool, stage.acc[c],
-                                     (stage.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
-                channel_shift[c].eq(Mux(stage.pool, 0, biases.data.channel_shift[c])),
-            ]
+        channel_shift = Signal(data.ArrayLayout(unsigned(config.shift_bits), lanes), name="biased_shift",
+                               reset_less=True)
+        m.d.sync += biased_valid.eq(stage_valid)
+        with m.If(stage_valid):
+            m.d.sync += [biased.bank.eq(stage.bank), biased.address.eq(stage.address)]
+            for c in range(lanes):
+                m.d.sync += [
+                    biased.acc[c].eq(Mux(stage.pool, stage.acc[c],
+                                         (stage.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
+                    channel_shift[c].eq(Mux(stage.pool, 0, biases.data.channel_shift[c])),
+                ]
         pending.append(biased_valid)
 
         # -- requantizer; the write address travels beside it -------------------------------------------------
@@ -222,7 +225,7 @@ class Engine(wiring.Component):
         where = Signal(target, name="requant_target0")
         m.d.comb += [where.bank.eq(biased.bank), where.address.eq(biased.address)]
         for index in range(Requantizer.latency):
-            delayed = Signal(target, name=f"requant_target{index + 1}")
+            delayed = Signal(target, name=f"requant_target{index + 1}", reset_less=True)
             delayed_valid = Signal(name=f"requant_valid{index + 1}")
             m.d.sync += [delayed.eq(where), delayed_valid.eq(biased_valid if index == 0 else pending[-1])]
             pending.append(delayed_valid)

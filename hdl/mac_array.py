@@ -1,8 +1,12 @@
 """The MAC array: ``lanes x lanes`` int8 multipliers, each with its own int32 accumulator.
 
-Every MAC ``(r, c)`` computes ``acc[r][c] += weight[r][c] * activation[r][c]`` (weight int8, activation the 9-bit
-``x - zero_point``) over the steps of a *pass* (``first`` restarts it, ``last`` ends it). When a pass ends the
-accumulators are copied into a result bank and leave the array in one of two ways:
+Operands: each step brings ``lanes`` activation words (one per memory bank) and one weight word. Row ``r`` takes the
+activation word ``word_select[r]`` (channel ``c`` of it for column ``c``, minus the input zero point; 0 where
+``word_valid[r]`` is low: a tap in the padding) and row ``weight_select[r]`` of the weight word (or, with
+``diagonal``, the pooling weight ``GAP_WEIGHT`` on the diagonal and 0 elsewhere). Every MAC ``(r, c)`` then computes
+``acc[r][c] += weight[r][c] * activation[r][c]`` (int8 times 9 bits) over the steps of a *pass* (``first`` restarts
+it, ``last`` ends it). When a pass ends the accumulators are copied into a result bank and leave the array in one of
+two ways:
 
 * **reduced** (regular convolution, fully connected, pooling): row ``r`` is output channel ``r`` and the columns are
   input channels, so one word ``sum_c acc[r][c]`` per row leaves through a pipelined adder tree; one word per pass,
@@ -11,25 +15,34 @@ accumulators are copied into a result bank and leave the array in one of two way
   the ``lanes`` rows leave as ``lanes`` words, one per cycle. Passes must then be at least ``lanes`` steps apart
   (the sequencer inserts the bubbles).
 
-Pipeline: operand registers, product registers (one MULT18X18D each on ECP5), accumulators, result bank, then
-``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a pass's last step comes out with its words.
+Pipeline: operand selection into operand registers, product registers (one MULT18X18D each on ECP5), accumulators,
+result bank, then ``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a pass's last step comes out
+with its words.
+
+The operands are formed here, from narrow ports, rather than delivered as one ``lanes**2 x 17``-bit vector: Icarus
+re-evaluates every reader of a vector whenever any part of it changes, and such a vector made whole-engine
+simulation an order of magnitude slower.
 """
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NPUConfig
+from golden.engine import GAP_WEIGHT
+from hdl.memory import activation_word, weight_word
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
 
 
 def mac_input_layout(config, meta):
-    """One step: operands of every MAC, pass boundaries, output mode and the pass's ``meta``."""
-    lanes = config.lanes
+    """One step's control: per-row operand selection, pass boundaries, output mode and the pass's ``meta``."""
+    lanes, lane_bits = config.lanes, max(1, config.lane_bits)
     return data.StructLayout({
-        "weight": data.ArrayLayout(data.ArrayLayout(signed(8), lanes), lanes),
-        "activation": data.ArrayLayout(data.ArrayLayout(signed(9), lanes), lanes),
+        "word_select": data.ArrayLayout(unsigned(lane_bits), lanes),
+        "word_valid": data.ArrayLayout(unsigned(1), lanes),
+        "weight_select": data.ArrayLayout(unsigned(lane_bits), lanes),
+        "diagonal": 1,
         "first": 1,
         "last": 1,
         "per_row": 1,
@@ -60,6 +73,12 @@ class MACArray(wiring.Component):
     -------
     i : ``In(stream.Signature(mac_input_layout(config, meta), always_ready=True))``
         One step per cycle at most.
+    words : ``In(ArrayLayout(activation_word(config), lanes))``
+        The step's activation words, one per bank, valid with ``i``.
+    weights : ``In(weight_word(config))``
+        The step's weight word, valid with ``i``.
+    zero_point : ``In(signed(8))``
+        The input zero point (per layer).
     o : ``Out(stream.Signature(mac_output_layout(config, meta), always_ready=True))``
         Result words; the consumer takes one every cycle.
     busy : ``Out(1)``
@@ -82,6 +101,9 @@ class MACArray(wiring.Component):
         self._meta = meta
         super().__init__({
             "i": In(stream.Signature(mac_input_layout(config, meta), always_ready=True)),
+            "words": In(data.ArrayLayout(activation_word(config), config.lanes)),
+            "weights": In(weight_word(config)),
+            "zero_point": In(signed(8)),
             "o": Out(stream.Signature(mac_output_layout(config, meta), always_ready=True)),
             "busy": Out(1),
         })
@@ -99,26 +121,44 @@ class MACArray(wiring.Component):
         lanes, acc_bits = config.lanes, config.acc_bits
         rng = range(lanes)
 
-        # Operand registers (the DSP's input registers).
-        step = Signal(self.i.payload.shape(), name="step")
-        step_valid = Signal()
-        m.d.sync += [step.eq(self.i.payload), step_valid.eq(self.i.valid)]
-
-        # Products.
-        product = [[Signal(signed(17), name=f"p_{r}_{c}") for c in rng] for r in rng]
+        # Operand selection into the operand registers (the DSP's input registers). Datapath registers have no reset
+        # (only the valid flags do): nothing reads them before a valid step has filled them, DSP registers need none,
+        # and each reset multiplexer would be one more process per register in the simulated Verilog.
+        # One multiplexer per row and operand (a whole word), not per element: fewer, wider processes.
+        words = Array(self.words[bank].as_value() for bank in range(lanes))
+        weight_rows = Array(self.weights[row].as_value() for row in range(lanes))
+        step = self.i.payload
+        weight = [[Signal(signed(8), name=f"a_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        activation = [[Signal(signed(9), name=f"b_{r}_{c}", reset_less=True) for c in rng] for r in rng]
         for r in rng:
+            word = activation_word(config)(Signal(lanes * 8, name=f"word_{r}"))
+            weight_row = activation_word(config)(Signal(lanes * 8, name=f"weight_row_{r}"))
+            m.d.comb += [word.as_value().eq(words[step.word_select[r]]),
+                         weight_row.as_value().eq(weight_rows[step.weight_select[r]])]
             for c in rng:
-                m.d.sync += product[r][c].eq(step.weight[r][c] * step.activation[r][c])
-        control = Signal(data.StructLayout({"first": 1, "last": 1, "per_row": 1, "meta": self._meta}))
-        product_valid = Signal()
+                m.d.sync += [
+                    weight[r][c].eq(Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c])),
+                    activation[r][c].eq(Mux(step.word_valid[r], word[c] - self.zero_point, 0)),
+                ]
+        control0 = Signal(data.StructLayout({"first": 1, "last": 1, "per_row": 1, "meta": self._meta}))
+        step_valid = Signal()
         m.d.sync += [
-            control.first.eq(step.first), control.last.eq(step.last), control.per_row.eq(step.per_row),
-            control.meta.eq(step.meta), product_valid.eq(step_valid),
+            control0.first.eq(step.first), control0.last.eq(step.last), control0.per_row.eq(step.per_row),
+            control0.meta.eq(step.meta), step_valid.eq(self.i.valid),
         ]
 
+        # Products.
+        product = [[Signal(signed(17), name=f"p_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        for r in rng:
+            for c in rng:
+                m.d.sync += product[r][c].eq(weight[r][c] * activation[r][c])
+        control = Signal(data.StructLayout({"first": 1, "last": 1, "per_row": 1, "meta": self._meta}))
+        product_valid = Signal()
+        m.d.sync += [control.eq(control0), product_valid.eq(step_valid)]
+
         # Accumulators; the value after a pass's last step is copied into the result bank.
-        acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{c}") for c in rng] for r in rng]
-        result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}") for c in rng] for r in rng]
+        acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True) for c in rng] for r in rng]
         captured = Signal()
         result_meta = Signal(self._meta, name="result_meta")
         result_per_row = Signal()
@@ -144,7 +184,8 @@ class MACArray(wiring.Component):
         in_tree = []
         for depth in range(config.lane_bits):
             width = len(level[0]) // 2
-            summed = [[Signal(signed(acc_bits), name=f"sum{depth}_{r}_{c}") for c in range(width)] for r in rng]
+            summed = [[Signal(signed(acc_bits), name=f"sum{depth}_{r}_{c}", reset_less=True) for c in range(width)]
+                      for r in rng]
             for r in rng:
                 for c in range(width):
                     m.d.sync += summed[r][c].eq((level[r][2 * c] + level[r][2 * c + 1])[:acc_bits].as_signed())
@@ -157,7 +198,7 @@ class MACArray(wiring.Component):
         # Per-row mode: the result bank shifts up one row per cycle; row 0 is registered out.
         draining = Signal()
         word = Signal(unsigned(max(1, config.lane_bits)))
-        drain_out = [Signal(signed(acc_bits), name=f"drain_{c}") for c in rng]
+        drain_out = [Signal(signed(acc_bits), name=f"drain_{c}", reset_less=True) for c in rng]
         drain_valid = Signal()
         drain_word = Signal.like(word)
         drain_meta = Signal(self._meta, name="drain_meta")

@@ -6,7 +6,7 @@ has) followed by an output register, so no combinational path leaves a RAM: read
 """
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,6 +88,7 @@ class ActivationMemory(wiring.Component):
         m = Module()
         config = self._config
         width = config.lanes * 8
+        outputs = []
         for bank in range(config.lanes):
             init = [] if self._init is None else _trimmed(pack_words(self._init[bank], 8))
             mem = memory.Memory(shape=unsigned(width), depth=config.act_depth, init=init)
@@ -98,8 +99,14 @@ class ActivationMemory(wiring.Component):
                 write.data.eq(self.write_data.as_value()),
                 write.en.eq(self.write_enable & (self.write_bank == bank)),
             ]
-            out = _registered_read(m, mem, self.read_address[bank], f"bank{bank}")
-            m.d.comb += self.read_data[bank].eq(out)
+            port = mem.read_port(transparent_for=())
+            m.d.comb += port.addr.eq(self.read_address[bank])
+            outputs.append(port.data)
+        # All banks' output registers as one register: a vector assigned in one piece changes once per cycle, which
+        # keeps event-driven simulators (Icarus) from re-evaluating its readers once per bank.
+        out = Signal(width * config.lanes, name="read_data_q", reset_less=True)
+        m.d.sync += out.eq(Cat(*outputs))
+        m.d.comb += self.read_data.eq(out)
         return m
 
 
