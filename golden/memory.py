@@ -27,7 +27,7 @@ __all__ = [
     "KINDS", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor", "check_descriptor",
     "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words",
     "MemoryImages", "store_activation", "load_activation", "store_weights", "store_bias",
-    "layer_descriptor", "pack_words", "unpack_words", "write_hex", "read_hex", "write_images",
+    "layer_descriptor", "pack_words", "unpack_words", "write_hex", "read_hex", "write_images", "read_images",
 ]
 
 #: Layer kinds and their descriptor codes.
@@ -597,3 +597,26 @@ def _plan(network, config):
             **entry["params"])
     return {"layers": entries, "tensors": tensors, "host_layers": host_layers, "words": words}
 
+
+
+def read_images(directory):
+    """Read what :func:`write_images` wrote: ``(config, images, descriptors, summary)``.
+
+    ``config`` is the configuration the descriptors were encoded for (``descriptor_config``: the network's, with
+    memory depths raised to what the network needs); ``images`` holds the weight and bias ROMs at that size and an
+    empty activation memory; ``descriptors`` are the engine layers' :class:`LayerDescriptor` s in order.
+    """
+    directory = Path(directory)
+    summary = json.loads((directory / "memory.json").read_text())
+    config = NPUConfig(**summary["descriptor_config"])
+    lanes = config.lanes
+    images = MemoryImages.empty(config)
+    weights = unpack_words(read_hex(directory / "weights.hex"), 8, config.macs)
+    images.weights[:len(weights)] = weights.reshape(-1, lanes, lanes)
+    words = read_hex(directory / "bias.hex")
+    offset = lanes * 32
+    images.bias[:len(words)] = unpack_words([w & ((1 << offset) - 1) for w in words], 32, lanes)
+    images.channel_shift[:len(words)] = unpack_words([w >> offset for w in words], config.shift_bits, lanes,
+                                                     signed=False)
+    descriptors = [decode_descriptor(word, config) for word in read_hex(directory / "descriptors.hex")]
+    return config, images, descriptors, summary
