@@ -189,6 +189,17 @@ def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not list(tmp_path.iterdir())
 
 
+def test_configuration_without_a_top_exits_2(tmp_path, capsys, monkeypatch):
+    def build_top(config):
+        raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes}")
+    monkeypatch.setattr(synth, "build_top", build_top)
+    with pytest.raises(SystemExit) as exit_:
+        synth.main(["--lanes", "1", "--build-dir", str(tmp_path / "build")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "python tools/synth.py: error: the engine needs at least 2 lanes, not 1\n"
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_option_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "tools" / "synth.py"), "--lanes", "-3"], cwd=tmp_path,
                             capture_output=True, text=True)
@@ -225,7 +236,7 @@ def test_tool_failure_is_summarised_from_its_log(tmp_path):
 
 @pytest.mark.synth
 def test_synthesis_of_a_small_configuration(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "synth.py"), "--lanes", "1",
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "synth.py"), "--lanes", "2",
                              "--build-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = result.stdout

@@ -272,7 +272,10 @@ def main(argv=None):
               file=sys.stderr)
         return 1
 
-    top = build_top(config)
+    try:
+        top = build_top(config)
+    except ValueError as error:
+        parser.error(str(error))
     harness = SerialHarness(top)
     name = args.name or _default_name(top, config, args)
     directory = args.build_dir / name
