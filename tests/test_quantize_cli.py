@@ -69,7 +69,7 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     model, data = tiny
     out = tmp_path / "out"
     code = quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--weight-bits", "8,4",
-                          "--calib-images", "5", "--quiet"])
+                          "--calib-images", "5", "--quiet", "--sweep-bits", "6,3", "--sweep-images", "9"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     files = set(os.listdir(out))
@@ -79,12 +79,23 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["calibration"]["images"] == [0, 5] and results["evaluation"]["images"] == [5, 20]
     rows = {(r["method"], r["weight_bits"]): r for r in results["results"]}
-    assert set(rows) == {("float", None)} | {(m, b) for m in quantize.METHODS[1:] for b in (8, 4)}
+    assert set(rows) == {("float", None)} | {(m, b) for m in quantize.DEFAULT_METHODS[1:] for b in (8, 4)}
     assert all(r["images"] == 15 and "top5" not in r for r in rows.values())     # 3 classes: no top-5
     assert rows[("float", None)]["agreement"] == 100.0
     assert rows[("wess", 8)]["logit_sqnr_db"] > 15
+    # The bit sweep: all bit widths on the first 9 evaluation images; table widths are the table's logits sliced.
+    sweep = results["sweep"]
+    assert sweep["images"] == [5, 14] and {(r["method"], r["weight_bits"]) for r in sweep["results"]} == \
+        {("float", None)} | {(m, b) for m in quantize.DEFAULT_METHODS[1:] for b in (8, 6, 4, 3)}
+    assert all(r["images"] == 9 for r in sweep["results"])
+    # Parallel evaluation (default --jobs 2 here) gives exactly what one process gives.
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "one"),
+                          "--weight-bits", "8,4", "--calib-images", "5", "--quiet", "--jobs", "1"]) == 0
+    serial = json.loads((tmp_path / "one" / "results.json").read_text())["results"]
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("seconds")}          # noqa: E731
+    assert [strip(r) for r in serial] == [strip(r) for r in results["results"]]
     # The table is printed, one row per result.
-    assert sum(line.split()[0] in quantize.METHODS for line in captured.out.splitlines()) == len(rows)
+    assert sum(line.split()[0] in quantize.ALL_METHODS for line in captured.out.splitlines()) == len(rows)
     network = gnet.load(out)                  # hashes checked
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quantizer"]["deployed"] == {"method": "wess", "weight_bits": 8, "shift_bits": 4}
@@ -133,7 +144,7 @@ def _bad_input_cases(tmp_path, data):
         (["--model", str(_model(tmp_path / "ok4.onnx")), "--data", str(data), "--weight-bits", "1"],
          "argument --weight-bits: 1 is not one of"),
         (["--model", str(_model(tmp_path / "ok5.onnx")), "--data", str(data), "--methods", "wess,tensor"],
-         "argument --methods: 'tensor' is not one of float, layer, channel, wess, wess-mse"),
+         "argument --methods: 'tensor' is not one of float, layer, channel, wess, wess-mse, layer\\+bc"),
         (["--model", str(_model(tmp_path / "ok6.onnx")), "--data", str(data), "--shift-bits", "7"],
          "argument --shift-bits: invalid choice"),
         # Channel weights ~1e-6 with a bias of 1000: the bias in the accumulator scale does not fit int32.
@@ -179,7 +190,8 @@ def test_command_line_process_exit_code_and_help(tmp_path):
     assert not (tmp_path / "o").exists()
     help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
                                timeout=120).stdout
-    for option in ("--model", "--data", "--out", "--methods", "--deploy", "--weight-bits", "--shift-bits",
+    for option in ("--model", "--data", "--out", "--methods", "--deploy", "--weight-bits", "--sweep-bits",
+                   "--sweep-images", "--jobs", "--shift-bits",
                    "--calibration", "--percentile", "--calib-images", "--eval-images", "--trace-images",
                    "--batch-size", "--quiet"):
         assert option in help_text
@@ -188,10 +200,33 @@ def test_command_line_process_exit_code_and_help(tmp_path):
 @pytest.mark.skipif(not os.path.exists(quantize.DEFAULT_MODEL), reason="the reference model is not in this checkout")
 def test_builtin_default_on_a_subset(tmp_path, capsys):
     out = tmp_path / "q"
-    assert quantize.main(["--out", str(out), "--eval-images", "300", "--weight-bits", "8", "--quiet"]) == 0
+    assert quantize.main(["--out", str(out), "--eval-images", "300", "--sweep-bits", "none", "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "Fashion-MNIST test split"
     assert results["calibration"]["images"] == [0, 500] and results["evaluation"]["images"] == [500, 800]
     top1 = {r["method"]: r["top1"] for r in results["results"]}
     assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in quantize.METHODS[1:])
     assert "top5" in results["results"][0]
+
+
+def test_bias_correction_removes_the_mean_output_error(tiny):
+    from tools import calibrate as cal
+    from tools.onnx_import import load_graph
+    model, data = tiny
+    graph = load_graph(str(model))
+    dataset = quantize.load_dataset(graph, str(data), progress=False)
+    ranges = cal.calibrate(graph, dataset.images, progress=False)
+    means = cal.channel_means(graph, dataset.images, progress=False)
+    # Independent check of the means: the input's per-channel mean.
+    np.testing.assert_allclose(means[graph.input], dataset.images.astype(np.float64).mean(axis=(0, 2, 3)))
+    plain, _ = quantize.build_network(graph, ranges, method="wess", weight_bits=4)
+    corrected, _ = quantize.build_network(graph, ranges, method="wess", weight_bits=4, bias_correction=means)
+    conv_plain, conv_corrected = plain.layers[0], corrected.layers[0]
+    assert np.array_equal(conv_plain.weights, conv_corrected.weights)
+    # Corrected float bias = b - sum over taps of (dequantized - float weight) * mean of the input channel.
+    node = graph.nodes[0]
+    error = conv_plain.weights.transpose(0, 3, 1, 2) * conv_plain.weight_scale[:, None, None, None] - node.weights
+    expected = node.bias - np.einsum("oikl,i->o", error, means[graph.input])
+    scale = plain.tensors["input"].scale * conv_plain.weight_scale
+    assert np.array_equal(conv_corrected.bias, np.floor(np.abs(expected / scale) + 0.5) * np.sign(expected / scale))
+    assert not np.array_equal(conv_plain.bias, conv_corrected.bias)

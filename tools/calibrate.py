@@ -24,7 +24,7 @@ from tqdm import tqdm
 from golden.requant import round_half_away_from_zero
 from tools.weights import snap_scale
 
-__all__ = ["METHODS", "activation_quantization", "calibrate", "session", "BINS"]
+__all__ = ["METHODS", "activation_quantization", "calibrate", "channel_means", "session", "BINS"]
 
 #: Range selection methods.
 METHODS = ("minmax", "percentile", "mse")
@@ -110,6 +110,28 @@ def calibrate(graph, images, *, method="minmax", percentile=99.99, batch_size=32
     return {name: (ranges[name] if edges[name][1] == edges[name][0]
                    else chooser(counts[name], *edges[name], percentile=percentile))
             for name in names}
+
+
+def channel_means(graph, images, *, batch_size=32, progress=True):
+    """Mean of every channel of the graph input and of every IR tensor over ``images`` (float64 arrays).
+
+    NCHW tensors average over N, H and W (one value per channel), flat ``(N, F)`` tensors over N. Empirical bias
+    correction (``tools.quantize.build_network``) uses them: the expected output error of a layer is its weight
+    error times the mean of its input.
+    """
+    if len(images) == 0:
+        raise ValueError("channel means need at least one image")
+    runner = session(graph.to_onnx())
+    names = [graph.input] + list(graph.tensors)
+    sums, count = {}, {}
+    for start in tqdm(range(0, len(images), batch_size), desc="calibration (means)", unit="batch",
+                      disable=not progress, leave=False):
+        batch = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
+        for name, value in zip(names, [batch] + runner.run(names[1:], {graph.input: batch})):
+            axes = (0, 2, 3) if value.ndim == 4 else (0,)
+            sums[name] = sums.get(name, 0.0) + value.astype(np.float64).sum(axis=axes)
+            count[name] = count.get(name, 0) + value.size // value.shape[1]
+    return {name: sums[name] / count[name] for name in names}
 
 
 def _centres(lo, hi):

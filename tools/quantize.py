@@ -7,11 +7,20 @@ the same image for both. Every method is evaluated by the integer golden model (
 reference by onnxruntime on the original model. docs/quantizer.md describes the output folder.
 """
 
-import argparse
+import os
+
+# The golden model runs one process per core (--jobs) and each spends its time in NumPy elementwise code: a
+# multi-threaded BLAS inside each process only contends for the same cores. Effective when this file is the program
+# (before NumPy is imported); a user's setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402  (after the environment is set)
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import os
+import multiprocessing
+import queue
 import shutil
 import sys
 import tempfile
@@ -32,12 +41,21 @@ from tools.datasets import FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD, load
 from tools.weights import METHODS as WEIGHT_METHODS, quantize_weights, sqnr_db
 
 __all__ = [
-    "METHODS", "DEFAULT_MODEL", "QuantizationError", "Dataset", "load_dataset", "build_network", "evaluate",
-    "classification_metrics", "float_logits", "write_memory_images", "main",
+    "METHODS", "ALL_METHODS", "DEFAULT_METHODS", "DEFAULT_MODEL", "QuantizationError", "Dataset", "load_dataset",
+    "build_network", "evaluate", "classification_metrics", "float_logits", "write_memory_images", "main",
 ]
 
-#: Every method the tool evaluates: the float reference and the weight quantization methods of tools/weights.py.
+#: The float reference and the weight quantization methods of tools/weights.py.
 METHODS = ("float",) + WEIGHT_METHODS
+
+#: Suffix of a weight method with empirical bias correction (:func:`build_network`), e.g. ``wess-mse+bc``.
+BIAS_CORRECTION = "+bc"
+
+#: Every method name the command accepts.
+ALL_METHODS = METHODS + tuple(method + BIAS_CORRECTION for method in WEIGHT_METHODS)
+
+#: What the command evaluates by default: the references, the paper's rule, and the better rules.
+DEFAULT_METHODS = ("float", "layer", "channel", "wess", "wess-mse", "wess-mse+bc")
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The built-in default model, trained by tools/train_reference.py.
@@ -159,20 +177,29 @@ def _tensor_table(graph, ranges, names, input_range):
     return table
 
 
-def _fc_weights(graph, node):
-    # ONNX flattens NCHW as (c, h, w); the NPU's NHWC tensor flattens as (h, w, c): permute the weight columns.
+def _nhwc_columns(graph, node, array):
+    """``array[..., F]`` with its last axis in the NPU's flatten order for the fully connected ``node``.
+
+    ONNX flattens NCHW as ``(c, h, w)``; the NPU's NHWC tensor flattens as ``(h, w, c)``: permute weight columns (and
+    input means) when the input is a flattened feature map with more than one pixel.
+    """
     producer = graph.producer(node.input)
     if isinstance(producer, ir.Flatten):
         shape = graph.shapes[producer.input]
         if len(shape) == 3 and shape[1] * shape[2] > 1:
             c, h, w = shape
-            return node.weights.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(node.weights.shape[0], -1)
-    return node.weights
+            lead = array.shape[:-1]
+            return array.reshape(*lead, c, h, w).swapaxes(-3, -2).swapaxes(-2, -1).reshape(*lead, -1)
+    return array
 
 
 def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, input_range=None,
-                  preprocessing=None):
+                  preprocessing=None, bias_correction=None):
     """Quantize ``graph`` with activation ``ranges`` (from :func:`tools.calibrate.calibrate`) and a weight method.
+
+    ``bias_correction``, the channel means of :func:`tools.calibrate.channel_means`, turns on empirical bias
+    correction (Nagel et al. 2019): each float bias first loses the expected error its layer's weight quantization
+    adds to the output, ``sum_i (W_q - W)[c, i] * mean(x_i)`` (padding ignored). The weights are unchanged.
 
     Returns:
         ``(network, stats)``: the :class:`golden.network.Network` and a list of per-layer statistics dicts
@@ -190,7 +217,8 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     for node in graph.nodes:
         name, out = table[node.output]
         if isinstance(node, (ir.Conv, ir.FullyConnected)):
-            layer, stat = _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits)
+            layer, stat = _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits,
+                                          None if bias_correction is None else bias_correction[node.input])
             layers.append(layer)
             stats.append(stat)
         elif isinstance(node, ir.Add):
@@ -214,19 +242,30 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     return network, stats
 
 
-def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits):
+def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, input_means):
     source, t_in = table[node.input]
     t_out = table[node.output][1]
-    float_weights = _fc_weights(graph, node) if isinstance(node, ir.FullyConnected) else node.weights
+    fully_connected = isinstance(node, ir.FullyConnected)
+    float_weights = _nhwc_columns(graph, node, node.weights) if fully_connected else node.weights
     label = f"layer {name} ({node.name})"
     try:
         wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits)
     except ValueError as error:
         raise QuantizationError(f"{label}: {error}") from None
-    bias = round_half_away_from_zero(node.bias.astype(np.float64) / (t_in.scale * wq.scales))
+    float_bias = node.bias.astype(np.float64)
+    if input_means is not None:
+        error = wq.dequantized() - float_weights
+        if fully_connected:
+            float_bias = float_bias - error @ _nhwc_columns(graph, node, input_means)
+        else:
+            per_group = error.shape[1]
+            means = input_means.reshape(node.groups, per_group)[np.arange(error.shape[0]) // (error.shape[0]
+                                                                                             // node.groups)]
+            float_bias = float_bias - np.sum(error.sum(axis=(2, 3)) * means, axis=1)
+    bias = round_half_away_from_zero(float_bias / (t_in.scale * wq.scales))
     worst = int(np.argmax(np.abs(bias)))
     if abs(bias[worst]) > INT32_MAX:
-        raise QuantizationError(f"{label}: int32 bias overflow in channel {worst} (bias {float(node.bias[worst]):.6g}"
+        raise QuantizationError(f"{label}: int32 bias overflow in channel {worst} (bias {float_bias[worst]:.6g}"
                                 f" / scale {t_in.scale * wq.scales[worst]:.6g} = {bias[worst]:.6g}, shift k_c = "
                                 f"{int(wq.shifts[worst])}, method {method})")
     bias = bias.astype(np.int64)
@@ -285,14 +324,68 @@ def float_logits(model, images, *, batch_size=64, progress=True, description="fl
     return np.concatenate(out).astype(np.float64)
 
 
-def evaluate(network, images, *, batch_size=32, progress=True, description="integer"):
-    """Dequantized logits of the integer golden model on float images (quantized per the contract)."""
+def evaluate(network, images, *, batch_size=32, progress=True, description="integer", on_batch=None):
+    """Dequantized logits of the integer golden model on float images (quantized per the contract).
+
+    ``on_batch(count)``, if given, is called after every batch (progress reporting from a worker process).
+    """
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
                       leave=False):
         x = gnet.quantize_input(network, images[start:start + batch_size])
         out.append(gnet.dequantize(network, gnet.run(network, x)))
+        if on_batch is not None:
+            on_batch(len(x))
     return np.concatenate(out)
+
+
+# State a forked evaluation worker inherits (images are shared copy-on-write, never pickled).
+_WORKER = {}
+
+
+def _evaluate_in_worker(network):
+    started = time.perf_counter()
+    logits = evaluate(network, _WORKER["images"], batch_size=_WORKER["batch"], progress=False,
+                      on_batch=_WORKER["queue"].put)
+    return logits, time.perf_counter() - started
+
+
+def _evaluate_all(networks, images, *, batch_size, jobs, progress):
+    """Logits of every ``{key: network}`` on ``images``, in ``jobs`` forked processes (in this one for 1).
+
+    Returns ``{key: (logits, seconds)}`` (seconds of that evaluation in its process); the integers do not
+    depend on ``jobs``.
+    """
+    results = {}
+    if jobs == 1 or len(networks) == 1:
+        for key, network in networks.items():
+            t = time.perf_counter()
+            method, bits = key
+            logits = evaluate(network, images, batch_size=batch_size, progress=progress,
+                              description=f"{method} W{bits}A8 (golden)")
+            results[key] = logits, time.perf_counter() - t
+        return results
+    context = multiprocessing.get_context("fork")
+    _WORKER.update(images=images, batch=batch_size, queue=context.Queue())
+    bar = tqdm(total=len(images) * len(networks), desc=f"golden inference ({jobs} processes)", unit="img",
+               disable=not progress, leave=False)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_evaluate_in_worker, network): key for key, network in networks.items()}
+            pending = set(futures)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.2)
+                for future in done:
+                    results[futures[future]] = future.result()
+                try:
+                    while True:
+                        bar.update(_WORKER["queue"].get_nowait())
+                except queue.Empty:
+                    pass
+    finally:
+        bar.close()
+        _WORKER.clear()
+    return results
 
 
 def classification_metrics(logits, labels, reference=None):
@@ -384,6 +477,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _list(kind, choices=None):
     def parse(text):
+        if text == "none" and kind is int:
+            return "none"
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
             raise argparse.ArgumentTypeError(f"empty list {text!r}")
@@ -410,13 +505,20 @@ def _parser():
                              f"the folder of its idx files (default: {FASHION_MNIST_ROOT})")
     parser.add_argument("--out", default=os.path.join("build", "quantized"),
                         help="output folder, replaced atomically (default: %(default)s)")
-    parser.add_argument("--methods", type=_list(str, METHODS), default=list(METHODS),
-                        help=f"methods to evaluate, comma-separated (default: {','.join(METHODS)})")
-    parser.add_argument("--deploy", default="wess", choices=WEIGHT_METHODS,
-                        help="method of the network written to the output folder (default: %(default)s)")
-    parser.add_argument("--weight-bits", type=_list(int, range(2, 9)), default=[8, 6],
-                        help="weight bit widths to evaluate (2..8), comma-separated; the first is written "
-                             "(default: 8,6)")
+    parser.add_argument("--methods", type=_list(str, ALL_METHODS), default=list(DEFAULT_METHODS),
+                        help=f"methods to evaluate, comma-separated, from {', '.join(METHODS)}; a weight method with "
+                             f"'{BIAS_CORRECTION}' adds empirical bias correction (default: {','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--deploy", default="wess", choices=ALL_METHODS[1:], metavar="METHOD",
+                        help="weight method of the network written to the output folder (default: %(default)s)")
+    parser.add_argument("--weight-bits", type=_list(int, range(2, 9)), default=None,
+                        help="weight bit widths (2..8) of the accuracy table, evaluated on every evaluation image; "
+                             "the first is written (default: 8 for the built-in model, 8,6 for --model)")
+    parser.add_argument("--sweep-bits", type=_list(int, range(2, 9)), default=None,
+                        help="more weight bit widths for the accuracy-versus-bits plot, evaluated on the first "
+                             "--sweep-images evaluation images (default: 6,5,4,3 for the built-in model, none for "
+                             "--model; 'none' for none)")
+    parser.add_argument("--sweep-images", type=int, default=500,
+                        help="evaluation images of the bit sweep (default: %(default)s)")
     parser.add_argument("--shift-bits", type=int, default=4, choices=range(1, 6), metavar="{1..5}",
                         help="bits of the per-channel WESS shift k_c (default: %(default)s)")
     parser.add_argument("--calibration", default="minmax", choices=cal.METHODS,
@@ -429,7 +531,10 @@ def _parser():
                         help="evaluation images, taken after the calibration ones (default: all the others)")
     parser.add_argument("--trace-images", type=int, default=16,
                         help="evaluation images used for the per-layer SQNR/saturation statistics (default: 16)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per inference batch (default: about 2**20 input values per batch, at most 256)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes evaluating methods in parallel (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--export-tflite", metavar="FILE", default=None,
                         help="also write the deployed network as an int8 .tflite model (tools/tflite_export.py, "
@@ -438,7 +543,7 @@ def _parser():
 
 
 def _check_args(args, parser):
-    for name in ("calib_images", "eval_images", "batch_size", "trace_images"):
+    for name in ("calib_images", "eval_images", "batch_size", "trace_images", "jobs", "sweep_images"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "trace_images" else 1):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {value}")
@@ -448,6 +553,10 @@ def _check_args(args, parser):
         parser.error(f"model file {args.model!r} does not exist")
     if args.data is not None and not os.path.isdir(args.data):
         parser.error(f"data folder {args.data!r} does not exist")
+    builtin = args.model is None
+    args.weight_bits = args.weight_bits or ([8] if builtin else [8, 6])
+    args.sweep_bits = [] if args.sweep_bits == "none" else args.sweep_bits or ([6, 5, 4, 3] if builtin else [])
+    args.sweep_bits = [bits for bits in args.sweep_bits if bits not in args.weight_bits]
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out!r} exists and is not a folder")
     if args.export_tflite is not None and os.path.isdir(args.export_tflite):
@@ -470,12 +579,13 @@ def main(argv=None):
         if n_cal >= total:
             raise ValueError(f"--calib-images {n_cal} leaves no evaluation image of the {total}")
         n_eval = min(args.eval_images or total, total - n_cal)
+        batch = args.batch_size or max(1, min(256, (1 << 20) // int(np.prod(graph.shapes[graph.input]))))
         cal_images = dataset.images[:n_cal]
         eval_images, eval_labels = dataset.images[n_cal:n_cal + n_eval], dataset.labels[n_cal:n_cal + n_eval]
         timing["load_s"] = time.perf_counter() - started
 
         t = time.perf_counter()
-        reference = float_logits(model, eval_images, batch_size=args.batch_size, progress=progress)
+        reference = float_logits(model, eval_images, batch_size=batch, progress=progress)
         timing["float_s"] = time.perf_counter() - t
         results = []
         if "float" in args.methods:
@@ -484,29 +594,54 @@ def main(argv=None):
                                 seconds=timing["float_s"]))
         t = time.perf_counter()
         ranges = cal.calibrate(graph, cal_images, method=args.calibration, percentile=args.percentile,
-                               batch_size=args.batch_size, progress=progress)
+                               batch_size=batch, progress=progress)
         timing["calibration_s"] = time.perf_counter() - t
 
         quantized = [m for m in args.methods if m != "float"]
+        means = None
+        if any(m.endswith(BIAS_CORRECTION) for m in quantized + [args.deploy]):
+            t = time.perf_counter()
+            means = cal.channel_means(graph, cal_images, batch_size=batch, progress=progress)
+            timing["channel_means_s"] = time.perf_counter() - t
+        # Build every network first (a refused layer stops the run before any long evaluation), then evaluate.
         deploy_bits = args.weight_bits[0]
-        networks, stats = {}, {}
-        for bits in args.weight_bits:
-            for method in sorted(set(quantized + ([args.deploy] if bits == deploy_bits else [])),
-                                 key=METHODS.index):
-                network, layer_stats = build_network(graph, ranges, method=method, weight_bits=bits,
+        table, sweep, networks, stats = {}, {}, {}, {}
+        for bits in args.weight_bits + args.sweep_bits:
+            for method in quantized + ([args.deploy] if bits == deploy_bits and args.deploy not in quantized
+                                       else []):
+                base = method.removesuffix(BIAS_CORRECTION)
+                network, layer_stats = build_network(graph, ranges, method=base, weight_bits=bits,
                                                      shift_bits=args.shift_bits, input_range=dataset.input_range,
-                                                     preprocessing=dataset.contract)
+                                                     preprocessing=dataset.contract,
+                                                     bias_correction=means if base != method else None)
                 if bits == deploy_bits:
                     networks[method], stats[method] = network, layer_stats
-                if method not in quantized:
-                    continue
-                t = time.perf_counter()
-                logits = evaluate(network, eval_images, batch_size=args.batch_size, progress=progress,
-                                  description=f"{method} W{bits}A8 (golden)")
-                seconds = time.perf_counter() - t
-                results.append(dict(method=method, weight_bits=bits, activation_bits=8,
-                                    **classification_metrics(logits, eval_labels, reference), seconds=seconds,
-                                    seconds_per_image=seconds / len(eval_labels)))
+                if method in quantized:
+                    (table if bits in args.weight_bits else sweep)[method, bits] = network
+        t = time.perf_counter()
+        logits = _evaluate_all(table, eval_images, batch_size=batch, jobs=args.jobs, progress=progress)
+        n_sweep = min(args.sweep_images, n_eval) if sweep else 0
+        swept = _evaluate_all(sweep, eval_images[:n_sweep], batch_size=batch, jobs=args.jobs, progress=progress)
+        timing["golden_s"] = time.perf_counter() - t
+        for (method, bits), (values, seconds) in logits.items():
+            results.append(dict(method=method, weight_bits=bits, activation_bits=8,
+                                **classification_metrics(values, eval_labels, reference), seconds=seconds,
+                                seconds_per_image=seconds / n_eval))
+        order = [("float", None)] + list(table)
+        results.sort(key=lambda r: order.index((r["method"], r["weight_bits"])))
+        # The bit sweep: every point on the same first n_sweep evaluation images (the table's logits sliced).
+        sweep_results = []
+        if sweep:
+            subset = slice(0, n_sweep)
+            for (method, bits), (values, _) in sorted(list(logits.items()) + list(swept.items()),
+                                                      key=lambda item: (-item[0][1], ALL_METHODS.index(item[0][0]))):
+                sweep_results.append(dict(method=method, weight_bits=bits, activation_bits=8,
+                                          **classification_metrics(values[subset], eval_labels[subset],
+                                                                   reference[subset])))
+            if "float" in args.methods:
+                sweep_results.insert(0, dict(method="float", weight_bits=None, activation_bits=None,
+                                             **classification_metrics(reference[subset], eval_labels[subset],
+                                                                      reference[subset])))
         t = time.perf_counter()
         n_trace = min(args.trace_images, n_eval)
         traces = _layer_sqnr(graph, networks, eval_images[:n_trace], _layer_names(graph)) if n_trace else {}
@@ -520,7 +655,9 @@ def main(argv=None):
                             **({"percentile": args.percentile} if args.calibration == "percentile" else {})},
             "evaluation": {"images": [n_cal, n_cal + n_eval], "count": n_eval},
             "deployed": {"method": args.deploy, "weight_bits": deploy_bits, "shift_bits": args.shift_bits},
+            "jobs": args.jobs,
             "trace_images": n_trace, "results": results, "timing": timing,
+            "sweep": {"images": [n_cal, n_cal + n_sweep], "count": n_sweep, "results": sweep_results},
             "command": "python tools/quantize.py" + "".join(f" {a}" for a in (argv if argv is not None
                                                                                else sys.argv[1:])),
         }
@@ -535,6 +672,8 @@ def main(argv=None):
         return 2
     from tools.report import format_table
     print(format_table(results))
+    if sweep_results:
+        print(f"weight-bit sweep on the first {n_sweep} evaluation images: accuracy_vs_bits.png in the report")
     if args.export_tflite is not None:
         print(f"wrote {args.export_tflite} ({len(tflite_model)} bytes)")
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")

@@ -64,7 +64,8 @@ def write_report(directory, *, summary, stats, traces, manifest):
     methods = [m for m in stats if m in {r["method"] for r in summary["results"]}] or list(stats)
     _plot_channel_ranges(os.path.join(directory, PLOTS[0]), stats[method], method)
     _plot_shift_histogram(os.path.join(directory, PLOTS[1]), stats)
-    _plot_accuracy(os.path.join(directory, PLOTS[2]), summary["results"])
+    sweep = summary.get("sweep", {})
+    _plot_accuracy(os.path.join(directory, PLOTS[2]), sweep.get("results") or summary["results"])
 
     cal, ev = summary["calibration"], summary["evaluation"]
     lines = [
@@ -90,6 +91,12 @@ def write_report(directory, *, summary, stats, traces, manifest):
                   f"(batched); float onnxruntime {timing['float_s']:.1f} s, calibration "
                   f"{timing['calibration_s']:.1f} s for the whole split.", ""]
 
+    if sweep.get("results"):
+        lines += ["## Weight-bit sweep", "",
+                  f"Every method at more weight bit widths, on the first {sweep['count']} evaluation images "
+                  f"(images {sweep['images'][0]}–{sweep['images'][1] - 1}); the accuracy-versus-bits plot shows these "
+                  "rows.", "",
+                  markdown_table(_COLUMNS, [_cells(r) for r in sweep["results"]]), ""]
     lines += ["## Per-layer statistics", "",
               f"W{bits}: weight SQNR (dB) per method; range ratio = max/min of the per-channel max |W| (after batch "
               f"norm folding); k_c = the `{method}` shifts (min/mean/max); clipped = weights clipped by the "
