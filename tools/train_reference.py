@@ -86,7 +86,7 @@ class FashionMobileNet(nn.Sequential):
                          nn.Linear(128, len(FASHION_MNIST_CLASSES)))
 
 
-def train(model, images, labels, *, epochs, batch_size, learning_rate, seed):
+def train(model, images, labels, *, epochs, batch_size, learning_rate, seed, flip=True):
     """Train ``model`` in place with AdamW and a one-cycle schedule; random horizontal flips as augmentation.
 
     Parameters
@@ -101,6 +101,8 @@ def train(model, images, labels, *, epochs, batch_size, learning_rate, seed):
         Peak learning rate of the one-cycle schedule.
     seed : int
         Seeds the shuffling and the flips (the weights are seeded by the caller before building the model).
+    flip : bool
+        Flip half of each batch horizontally (clothes; not for digits, whose mirror image is another shape).
     """
     generator = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
@@ -115,8 +117,9 @@ def train(model, images, labels, *, epochs, batch_size, learning_rate, seed):
             for start in range(0, len(x) - batch_size + 1, batch_size):
                 index = order[start:start + batch_size]
                 batch = x[index]
-                flip = torch.rand(batch_size, generator=generator) < 0.5
-                batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+                if flip:
+                    flipped = torch.rand(batch_size, generator=generator) < 0.5
+                    batch = torch.where(flipped[:, None, None, None], batch.flip(3), batch)
                 loss = loss_function(model(batch), y[index])
                 optimizer.zero_grad()
                 loss.backward()
@@ -127,7 +130,7 @@ def train(model, images, labels, *, epochs, batch_size, learning_rate, seed):
     model.eval()
 
 
-def export(model, path, *, fold_batch_norm, metadata):
+def export(model, path, *, fold_batch_norm, metadata, producer="wess-npu tools/train_reference.py"):
     """Export ``model`` (in eval mode) to ONNX opset 17 with the legacy exporter, a dynamic batch axis.
 
     Parameters
@@ -141,6 +144,8 @@ def export(model, path, *, fold_batch_norm, metadata):
         constant folding, which keeps every BatchNormalization node.
     metadata : dict of str to str
         Stored as the model's ``metadata_props``.
+    producer : str
+        Stored as the model's ``producer_name`` (the script that trained it).
     """
     model.eval()
     temporary = path + ".tmp"
@@ -155,7 +160,7 @@ def export(model, path, *, fold_batch_norm, metadata):
                           do_constant_folding=fold_batch_norm)
     proto = onnx.load(temporary)
     onnx.helper.set_model_props(proto, metadata)
-    proto.producer_name = "wess-npu tools/train_reference.py"
+    proto.producer_name = producer
     onnx.checker.check_model(proto)
     onnx.save(proto, temporary)
     os.replace(temporary, path)
