@@ -1,0 +1,417 @@
+"""Engine benchmark: per layer kind (RTL in Icarus) and for a MobileNet's layers (cycle model): MACs, cycles, use.
+
+``python tools/bench_engine.py`` builds the engine's Verilog once with one random layer of each kind in its memories,
+runs each layer alone in Icarus from a self-running Verilog testbench (no Python in the loop), checks the RTL's cycle
+counter against the cycle model (``golden/sequencer.py``) and its whole output against the golden model, and prints
+MACs, cycles, MAC utilization and simulated cycles per second. Then it prints the same table, from the cycle model,
+for MobileNetV2's layers at ``--resolution`` (the 52 convolutions, the pool and the classifier), or for the layers of
+an ONNX model given with ``--model``.
+
+Utilization is the layer's MACs (as usually counted, ``LayerDescriptor.macs``) over ``lanes**2`` times the cycles the
+engine is busy, pipeline fill and drain included. Build files go to ``build/bench_engine/``.
+"""
+
+import argparse
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from golden.config import NPUConfig
+from golden.conv import conv2d, depthwise_conv2d, fully_connected
+from golden.engine import average_pool_params
+from golden.memory import (MemoryImages, activation_words, address_bits, descriptor_fields, encode_descriptor, groups,
+                           layer_descriptor, load_activation, store_activation, store_bias, store_weights,
+                           weight_words)
+from golden.pool import global_average_pool
+from golden.requant import quantize_multiplier, requantize
+from golden.sequencer import layer_cycles
+
+__all__ = ["Case", "random_layers", "layer_space", "KIND_LAYERS", "mobilenet_v2_layers", "model_layers",
+           "simulate", "main"]
+
+#: One layer per kind for the RTL run: (name, kind, input (H, W, C), output channels, kernel, stride, padding).
+KIND_LAYERS = [
+    ("conv 1x1", "conv", (14, 14, 64), 64, (1, 1), (1, 1), (0, 0, 0, 0)),
+    ("conv 3x3 s1", "conv", (14, 14, 32), 32, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ("conv 3x3 s2", "conv", (28, 28, 16), 32, (3, 3), (2, 2), (0, 1, 0, 1)),
+    ("depthwise 3x3 s1", "depthwise", (28, 28, 32), 32, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ("depthwise 3x3 s2", "depthwise", (28, 28, 32), 32, (3, 3), (2, 2), (0, 1, 0, 1)),
+    ("fully connected", "fully_connected", (1, 1, 256), 64, (1, 1), (1, 1), (0, 0, 0, 0)),
+    ("global average pool", "average_pool", (7, 7, 64), 64, (7, 7), (1, 1), (0, 0, 0, 0)),
+]
+
+BUILD = Path("build/bench_engine")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Case:
+    """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it."""
+    name: str
+    descriptor: object
+    expected: np.ndarray
+    acc: np.ndarray
+
+
+def layer_space(specs, config):
+    """Words of activation, weight and bias memory that :func:`random_layers` needs for ``specs``."""
+    return _place(specs, config)[1]
+
+
+def random_layers(specs, config, seed):
+    """``(cases, images)``: random layers with fixed seeds, each in its own memory regions, and their golden outputs.
+
+    Args:
+        specs: ``(name, kind, input shape, output channels, kernel, stride, padding, flavour)`` tuples; flavours:
+            ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs clamp), ``"relu6"`` (narrow clamp
+            bounds), ``"edge-zp"`` (input zero point -128 / 127).
+        config: an :class:`NPUConfig` whose memories hold them (see :func:`layer_space`).
+        seed: the random seed.
+    Returns:
+        The :class:`Case` s and the :class:`golden.memory.MemoryImages` holding every layer's input, weights and
+        biases. Expected outputs come from the golden ops on the original arrays, independently of the layouts.
+    """
+    placements, _ = _place(specs, config)
+    images = MemoryImages.empty(config)
+    rng = np.random.default_rng(seed)
+    cases = []
+    for index, (spec, place) in enumerate(zip(specs, placements)):
+        name, kind, shape, cout, kernel, stride, padding, flavour = spec
+        x = rng.integers(-128, 128, size=shape)
+        store_activation(images.activation, x, base=place["in"], config=config)
+        zero_point = {"edge-zp": (-128, 127)[index % 2]}.get(flavour, int(rng.integers(-128, 128)))
+        qmin, qmax = -128, 127
+        if kind == "average_pool":
+            multiplier, shift = average_pool_params(shape[0] * shape[1])
+            zero_point = out_zero_point = 0
+            if flavour == "relu6":
+                qmin, qmax = -20, 30
+            acc = 64 * x.sum(axis=(0, 1), keepdims=True)
+            expected = global_average_pool(x[None], qmin=qmin, qmax=qmax)[0]
+        else:
+            if kind == "depthwise":
+                weights = rng.integers(-127, 128, size=(*kernel, cout))
+                op = depthwise_conv2d
+            else:
+                weights = rng.integers(-127, 128, size=(cout, *kernel, shape[2]))
+                op = conv2d
+            raw = op(x[None], weights, None, stride=stride, padding=padding, input_zero_point=zero_point)[0]
+            spread = int(np.percentile(np.abs(raw), 90)) + 1
+            bias = rng.integers(-spread, spread + 1, size=cout)
+            channel_shift = rng.integers(0, 4, size=cout)
+            channel_shift[[0, min(1, cout - 1), min(2, cout - 1)]] = [0, 15, 15]   # k_c = 0 and 15 always present
+            store_weights(images.weights, kind, weights, base=place["weights"], config=config)
+            store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
+            multiplier, shift = quantize_multiplier({"saturate": 3000.0, "relu6": 200.0}.get(flavour, 120.0) / spread)
+            out_zero_point = int(rng.integers(-100, 100))
+            if flavour == "relu6":
+                qmin, qmax = out_zero_point, min(127, out_zero_point + 60)
+            if kind == "fully_connected" and shape[:2] == (1, 1):
+                acc = fully_connected(x.reshape(1, -1), weights.reshape(cout, -1), bias,
+                                      input_zero_point=zero_point).reshape(1, 1, cout)
+            else:
+                acc = op(x[None], weights, bias, stride=stride, padding=padding, input_zero_point=zero_point)[0]
+            expected = requantize(acc, multiplier, shift, channel_shift, out_zero_point, qmin, qmax)
+        descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
+                                      padding=padding, in_base=place["in"], out_base=place["out"],
+                                      weight_base=place["weights"], bias_base=place["bias"],
+                                      input_zero_point=zero_point, multiplier=multiplier, shift=shift,
+                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax)
+        cases.append(Case(name=name, descriptor=descriptor, expected=expected, acc=acc))
+    return cases, images
+
+
+def _place(specs, config):
+    # Regions for every layer: inputs and outputs one after another, then weights and biases.
+    act = weights = bias = 0
+    placements = []
+    for _, kind, shape, cout, kernel, stride, padding, _ in specs:
+        probe = layer_descriptor(kind, shape, cout, config=_unbounded(config), kernel=kernel, stride=stride,
+                                 padding=padding, in_base=0, out_base=activation_words(shape, config),
+                                 input_zero_point=0)
+        pool = kind == "average_pool"   # reads no weights and no biases
+        placements.append({"in": act, "out": act + activation_words(shape, config), "weights": 0 if pool else weights,
+                           "bias": 0 if pool else bias})
+        act += activation_words(shape, config) + activation_words(probe.out_shape, config)
+        weights += weight_words(probe, config)
+        bias += 0 if kind == "average_pool" else groups(cout, config)
+    return placements, {"act": act, "weights": weights, "bias": bias}
+
+
+def _unbounded(config):
+    # The configuration with the deepest memories a descriptor allows: for geometry, not for building hardware.
+    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20)
+
+
+def mobilenet_v2_layers(resolution=224):
+    """MobileNetV2 (width 1.0) as ``(name, kind, input (H, W, C), output channels, kernel, stride, padding)``.
+
+    The 52 convolutions (stem 3x3/2, 17 inverted residual blocks of expand 1x1, depthwise 3x3, project 1x1 — the
+    first without expansion —, final 1x1 to 1280), the global average pool and the 1000-class classifier; padding as
+    PyTorch's export (symmetric 1 for the 3x3 layers). Residual adds run outside the engine.
+    """
+    layers = []
+    size, channels = resolution, 3
+
+    def conv(name, kind, cout, kernel, stride):
+        nonlocal size, channels
+        pad = kernel // 2
+        layers.append((name, kind, (size, size, channels), cout, (kernel, kernel), (stride, stride), (pad,) * 4))
+        size = (size + 2 * pad - kernel) // stride + 1
+        channels = cout
+
+    conv("features.0 conv 3x3/2", "conv", 32, 3, 2)
+    block = 1
+    for expansion, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for repeat in range(repeats):
+            hidden = channels * expansion
+            if expansion != 1:
+                conv(f"features.{block} expand 1x1", "conv", hidden, 1, 1)
+            conv(f"features.{block} depthwise 3x3/{stride if repeat == 0 else 1}", "depthwise", hidden, 3,
+                 stride if repeat == 0 else 1)
+            conv(f"features.{block} project 1x1", "conv", cout, 1, 1)
+            block += 1
+    conv("features.18 conv 1x1", "conv", 1280, 1, 1)
+    layers.append(("pool", "average_pool", (size, size, channels), channels, (size, size), (1, 1), (0,) * 4))
+    layers.append(("classifier", "fully_connected", (1, 1, channels), 1000, (1, 1), (1, 1), (0,) * 4))
+    return layers
+
+
+def model_layers(path):
+    """The engine layers of an ONNX model (``tools.onnx_import``), in the format of :func:`mobilenet_v2_layers`."""
+    from tools.onnx_import import load_graph
+
+    graph = load_graph(path)
+    layers = []
+    for node in graph.nodes:
+        kind = type(node).__name__
+        shape = graph.shapes[node.input] if hasattr(node, "input") else None
+        if kind == "Conv" and (node.groups == 1 or node.depthwise):
+            c, h, w = shape
+            kernel = tuple(node.weights.shape[2:])
+            layers.append((node.name, "depthwise" if node.depthwise else "conv", (h, w, c), node.weights.shape[0],
+                           kernel, tuple(node.stride), tuple(node.padding)))
+        elif kind == "FullyConnected":
+            layers.append((node.name, "fully_connected", (1, 1, shape[0]), node.weights.shape[0], (1, 1), (1, 1),
+                           (0,) * 4))
+        elif kind == "Pool" and node.kernel is None:
+            c, h, w = shape
+            layers.append((node.name, "average_pool", (h, w, c), c, (h, w), (1, 1), (0,) * 4))
+    return layers
+
+
+def simulate(cases, images, config, directory, *, progress=True):
+    """Run every case's layer on the engine's Verilog in Icarus; return per case the RTL counters and wall time.
+
+    Each layer runs alone (``vvp +layer=N``): the wall time of an empty run (Verilog start-up, memory initialisation)
+    is subtracted, so ``seconds`` is the simulation of the layer itself. A last run executes every layer in turn and
+    reads each output back through the host port; the result holds the output tensors (``"outputs"``).
+    """
+    from amaranth.back import verilog
+
+    from hdl.engine import Engine
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "engine.v").write_text(verilog.convert(Engine(config, images=images), name="engine",
+                                                        emit_src=False))
+    (directory / "bench.v").write_text(_testbench(cases, config))
+    subprocess.run(["iverilog", "-g2012", "-o", str(directory / "bench.vvp"), str(directory / "bench.v"),
+                    str(directory / "engine.v")], check=True, capture_output=True)
+
+    def run(*plusargs):
+        started = time.perf_counter()
+        output = subprocess.run(["vvp", "-n", str(directory / "bench.vvp"), *plusargs], check=True,
+                                capture_output=True, text=True).stdout
+        return output, time.perf_counter() - started
+
+    _, baseline = run("+layer=-1")
+    results = []
+    for index, case in enumerate(tqdm(cases, desc="Icarus", unit="layer", disable=not progress, leave=False)):
+        output, seconds = run(f"+layer={index}")
+        cycles, active, macs = map(int, re.search(r"LAYER \d+ (\d+) (\d+) (\d+)", output).groups())
+        results.append(dict(cycles=cycles, active_cycles=active, mac_ops=macs, seconds=max(seconds - baseline, 1e-6)))
+    output, _ = run("+layer=-2")
+    image = np.zeros_like(images.activation)
+    for bank, address, word in re.findall(r"W (\d+) (\d+) ([0-9a-fA-FxXzZ]+)", output):
+        value = int(word, 16)
+        image[int(bank), int(address)] = [((value >> (8 * lane)) & 0xFF) - (((value >> (8 * lane + 7)) & 1) << 8)
+                                          for lane in range(config.lanes)]
+    for case, result in zip(cases, results):
+        d = case.descriptor
+        result["output"] = load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+    return results
+
+
+def _testbench(cases, config):
+    # A self-running testbench: +layer=N runs layer N only, +layer=-2 runs all and prints their outputs (host port).
+    width = sum(w for _, w, _ in descriptor_fields(config))
+    bank_bits, act_bits = max(1, config.lane_bits), address_bits(config.act_depth)
+    layers = []
+    for index, case in enumerate(cases):
+        d = case.descriptor
+        words = d.out_height * d.out_row_pitch
+        layers.append(f"""    if (layer == {index} || layer == -2) begin
+      run_layer({width}'h{encode_descriptor(d, config):x});
+      $display("LAYER {index} %0d %0d %0d", cycles, active_cycles, mac_ops);
+      if (layer == -2) read_region({d.out_base}, {words});
+    end""")
+    body = "\n".join(layers)
+    return f"""`timescale 1ns/1ps
+module bench;
+  reg clk = 0, rst = 0, start = 0, host_write = 0;
+  reg [{width - 1}:0] descriptor = 0;
+  reg [{bank_bits - 1}:0] host_bank = 0;
+  reg [{act_bits - 1}:0] host_address = 0;
+  wire busy, done;
+  wire [47:0] cycles, active_cycles, mac_ops;
+  wire [{config.lanes * 8 - 1}:0] host_read_data;
+  integer layer, bank, address;
+  engine dut(.clk(clk), .rst(rst), .start(start), .descriptor(descriptor), .busy(busy), .done(done),
+             .cycles(cycles), .active_cycles(active_cycles), .mac_ops(mac_ops), .host__bank(host_bank),
+             .host__address(host_address), .host__write(host_write), .host__write_data({config.lanes * 8}'d0),
+             .host__read_data(host_read_data));
+  always #5 clk = ~clk;
+  task run_layer(input [{width - 1}:0] value);
+    begin
+      @(negedge clk); descriptor = value; start = 1;
+      @(negedge clk); start = 0;
+      @(posedge done); @(negedge clk);
+    end
+  endtask
+  task read_region(input integer base, input integer words);
+    begin
+      for (bank = 0; bank < {config.lanes}; bank = bank + 1)
+        for (address = base; address < base + words; address = address + 1) begin
+          host_bank = bank; host_address = address;
+          @(negedge clk); @(negedge clk);
+          $display("W %0d %0d %h", bank, address, host_read_data);
+        end
+    end
+  endtask
+  initial begin
+    if (!$value$plusargs("layer=%d", layer)) layer = -2;
+    #1 rst = 1; #20 rst = 0;
+{body}
+    $finish;
+  end
+endmodule
+"""
+
+
+def _table(rows, config, *, sim=False):
+    # rows: dicts with name, macs, cycles[, rtl_cycles, cycles_per_second, mismatches]
+    head = f"{'layer':<34} {'MACs':>14} {'cycles':>12} {'utilization':>11}"
+    if sim:
+        head += f" {'RTL cycles':>11} {'mismatches':>10} {'sim cycles/s':>12}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        line = (f"{row['name']:<34} {row['macs']:>14,} {row['cycles']:>12,} "
+                f"{row['macs'] / (config.macs * row['cycles']):>11.1%}")
+        if sim:
+            line += f" {row['rtl_cycles']:>11,} {row['mismatches']:>10,} {row['cycles_per_second']:>12,.0f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser():
+    parser = _Parser(prog="python tools/bench_engine.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=224,
+                        help="MobileNetV2 input resolution for the cycle-model table (default: %(default)s)")
+    parser.add_argument("--model", type=Path,
+                        help="take the table's layers from this ONNX model instead of the built-in MobileNetV2")
+    parser.add_argument("--lanes", type=int, default=NPUConfig().lanes,
+                        help="engine lanes: lanes x lanes MACs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=2026, help="seed of the random layer data (default: %(default)s)")
+    parser.add_argument("--no-sim", action="store_true", help="skip the Icarus run (cycle model only)")
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = NPUConfig(lanes=args.lanes)
+        if config.lanes < 2:
+            raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes}")
+    except ValueError as error:
+        parser.error(str(error))
+    if not 32 <= args.resolution <= 1023:
+        parser.error(f"resolution must be an integer in [32, 1023], not {args.resolution}")
+    if args.seed < 0:
+        parser.error(f"seed must be a non-negative integer, not {args.seed}")
+    if args.model is not None:
+        try:
+            layers = model_layers(args.model)
+        except ValueError as error:
+            parser.error(str(error).splitlines()[0])
+        if not layers:
+            parser.error(f"model {str(args.model)!r} has no layer the engine runs")
+        title = f"{args.model.name}: engine layers"
+    else:
+        layers = mobilenet_v2_layers(args.resolution)
+        title = f"MobileNetV2 {args.resolution}x{args.resolution}: 52 convolutions, pool, classifier"
+    if not args.no_sim and (shutil.which("iverilog") is None or shutil.which("vvp") is None):
+        parser.error("iverilog and vvp are needed for the RTL run (apt install iverilog), or pass --no-sim")
+
+    print(f"engine: {config.lanes}x{config.lanes} = {config.macs} MACs")
+    if not args.no_sim:
+        specs = [(*spec, "plain") for spec in KIND_LAYERS]
+        space = layer_space(specs, config)
+        sim_config = dataclasses.replace(config, **{f"{name}_depth": 1 << max(4, (words - 1).bit_length())
+                                                    for name, words in (("act", space["act"]),
+                                                                        ("weight", space["weights"]),
+                                                                        ("bias", space["bias"]))})
+        cases, images = random_layers(specs, sim_config, args.seed)
+        results = simulate(cases, images, sim_config, BUILD)
+        rows = []
+        for case, result in zip(cases, results):
+            model = layer_cycles(case.descriptor, sim_config)
+            rows.append(dict(name=case.name, macs=case.descriptor.macs, cycles=model, rtl_cycles=result["cycles"],
+                             mismatches=int((result["output"] != case.expected).sum()),
+                             cycles_per_second=result["cycles"] / result["seconds"]))
+        print("\nper layer kind: RTL in Icarus (cycles must equal the cycle model; outputs against the golden model)")
+        print(_table(rows, sim_config, sim=True))
+        total = sum(result["cycles"] for result in results) / sum(result["seconds"] for result in results)
+        print(f"simulated {total:,.0f} cycles/s over these layers (Icarus, {sim_config.macs} MACs)")
+        bad = [row["name"] for row in rows if row["rtl_cycles"] != row["cycles"] or row["mismatches"]]
+        if bad:
+            print(f"{parser.prog}: error: the RTL disagrees with the golden model on {', '.join(bad)}",
+                  file=sys.stderr)
+            return 1
+
+    rows, totals = [], {"macs": 0, "cycles": 0}
+    unbounded = _unbounded(config)
+    for name, kind, shape, cout, kernel, stride, padding in layers:
+        descriptor = layer_descriptor(kind, shape, cout, config=unbounded, kernel=kernel, stride=stride,
+                                      padding=padding, in_base=0, out_base=activation_words(shape, config))
+        rows.append(dict(name=name[-34:], macs=descriptor.macs, cycles=layer_cycles(descriptor, unbounded)))
+        totals["macs"] += descriptor.macs
+        totals["cycles"] += rows[-1]["cycles"]
+    print(f"\n{title} (cycle model)")
+    print(_table(rows + [dict(name="total", **totals)], config))
+    by_kind = {}
+    for (_, kind, *_), row in zip(layers, rows):
+        entry = by_kind.setdefault(kind, {"macs": 0, "cycles": 0, "layers": 0})
+        entry["macs"] += row["macs"]
+        entry["cycles"] += row["cycles"]
+        entry["layers"] += 1
+    print("\nby kind")
+    print(_table([dict(name=f"{kind} ({entry['layers']} layers)", macs=entry["macs"], cycles=entry["cycles"])
+                  for kind, entry in by_kind.items()], config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
