@@ -11,7 +11,6 @@ Utilization is the layer's MACs (as usually counted, ``LayerDescriptor.macs``) o
 engine is busy, pipeline fill and drain included. Build files go to ``build/bench_engine/``.
 """
 
-import argparse
 import dataclasses
 import re
 import shutil
@@ -32,6 +31,7 @@ from golden.memory import (MemoryImages, activation_words, address_bits, descrip
 from golden.pool import global_average_pool
 from golden.requant import quantize_multiplier, requantize
 from golden.sequencer import layer_cycles
+from hdl.top import OneLineErrorParser
 
 __all__ = ["Case", "random_layers", "layer_space", "KIND_LAYERS", "mobilenet_v2_layers", "model_layers",
            "simulate", "main"]
@@ -320,13 +320,8 @@ def _table(rows, config, *, sim=False):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser():
-    parser = _Parser(prog="python tools/bench_engine.py", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="python tools/bench_engine.py", description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=224,
                         help="MobileNetV2 input resolution for the cycle-model table (default: %(default)s)")
     parser.add_argument("--model", type=Path,
