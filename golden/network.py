@@ -386,10 +386,12 @@ def array_sha256(array):
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
-def save(network, directory, *, extra=None):
+def save(network, directory, *, extra=None, files=()):
     """Write ``manifest.json`` and ``network.npz`` into the existing folder ``directory``.
 
-    ``extra`` (a JSON-able dict) is stored under the manifest's ``"quantizer"`` key. Returns the manifest dict.
+    ``extra`` (a JSON-able dict) is stored under the manifest's ``"quantizer"`` key; ``files`` names other files
+    already in ``directory`` (e.g. the RTL memory images) to list with their sha256 beside ``network.npz``. Returns
+    the manifest dict.
     """
     arrays, layers = {}, []
     for layer in network.layers:
@@ -437,6 +439,10 @@ def save(network, directory, *, extra=None):
         "layers": layers,
         "files": {ARRAYS: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}},
     }
+    for name in files:
+        with open(os.path.join(directory, name), "rb") as f:
+            content = f.read()
+        manifest["files"][name] = {"sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
     if extra is not None:
         manifest["quantizer"] = extra
     with open(os.path.join(directory, MANIFEST), "w") as f:

@@ -205,6 +205,7 @@ def test_save_load_round_trip(tmp_path):
     network, x = _random_network(11, per_channel=False)
     manifest = gnet.save(network, tmp_path, extra={"method": "test"})
     assert sorted(os.listdir(tmp_path)) == [gnet.MANIFEST, gnet.ARRAYS]
+    assert list(manifest["files"]) == [gnet.ARRAYS]
     assert manifest["quantizer"] == {"method": "test"}
     on_disk = json.loads((tmp_path / gnet.MANIFEST).read_text())
     conv = on_disk["layers"][0]
@@ -221,6 +222,9 @@ def test_save_load_round_trip(tmp_path):
             if hasattr(a, field):
                 assert np.array_equal(getattr(a, field), getattr(b, field)) or getattr(a, field) == getattr(b, field)
     assert np.array_equal(gnet.run(loaded, x), gnet.run(network, x))
+    (tmp_path / "rom.hex").write_text("00ff\n")
+    listed = gnet.save(network, tmp_path, files=["rom.hex"])["files"]
+    assert listed["rom.hex"] == {"sha256": __import__("hashlib").sha256(b"00ff\n").hexdigest(), "bytes": 5}
     per_channel, _ = _random_network(12, per_channel=True)
     gnet.save(per_channel, tmp_path)
     assert np.array_equal(gnet.load(tmp_path).layers[0].multiplier, per_channel.layers[0].multiplier)

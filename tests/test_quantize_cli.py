@@ -230,3 +230,14 @@ def test_bias_correction_removes_the_mean_output_error(tiny):
     scale = plain.tensors["input"].scale * conv_plain.weight_scale
     assert np.array_equal(conv_corrected.bias, np.floor(np.abs(expected / scale) + 0.5) * np.sign(expected / scale))
     assert not np.array_equal(conv_plain.bias, conv_corrected.bias)
+
+
+def test_deploying_the_channel_reference_skips_the_memory_images(tiny, tmp_path):
+    model, data = tiny
+    out = tmp_path / "out"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--jobs", "1",
+                          "--methods", "channel", "--weight-bits", "8", "--deploy", "channel"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "per-channel multipliers" in results["memory_images"]["skipped"]
+    assert not any(name.endswith(".hex") for name in os.listdir(out))
+    assert gnet.load(out).layers[0].per_channel

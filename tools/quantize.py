@@ -435,15 +435,18 @@ def _saturation(values, zero_point):
 # -- outputs -----------------------------------------------------------------------------------------------------------
 
 def write_memory_images(network, directory):
-    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (docs/memory.md).
+    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (golden/memory.py, docs/memory.md).
 
-    The layout belongs to the engine (golden/memory.py); until that module exists nothing is written and ``None``
-    is returned, otherwise whatever its writer returns (the files it wrote).
+    Returns the writer's JSON-able summary, or ``{"skipped": reason}`` when nothing is written: for a network with
+    per-channel multipliers (the ``channel`` reference method, which the NPU cannot store) or while the engine's
+    layout module is not installed.
     """
+    if any(getattr(layer, "per_channel", False) for layer in network.layers):
+        return {"skipped": "per-channel multipliers (the channel reference method) are not storable by the NPU"}
     try:
         from golden import memory
     except ImportError:
-        return None
+        return {"skipped": "golden/memory.py (the engine's memory layout) is not installed"}
     return memory.write_images(network, directory)
 
 
@@ -701,9 +704,9 @@ def _write_outputs(out, network, summary, stats, traces, graph):
     temporary = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.tmp-")
     try:
         extra = {key: summary[key] for key in ("model", "model_sha256", "dataset", "calibration", "deployed")}
-        manifest = gnet.save(network, temporary, extra=extra)
         images = write_memory_images(network, temporary)
         summary["memory_images"] = images
+        manifest = gnet.save(network, temporary, extra=extra, files=sorted(os.listdir(temporary)))
         with open(os.path.join(temporary, "results.json"), "w") as f:
             json.dump(summary, f, indent=1, allow_nan=False)
             f.write("\n")

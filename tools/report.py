@@ -135,9 +135,12 @@ def write_report(directory, *, summary, stats, traces, manifest):
               "## Files", "",
               markdown_table(["file", "sha256"], [[name, f"`{info['sha256']}`"]
                                                   for name, info in manifest["files"].items()]), ""]
-    if summary.get("memory_images") is None:
-        lines += ["RTL memory images: not written (golden/memory.py, the engine's layout, is not in this "
-                  "checkout yet).", ""]
+    images = summary.get("memory_images") or {}
+    if "skipped" in images:
+        lines += [f"RTL memory images: not written — {images['skipped']}.", ""]
+    elif "files" in images:
+        lines += ["RTL memory images (`$readmemh`, layout in docs/memory.md): "
+                  + ", ".join(f"`{name}`" for name in images["files"]) + ".", ""]
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write("\n".join(lines))
 
