@@ -88,7 +88,8 @@ def write_report(directory, *, summary, stats, traces, manifest):
     per_image = [r["seconds_per_image"] for r in summary["results"] if "seconds_per_image" in r]
     if per_image:
         lines += [f"Golden inference: {1000 * min(per_image):.1f}–{1000 * max(per_image):.1f} ms per image "
-                  f"(batched); float onnxruntime {timing['float_s']:.1f} s, calibration "
+                  f"(batched, wall time in each of {summary.get('jobs', 1)} parallel processes); float onnxruntime "
+                  f"{timing['float_s']:.1f} s, calibration "
                   f"{timing['calibration_s']:.1f} s for the whole split.", ""]
 
     if sweep.get("results"):
