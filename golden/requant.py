@@ -103,16 +103,26 @@ def rounding_divide_by_pot(x, exponent):
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift):
-    """TFLite's MultiplyByQuantizedMultiplier with gemmlowp double rounding.
+    """TFLite's MultiplyByQuantizedMultiplier with gemmlowp double rounding, in the hardware's form.
 
-    ``RDBPOT(SRDHM(x * 2**max(shift, 0), multiplier), max(-shift, 0))``; the left shift wraps to int32 as a 32-bit
-    register would (docs/arithmetic.md, section 5).
+    ``RDBPOT(SRDHM(wrap32(x * 2**max(shift, 0)), multiplier), max(-shift, 0))`` (docs/arithmetic.md, section 5). With
+    ``0 <= multiplier < 2**31`` SRDHM is ``floor((x*M + 2**30) / 2**31)`` and RDBPOT(h, r) is
+    ``(h + 2**(r-1) - (h < 0)) >> r`` for ``r > 0`` (0 for ``r >= 32``): what ``hdl/requant.py`` computes, and
+    ``tests/test_requant.py`` checks it against the literal definitions above.
     """
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
+        raise ValueError("accumulators must lie in int32 range")
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    if np.any((multiplier < 0) | (multiplier > INT32_MAX)):
+        raise ValueError("multiplier must lie in [0, 2**31)")
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    shifted = wrap_int32(np.asarray(x, dtype=np.int64) << left)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+    right = np.minimum(np.maximum(-shift, 0), 32)
+    shifted = wrap_int32(x << left) if np.any(left) else x
+    high = (shifted * multiplier + (1 << 30)) >> 31
+    half = (np.int64(1) << right) >> 1
+    return (high + half - ((high < 0) & (right > 0))) >> right
 
 
 def requantize(acc, multiplier, shift, channel_shift, zero_point, qmin, qmax):
@@ -131,23 +141,8 @@ def requantize(acc, multiplier, shift, channel_shift, zero_point, qmin, qmax):
     Returns:
         int64 array of the int8 results, same shape as ``acc``.
     """
-    acc = np.asarray(acc, dtype=np.int64)
-    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
-        raise ValueError("accumulators must lie in int32 range")
-    multiplier = np.asarray(multiplier, dtype=np.int64)
-    if np.any((multiplier < 0) | (multiplier > INT32_MAX)):
-        raise ValueError("multiplier must lie in [0, 2**31)")
     effective_shift = np.asarray(shift, dtype=np.int64) - np.asarray(channel_shift, dtype=np.int64)
-    left = np.maximum(effective_shift, 0)
-    right = np.minimum(np.maximum(-effective_shift, 0), 32)
-    # The hardware's form of MBQM (docs/arithmetic.md section 5): with multiplier >= 0, SRDHM(x, M) is
-    # floor((x*M + 2**30) / 2**31) and RDBPOT(h, r) is (h + 2**(r-1) - (h < 0)) >> r for r > 0, and 0 for r >= 32.
-    # tests/test_requant.py checks it against gemmlowp's literal definitions above.
-    shifted = acc if not np.any(left) else wrap_int32(acc << left)
-    high = (shifted * multiplier + (1 << 30)) >> 31
-    half = (np.int64(1) << right) >> 1
-    scaled = (high + half - ((high < 0) & (right > 0))) >> right
-    return np.clip(scaled + zero_point, qmin, qmax)
+    return np.clip(multiply_by_quantized_multiplier(acc, multiplier, effective_shift) + zero_point, qmin, qmax)
 
 
 def activation_bounds(activation, scale, zero_point, qmin=-128, qmax=127):

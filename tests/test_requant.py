@@ -117,6 +117,14 @@ def test_left_shift_wraps_like_a_32bit_register():
     assert multiply_by_quantized_multiplier(1 << 30, INT32_MAX, 1) == ref_srdhm(INT32_MIN, INT32_MAX)
 
 
+@given(int32s, multipliers, st.integers(-31, 31))
+@settings(max_examples=2000, deadline=None)
+def test_multiply_by_quantized_multiplier_is_the_literal_composition(x, multiplier, shift):
+    left, right = max(shift, 0), max(-shift, 0)
+    want = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier), right)
+    assert multiply_by_quantized_multiplier(x, multiplier, shift) == want
+
+
 # --- float -> fixed point ---------------------------------------------------------------------------------------
 
 @given(st.floats(min_value=1e-12, max_value=1e6, allow_nan=False))
