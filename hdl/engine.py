@@ -17,7 +17,8 @@ activation memory at the addresses the sequencer computed for their pass.
 
 Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
 array was given a step) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs`` counts them).
-The host port reads and writes activation words while the engine is idle (read data after 2 cycles).
+The host port reads and writes activation words while the engine is idle (read data after 2 cycles); the load
+ports fill the weight and bias memories, so one build runs any network whose images fit.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
@@ -27,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from golden.config import NPUConfig
 from golden.memory import MemoryImages, address_bits
 from hdl.mac_array import MACArray
-from hdl.memory import ActivationMemory, BiasMemory, WeightMemory, activation_word
+from hdl.memory import ActivationMemory, BiasMemory, WeightMemory, activation_word, bias_word, load_signature, weight_word
 from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer, descriptor_layout, pass_layout
 
@@ -72,6 +73,9 @@ class Engine(wiring.Component):
         Performance counters of the last layer.
     host : ``In(host_signature(config))``
         Activation memory access while idle.
+    weight_load, bias_load : ``In(hdl.memory.load_signature(...))``
+        Fill the weight and bias memories word by word (``golden.memory`` word formats); writes while busy are
+        ignored.
     """
 
     def __init__(self, config, *, images=None):
@@ -92,6 +96,8 @@ class Engine(wiring.Component):
             "active_cycles": Out(unsigned(COUNTER_BITS)),
             "mac_ops": Out(unsigned(COUNTER_BITS)),
             "host": In(host_signature(config)),
+            "weight_load": In(load_signature(address_bits(config.weight_depth), weight_word(config))),
+            "bias_load": In(load_signature(address_bits(config.bias_depth), bias_word(config))),
         })
 
     @property
@@ -182,6 +188,9 @@ class Engine(wiring.Component):
                 bias_address.eq(meta.bias_address + second),
             ]
         m.d.comb += biases.address.eq(bias_address)
+        for memory, load in ((weights, self.weight_load), (biases, self.bias_load)):
+            m.d.comb += [memory.load.address.eq(load.address), memory.load.data.eq(load.data),
+                         memory.load.write.eq(load.write & ~self.busy)]
         stage, stage_valid = located, located_valid
         pending.append(located_valid)
         for index in range(biases.latency):

@@ -2,7 +2,8 @@
 
 Each wraps :class:`amaranth.lib.memory.Memory` with non-transparent synchronous read ports (what ECP5 block RAM
 has) followed by an output register, so no combinational path leaves a RAM: read data appears
-:attr:`latency` cycles after the address. Contents come from ``golden.memory`` images at build time.
+:attr:`latency` cycles after the address. Contents come from ``golden.memory`` images at build time, or are loaded
+word by word through the write ports (the engine's host and load ports).
 """
 
 import numpy as np
@@ -13,7 +14,8 @@ from amaranth.lib.wiring import In, Out
 from golden.config import NPUConfig
 from golden.memory import address_bits, pack_words
 
-__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "activation_word", "weight_word", "bias_word"]
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "activation_word", "weight_word", "bias_word",
+           "load_signature"]
 
 
 def activation_word(config):
@@ -110,6 +112,11 @@ class ActivationMemory(wiring.Component):
         return m
 
 
+def load_signature(address_bits_, shape):
+    """A write-only port that fills a memory word by word (from the loader's side)."""
+    return wiring.Signature({"address": Out(unsigned(address_bits_)), "data": Out(shape), "write": Out(1)})
+
+
 class WeightMemory(wiring.Component):
     """The weight memory: one ``lanes x lanes`` int8 word per cycle.
 
@@ -121,6 +128,13 @@ class WeightMemory(wiring.Component):
     config : NPUConfig
     init : numpy.ndarray or None
         int8 ``(weight_depth, lanes, lanes)`` (``golden.memory.MemoryImages.weights``).
+
+    Members
+    -------
+    address : ``In(unsigned)``, data : ``Out(weight_word(config))``
+        Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
+    load : ``In(load_signature(...))``
+        Write port, to load a network's weights.
     """
 
     latency = 2
@@ -128,9 +142,11 @@ class WeightMemory(wiring.Component):
     def __init__(self, config, *, init=None):
         self._config = _check_config(config)
         self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
+        bits = address_bits(config.weight_depth)
         super().__init__({
-            "address": In(unsigned(address_bits(config.weight_depth))),
+            "address": In(unsigned(bits)),
             "data": Out(weight_word(config)),
+            "load": In(load_signature(bits, weight_word(config))),
         })
 
     def elaborate(self, platform):
@@ -139,6 +155,7 @@ class WeightMemory(wiring.Component):
         init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(config.weight_depth, -1), 8))
         mem = memory.Memory(shape=unsigned(config.macs * 8), depth=config.weight_depth, init=init)
         m.submodules.mem = mem
+        _load(m, mem, self.load)
         m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "weights"))
         return m
 
@@ -159,6 +176,13 @@ class BiasMemory(wiring.Component):
     config : NPUConfig
     bias, channel_shift : numpy.ndarray or None
         ``(bias_depth, lanes)`` (``golden.memory.MemoryImages.bias`` / ``.channel_shift``); both or neither.
+
+    Members
+    -------
+    address : ``In(unsigned)``, data : ``Out(bias_word(config))``
+        Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
+    load : ``In(load_signature(...))``
+        Write port, to load a network's biases and shifts.
     """
 
     latency = 2
@@ -170,9 +194,11 @@ class BiasMemory(wiring.Component):
         self._channel_shift = _check_image(channel_shift, shape, "channel_shift")
         if (self._bias is None) != (self._channel_shift is None):
             raise ValueError("bias and channel_shift must be given together")
+        bits = address_bits(config.bias_depth)
         super().__init__({
-            "address": In(unsigned(address_bits(config.bias_depth))),
+            "address": In(unsigned(bits)),
             "data": Out(bias_word(config)),
+            "load": In(load_signature(bits, bias_word(config))),
         })
 
     def elaborate(self, platform):
@@ -186,8 +212,15 @@ class BiasMemory(wiring.Component):
         mem = memory.Memory(shape=unsigned(data.Layout.cast(bias_word(config)).size), depth=config.bias_depth,
                             init=init)
         m.submodules.mem = mem
+        _load(m, mem, self.load)
         m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "bias"))
         return m
+
+
+def _load(m, mem, load):
+    # The memory's write port, driven by a load port.
+    port = mem.write_port()
+    m.d.comb += [port.addr.eq(load.address), port.data.eq(load.data.as_value()), port.en.eq(load.write)]
 
 
 def _trimmed(words):

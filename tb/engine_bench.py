@@ -50,6 +50,8 @@ async def engine_matches_golden(dut):
     dut.rst.value = 1
     dut.start.value = 0
     dut.host__write.value = 0
+    dut.weight_load__write.value = 0
+    dut.bias_load__write.value = 0
     for _ in range(3):
         await FallingEdge(dut.clk)
     dut.rst.value = 0

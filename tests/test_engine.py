@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from golden.config import NPUConfig
 from golden.engine import average_pool_params, run_layer
 from golden.memory import (MemoryImages, activation_words, encode_descriptor, layer_descriptor, load_activation,
-                           store_activation, store_bias, store_weights)
+                           pack_words, store_activation, store_bias, store_weights)
 from golden.sequencer import layer_cycles
 from hdl.engine import Engine
 
@@ -46,12 +46,17 @@ def make_layer(rng, kind, shape, cout, kernel, stride, padding):
     return descriptor, images
 
 
-def run_engine(descriptor, images):
-    """Run one layer; return the activation image read back through the host port and the counters."""
-    dut = Engine(CONFIG, images=images)
+def run_engine(descriptor, images, *, load=False):
+    """Run one layer; return the activation image read back through the host port and the counters.
+
+    With ``load`` the engine is built empty and the images are written through its host and load ports first.
+    """
+    dut = Engine(CONFIG, images=None if load else images)
     result = {}
 
     async def bench(ctx):
+        if load:
+            await load_images(ctx, dut, images)
         ctx.set(dut.descriptor.as_value(), encode_descriptor(descriptor, CONFIG))
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -83,6 +88,30 @@ def run_engine(descriptor, images):
     return result
 
 
+async def load_images(ctx, dut, images):
+    # Every non-zero word of the images through the ports, one per cycle.
+    lanes = CONFIG.lanes
+    for bank in range(lanes):
+        for address in np.flatnonzero(images.activation[bank].any(axis=1)):
+            ctx.set(dut.host.bank, bank)
+            ctx.set(dut.host.address, int(address))
+            ctx.set(dut.host.write_data.as_value(), pack_words(images.activation[bank, address][None], 8)[0])
+            ctx.set(dut.host.write, 1)
+            await ctx.tick()
+    ctx.set(dut.host.write, 0)
+    weights = pack_words(images.weights.reshape(len(images.weights), -1), 8)
+    biases = [b | (k << (32 * lanes)) for b, k in zip(pack_words(images.bias, 32),
+                                                       pack_words(images.channel_shift, CONFIG.shift_bits))]
+    for port, words in ((dut.weight_load, weights), (dut.bias_load, biases)):
+        for address, word in enumerate(words):
+            if word:
+                ctx.set(port.address, address)
+                ctx.set(port.data.as_value(), word)
+                ctx.set(port.write, 1)
+                await ctx.tick()
+        ctx.set(port.write, 0)
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: f"{layer[0]}-{'x'.join(map(str, layer[1]))}")
 def test_engine_matches_golden(layer):
     rng = np.random.default_rng(sum(layer[1]) + layer[2])
@@ -94,6 +123,17 @@ def test_engine_matches_golden(layer):
     np.testing.assert_array_equal(got, expected)
     assert result["cycles"] == layer_cycles(descriptor, CONFIG)
     assert result["mac_ops"] == descriptor.macs
+
+
+@pytest.mark.parametrize("layer", [LAYERS[1], LAYERS[5]], ids=["conv", "depthwise"])
+def test_engine_loaded_through_its_ports(layer):
+    rng = np.random.default_rng(9)
+    descriptor, images = make_layer(rng, *layer)
+    expected_images = MemoryImages(images.activation.copy(), images.weights, images.bias, images.channel_shift)
+    expected, _ = run_layer(descriptor, expected_images, CONFIG)
+    result = run_engine(descriptor, images, load=True)
+    got = load_activation(result["image"], descriptor.out_shape, base=descriptor.out_base, config=CONFIG)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_host_port_writes_and_reads_while_idle():

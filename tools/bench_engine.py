@@ -276,7 +276,8 @@ module bench;
   engine dut(.clk(clk), .rst(rst), .start(start), .descriptor(descriptor), .busy(busy), .done(done),
              .cycles(cycles), .active_cycles(active_cycles), .mac_ops(mac_ops), .host__bank(host_bank),
              .host__address(host_address), .host__write(host_write), .host__write_data({config.lanes * 8}'d0),
-             .host__read_data(host_read_data));
+             .host__read_data(host_read_data), .weight_load__address(0), .weight_load__data(0),
+             .weight_load__write(1'b0), .bias_load__address(0), .bias_load__data(0), .bias_load__write(1'b0));
   always #5 clk = ~clk;
   task run_layer(input [{width - 1}:0] value);
     begin
