@@ -9,6 +9,9 @@ Pure NumPy. The engine (``hdl/engine.py``) has three on-chip memories and one de
   ``lanes`` different words per cycle without bank conflicts.
 * **weight memory**: ``config.weight_depth`` words of ``lanes x lanes`` int8 weights.
 * **bias memory**: ``config.bias_depth`` words of ``lanes`` int32 biases plus their ``lanes`` WESS shifts k_c.
+* **two-bit weight codes** (layers with a codebook, ``golden.network.Conv2D.codebook``): the weight words of those
+  layers as ``lanes x lanes`` two-bit codes, plus a 4-entry int8 codebook per layer; :func:`decode_code_words` is the
+  decoder that turns a code word into the int8 weight word.
 
 Images are NumPy arrays (:class:`MemoryImages`); :func:`write_hex` / :func:`read_hex` convert words to and from
 ``$readmemh`` files, :func:`write_images` writes the ROM images of a whole :class:`golden.network.Network`.
@@ -28,10 +31,16 @@ __all__ = [
     "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words",
     "MemoryImages", "store_activation", "load_activation", "store_weights", "store_bias",
     "layer_descriptor", "pack_words", "unpack_words", "write_hex", "read_hex", "write_images", "read_images",
+    "CODE_BITS", "codebook_fields", "encode_codebook_entry", "decode_codebook_entry", "weight_codes",
+    "decode_code_words", "read_weight_codes",
 ]
 
 #: Layer kinds and their descriptor codes.
 KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3}
+
+#: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
+#: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
+CODE_BITS = 2
 
 #: Largest padding before the input (top, left) a descriptor can hold.
 MAX_PAD = 3
@@ -145,25 +154,97 @@ def descriptor_fields(config):
 def encode_descriptor(descriptor, config):
     """The descriptor as one integer (fields of :func:`descriptor_fields`, two's complement), after checking it."""
     check_descriptor(descriptor, config)
-    value, offset = 0, 0
-    for name, width, _ in descriptor_fields(config):
-        field = KINDS[descriptor.kind] if name == "kind" else getattr(descriptor, name)
-        value |= (field & ((1 << width) - 1)) << offset
-        offset += width
-    return value
+    fields = descriptor_fields(config)
+    return _pack_fields(fields, {name: KINDS[descriptor.kind] if name == "kind" else getattr(descriptor, name)
+                                 for name, _, _ in fields})
 
 
 def decode_descriptor(value, config):
     """Inverse of :func:`encode_descriptor`."""
-    fields, offset = {}, 0
-    for name, width, signed in descriptor_fields(config):
+    fields = _unpack_fields(descriptor_fields(config), value)
+    fields["kind"] = {code: kind for kind, code in KINDS.items()}[fields["kind"]]
+    return LayerDescriptor(**fields)
+
+
+def _pack_fields(fields, values):
+    # Fields (name, width, signed), least significant first, two's complement.
+    value, offset = 0, 0
+    for name, width, _ in fields:
+        value |= (int(values[name]) & ((1 << width) - 1)) << offset
+        offset += width
+    return value
+
+
+def _unpack_fields(fields, value):
+    out, offset = {}, 0
+    for name, width, signed in fields:
         field = (value >> offset) & ((1 << width) - 1)
         if signed and field >> (width - 1):
             field -= 1 << width
-        fields[name] = field
+        out[name] = field
         offset += width
-    fields["kind"] = {code: kind for kind, code in KINDS.items()}[fields["kind"]]
-    return LayerDescriptor(**fields)
+    return out
+
+
+def codebook_fields(config):
+    """The fields of an engine layer's entry in ``codebooks.hex``, ``(name, width, signed)``, least significant first.
+
+    ``code0`` .. ``code3``: the int8 weight that code 0..3 stands for (so the low 32 bits are the codebook, code ``i``
+    at bits ``[8i + 7 : 8i]``); ``two_bit``: 1 when the layer's weights are codes in ``weight_codes.hex``;
+    ``code_base``: its first code word (as wide as ``weight_base``). An int8 layer or a pool has the entry 0.
+    """
+    return tuple((f"code{i}", 8, True) for i in range(4)) + (
+        ("two_bit", 1, False), ("code_base", address_bits(config.weight_depth), False))
+
+
+def encode_codebook_entry(codebook, code_base, config):
+    """The ``codebooks.hex`` word of a layer: ``codebook`` (4 ascending int8 values; ``None``: an int8 layer, 0).
+
+    Raises:
+        ValueError: a codebook that is not 4 ascending int8 values, or a ``code_base`` out of range.
+    """
+    if codebook is None:
+        return 0
+    codebook = np.asarray(codebook)
+    if codebook.shape != (4,) or not np.issubdtype(codebook.dtype, np.integer) or codebook.min() < -128 \
+            or codebook.max() > 127 or np.any(np.diff(codebook) <= 0):
+        raise ValueError(f"codebook must be 4 ascending int8 values, not {codebook.tolist()!r}")
+    fields = codebook_fields(config)
+    if not 0 <= code_base < 1 << fields[-1][1]:
+        raise ValueError(f"code_base must be an integer in [0, {(1 << fields[-1][1]) - 1}], not {code_base!r}")
+    return _pack_fields(fields, dict({f"code{i}": v for i, v in enumerate(codebook)}, two_bit=1,
+                                     code_base=code_base))
+
+
+def decode_codebook_entry(value, config):
+    """Inverse of :func:`encode_codebook_entry`: ``(codebook, code_base)``, ``(None, 0)`` for an int8 layer."""
+    fields = _unpack_fields(codebook_fields(config), value)
+    if not fields["two_bit"]:
+        return None, 0
+    return np.array([fields[f"code{i}"] for i in range(4)], dtype=np.int64), fields["code_base"]
+
+
+def weight_codes(weights, codebook):
+    """Two-bit codes (int64, 0..3) of integer weights: the position of each weight in the ascending ``codebook``.
+
+    Raises:
+        ValueError: a weight that is not in the codebook.
+    """
+    weights, codebook = np.asarray(weights), np.asarray(codebook)
+    codes = np.minimum(np.searchsorted(codebook, weights), len(codebook) - 1)
+    if not np.array_equal(codebook[codes], weights):
+        raise ValueError(f"a weight is not in the codebook {codebook.tolist()}")
+    return codes.astype(np.int64)
+
+
+def decode_code_words(words, codebook, config):
+    """The engine's two-bit decoder: packed code words -> int8 weight words ``(len(words), lanes, lanes)``.
+
+    Element ``(r, c)`` of word ``n`` is ``codebook[(words[n] >> 2*(r*lanes + c)) & 3]`` (:data:`CODE_BITS`): the
+    lane order of the int8 weight words, two bits per lane instead of eight.
+    """
+    codes = unpack_words(words, CODE_BITS, config.macs, signed=False)
+    return np.asarray(codebook, dtype=np.int64)[codes].astype(np.int8).reshape(len(words), config.lanes, config.lanes)
 
 
 def check_descriptor(descriptor, config):
@@ -438,7 +519,10 @@ def write_images(network, directory):
     its weights and biases placed one after another and a descriptor; activation tensors get regions of the
     activation memory (first fit, freed after their last reader). Files: ``weights.hex`` (``lanes**2 * 8``-bit words),
     ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then shifts), ``descriptors.hex`` (one
-    :func:`encode_descriptor` word per engine layer) and ``memory.json`` (the summary). Layers the engine does not
+    :func:`encode_descriptor` word per engine layer) and ``memory.json`` (the summary). A network with two-bit layers
+    (a ``codebook``) also gets ``weight_codes.hex`` (``lanes**2 * 2``-bit code words of those layers, one layer after
+    another) and ``codebooks.hex`` (one :func:`encode_codebook_entry` word per engine layer); ``weights.hex`` still
+    holds every layer as int8. Layers the engine does not
     run (residual adds, other pools) are listed under ``host_layers``; memories larger than the configuration are
     reported with ``fits: false`` rather than refused, so that a network too large for the on-chip memories still
     gets its images.
@@ -447,8 +531,10 @@ def write_images(network, directory):
         network: a :class:`golden.network.Network`.
         directory: an existing folder.
     Returns:
-        dict: ``config``, ``files``, ``layers`` (descriptor fields by layer), ``tensors`` (placement), ``host_layers``,
-        ``words_needed`` and ``fits``.
+        dict: ``config``, ``files``, ``layers`` (descriptor fields, ``codebook`` and ``code_base`` by layer),
+        ``tensors`` (placement), ``host_layers``, ``words_needed`` (``weight_codes`` too), ``weight_memory_bits``
+        (``int8``: every layer as int8; ``int8_layers``, ``codes``, ``codebooks``: what an engine decoding the codes
+        stores) and ``fits``.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -462,7 +548,8 @@ def write_images(network, directory):
                           weights=np.zeros((plan["words"]["weights"], config.lanes, config.lanes), dtype=np.int8),
                           bias=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64),
                           channel_shift=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64))
-    descriptors = []
+    codes = np.zeros((plan["words"]["weight_codes"], config.lanes, config.lanes), dtype=np.int8)
+    descriptors, entries = [], []
     for entry in plan["layers"]:
         layer, descriptor = entry["layer"], entry["descriptor"]
         if descriptor.kind != "average_pool":
@@ -472,21 +559,37 @@ def write_images(network, directory):
             store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base, config=config)
             store_bias(images.bias, images.channel_shift, layer.bias, layer.channel_shift,
                        base=descriptor.bias_base, config=config)
+            if entry["codebook"] is not None:
+                # Padding elements get code 0 (they decode to codebook[0], not 0: docs/memory.md section 2).
+                store_weights(codes, descriptor.kind, weight_codes(weights, entry["codebook"]),
+                              base=entry["code_base"], config=config)
         descriptors.append(encode_descriptor(descriptor, big))
+        entries.append(encode_codebook_entry(entry["codebook"], entry["code_base"], big))
     lanes = config.lanes
     bias_words = [b | (s << (lanes * 32)) for b, s in zip(pack_words(images.bias, 32),
                                                            pack_words(images.channel_shift, config.shift_bits))]
     files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), config.macs * 8),
              "bias.hex": (bias_words, lanes * (32 + config.shift_bits)),
              "descriptors.hex": (descriptors, sum(width for _, width, _ in descriptor_fields(big)))}
+    two_bit = [entry for entry in plan["layers"] if entry["codebook"] is not None]
+    if two_bit:
+        files["weight_codes.hex"] = (pack_words(codes.reshape(len(codes), -1), CODE_BITS), config.macs * CODE_BITS)
+        files["codebooks.hex"] = (entries, sum(width for _, width, _ in codebook_fields(big)))
+    int8_words = plan["words"]["weights"] - plan["words"]["weight_codes"]
     summary = {
         "config": json.loads(config.to_json()),
         "descriptor_config": json.loads(big.to_json()),
         "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
-        "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"])} for entry in plan["layers"]],
+        "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
+                    "codebook": None if entry["codebook"] is None else entry["codebook"].tolist(),
+                    "code_base": entry["code_base"]} for entry in plan["layers"]],
         "tensors": plan["tensors"],
         "host_layers": plan["host_layers"],
         "words_needed": plan["words"],
+        "weight_memory_bits": {"int8": plan["words"]["weights"] * config.macs * 8,
+                               "int8_layers": int8_words * config.macs * 8,
+                               "codes": plan["words"]["weight_codes"] * config.macs * CODE_BITS,
+                               "codebooks": len(two_bit) * 32},
         "fits": plan["words"]["activation"] <= config.act_depth and plan["words"]["weights"] <= config.weight_depth
         and plan["words"]["bias"] <= config.bias_depth,
     }
@@ -511,7 +614,7 @@ def _plan(network, config):
     shapes = {name: tensor.shape for name, tensor in network.tensors.items()}
     aliases = {}
     entries, host_layers = [], []
-    weight_base = bias_base = 0
+    weight_base = bias_base = code_base = 0
     for layer in network.layers:
         kind = layer.kind
         if kind == "flatten":
@@ -520,7 +623,8 @@ def _plan(network, config):
         source = aliases.get(layer.inputs[0], layer.inputs[0])
         in_shape = shapes[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
-        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0])
+        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], code_base=0,
+                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
         if kind == "conv" and layer.groups == 1:
             entry.update(kind="conv", kernel=layer.weights.shape[1:3], stride=layer.stride, padding=layer.padding,
                          out_channels=layer.weights.shape[0])
@@ -557,6 +661,9 @@ def _plan(network, config):
                                     kernel_width=entry["kernel"][1])
             weight_base += weight_words(probe, config)
             bias_base += groups(entry["out_channels"], config)
+            if entry["codebook"] is not None:
+                entry["code_base"] = code_base
+                code_base += weight_words(probe, config)
         entries.append(entry)
 
     # Activation regions: first fit over [0, inf), a tensor freed after the last engine layer that reads it.
@@ -584,7 +691,7 @@ def _plan(network, config):
         for name in [name for name in live if last_read.get(name, -1) <= index and name != entry["layer"].output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
-             "weights": weight_base, "bias": bias_base}
+             "weights": weight_base, "bias": bias_base, "weight_codes": code_base}
     big = dataclasses.replace(config, act_depth=max(config.act_depth, words["activation"]),
                               weight_depth=max(config.weight_depth, words["weights"]),
                               bias_depth=max(config.bias_depth, words["bias"]))
@@ -620,3 +727,19 @@ def read_images(directory):
                                                      signed=False)
     descriptors = [decode_descriptor(word, config) for word in read_hex(directory / "descriptors.hex")]
     return config, images, descriptors, summary
+
+
+def read_weight_codes(directory):
+    """Read the two-bit files :func:`write_images` wrote: ``(config, words, entries)``.
+
+    ``words`` are the packed code words of ``weight_codes.hex`` (decode with :func:`decode_code_words`), ``entries``
+    the ``(codebook, code_base)`` of every engine layer in descriptor order (``(None, 0)`` for int8 layers and pools).
+
+    Raises:
+        FileNotFoundError: the network has no two-bit layer (no ``weight_codes.hex``).
+    """
+    directory = Path(directory)
+    config = NPUConfig(**json.loads((directory / "memory.json").read_text())["descriptor_config"])
+    words = read_hex(directory / "weight_codes.hex")
+    entries = [decode_codebook_entry(word, config) for word in read_hex(directory / "codebooks.hex")]
+    return config, words, entries

@@ -80,6 +80,7 @@ class _Weighted(_Unary):
     qmin: int = -128
     qmax: int = 127
     activation: str = None
+    codebook: np.ndarray = None
 
     channel_axis: ClassVar[int] = 0
 
@@ -108,6 +109,14 @@ class _Weighted(_Unary):
                 raise ValueError(f"{self.name}: {name} must lie in [{low}, {high}]")
         _check_int(self.qmin, "qmin", -128, 127)
         _check_int(self.qmax, "qmax", self.qmin, 127)
+        if self.codebook is not None:
+            codebook = np.asarray(self.codebook)
+            if codebook.shape != (4,) or not np.issubdtype(codebook.dtype, np.integer) \
+                    or codebook.min() < -127 or codebook.max() > 127 or np.any(np.diff(codebook) <= 0):
+                raise ValueError(f"{self.name}: codebook must be 4 ascending integers in [-127, 127], not "
+                                 f"{self.codebook!r}")
+            if not np.all(np.isin(self.weights, codebook)):
+                raise ValueError(f"{self.name}: a weight is not in the codebook {codebook.tolist()}")
 
     @property
     def per_channel(self):
@@ -142,6 +151,9 @@ class Conv2D(_Weighted):
         Clamp bounds of the fused activation; ``activation`` names it (``None``, ``"relu"``, ``"relu6"``).
     source : str
         The ONNX node it came from.
+    codebook : numpy.ndarray or None
+        Two-bit weights (tools/weights.py ``uq``, ``sptq``, ``msptq``): the 4 ascending integers every weight is one
+        of, the weight of code 0..3 in the two-bit memory image (golden/memory.py); ``None`` for int8 weights.
     """
     stride: tuple = (1, 1)
     padding: tuple = (0, 0, 0, 0)
@@ -375,7 +387,7 @@ def dequantize(network, values, tensor=None):
 # -- save / load ---------------------------------------------------------------------------------------------------
 
 _ARRAY_DTYPES = {"weights": np.int8, "bias": np.int32, "channel_shift": np.uint8, "multiplier": np.int32,
-                 "shift": np.int8, "weight_scale": np.float64}
+                 "shift": np.int8, "weight_scale": np.float64, "codebook": np.int8}
 
 
 def array_sha256(array):
@@ -409,6 +421,9 @@ def save(network, directory, *, extra=None, files=()):
                 entry["groups"] = layer.groups
             names = ["weights", "bias", "channel_shift", "weight_scale"] + (["multiplier", "shift"] if per_channel
                                                                              else [])
+            if layer.codebook is not None:
+                entry["codebook"] = [int(v) for v in layer.codebook]
+                names.append("codebook")
             entry["arrays"] = {}
             for name in names:
                 array = np.asarray(getattr(layer, name)).astype(_ARRAY_DTYPES[name])
@@ -485,7 +500,7 @@ def load(directory):
                           qmax=entry["qmax"], weights=values["weights"], bias=values["bias"],
                           channel_shift=values["channel_shift"], weight_scale=values["weight_scale"],
                           multiplier=values.get("multiplier", entry["multiplier"]),
-                          shift=values.get("shift", entry["shift"]))
+                          shift=values.get("shift", entry["shift"]), codebook=values.get("codebook"))
             if cls is not FullyConnected:
                 fields.update(stride=tuple(entry["stride"]), padding=tuple(entry["padding"]))
             if cls is Conv2D:
