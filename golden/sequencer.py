@@ -14,7 +14,7 @@ __all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "
            "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
 
 #: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``).
-SEQUENCER_LATENCY = 3
+SEQUENCER_LATENCY = 4
 #: Cycles from a step leaving the sequencer to its operands entering the MAC array (the memories' read latency).
 FETCH_LATENCY = 2
 #: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):

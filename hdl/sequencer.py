@@ -20,8 +20,9 @@ bank gets its own address and each row the bank to take its word from. Taps outs
 step marks the row invalid and the engine feeds 0 to its MACs. A global average pool is a reduced pass per channel
 group over the whole input (the engine gives it diagonal weights).
 
-Pipeline: loop counters (all addresses kept by additions only), then the per-lane values, then the per-bank
-addresses: a step leaves :attr:`Sequencer.latency` cycles after the counters reach it.
+Pipeline, one adder deep per stage (for Fmax): loop counters that count down (loop ends are zero tests) beside the
+addresses they keep by additions only; then the per-step values; then per-row columns and validity; then the
+per-bank addresses. A step leaves :attr:`Sequencer.latency` cycles after ``start``.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
@@ -93,7 +94,7 @@ class Sequencer(wiring.Component):
     """
 
     #: Cycles from ``start`` to the first step; consecutive steps follow each cycle (golden/sequencer.py).
-    latency = 3
+    latency = 4
 
     def __init__(self, config):
         if not isinstance(config, NPUConfig):
@@ -115,12 +116,14 @@ class Sequencer(wiring.Component):
         dim, channels = config.dim_bits, config.channel_bits
         act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
         coord = signed(dim + 3)
+        count = unsigned(lane_bits + 2)
         d = self.descriptor
+        launch = self.start & ~self.busy
 
         # -- per-layer constants, latched at start ------------------------------------------------------------
         def constant(shape, value, name):
             reg = Signal(shape, name=name)
-            with m.If(self.start & ~self.busy):
+            with m.If(launch):
                 m.d.sync += reg.eq(value)
             return reg
 
@@ -132,34 +135,43 @@ class Sequencer(wiring.Component):
 
         is_dw = d.kind == KINDS["depthwise"]
         is_pool = d.kind == KINDS["average_pool"]
+        is_conv = ~is_dw & ~is_pool
         is_s2 = is_dw & (d.stride_width == 2)
-        conv = constant(1, ~is_dw & ~is_pool, "conv")
+        in_groups, out_groups = groups_of(d.in_channels), groups_of(d.out_channels)
+        tile_bits = Mux(is_dw, Mux(is_s2, lane_bits - 1, lane_bits), 0)   # log2 of the pixels per pass
+        conv = constant(1, is_conv, "conv")
         dw = constant(1, is_dw, "dw")
         pool = constant(1, is_pool, "pool")
         s2 = constant(1, is_s2, "s2")
-        gin = constant(unsigned(channels), groups_of(d.in_channels), "gin")
-        gout = constant(unsigned(channels), groups_of(d.out_channels), "gout")
-        cin_last = constant(unsigned(lane_bits + 1), last_lanes(d.in_channels), "cin_last")
-        cout_last = constant(unsigned(lane_bits + 1), last_lanes(d.out_channels), "cout_last")
+        cin_last = constant(count, last_lanes(d.in_channels), "cin_last")
+        cout_last = constant(count, last_lanes(d.out_channels), "cout_last")
+        gout_odd = constant(1, out_groups[0], "gout_odd")
         igp = constant(unsigned(act), groups_of(d.in_width), "igp")
         ogp = constant(unsigned(act), groups_of(d.out_width), "ogp")
         igp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.in_width) << 1, groups_of(d.in_width)), "igp_pass")
         ogp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.out_width) << 1, groups_of(d.out_width)),
                             "ogp_pass")
         row_step = constant(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step")
-        gin_loop_last = constant(unsigned(channels), Mux(~is_dw & ~is_pool, groups_of(d.in_channels) - 1, 0),
-                                 "gin_loop_last")
-        tile = constant(unsigned(lane_bits + 1), Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile")
+        tile = constant(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile")
         tile_step = constant(coord, Mux(is_dw, lanes, d.stride_width), "tile_step")
         pass_groups = constant(unsigned(2), Mux(is_s2, 2, 1), "pass_groups")
-        kh_last = constant(unsigned(dim), d.kernel_height - 1, "kh_last")
-        kw_last = constant(unsigned(dim), d.kernel_width - 1, "kw_last")
-        ho_last = constant(unsigned(dim), d.out_height - 1, "ho_last")
+        # Loop lengths minus one; the loops count down to 0, so ends are zero tests.
+        gi_reload = constant(unsigned(channels), Mux(is_conv, in_groups - 1, 0), "gi_reload")
+        kx_reload = constant(unsigned(dim), d.kernel_width - 1, "kx_reload")
+        ky_reload = constant(unsigned(dim), d.kernel_height - 1, "ky_reload")
+        go_reload = constant(unsigned(channels), Mux(is_s2, (out_groups + 1) >> 1, out_groups) - 1, "go_reload")
+        xt_reload = constant(unsigned(dim), ((d.out_width + (1 << tile_bits) - 1) >> tile_bits) - 1, "xt_reload")
+        # Output pixels of the last pass of a row: ((Wo - 1) mod P) + 1.
+        pixels_last = constant(count, ((d.out_width - 1) & ((1 << tile_bits) - 1)) + 1, "pixels_last")
 
         # -- loop counters --------------------------------------------------------------------------------------
         running = Signal()
-        y, xt, ky, kx = (Signal(unsigned(dim), name=n) for n in ("y", "xt", "ky", "kx"))
+        xt = Signal(unsigned(dim), name="xt")
         go, gi = Signal(unsigned(channels), name="go"), Signal(unsigned(channels), name="gi")
+        gi_left, go_left = Signal(unsigned(channels), name="gi_left"), Signal(unsigned(channels), name="go_left")
+        kx_left, ky_left, xt_left, y_left = (Signal(unsigned(dim), name=n)
+                                             for n in ("kx_left", "ky_left", "xt_left", "y_left"))
+        first = Signal(name="first")
         y_in0, y_in, x_in0, x_in = (Signal(coord, name=n) for n in ("y_in0", "y_in", "x_in0", "x_in"))
         row0, row, gi_off, go_in_off, go_out_off, out_row = (
             Signal(unsigned(act), name=n) for n in ("row0", "row", "gi_off", "go_in_off", "go_out_off", "out_row"))
@@ -167,22 +179,21 @@ class Sequencer(wiring.Component):
         since = Signal(range(lanes), name="since")
 
         top_rows = (Mux(d.pad_top[0], d.in_row_pitch, 0) + Mux(d.pad_top[1], d.in_row_pitch << 1, 0))[:act]
-        with m.If(self.start & ~self.busy):
+        with m.If(launch):
             first_row = (d.in_base - top_rows)[:act]
             m.d.sync += [
-                running.eq(1), y.eq(0), xt.eq(0), go.eq(0), gi.eq(0), ky.eq(0), kx.eq(0),
+                running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
+                gi_left.eq(Mux(is_conv, in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
+                ky_left.eq(d.kernel_height - 1), go_left.eq(Mux(is_s2, (out_groups + 1) >> 1, out_groups) - 1),
+                xt_left.eq(((d.out_width + (1 << tile_bits) - 1) >> tile_bits) - 1), y_left.eq(d.out_height - 1),
                 y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
                 row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
                 out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), since.eq(lanes - 1),
             ]
 
-        end_gi = gi == gin_loop_last
-        end_kx = kx == kw_last
-        end_ky = ky == kh_last
+        end_gi, end_kx, end_ky = gi_left == 0, kx_left == 0, ky_left == 0
+        end_go, end_xt, end_y = go_left == 0, xt_left == 0, y_left == 0
         pass_end = end_gi & end_kx & end_ky
-        end_go = (go + pass_groups) >= gout
-        end_xt = (xt + tile) >= d.out_width
-        end_y = y == ho_last
         advance = Signal()
         m.d.comb += advance.eq(running & ~(dw & pass_end & (since != lanes - 1)))
 
@@ -194,30 +205,32 @@ class Sequencer(wiring.Component):
             m.d.sync += since.eq(since + 1)
 
         with m.If(advance):
+            m.d.sync += first.eq(pass_end)
             with m.If(~end_gi):
-                m.d.sync += [gi.eq(gi + 1), gi_off.eq(gi_off + igp)]
+                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), gi_off.eq(gi_off + igp)]
             with m.Else():
-                m.d.sync += [gi.eq(0), gi_off.eq(0)]
+                m.d.sync += [gi.eq(0), gi_left.eq(gi_reload), gi_off.eq(0)]
                 with m.If(~end_kx):
-                    m.d.sync += [kx.eq(kx + 1), x_in.eq(x_in + 1)]
+                    m.d.sync += [kx_left.eq(kx_left - 1), x_in.eq(x_in + 1)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), x_in.eq(x_in0)]
+                    m.d.sync += [kx_left.eq(kx_reload), x_in.eq(x_in0)]
                     with m.If(~end_ky):
-                        m.d.sync += [ky.eq(ky + 1), y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
+                        m.d.sync += [ky_left.eq(ky_left - 1), y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), y_in.eq(y_in0), row.eq(row0)]
+                        m.d.sync += [ky_left.eq(ky_reload), y_in.eq(y_in0), row.eq(row0)]
                         with m.If(~end_go):
-                            m.d.sync += [go.eq(go + pass_groups), go_in_off.eq(go_in_off + igp_pass),
-                                         go_out_off.eq(go_out_off + ogp_pass)]
+                            m.d.sync += [go.eq(go + pass_groups), go_left.eq(go_left - 1),
+                                         go_in_off.eq(go_in_off + igp_pass), go_out_off.eq(go_out_off + ogp_pass)]
                         with m.Else():
-                            m.d.sync += [go.eq(0), go_in_off.eq(0), go_out_off.eq(0)]
+                            m.d.sync += [go.eq(0), go_left.eq(go_reload), go_in_off.eq(0), go_out_off.eq(0)]
                             with m.If(~end_xt):
-                                m.d.sync += [xt.eq(xt + tile), x_in0.eq(x_in0 + tile_step),
-                                             x_in.eq(x_in0 + tile_step)]
+                                m.d.sync += [xt.eq(xt + tile), xt_left.eq(xt_left - 1),
+                                             x_in0.eq(x_in0 + tile_step), x_in.eq(x_in0 + tile_step)]
                             with m.Else():
-                                m.d.sync += [xt.eq(0), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left)]
+                                m.d.sync += [xt.eq(0), xt_left.eq(xt_reload), x_in0.eq(-d.pad_left),
+                                             x_in.eq(-d.pad_left)]
                                 with m.If(~end_y):
-                                    m.d.sync += [y.eq(y + 1), y_in0.eq(y_in0 + d.stride_height),
+                                    m.d.sync += [y_left.eq(y_left - 1), y_in0.eq(y_in0 + d.stride_height),
                                                  y_in.eq(y_in0 + d.stride_height), row0.eq(row0 + row_step),
                                                  row.eq(row0 + row_step), out_row.eq(out_row + d.out_row_pitch)]
                                 with m.Else():
@@ -233,71 +246,96 @@ class Sequencer(wiring.Component):
                 with m.If(pass_end):
                     m.d.sync += wblock.eq(waddr + 1)
 
-        # -- stage 1: per-step values ---------------------------------------------------------------------------
-        in_group = Mux(conv, gi, go)
-        in_group_off = Mux(conv, gi_off, go_in_off)
-        rows_go = Mux(go == gout - 1, cout_last, lanes)
-        rows_go1 = Mux(go + 1 == gout - 1, cout_last, Mux(go + 1 < gout, lanes, 0))
-        cols_gi = Mux(gi == gin - 1, cin_last, lanes)
-        remaining = d.out_width - xt
-        pixels = Mux(remaining < tile, remaining, tile)[:lane_bits + 1]
-        macs = Mux(conv, rows_go * cols_gi, Mux(pool, rows_go, pixels * (rows_go + Mux(s2, rows_go1, 0))))
-        out_address = (out_row + go_out_off + (xt >> lane_bits))[:act]
-
+        # -- stage 1: per-step values, one adder deep ----------------------------------------------------------
+        # The pass's output channel groups: go (all lanes unless it is the last group) and, at depthwise stride 2,
+        # go + 1 (absent when the last pass has an odd group alone).
+        last_alone = end_go & (~s2 | gout_odd)
+        rows_go = Mux(last_alone, cout_last, lanes)
+        rows_go1 = Mux(end_go, Mux(gout_odd, 0, cout_last), lanes)
+        pixels = Mux(end_xt, pixels_last, tile)
         s1 = Signal(data.StructLayout({
             "x_in": coord, "y_ok": 1, "base": unsigned(lane_bits), "row": unsigned(act), "pair_in": 1,
             "weight_address": unsigned(wbits), "weight_row": unsigned(lane_bits), "first": 1, "last": 1,
-            "macs": unsigned(2 * lane_bits + 1), "out": pass_layout(config),
+            "factor_a": count, "factor_b": unsigned(lane_bits + 2), "out_row": unsigned(act),
+            "xt_word": unsigned(dim), "out": pass_layout(config),
         }), name="s1")
         s1_valid = Signal()
         m.d.sync += s1_valid.eq(advance)
         m.d.sync += [
             s1.x_in.eq(x_in),
             s1.y_ok.eq((y_in >= 0) & (y_in < d.in_height)),
-            s1.base.eq((x_in + in_group)[:lane_bits]),
-            s1.row.eq(row + in_group_off),
-            s1.pair_in.eq(in_group + 1 < gin),
+            s1.base.eq((x_in + Mux(conv, gi, go))[:lane_bits]),
+            s1.row.eq(row + Mux(conv, gi_off, go_in_off)),
+            s1.pair_in.eq(~last_alone),
             s1.weight_address.eq(waddr),
             s1.weight_row.eq(go[:lane_bits]),
-            s1.first.eq((gi == 0) & (kx == 0) & (ky == 0)),
+            s1.first.eq(first),
             s1.last.eq(pass_end),
-            s1.macs.eq(macs),
-            s1.out.address.eq(out_address),
-            s1.out.address_next.eq(out_address + ogp),
+            # MACs of the step = factor_a * factor_b (multiplied in stage 2)
+            s1.factor_a.eq(Mux(dw, pixels, rows_go)),
+            s1.factor_b.eq(Mux(conv, Mux(end_gi, cin_last, lanes), Mux(pool, 1, rows_go + Mux(s2, rows_go1, 0)))),
+            s1.out_row.eq(out_row + go_out_off),
+            s1.xt_word.eq(xt >> lane_bits),
             s1.out.bank.eq((xt + go)[:lane_bits]),
             s1.out.pixels.eq(pixels),
-            s1.out.pair.eq(go + 1 < gout),
+            s1.out.pair.eq(~last_alone),
             s1.out.bias_address.eq(d.bias_base + go),
             s1.out.depthwise.eq(dw),
             s1.out.stride2.eq(s2),
             s1.out.pool.eq(pool),
         ]
 
-        # -- stage 2: per-bank addresses, per-row banks and validity ---------------------------------------------
-        step = self.step.payload
-        m.d.sync += self.step.valid.eq(s1_valid)
-        m.d.sync += [
-            step.weight_address.eq(s1.weight_address), step.first.eq(s1.first), step.last.eq(s1.last),
-            step.macs.eq(s1.macs), step.out.eq(s1.out),
-        ]
+        # -- stage 2: per-row columns and validity, word addresses without the column carry ----------------------
         half = lanes // 2
+        s2_ = Signal(data.StructLayout({
+            "row": unsigned(act), "base": unsigned(lane_bits), "carry": data.ArrayLayout(1, lanes),
+            "act_valid": data.ArrayLayout(1, lanes), "act_bank": data.ArrayLayout(unsigned(lane_bits), lanes),
+            "weight_address": unsigned(wbits), "weight_row": data.ArrayLayout(unsigned(lane_bits), lanes),
+            "first": 1, "last": 1, "macs": unsigned(2 * lane_bits + 1), "out": pass_layout(config),
+        }), name="s2")
+        s2_valid = Signal()
+        m.d.sync += s2_valid.eq(s1_valid)
+        x_low = s1.x_in[:lane_bits]
+        m.d.sync += [
+            s2_.row.eq(s1.row + (s1.x_in >> lane_bits)),
+            s2_.base.eq(s1.base),
+            s2_.weight_address.eq(s1.weight_address),
+            s2_.first.eq(s1.first), s2_.last.eq(s1.last),
+            s2_.macs.eq(s1.factor_a * s1.factor_b),
+            s2_.out.eq(s1.out),
+            s2_.out.address.eq(s1.out_row + s1.xt_word),
+        ]
         for bank in range(lanes):
-            offset = Signal(unsigned(lane_bits), name=f"offset{bank}")    # (bank - base) mod lanes
+            # Bank b holds row offset d = (b - base) mod lanes; its column x_in + (d, or d & ~1 at stride 2) crosses
+            # into the next word of lanes pixels when the low bits overflow.
+            offset = Signal(unsigned(lane_bits), name=f"offset{bank}")
             m.d.comb += offset.eq(bank - s1.base)
             dx = Mux(dw, Mux(s2, offset & ~1, offset), 0)
-            second = s2 & offset[0]
-            m.d.sync += step.act_address[bank].eq(
-                (s1.row + Mux(second, igp, 0) + ((s1.x_in + dx) >> lane_bits))[:act])
+            m.d.sync += s2_.carry[bank].eq((x_low + dx) >= lanes)
         for r in range(lanes):
             dx_s2, dg_s2 = (r % half) * 2, r // half
             dx = Mux(dw, Mux(s2, dx_s2, r), 0)
             dg = Mux(s2, dg_s2, 0)
             x = s1.x_in + dx
             m.d.sync += [
-                step.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < d.in_width) & ((dg == 0) | s1.pair_in)),
-                step.act_bank[r].eq((s1.base + dx + dg)[:lane_bits]),
-                step.weight_row[r].eq(Mux(dw, s1.weight_row + dg, Const(r, lane_bits))),
+                s2_.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < d.in_width) & ((dg == 0) | s1.pair_in)),
+                s2_.act_bank[r].eq((s1.base + dx + dg)[:lane_bits]),
+                s2_.weight_row[r].eq(Mux(dw, s1.weight_row + dg, Const(r, lane_bits))),
             ]
 
-        m.d.comb += self.busy.eq(running | s1_valid | self.step.valid)
+        # -- stage 3: per-bank addresses -----------------------------------------------------------------------
+        step = self.step.payload
+        m.d.sync += self.step.valid.eq(s2_valid)
+        m.d.sync += [
+            step.weight_address.eq(s2_.weight_address), step.first.eq(s2_.first), step.last.eq(s2_.last),
+            step.macs.eq(s2_.macs), step.out.eq(s2_.out), step.out.address_next.eq(s2_.out.address + ogp),
+            step.act_valid.eq(s2_.act_valid), step.act_bank.eq(s2_.act_bank), step.weight_row.eq(s2_.weight_row),
+        ]
+        for bank in range(lanes):
+            offset = Signal(unsigned(lane_bits), name=f"offset{bank}_3")
+            m.d.comb += offset.eq(bank - s2_.base)
+            second = s2 & offset[0]
+            m.d.sync += step.act_address[bank].eq((s2_.row + Mux(second, igp, 0) + s2_.carry[bank])[:act])
+
+        m.d.comb += self.busy.eq(running | s1_valid | s2_valid | self.step.valid)
         return m
