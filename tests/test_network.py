@@ -1,5 +1,6 @@
 """golden/network.py: whole-network integer inference against a slow loop reference and against float; save/load."""
 
+import dataclasses
 import json
 import os
 
@@ -228,6 +229,28 @@ def test_save_load_round_trip(tmp_path):
     per_channel, _ = _random_network(12, per_channel=True)
     gnet.save(per_channel, tmp_path)
     assert np.array_equal(gnet.load(tmp_path).layers[0].multiplier, per_channel.layers[0].multiplier)
+
+
+def test_codebook_saved_loaded_and_validated(tmp_path):
+    network, x = _random_network(14)
+    index = [layer.name for layer in network.layers].index("fc6")
+    fc = network.layers[index]
+    codebook = np.array([-4, -1, 1, 4])
+    two_bit = dataclasses.replace(fc, weights=codebook[np.random.default_rng(1).integers(0, 4, fc.weights.shape)],
+                                  codebook=codebook)
+    network = dataclasses.replace(network, layers=network.layers[:index] + (two_bit,) + network.layers[index + 1:])
+    manifest = gnet.save(network, tmp_path)
+    assert manifest["layers"][index]["codebook"] == [-4, -1, 1, 4]
+    assert manifest["layers"][index]["arrays"]["codebook"]["dtype"] == "int8"
+    assert "codebook" not in manifest["layers"][0]
+    loaded = gnet.load(tmp_path)
+    assert loaded.layers[0].codebook is None and loaded.layers[index].codebook.tolist() == [-4, -1, 1, 4]
+    assert np.array_equal(gnet.run(loaded, x), gnet.run(network, x))
+    with pytest.raises(ValueError, match=r"fc6: a weight is not in the codebook \[-3, -1, 1, 3\]"):
+        dataclasses.replace(two_bit, codebook=np.array([-3, -1, 1, 3]))
+    for bad in ([-4, 1, -1, 4], [-4, -1, 1], [-128, -1, 1, 4], [-4.0, -1.0, 1.0, 4.0]):
+        with pytest.raises(ValueError, match="fc6: codebook must be 4 ascending integers in"):
+            dataclasses.replace(two_bit, codebook=np.array(bad))
 
 
 def test_load_detects_tampering(tmp_path):

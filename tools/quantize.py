@@ -38,7 +38,7 @@ from tools import calibrate as cal
 from tools import onnx_import as ir
 from tools.datasets import DIGITS_CALIBRATION_IMAGES, DIGITS_DATASET, FASHION_MNIST_ROOT, IMAGENET_MEAN, \
     IMAGENET_STD, load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images
-from tools.weights import METHODS as WEIGHT_METHODS, quantize_weights, sqnr_db
+from tools.weights import METHODS as WEIGHT_METHODS, QUANTIZERS, quantize_weights, sqnr_db
 
 __all__ = [
     "METHODS", "ALL_METHODS", "DEFAULT_METHODS", "DEFAULT_MODEL", "QuantizationError", "Dataset", "load_dataset",
@@ -212,8 +212,13 @@ def _nhwc_columns(graph, node, array):
 
 
 def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, input_range=None,
-                  preprocessing=None, bias_correction=None):
+                  preprocessing=None, bias_correction=None, weight_quantizer="uniform", first_last_bits=None):
     """Quantize ``graph`` with activation ``ranges`` (from :func:`tools.calibrate.calibrate`) and a weight method.
+
+    ``weight_quantizer`` is one of :data:`tools.weights.QUANTIZERS`: a two-bit one (``uq``, ``sptq``, ``msptq``, with
+    ``weight_bits=2``) gives every weighted layer its codebook (:attr:`golden.network.Conv2D.codebook`).
+    ``first_last_bits``, if given, quantizes the first and the last weighted layer with the uniform grid of that many
+    bits instead (the usual exception of low-bit networks).
 
     ``bias_correction``, the channel means of :func:`tools.calibrate.channel_means`, turns on empirical bias
     correction (Nagel et al. 2019): each float bias first loses the expected error its layer's weight quantization
@@ -224,19 +229,27 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
         (weighted layers only: channel range ratio, shifts, weight SQNR, clipping, accumulator bound).
     Raises:
         QuantizationError: an all-zero layer, a bias that does not fit int32, or an accumulator that could overflow.
-        ValueError: bad bits or method.
+        ValueError: bad bits, method or quantizer.
     """
     if method not in WEIGHT_METHODS:
         raise ValueError(f"method must be one of {', '.join(WEIGHT_METHODS)}, not {method!r}")
+    if weight_quantizer not in QUANTIZERS:
+        raise ValueError(f"weight quantizer must be one of {', '.join(QUANTIZERS)}, not {weight_quantizer!r}")
+    if weight_quantizer != "uniform" and weight_bits != 2:
+        raise ValueError(f"the two-bit quantizer {weight_quantizer} needs 2 weight bits, not {weight_bits!r}")
     config = NPUConfig(shift_bits=shift_bits)
     names = _layer_names(graph)
     table = _tensor_table(graph, ranges, names, input_range)
+    weighted = [node for node in graph.nodes if isinstance(node, (ir.Conv, ir.FullyConnected))]
+    ends = {id(weighted[0]), id(weighted[-1])} if first_last_bits is not None and weighted else set()
     layers, stats = [], []
     for node in graph.nodes:
         name, out = table[node.output]
         if isinstance(node, (ir.Conv, ir.FullyConnected)):
-            layer, stat = _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits,
-                                          None if bias_correction is None else bias_correction[node.input])
+            bits, quantizer = (first_last_bits, "uniform") if id(node) in ends else (weight_bits, weight_quantizer)
+            layer, stat = _weighted_layer(graph, node, name, table, method, bits, shift_bits,
+                                          None if bias_correction is None else bias_correction[node.input],
+                                          quantizer)
             layers.append(layer)
             stats.append(stat)
         elif isinstance(node, ir.Add):
@@ -260,14 +273,15 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     return network, stats
 
 
-def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, input_means):
+def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, input_means, quantizer):
     source, t_in = table[node.input]
     t_out = table[node.output][1]
     fully_connected = isinstance(node, ir.FullyConnected)
     float_weights = _nhwc_columns(graph, node, node.weights) if fully_connected else node.weights
     label = f"layer {name} ({node.name})"
     try:
-        wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits)
+        wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits,
+                              quantizer=quantizer)
     except ValueError as error:
         raise QuantizationError(f"{label}: {error}") from None
     float_bias = node.bias.astype(np.float64)
@@ -296,7 +310,7 @@ def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, i
     qmin, qmax = activation_bounds(node.activation, t_out.scale, t_out.zero_point)
     common = dict(name=name, input=source, output=name, bias=bias, multiplier=multiplier, shift=shift,
                   channel_shift=wq.shifts, weight_scale=wq.scales, qmin=qmin, qmax=qmax,
-                  activation=node.activation, source=node.name)
+                  activation=node.activation, source=node.name, codebook=wq.codebook)
     if isinstance(node, ir.FullyConnected):
         layer = gnet.FullyConnected(weights=wq.values, **common)
         axis = 0
@@ -316,6 +330,7 @@ def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, i
     ranges = np.abs(float_weights.reshape(float_weights.shape[0], -1)).max(axis=1)
     live = ranges[ranges > 0]
     stat = {"layer": name, "source": node.name, "kind": layer.kind, "channels": int(layer.channels),
+            "weight_bits": weight_bits, "weight_quantizer": quantizer,
             "range_ratio": float(live.max() / live.min()) if live.size else float("nan"),
             "dead_channels": int(np.sum(ranges == 0)),
             "shifts": np.bincount(wq.shifts, minlength=(1 << shift_bits)).tolist(),
@@ -378,9 +393,10 @@ def _evaluate_all(networks, images, *, batch_size, jobs, progress):
     if jobs == 1 or len(networks) == 1:
         for key, network in networks.items():
             t = time.perf_counter()
-            method, bits = key
+            method, bits, quantizer, first_last = key
             logits = evaluate(network, images, batch_size=batch_size, progress=progress,
-                              description=f"{method} W{bits}A8 (golden)")
+                              description=f"{method} {quantizer} W{bits}A8"
+                                          f"{'' if first_last is None else f' first/last W{first_last}'} (golden)")
             results[key] = logits, time.perf_counter() - t
         return results
     context = multiprocessing.get_context("fork")
@@ -534,7 +550,17 @@ def _parser():
                         help="weight method of the network written to the output folder (default: %(default)s)")
     parser.add_argument("--weight-bits", type=_list(int, range(2, 9)), default=None,
                         help="weight bit widths (2..8) of the accuracy table, evaluated on every evaluation image; "
-                             "the first is written (default: 8 for the built-in model, 8,6 for --model)")
+                             "the first is written (default: 8 for the built-in model, 8,6 for --model; 2 added "
+                             "with a two-bit --weight-quantizer, only 2 without uniform)")
+    parser.add_argument("--weight-quantizer", type=_list(str, QUANTIZERS), default=["uniform"],
+                        help="weight quantizers, comma-separated: uniform (the integer grid of each --weight-bits) "
+                             "and the two-bit quantizers uq, sptq, msptq (docs/two_bit.md: step = delta_opt x the "
+                             "standard deviation of the layer's weights, after the WESS shift for wess methods; 2 "
+                             "weight bits only); the first one that runs at the first --weight-bits is written "
+                             "(default: uniform)")
+    parser.add_argument("--first-last-8bit", choices=("no", "yes", "both"), default="no",
+                        help="below 8 weight bits, keep the first and the last weighted layer at 8 bits (uniform): "
+                             "no, yes, or both variants in the table; 'both' writes the 'no' one (default: no)")
     parser.add_argument("--sweep-bits", type=_list(int, range(2, 9)), default=None,
                         help="more weight bit widths for the accuracy-versus-bits plot, evaluated on the first "
                              "--sweep-images evaluation images (default: 6,5,4,3 for the built-in model, none for "
@@ -577,13 +603,48 @@ def _check_args(args, parser):
     if args.data is not None and not os.path.isdir(args.data):
         parser.error(f"data folder {args.data!r} does not exist")
     builtin = args.model is None
-    args.weight_bits = args.weight_bits or ([8] if builtin else [8, 6])
-    args.sweep_bits = [] if args.sweep_bits == "none" else args.sweep_bits or ([6, 5, 4, 3] if builtin else [])
+    two_bit = [quantizer for quantizer in args.weight_quantizer if quantizer != "uniform"]
+    uniform = "uniform" in args.weight_quantizer
+    if args.weight_bits is None:
+        args.weight_bits = ([8] if builtin else [8, 6]) if uniform else []
+        args.weight_bits += [2] if two_bit and 2 not in args.weight_bits else []
+    elif two_bit and (2 not in args.weight_bits or not uniform and args.weight_bits != [2]):
+        parser.error(f"the two-bit quantizer {two_bit[0]} needs --weight-bits 2, not "
+                     f"{','.join(map(str, args.weight_bits))}"
+                     f"{'' if uniform or 2 not in args.weight_bits else ' (other widths need uniform)'}")
+    if not uniform and args.sweep_bits not in (None, "none"):
+        parser.error("--sweep-bits needs the uniform --weight-quantizer (two-bit quantizers have 2 bits only)")
+    args.sweep_bits = [] if args.sweep_bits == "none" or not uniform else \
+        args.sweep_bits or ([6, 5, 4, 3] if builtin else [])
     args.sweep_bits = [bits for bits in args.sweep_bits if bits not in args.weight_bits]
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out!r} exists and is not a folder")
     if args.export_tflite is not None and os.path.isdir(args.export_tflite):
         parser.error(f"--export-tflite {args.export_tflite!r} is a folder")
+
+
+def _variants(bits, args):
+    """``(quantizer, first_last_bits)`` of the networks at ``bits`` weight bits: every ``--weight-quantizer`` that
+    runs at that width (two-bit ones at 2 only), each with the ``--first-last-8bit`` choices (below 8 bits)."""
+    ends = {"no": [None], "yes": [8], "both": [None, 8]}[args.first_last_8bit] if bits < 8 else [None]
+    return [(quantizer, first_last) for quantizer in args.weight_quantizer if quantizer == "uniform" or bits == 2
+            for first_last in ends]
+
+
+def _row(key):
+    """The identifying fields of a results.json row from a network key (``float``: all ``None``)."""
+    method, bits, quantizer, first_last = key
+    return dict(method=method, weight_bits=bits, weight_quantizer=quantizer, first_last_bits=first_last,
+                activation_bits=None if method == "float" else 8)
+
+
+def _key(row):
+    return row["method"], row["weight_bits"], row["weight_quantizer"], row["first_last_bits"]
+
+
+def _finite(value):
+    # JSON has no infinity: an exact quantization (SQNR inf) is stored as null.
+    return float(value) if np.isfinite(value) else None
 
 
 def main(argv=None):
@@ -613,7 +674,7 @@ def main(argv=None):
         timing["float_s"] = time.perf_counter() - t
         results = []
         if "float" in args.methods:
-            results.append(dict(method="float", weight_bits=None, activation_bits=None,
+            results.append(dict(_row(("float", None, None, None)),
                                 **classification_metrics(reference, eval_labels, reference),
                                 seconds=timing["float_s"]))
         t = time.perf_counter()
@@ -628,42 +689,47 @@ def main(argv=None):
             means = cal.channel_means(graph, cal_images, batch_size=batch, progress=progress)
             timing["channel_means_s"] = time.perf_counter() - t
         # Build every network first (a refused layer stops the run before any long evaluation), then evaluate.
+        # A network is keyed (method, weight bits, weight quantizer, first/last layer bits or None).
         deploy_bits = args.weight_bits[0]
-        table, sweep, networks, stats = {}, {}, {}, {}
+        deploy_variant = _variants(deploy_bits, args)[0]
+        table, sweep, networks, stats, weight_sqnr = {}, {}, {}, {}, {}
         for bits in args.weight_bits + args.sweep_bits:
-            for method in quantized + ([args.deploy] if bits == deploy_bits and args.deploy not in quantized
-                                       else []):
-                base = method.removesuffix(BIAS_CORRECTION)
-                network, layer_stats = build_network(graph, ranges, method=base, weight_bits=bits,
-                                                     shift_bits=args.shift_bits, input_range=dataset.input_range,
-                                                     preprocessing=dataset.contract,
-                                                     bias_correction=means if base != method else None)
-                if bits == deploy_bits:
-                    networks[method], stats[method] = network, layer_stats
-                if method in quantized:
-                    (table if bits in args.weight_bits else sweep)[method, bits] = network
+            for quantizer, first_last in _variants(bits, args):
+                deploying = bits == deploy_bits and (quantizer, first_last) == deploy_variant
+                for method in quantized + ([args.deploy] if deploying and args.deploy not in quantized else []):
+                    base = method.removesuffix(BIAS_CORRECTION)
+                    network, layer_stats = build_network(graph, ranges, method=base, weight_bits=bits,
+                                                         shift_bits=args.shift_bits, input_range=dataset.input_range,
+                                                         preprocessing=dataset.contract,
+                                                         bias_correction=means if base != method else None,
+                                                         weight_quantizer=quantizer, first_last_bits=first_last)
+                    if deploying:
+                        networks[method], stats[method] = network, layer_stats
+                    if method in quantized:
+                        key = (method, bits, quantizer, first_last)
+                        (table if bits in args.weight_bits else sweep)[key] = network
+                        weight_sqnr[key] = {stat["layer"]: _finite(stat["weight_sqnr_db"]) for stat in layer_stats}
         t = time.perf_counter()
         logits = _evaluate_all(table, eval_images, batch_size=batch, jobs=args.jobs, progress=progress)
         n_sweep = min(args.sweep_images, n_eval) if sweep else 0
         swept = _evaluate_all(sweep, eval_images[:n_sweep], batch_size=batch, jobs=args.jobs, progress=progress)
         timing["golden_s"] = time.perf_counter() - t
-        for (method, bits), (values, seconds) in logits.items():
-            results.append(dict(method=method, weight_bits=bits, activation_bits=8,
-                                **classification_metrics(values, eval_labels, reference), seconds=seconds,
-                                seconds_per_image=seconds / n_eval))
-        order = [("float", None)] + list(table)
-        results.sort(key=lambda r: order.index((r["method"], r["weight_bits"])))
+        for key, (values, seconds) in logits.items():
+            results.append(dict(_row(key), **classification_metrics(values, eval_labels, reference),
+                                seconds=seconds, seconds_per_image=seconds / n_eval, weight_sqnr_db=weight_sqnr[key]))
+        order = [("float", None, None, None)] + list(table)
+        results.sort(key=lambda r: order.index(_key(r)))
         # The bit sweep: every point on the same first n_sweep evaluation images (the table's logits sliced).
         sweep_results = []
         if sweep:
             subset = slice(0, n_sweep)
-            for (method, bits), (values, _) in sorted(list(logits.items()) + list(swept.items()),
-                                                      key=lambda item: (-item[0][1], ALL_METHODS.index(item[0][0]))):
-                sweep_results.append(dict(method=method, weight_bits=bits, activation_bits=8,
-                                          **classification_metrics(values[subset], eval_labels[subset],
-                                                                   reference[subset])))
+            for key, (values, _) in sorted(list(logits.items()) + list(swept.items()),
+                                           key=lambda item: (-item[0][1], ALL_METHODS.index(item[0][0]),
+                                                             QUANTIZERS.index(item[0][2]), item[0][3] or 0)):
+                sweep_results.append(dict(_row(key), **classification_metrics(values[subset], eval_labels[subset],
+                                                                              reference[subset])))
             if "float" in args.methods:
-                sweep_results.insert(0, dict(method="float", weight_bits=None, activation_bits=None,
+                sweep_results.insert(0, dict(_row(("float", None, None, None)),
                                              **classification_metrics(reference[subset], eval_labels[subset],
                                                                       reference[subset])))
         t = time.perf_counter()
@@ -678,7 +744,8 @@ def main(argv=None):
             "calibration": {"images": [0, n_cal], "count": n_cal, "method": args.calibration,
                             **({"percentile": args.percentile} if args.calibration == "percentile" else {})},
             "evaluation": {"images": [n_cal, n_cal + n_eval], "count": n_eval},
-            "deployed": {"method": args.deploy, "weight_bits": deploy_bits, "shift_bits": args.shift_bits},
+            "deployed": {"method": args.deploy, "weight_bits": deploy_bits, "weight_quantizer": deploy_variant[0],
+                         "first_last_bits": deploy_variant[1], "shift_bits": args.shift_bits},
             "jobs": args.jobs,
             "trace_images": n_trace, "results": results, "timing": timing,
             "sweep": {"images": [n_cal, n_cal + n_sweep], "count": n_sweep, "results": sweep_results},

@@ -12,20 +12,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-__all__ = ["format_table", "markdown_table", "write_report", "PLOTS"]
+__all__ = ["format_table", "markdown_table", "row_label", "write_report", "PLOTS"]
 
 #: The plot files the report writes.
 PLOTS = ("channel_ranges.png", "shift_histogram.png", "accuracy_vs_bits.png")
 
-_COLUMNS = ("method", "W", "A", "top-1 %", "top-5 %", "agree %", "logit SQNR dB", "images")
+_COLUMNS = ("method", "quantizer", "W", "first/last W", "A", "top-1 %", "top-5 %", "agree %", "logit SQNR dB",
+            "images")
 
 
 def _cells(result):
     def number(key, digits=2):
         value = result.get(key)
         return "-" if value is None else f"{value:.{digits}f}"
-    return (result["method"], str(result["weight_bits"] or "float"), str(result["activation_bits"] or "float"),
+    return (result["method"], result.get("weight_quantizer") or "-", str(result["weight_bits"] or "float"),
+            str(result.get("first_last_bits") or "-"), str(result["activation_bits"] or "float"),
             number("top1"), number("top5"), number("agreement"), number("logit_sqnr_db", 1), str(result["images"]))
+
+
+def row_label(result):
+    """A short name of a results row: method, quantizer (two-bit ones in capitals), weight bits, first/last bits."""
+    if result["method"] == "float":
+        return "float"
+    quantizer = result.get("weight_quantizer") or "uniform"
+    first_last = result.get("first_last_bits")
+    return (f"{result['method']}{'' if quantizer == 'uniform' else ' ' + quantizer.upper()} W{result['weight_bits']}"
+            f"{'' if first_last is None else f' (first/last W{first_last})'}")
 
 
 def format_table(results):
@@ -81,8 +93,8 @@ def write_report(directory, *, summary, stats, traces, manifest):
         "1 pp are ties unless agreement and SQNR agree.", "",
         "## Accuracy", "",
         markdown_table(_COLUMNS, [_cells(r) for r in summary["results"]]), "",
-        f"Written to this folder: the `{method}` network, W{bits}A8, {deployed['shift_bits']}-bit shifts "
-        "(manifest.json, network.npz).", "",
+        f"Written to this folder: the `{method}` network, W{bits}A8"
+        f"{_quantizer_note(deployed)}, {deployed['shift_bits']}-bit shifts (manifest.json, network.npz).", "",
     ]
     timing = summary["timing"]
     per_image = [r["seconds_per_image"] for r in summary["results"] if "seconds_per_image" in r]
@@ -114,6 +126,16 @@ def write_report(directory, *, summary, stats, traces, manifest):
                     + [stat["clipped_weights"], f"{100 * stat['accumulator_bound'] / 2147483647:.2f}"])
     lines += [markdown_table(header, rows), ""]
 
+    sqnr_rows = [r for r in summary["results"] if "weight_sqnr_db" in r]
+    if sqnr_rows:
+        layers = list(sqnr_rows[0]["weight_sqnr_db"])
+        lines += ["## Weight SQNR per layer, every network of the accuracy table", "",
+                  "10 log10(Σ W² / Σ (W − Ŵ)²) over each layer's float weights W (batch norm folded) and the "
+                  "weights Ŵ its integers stand for, in dB.", "",
+                  markdown_table(["layer"] + [row_label(r) for r in sqnr_rows],
+                                 [[layer] + [_db(r["weight_sqnr_db"][layer]) for r in sqnr_rows]
+                                  for layer in layers]), ""]
+
     if traces:
         lines += [f"## Per-layer output quality ({summary['trace_images']} evaluation images)", "",
                   "Output SQNR (dB) of every layer's dequantized int8 tensor against the float model's tensor, and "
@@ -144,6 +166,12 @@ def write_report(directory, *, summary, stats, traces, manifest):
                   + ", ".join(f"`{name}`" for name in images["files"]) + ".", ""]
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write("\n".join(lines))
+
+
+def _quantizer_note(deployed):
+    quantizer, first_last = deployed.get("weight_quantizer", "uniform"), deployed.get("first_last_bits")
+    note = "" if quantizer == "uniform" else f", two-bit {quantizer.upper()} weights (codebooks)"
+    return note + ("" if first_last is None else f", first and last weighted layers W{first_last}")
 
 
 def _plot_channel_ranges(path, stats, method, count=4):
@@ -190,10 +218,15 @@ def _plot_accuracy(path, results):
     for result in results:
         if result["method"] == "float":
             axis.axhline(result["top1"], color="k", lw=0.8, ls="--", label="float")
-    methods = sorted({r["method"] for r in results if r["weight_bits"]}, key=[r["method"] for r in results].index)
+    # Lines: the uniform grid at every width; markers: the two-bit quantizers and the first/last-8-bit variants.
+    uniform = [r for r in results if r["weight_bits"] and r.get("weight_quantizer", "uniform") == "uniform"
+               and r.get("first_last_bits") is None]
+    methods = sorted({r["method"] for r in uniform}, key=[r["method"] for r in uniform].index)
     for method in methods:
-        points = sorted((r["weight_bits"], r["top1"]) for r in results if r["method"] == method)
+        points = sorted((r["weight_bits"], r["top1"]) for r in uniform if r["method"] == method)
         axis.plot(*zip(*points), "o-", label=method)
+    for marker, result in zip("sD^vP*Xdp<>h" * 8, [r for r in results if r["weight_bits"] and r not in uniform]):
+        axis.plot(result["weight_bits"], result["top1"], marker, label=row_label(result))
     axis.set_xticks(sorted({r["weight_bits"] for r in results if r["weight_bits"]}))
     axis.set_xlabel("weight bits (activations int8)")
     axis.set_ylabel("top-1 %")
