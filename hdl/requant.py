@@ -6,15 +6,18 @@ zero point and clamp bounds are quasi-static inputs (hold them while results are
 
 Pipeline (one register per row, :attr:`Requantizer.latency` cycles from ``i`` to ``o``)::
 
-    1  e_c = shift - k_c                                  (per-channel exponent)
-    2  x = wrap32(acc << max(e_c, 0)),  r = min(max(-e_c, 0), 32)
+    1  left = max(e_c, 0), r = min(max(-e_c, 0), 32)      (e_c = shift - k_c, per-channel exponent)
+    2  x = wrap32(acc << left)
     3  four 17x17 partial products of x * multiplier      (one MULT18X18D each on ECP5)
     4  middle partial products summed
     5  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
     6  h + (2**(r-1) - (h < 0)), for r > 0                (RoundingDivideByPOT's rounding term)
     7  >> (r & 0b111000)                                  (coarse half of the barrel shifter)
-    8  >> (r & 0b000111)                                  (fine half)
-    9  clamp(. + zero_point, qmin, qmax)
+    8  >> (r & 0b000111), saturated to 10 bits            (fine half; exact, as |zero point| <= 128)
+    9  clamp(. + zero_point, qmin, qmax)                  (compared against qmin - zp and qmax - zp)
+
+Each lane registers its own copy of the layer parameters (and the clamp bounds less the zero point), so they must be
+stable :attr:`Requantizer.params_setup` cycles before a layer's first accumulator.
 
 The multiplier is unsigned (Q0.31, never INT32_MIN), so SRDHM's saturating case cannot arise and stage 5 is exact.
 """
@@ -56,7 +59,8 @@ class Requantizer(wiring.Component):
     Members
     -------
     params : ``In(RequantParams)``
-        Layer parameters; must be stable while results are in flight.
+        Layer parameters; each lane keeps registered copies, so they must be stable from
+        :attr:`params_setup` cycles before the first accumulator of a layer until its last result.
     i : ``In(stream.Signature(requant_input_layout(config)))``
         Accumulators and channel shifts, one per lane.
     o : ``Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))``
@@ -64,6 +68,7 @@ class Requantizer(wiring.Component):
     """
 
     latency = 9
+    params_setup = 2
 
     def __init__(self, config):
         if not isinstance(config, NPUConfig):
@@ -101,40 +106,53 @@ class Requantizer(wiring.Component):
 
     def _lane(self, m, enable, params, acc, channel_shift, *, name):
         """Build one lane's pipeline; returns its registered int8 result."""
-        def stage(shape, value, suffix):
+        def stage(shape, value, suffix, *, always=False):
             reg = Signal(shape, name=f"{name}_{suffix}")
-            with m.If(enable):
+            with m.If(enable | always):
                 m.d.sync += reg.eq(value)
             return reg
 
-        # 1: the channel's exponent e_c = shift - k_c, in [-32 - 15, 31].
-        acc_1 = stage(signed(32), acc, "acc")
-        exponent = stage(signed(7), params.shift - channel_shift, "exponent")
+        # Lane-local copies of the quasi-static layer parameters (short routes, no fan-out across lanes), and the
+        # clamp bounds relative to the unbiased value, so that the last stage compares without an adder in front.
+        shift = stage(signed(6), params.shift, "param_shift", always=True)
+        multiplier = stage(unsigned(31), params.multiplier, "param_multiplier", always=True)
+        zero_point = stage(signed(8), params.zero_point, "param_zero_point", always=True)
+        qmin = stage(signed(8), params.qmin, "param_qmin", always=True)
+        qmax = stage(signed(8), params.qmax, "param_qmax", always=True)
+        low = stage(signed(10), qmin - zero_point, "param_low", always=True)
+        high_bound = stage(signed(10), qmax - zero_point, "param_high", always=True)
 
-        # 2: left shift (wrapping, as a 32-bit register does) or a right-shift amount clamped to 32.
-        left = Mux(exponent > 0, exponent[:5], 0)
-        right_amount = -exponent
-        right = Mux(exponent >= 0, 0, Mux(right_amount > 32, 32, right_amount[:6]))
+        # 1: the shift amounts of e_c = shift - k_c (in [-47, 31]) from two parallel subtractors: left = max(e_c, 0),
+        # right = min(max(-e_c, 0), 32).
+        acc_1 = stage(signed(32), acc, "acc")
+        exponent = Signal(signed(7), name=f"{name}_exponent")
+        negated = Signal(signed(7), name=f"{name}_negated")
+        m.d.comb += [exponent.eq(shift - channel_shift), negated.eq(channel_shift - shift)]
+        left = stage(unsigned(5), Mux(exponent[-1] | (exponent == 0), 0, exponent[:5]), "left")
+        right_1 = stage(unsigned(6), Mux(negated[-1] | (negated == 0), 0,
+                                         Mux(negated[5] & (negated[:5] != 0), 32, negated[:6])), "right1")
+
+        # 2: left shift, wrapping as a 32-bit register does.
         x = stage(signed(32), (acc_1 << left)[:32].as_signed(), "x")
-        right_2 = stage(unsigned(6), right, "right2")
+        right_2 = stage(unsigned(6), right_1, "right2")
 
         # 3: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.
         xh, xl = x[16:].as_signed(), x[:16]
-        mh, ml = params.multiplier[16:], params.multiplier[:16]
+        mh, ml = multiplier[16:], multiplier[:16]
         p_hh = stage(signed(32), xh * mh, "p_hh")
         p_hl = stage(signed(33), xh * ml, "p_hl")
         p_lh = stage(signed(32), xl * mh, "p_lh")
         p_ll = stage(unsigned(32), xl * ml, "p_ll")
         right_3 = stage(unsigned(6), right_2, "right3")
 
-        # 4: sum the middle partial products.
+        # 4: sum the middle partial products; the outer ones do not overlap, so concatenated they take the
+        # rounding constant in a one-operand add.
         p_mid = stage(signed(34), p_hl + p_lh, "p_mid")
-        p_hh_4 = stage(signed(32), p_hh, "p_hh4")
-        p_ll_4 = stage(unsigned(32), p_ll, "p_ll4")
+        outer = stage(signed(64), Cat(p_ll, p_hh).as_signed() + (1 << 30), "outer")
         right_4 = stage(unsigned(6), right_3, "right4")
 
         # 5: SaturatingRoundingDoublingHighMul == floor((x * multiplier + 2**30) / 2**31) for multiplier >= 0.
-        product = (p_hh_4 << 32) + (p_mid << 16) + p_ll_4 + (1 << 30)
+        product = outer + (p_mid << 16)
         high = stage(signed(32), product[31:63].as_signed(), "high")
         right_5 = stage(unsigned(6), right_4, "right5")
 
@@ -146,9 +164,13 @@ class Requantizer(wiring.Component):
         # 7, 8: the arithmetic right shift, split into a coarse and a fine barrel shifter.
         coarse = stage(signed(34), rounded >> (right_6 & 0b111000), "coarse")
         right_7 = stage(unsigned(3), right_6[:3], "right7")
-        scaled = stage(signed(34), coarse >> right_7, "scaled")
+        # Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and keeps stage 9 narrow; the range
+        # test reduces the top bits (LUT trees, no carry chain).
+        fine = coarse >> right_7
+        top = fine[9:]
+        scaled = stage(signed(10), Mux(~top.any() | top.all(), fine[:10].as_signed(), Mux(fine[-1], -512, 511)),
+                       "scaled")
 
-        # 9: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds).
-        biased = scaled + params.zero_point
-        clamped = Mux(biased < params.qmin, params.qmin, Mux(biased > params.qmax, params.qmax, biased))
+        # 9: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds), compared before the bias is added.
+        clamped = Mux(scaled < low, qmin, Mux(scaled > high_bound, qmax, scaled + zero_point))
         return stage(signed(8), clamped, "out")

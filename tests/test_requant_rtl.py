@@ -21,6 +21,7 @@ def run_requantizer(config, params, acc, channel_shift, *, ready_pattern=None, v
     async def source(ctx):
         for name, value in params.items():
             ctx.set(getattr(dut.params, name), value)
+        await ctx.tick().repeat(Requantizer.params_setup)
         cycle = 0
         for beat in range(beats):
             while valid_pattern is not None and not valid_pattern[cycle % len(valid_pattern)]:
