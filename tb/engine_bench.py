@@ -10,14 +10,13 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
 from engine_cases import make_bench
 from golden.config import NPUConfig
 from golden.memory import activation_location, encode_descriptor, groups, load_activation
 from golden.sequencer import layer_cycles
-from sim import bench_args, unpack_lanes, write_summary
+from sim import bench_args, reset, unpack_lanes, write_summary
 
 
 async def read_tensor(dut, descriptor, config):
@@ -46,15 +45,7 @@ async def engine_matches_golden(dut):
     config = NPUConfig.from_json(args["config"])
     cases, _ = make_bench(args["bench"], config, args["seed"])
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.start.value = 0
-    dut.host__write.value = 0
-    dut.weight_load__write.value = 0
-    dut.bias_load__write.value = 0
-    for _ in range(3):
-        await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
 
     layers, failures = [], []
     for case in cases:

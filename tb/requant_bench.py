@@ -9,14 +9,13 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from amaranth.lib import data
 from cocotb.triggers import FallingEdge
 
 from golden.config import NPUConfig
 from golden.requant import INT32_MAX, INT32_MIN, requantize
 from hdl.requant import RequantParams, Requantizer
-from sim import bench_args, pack_lanes, unpack_lanes, write_summary
+from sim import bench_args, pack_lanes, reset, unpack_lanes, write_summary
 
 PARAM_FIELDS = ("multiplier", "shift", "zero_point", "qmin", "qmax")
 
@@ -74,13 +73,7 @@ async def requantizer_matches_golden(dut):
     k_offset = layout["channel_shift"].offset
     params_layout = data.Layout.cast(RequantParams)
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 1
-    for _ in range(3):
-        await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, i__valid=0, o__ready=1)
 
     vectors = mismatches = cycles = 0
     started = time.perf_counter()

@@ -10,10 +10,13 @@ import re
 import sys
 from pathlib import Path
 
+import cocotb
 from amaranth.back import verilog
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge
 from cocotb_tools.runner import get_results, get_runner
 
-__all__ = ["SIM_BUILD", "run_bench", "bench_args", "write_summary", "pack_lanes", "unpack_lanes"]
+__all__ = ["SIM_BUILD", "run_bench", "bench_args", "write_summary", "reset", "pack_lanes", "unpack_lanes"]
 
 TB_DIR = Path(__file__).resolve().parent
 SIM_BUILD = TB_DIR / "sim_build"
@@ -73,6 +76,18 @@ def bench_args():
 def write_summary(args, **summary):
     """Hand numbers (vectors, mismatches, speed) back to the pytest launcher."""
     Path(args["build_dir"], "summary.json").write_text(json.dumps(summary))
+
+
+async def reset(dut, **idle):
+    """Start a 100 MHz clock on ``dut.clk`` and hold ``dut.rst`` for three cycles with the ``idle`` inputs driven
+    (e.g. ``i__valid=0``); returns at a falling edge, the bench's point for driving inputs."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for name, value in idle.items():
+        getattr(dut, name).value = value
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
 
 
 def pack_lanes(values, width):
