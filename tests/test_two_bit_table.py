@@ -1,0 +1,91 @@
+"""tools/two_bit_table.py: its tables against the quantizer's results, the weight-memory sizes, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tools import quantize, two_bit_table
+from tools.onnx_import import Conv, FullyConnected, load_graph
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tables_from_a_quantizer_run(tmp_path):
+    # The tool's quantizer arguments on the tiny model of the CLI tests (plus its image folder and a short split).
+    from tests.test_quantize_cli import _images, _model
+    model, data = _model(tmp_path / "tiny.onnx"), _images(tmp_path / "images")
+    out = tmp_path / "out"
+    argv = two_bit_table.quantize_argv(str(model), str(out), ["layer", "wess+bc"], jobs=1, quiet=True)
+    assert quantize.main(argv + ["--data", str(data), "--calib-images", "5"]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    table = two_bit_table.accuracy_table(results, ["layer", "wess+bc"]).splitlines()
+    assert table[0] == "| weights | layer | wess+bc |" and len(table) == 2 + 1 + len(two_bit_table.QUANTIZER_ROWS)
+    by_key = {(r["method"], r["weight_bits"], r["weight_quantizer"], r["first_last_bits"]): r for r in results}
+    for line, (label, bits, quantizer, first_last) in zip(table[3:], two_bit_table.QUANTIZER_ROWS):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[0] == label
+        for cell, method in zip(cells[1:], ("layer", "wess+bc")):
+            r = by_key[(method, bits, quantizer, first_last)]
+            assert cell == f"{r['top1']:.2f} / {r['logit_sqnr_db']:.1f}"
+    sqnr = two_bit_table.weight_sqnr_table(results, ["layer", "wess+bc"]).splitlines()
+    assert sqnr[0] == ("| layer | layer W8 | layer UQ | layer SPTQ | layer MSPTQ | wess+bc W8 | wess+bc UQ | "
+                       "wess+bc SPTQ | wess+bc MSPTQ |")
+    first = [cell.strip() for cell in sqnr[2].strip("|").split("|")]
+    assert first[0] == "conv0" and first[3] == f"{by_key[('layer', 2, 'sptq', None)]['weight_sqnr_db']['conv0']:.2f}"
+    mean = [cell.strip() for cell in sqnr[-1].strip("|").split("|")]
+    values = list(by_key[("wess+bc", 2, "msptq", None)]["weight_sqnr_db"].values())
+    assert mean[0] == "mean" and mean[-1] == f"{np.mean(values):.2f}"
+    # A +bc method beside its plain one: its weights (and weight SQNR) are the plain one's, shown once.
+    doubled = results + [dict(r, method="layer+bc") for r in results if r["method"] == "layer"]
+    assert two_bit_table.weight_sqnr_table(doubled, ["layer", "layer+bc"]) == \
+        two_bit_table.weight_sqnr_table(doubled, ["layer"])
+    assert "layer+bc" in two_bit_table.weight_sqnr_table(doubled, ["layer+bc"])
+
+
+def _words(node, lanes=8):
+    # docs/memory.md section 2, from the layer shapes: conv/fc ceil(Cout/L)*KH*KW*ceil(Cin/L), depthwise
+    # ceil(C/L**2)*KH*KW; a fully connected layer after a pooled 1x1 map has KH = KW = 1.
+    ceil = lambda a, b: -(-a // b)                                                     # noqa: E731
+    if isinstance(node, FullyConnected):
+        return ceil(node.weights.shape[0], lanes) * ceil(node.weights.shape[1], lanes)
+    cout, cin, kh, kw = node.weights.shape
+    if node.depthwise:
+        return ceil(cout, lanes * lanes) * kh * kw
+    return ceil(cout, lanes) * kh * kw * ceil(cin, lanes)
+
+
+@pytest.mark.skipif(not os.path.exists(quantize.DEFAULT_MODEL), reason="the reference model is not in this checkout")
+def test_weight_memory_of_the_reference_model():
+    graph = load_graph(quantize.DEFAULT_MODEL)
+    nodes = [n for n in graph.nodes if isinstance(n, (Conv, FullyConnected))]
+    words = [_words(n) for n in nodes]
+    entries = dict(two_bit_table.weight_memory(calibration_images=4))
+    w8, w2, ends = entries["W8 (int8)"], entries["W2 (MSPTQ codes)"], entries["W2, first/last W8"]
+    assert w8["words_needed"]["weights"] == sum(words) and w8["words_needed"]["weight_codes"] == 0
+    assert w8["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": sum(words) * 512, "codes": 0,
+                                        "codebooks": 0}
+    assert w2["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": 0, "codes": sum(words) * 128,
+                                        "codebooks": len(nodes) * 32}
+    ends_words = words[0] + words[-1]
+    assert ends["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": ends_words * 512,
+                                          "codes": (sum(words) - ends_words) * 128, "codebooks": (len(nodes) - 2) * 32}
+    assert w8["weights"] == sum(n.weights.size for n in nodes) == w2["two_bit_weights"]
+
+
+def test_memory_only_command_and_bad_input(tmp_path):
+    script = os.path.join(ROOT, "tools", "two_bit_table.py")
+    for argv, message in ((["--methods", "wess,foo"], "--methods must be distinct weight methods"),
+                          (["--methods", "wess,wess"], "--methods must be distinct weight methods"),
+                          (["--fashion-eval-images", "0"], "--fashion-eval-images must be a positive integer, not 0"),
+                          (["--out", __file__], "exists and is not a folder")):
+        result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == "", argv
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    if os.path.exists(quantize.DEFAULT_MODEL):
+        result = subprocess.run([sys.executable, script, "--memory-only"], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0 and "| W2 (MSPTQ codes) | 0 | 592 | 14 | 9,528 | 8,848 |" in result.stdout
