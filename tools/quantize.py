@@ -56,6 +56,8 @@ ALL_METHODS = METHODS + tuple(method + BIAS_CORRECTION for method in WEIGHT_METH
 
 #: What the command evaluates by default: the references, the paper's rule, and the better rules.
 DEFAULT_METHODS = ("float", "layer", "channel", "wess", "wess-mse", "wess-mse+bc")
+#: Evaluation images on which --export-tflite compares the exported model with LiteRT's reference kernels.
+LITERT_BENCH_IMAGES = 256
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The built-in default model, trained by tools/train_reference.py.
@@ -753,8 +755,12 @@ def main(argv=None):
                                                                                else sys.argv[1:])),
         }
         if args.export_tflite is not None:
-            from tools.tflite_export import export_network
-            tflite_model = export_network(networks[args.deploy])
+            from tools.tflite_export import benchmark, export_network, format_benchmark
+            deployed_network = networks[args.deploy]
+            tflite_model = export_network(deployed_network)
+            bench = benchmark(deployed_network, gnet.quantize_input(deployed_network,
+                                                                    eval_images[:min(n_eval, LITERT_BENCH_IMAGES)]))
+            summary["litert_benchmark"] = dict(bench, line=format_benchmark(bench))
         _write_outputs(args.out, networks[args.deploy], summary, stats, traces, graph)
         if args.export_tflite is not None:
             _write_file(args.export_tflite, tflite_model)
@@ -766,7 +772,7 @@ def main(argv=None):
     if sweep_results:
         print(f"weight-bit sweep on the first {n_sweep} evaluation images: accuracy_vs_bits.png in the report")
     if args.export_tflite is not None:
-        print(f"wrote {args.export_tflite} ({len(tflite_model)} bytes)")
+        print(f"wrote {args.export_tflite} ({len(tflite_model)} bytes); {summary['litert_benchmark']['line']}")
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 

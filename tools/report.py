@@ -103,6 +103,9 @@ def write_report(directory, *, summary, stats, traces, manifest):
                   f"(batched, wall time in each of {summary.get('jobs', 1)} parallel processes); float onnxruntime "
                   f"{timing['float_s']:.1f} s, calibration "
                   f"{timing['calibration_s']:.1f} s for the whole split.", ""]
+    if "litert_benchmark" in summary:
+        lines += [f"Exported .tflite checked against LiteRT's reference kernels (tools/tflite_export.py): "
+                  f"{summary['litert_benchmark']['line']}.", ""]
 
     if sweep.get("results"):
         lines += ["## Weight-bit sweep", "",
