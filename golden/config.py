@@ -40,6 +40,9 @@ class NPUConfig:
         Width of the layer descriptor's size fields (height, width, kernel): sizes up to ``2**dim_bits - 1``.
     channel_bits : int
         Width of the layer descriptor's channel-count fields: up to ``2**channel_bits - 1`` channels.
+    weight_code_bits : int
+        Bits per stored weight: 8 (int8 weights) or 2 (two-bit codes and a per-layer 4-entry int8 codebook, decoded
+        to int8 in front of the MAC array; docs/memory.md section 2a).
 
     Raises
     ------
@@ -57,6 +60,7 @@ class NPUConfig:
     bias_depth: int = 256
     dim_bits: int = 10
     channel_bits: int = 12
+    weight_code_bits: int = 8
 
     def __post_init__(self):
         for name, low, high in (("lanes", 1, 256), ("acc_bits", 32, 32), ("shift_bits", 1, 5),
@@ -67,6 +71,8 @@ class NPUConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bounds = f"{low}" if low == high else f"in [{low}, {high}]"
                 raise ValueError(f"{name} must be an integer {bounds}, not {value!r}")
+        if self.weight_code_bits not in (8, 2) or isinstance(self.weight_code_bits, bool):
+            raise ValueError(f"weight_code_bits must be 8 or 2, not {self.weight_code_bits!r}")
         if self.lanes & (self.lanes - 1):
             raise ValueError(f"lanes must be a power of two, not {self.lanes!r}")
 

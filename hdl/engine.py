@@ -26,11 +26,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NPUConfig
-from golden.memory import MemoryImages, address_bits
+from golden.memory import CODE_BITS, KINDS, MemoryImages, address_bits
 from hdl.mac_array import MACArray
-from hdl.memory import ActivationMemory, BiasMemory, WeightMemory, activation_word, bias_word, load_signature, weight_word
+from hdl.memory import (ActivationMemory, BiasMemory, WeightMemory, activation_word, bias_word, load_signature,
+                        stored_weight_word, weight_word)
 from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer, descriptor_layout, pass_layout
+from hdl.weight_decoder import codebook_layout
 
 __all__ = ["Engine", "host_signature", "COUNTER_BITS"]
 
@@ -58,6 +60,9 @@ class Engine(wiring.Component):
         The hardware instance (``lanes`` at least 2).
     images : golden.memory.MemoryImages or None
         Initial memory contents (build time); ``None`` for zeros.
+    weight_codes : numpy.ndarray or None
+        With ``config.weight_code_bits == 2``: the initial weight memory, two-bit codes 0..3
+        ``(weight_depth, lanes, lanes)`` (``images.weights`` is then unused); ``None`` for code 0.
 
     Members
     -------
@@ -74,20 +79,27 @@ class Engine(wiring.Component):
     host : ``In(host_signature(config))``
         Activation memory access while idle.
     weight_load, bias_load : ``In(hdl.memory.load_signature(...))``
-        Fill the weight and bias memories word by word (``golden.memory`` word formats); writes while busy are
-        ignored.
+        Fill the weight and bias memories word by word (``golden.memory`` word formats; code words with two-bit
+        codes); writes while busy are ignored.
+    codebook : ``In(hdl.weight_decoder.codebook_layout())``
+        Only with ``config.weight_code_bits == 2``: the layer's four int8 weights (the low 32 bits of its
+        ``codebooks.hex`` entry); hold it stable until ``done``. Every layer's weights are then codes, and the MACs
+        of input channels past ``in_channels`` (code 0 decodes to ``codebook[0]``, not 0) get weight 0.
     """
 
-    def __init__(self, config, *, images=None):
+    def __init__(self, config, *, images=None, weight_codes=None):
         if not isinstance(config, NPUConfig):
             raise TypeError(f"config must be an NPUConfig, not {config!r}")
         if config.lanes < 2:
             raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes!r}")
         if images is not None and not isinstance(images, MemoryImages):
             raise TypeError(f"images must be a golden.memory.MemoryImages, not {images!r}")
+        if weight_codes is not None and config.weight_code_bits != CODE_BITS:
+            raise ValueError("weight_codes needs weight_code_bits 2")
         self._config = config
         self._images = images
-        super().__init__({
+        self._weight_codes = weight_codes
+        members = {
             "descriptor": In(descriptor_layout(config)),
             "start": In(1),
             "busy": Out(1),
@@ -96,9 +108,12 @@ class Engine(wiring.Component):
             "active_cycles": Out(unsigned(COUNTER_BITS)),
             "mac_ops": Out(unsigned(COUNTER_BITS)),
             "host": In(host_signature(config)),
-            "weight_load": In(load_signature(address_bits(config.weight_depth), weight_word(config))),
+            "weight_load": In(load_signature(address_bits(config.weight_depth), stored_weight_word(config))),
             "bias_load": In(load_signature(address_bits(config.bias_depth), bias_word(config))),
-        })
+        }
+        if config.weight_code_bits == CODE_BITS:
+            members["codebook"] = In(codebook_layout())
+        super().__init__(members)
 
     @property
     def config(self):
@@ -114,7 +129,9 @@ class Engine(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(config)
         m.submodules.activations = act = ActivationMemory(
             config, init=None if images is None else images.activation)
-        m.submodules.weights = weights = WeightMemory(config, init=None if images is None else images.weights)
+        two_bit = config.weight_code_bits == CODE_BITS
+        m.submodules.weights = weights = WeightMemory(
+            config, init=self._weight_codes if two_bit else None if images is None else images.weights)
         m.submodules.biases = biases = BiasMemory(
             config, bias=None if images is None else images.bias,
             channel_shift=None if images is None else images.channel_shift)
@@ -152,6 +169,9 @@ class Engine(wiring.Component):
         pending.append(control_valid)
         act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
         weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
+        if two_bit:
+            m.d.comb += weights.codebook.eq(self.codebook)
+            weight_data = _padding_columns_zeroed(m, config, d, seq.step, weight_data, fetch_latency)
 
         m.d.comb += [
             mac.i.valid.eq(control_valid),
@@ -279,3 +299,26 @@ def _delayed(m, value, cycles, name):
         m.d.sync += delayed.eq(value)
         value = delayed
     return value
+
+
+def _padding_columns_zeroed(m, config, d, step, weight_data, latency):
+    # Two-bit codes: the padding columns of a conv / fully connected layer's last input channel group decode to
+    # codebook[0], not 0 (docs/memory.md section 2a). The steps of a pass walk (ky, kx, gi) with gi innermost, so
+    # a counter of the steps since the pass's first one tells the last group; its column mask waits for the data.
+    lanes, lane_bits = config.lanes, config.lane_bits
+    last_group = (d.in_channels - 1) >> lane_bits
+    gi = Signal.like(d.in_channels, name="code_gi")
+    current = Mux(step.payload.first, 0, gi)
+    with m.If(step.valid):
+        m.d.sync += gi.eq(Mux(current == last_group, 0, current + 1))
+    regular = (d.kind == KINDS["conv"]) | (d.kind == KINDS["fully_connected"])
+    columns = ((d.in_channels - 1) & (lanes - 1))
+    mask = Signal(lanes, name="code_columns")
+    for c in range(lanes):
+        m.d.comb += mask[c].eq(~regular | (current != last_group) | (c <= columns))
+    mask = _delayed(m, mask, latency, "code_columns")
+    masked = Signal.like(weight_data, name="weight_data_masked")
+    for r in range(lanes):
+        for c in range(lanes):
+            m.d.comb += masked[r][c].eq(Mux(mask[c], weight_data[r][c], 0))
+    return masked

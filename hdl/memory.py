@@ -7,15 +7,15 @@ word by word through the write ports (the engine's host and load ports).
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NPUConfig
-from golden.memory import address_bits, pack_words
+from golden.memory import CODE_BITS, address_bits, pack_words
 
 __all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "activation_word", "weight_word", "bias_word",
-           "load_signature"]
+           "stored_weight_word", "load_signature"]
 
 
 def activation_word(config):
@@ -120,44 +120,74 @@ def load_signature(address_bits_, shape):
 class WeightMemory(wiring.Component):
     """The weight memory: one ``lanes x lanes`` int8 word per cycle.
 
-    This is the seam for other weight encodings: a decoding memory (e.g. two-bit codes and a codebook) offers the
-    same ``address`` / ``data`` members and its own :attr:`latency`; the engine aligns the activations to it.
+    This is the seam for other weight encodings: the memory offers ``address`` / ``data`` and its :attr:`latency`,
+    whatever it stores; the engine aligns the activations to it. With ``config.weight_code_bits == 2`` it stores
+    code words of ``2 lanes**2`` bits (docs/memory.md section 2a) and a :class:`hdl.weight_decoder.WeightDecoder`
+    between the RAM read port and the output register turns them into int8 words with the layer's ``codebook``
+    (same latency).
 
     Parameters
     ----------
     config : NPUConfig
     init : numpy.ndarray or None
-        int8 ``(weight_depth, lanes, lanes)`` (``golden.memory.MemoryImages.weights``).
+        ``(weight_depth, lanes, lanes)``: int8 weights (``golden.memory.MemoryImages.weights``), or with two-bit codes
+        the codes 0..3 (``golden.memory.store_weights`` of ``golden.memory.weight_codes``).
 
     Members
     -------
     address : ``In(unsigned)``, data : ``Out(weight_word(config))``
         Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
+    codebook : ``In(hdl.weight_decoder.codebook_layout())``
+        Only with two-bit codes: the running layer's four int8 weights.
     load : ``In(load_signature(...))``
-        Write port, to load a network's weights.
+        Write port, to load a network's weights (:func:`stored_weight_word` words).
     """
 
     latency = 2
 
     def __init__(self, config, *, init=None):
+        from hdl.weight_decoder import codebook_layout   # hdl.weight_decoder imports this module
+
         self._config = _check_config(config)
         self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
         bits = address_bits(config.weight_depth)
-        super().__init__({
+        members = {
             "address": In(unsigned(bits)),
             "data": Out(weight_word(config)),
-            "load": In(load_signature(bits, weight_word(config))),
-        })
+            "load": In(load_signature(bits, stored_weight_word(config))),
+        }
+        if config.weight_code_bits == CODE_BITS:
+            if self._init is not None and (self._init.min(initial=0) < 0 or self._init.max(initial=0) > 3):
+                raise ValueError("init must hold two-bit codes 0..3 when weight_code_bits is 2")
+            members["codebook"] = In(codebook_layout())
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(config.weight_depth, -1), 8))
-        mem = memory.Memory(shape=unsigned(config.macs * 8), depth=config.weight_depth, init=init)
+        code_bits = config.weight_code_bits
+        init = [] if self._init is None else _trimmed(
+            pack_words(self._init.reshape(config.weight_depth, -1), code_bits))
+        mem = memory.Memory(shape=unsigned(config.macs * code_bits), depth=config.weight_depth, init=init)
         m.submodules.mem = mem
         _load(m, mem, self.load)
-        m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "weights"))
+        if code_bits == CODE_BITS:
+            from hdl.weight_decoder import WeightDecoder
+
+            m.submodules.decoder = decoder = WeightDecoder(config)
+            port = mem.read_port(transparent_for=())
+            out = Signal(weight_word(config), name="weights_q")
+            m.d.comb += [port.addr.eq(self.address), decoder.codes.eq(port.data), decoder.codebook.eq(self.codebook)]
+            m.d.sync += out.eq(decoder.weights)
+            m.d.comb += self.data.eq(out)
+        else:
+            m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "weights"))
         return m
+
+
+def stored_weight_word(config):
+    """What one weight memory word holds: a :func:`weight_word`, or with two-bit codes ``2 lanes**2`` code bits."""
+    return weight_word(config) if config.weight_code_bits == 8 else unsigned(CODE_BITS * config.macs)
 
 
 def bias_word(config):
@@ -220,7 +250,7 @@ class BiasMemory(wiring.Component):
 def _load(m, mem, load):
     # The memory's write port, driven by a load port.
     port = mem.write_port()
-    m.d.comb += [port.addr.eq(load.address), port.data.eq(load.data.as_value()), port.en.eq(load.write)]
+    m.d.comb += [port.addr.eq(load.address), port.data.eq(Value.cast(load.data)), port.en.eq(load.write)]
 
 
 def _trimmed(words):

@@ -12,9 +12,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
-from engine_cases import make_bench
+from engine_cases import TWO_BIT_CODEBOOKS, make_bench, two_bit_bench
 from golden.config import NPUConfig
-from golden.memory import activation_location, encode_descriptor, groups, load_activation
+from golden.memory import activation_location, pack_words, encode_descriptor, groups, load_activation
 from golden.sequencer import layer_cycles
 from sim import bench_args, reset, unpack_lanes, write_summary
 
@@ -43,14 +43,17 @@ async def read_tensor(dut, descriptor, config):
 async def engine_matches_golden(dut):
     args = bench_args()
     config = NPUConfig.from_json(args["config"])
-    cases, _ = make_bench(args["bench"], config, args["seed"])
+    two_bit = args["bench"] == "two_bit"
+    cases = two_bit_bench(config, args["seed"])[0] if two_bit else make_bench(args["bench"], config, args["seed"])[0]
 
     await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
 
     layers, failures = [], []
-    for case in cases:
+    for index, case in enumerate(cases):
         await FallingEdge(dut.clk)
         dut.descriptor.value = encode_descriptor(case.descriptor, config)
+        if two_bit:
+            dut.codebook.value = pack_words([TWO_BIT_CODEBOOKS[index]], 8)[0]
         dut.start.value = 1
         await FallingEdge(dut.clk)
         dut.start.value = 0

@@ -8,10 +8,19 @@ and the cocotb module call :func:`make_bench` with the same seed and get the sam
 
 import dataclasses
 
-from golden.config import NPUConfig
-from tools.bench_engine import layer_space, random_layers
+import numpy as np
 
-__all__ = ["BENCHES", "bench_config", "make_bench"]
+from golden.config import NPUConfig
+from golden.conv import conv2d
+from golden.memory import CODE_BITS, load_activation, store_weights
+from golden.requant import requantize
+from tools.bench_engine import Case, layer_space, random_layers
+
+__all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench"]
+
+#: Codebook of each two-bit bench layer: SPTQ/MSPTQ levels {-4, -1, 1, 4} x 24, UQ levels {-3, -1, 1, 3} x 27, and
+#: the int8 extremes.
+TWO_BIT_CODEBOOKS = ([-96, -24, 24, 96], [-81, -27, 27, 81], [-128, -1, 1, 127])
 
 # (kind, input (H, W, C), output channels, kernel, stride, padding (top, bottom, left, right), flavour)
 # Flavours: "plain" (outputs spread over int8), "saturate" (most outputs clamp), "relu6" (narrow clamp bounds),
@@ -45,6 +54,13 @@ BENCHES = {
         ("average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
         ("average_pool", (1, 1, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
+    # Two-bit weight codes (weight_code_bits 2, :func:`two_bit_bench`): input channels not multiples of the lanes, so
+    # the padding columns (code 0 -> codebook[0] != 0) must be zeroed; zero point -128 makes a leak large.
+    "two_bit": [
+        ("conv", (7, 9, 12), 10, (3, 3), (1, 1), (1, 1, 1, 1), "plain"),
+        ("conv", (6, 7, 20), 16, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
+        ("fully_connected", (1, 1, 37), 10, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+    ],
     # Channel counts that are multiples of the lanes: the utilization targets, and the >= 100,000-MAC speed check.
     "utilization": [
         ("conv", (8, 8, 32), 32, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
@@ -65,7 +81,7 @@ def bench_specs(bench):
 
 def bench_config(bench, lanes=8):
     """The default-shaped configuration with the smallest power-of-two memories that hold a bench's layers."""
-    config = NPUConfig(lanes=lanes)
+    config = NPUConfig(lanes=lanes, weight_code_bits=CODE_BITS if bench == "two_bit" else 8)
     words = layer_space(bench_specs(bench), config)
     return dataclasses.replace(config, **{f"{name}_depth": 1 << max(4, (words[key] - 1).bit_length())
                                           for name, key in (("act", "act"), ("weight", "weights"), ("bias", "bias"))})
@@ -74,3 +90,30 @@ def bench_config(bench, lanes=8):
 def make_bench(bench, config, seed):
     """``(cases, images)`` of a bench (``tools.bench_engine.random_layers``)."""
     return random_layers(bench_specs(bench), config, seed)
+
+
+def two_bit_bench(config, seed):
+    """``(cases, images, codes)`` of the ``two_bit`` bench: :func:`make_bench`'s layers with two-bit weights.
+
+    Inputs, biases, shifts and descriptors are :func:`make_bench`'s; each layer's weights are random codes of its
+    :data:`TWO_BIT_CODEBOOKS` entry, stored as codes (``codes``: ``(weight_depth, lanes, lanes)``, padding code 0),
+    and the expected output comes from the golden conv and requantizer on the decoded int8 weights.
+    """
+    cases, images = make_bench("two_bit", config, seed)
+    codes = np.zeros_like(images.weights)
+    rng = np.random.default_rng(seed)
+    two_bit_cases = []
+    for case, codebook in zip(cases, TWO_BIT_CODEBOOKS):
+        d = case.descriptor
+        x = load_activation(images.activation, d.in_shape, base=d.in_base, pitch=d.in_row_pitch, config=config)
+        layer_codes = rng.integers(0, 1 << CODE_BITS, size=(d.out_channels, d.kernel_height, d.kernel_width,
+                                                              d.in_channels))
+        store_weights(codes, d.kind, layer_codes, base=d.weight_base, config=config)
+        bias = images.bias[d.bias_base:].reshape(-1)[:d.out_channels]
+        channel_shift = images.channel_shift[d.bias_base:].reshape(-1)[:d.out_channels]
+        top, bottom, left, right = d.padding
+        acc = conv2d(x[None], np.asarray(codebook)[layer_codes], bias, stride=(d.stride_height, d.stride_width),
+                     padding=(top, bottom, left, right), input_zero_point=d.input_zero_point)[0]
+        expected = requantize(acc, d.multiplier, d.shift, channel_shift, d.output_zero_point, d.qmin, d.qmax)
+        two_bit_cases.append(Case(name=f"{case.name} codebook {codebook}", descriptor=d, expected=expected, acc=acc))
+    return two_bit_cases, images, codes

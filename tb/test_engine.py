@@ -7,7 +7,7 @@ depthwise, channel counts multiples of the lanes) and that a layer of >= 100,000
 
 import pytest
 
-from engine_cases import bench_config, make_bench
+from engine_cases import bench_config, make_bench, two_bit_bench
 from golden.sequencer import layer_cycles
 from hdl.engine import Engine
 from sim import run_bench
@@ -15,12 +15,17 @@ from sim import run_bench
 UTILIZATION_TARGET = {"conv": 0.90, "depthwise": 0.75}
 
 
-@pytest.mark.parametrize("bench", ["conv", "depthwise", "fully_connected", "average_pool", "utilization"])
+@pytest.mark.parametrize("bench", ["conv", "depthwise", "fully_connected", "average_pool", "utilization", "two_bit"])
 def test_engine_bit_exact(bench, bench_report):
     config = bench_config(bench)
     seed = 2026
-    cases, images = make_bench(bench, config, seed)
-    summary = run_bench(Engine(config, images=images), name=f"engine_{bench}", test_module="engine_bench",
+    if bench == "two_bit":   # weight_code_bits 2: code words in the weight memory, decoded in front of the MAC array
+        cases, images, codes = two_bit_bench(config, seed)
+        engine = Engine(config, images=images, weight_codes=codes)
+    else:
+        cases, images = make_bench(bench, config, seed)
+        engine = Engine(config, images=images)
+    summary = run_bench(engine, name=f"engine_{bench}", test_module="engine_bench",
                         args=dict(config=config.to_json(), bench=bench, seed=seed))
     layers = summary["layers"]
     assert len(layers) == len(cases)

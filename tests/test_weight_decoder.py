@@ -1,0 +1,46 @@
+"""hdl/weight_decoder.py in the Amaranth simulator against golden.memory.decode_code_words."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.config import NPUConfig
+from golden.memory import decode_code_words
+from hdl.weight_decoder import WeightDecoder
+
+
+def _codebooks(rng):
+    # Extremes and the paper's shapes (UQ {-3,-1,1,3}, SPTQ/MSPTQ {-4,-1,1,4} times a step), then random ones.
+    fixed = [[-128, -1, 1, 127], [-3, -1, 1, 3], [-64, -16, 16, 64], [-128, -127, 126, 127]]
+    drawn = [np.sort(rng.choice(np.arange(-128, 128), size=4, replace=False)).tolist() for _ in range(6)]
+    return fixed + drawn
+
+
+def test_decoder_matches_golden():
+    config = NPUConfig(lanes=4)
+    rng = np.random.default_rng(6)
+    bits = 2 * config.macs
+    words = [0, (1 << bits) - 1, int("10" * config.macs, 2)] + \
+        [int(rng.integers(0, 1 << 62)) | int(rng.integers(0, 1 << 62)) << 62 | int(rng.integers(0, 16)) << 124
+         for _ in range(12)]
+    words = [w & ((1 << bits) - 1) for w in words]
+    dut = WeightDecoder(config)
+    cases = [(codebook, word) for codebook in _codebooks(rng) for word in words]
+
+    async def bench(ctx):
+        for codebook, word in cases:
+            for i, value in enumerate(codebook):
+                ctx.set(dut.codebook[i], value)
+            ctx.set(dut.codes, word)
+            got = np.array([[ctx.get(dut.weights[r][c]) for c in range(config.lanes)] for r in range(config.lanes)])
+            expected = decode_code_words([word], codebook, config)[0]
+            assert np.array_equal(got, expected), (codebook, hex(word))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_decoder_rejects_bad_config():
+    with pytest.raises(TypeError, match="NPUConfig"):
+        WeightDecoder("lanes=8")
