@@ -14,7 +14,7 @@ __all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "
            "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
 
 #: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``).
-SEQUENCER_LATENCY = 4
+SEQUENCER_LATENCY = 6
 #: Cycles from a step leaving the sequencer to its operands entering the MAC array (the memories' read latency).
 FETCH_LATENCY = 2
 #: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):
@@ -125,7 +125,8 @@ def issue_cycles(descriptor, config):
     """Cycles the sequencer spends issuing steps: one per step, plus bubbles that space short depthwise passes.
 
     A depthwise pass leaves the MAC array as ``lanes`` words, one per cycle, so a pass may end only ``lanes``
-    cycles after the previous one: passes shorter than ``lanes`` steps (kernels under ``lanes`` taps) wait.
+    cycles after the previous one: a pass shorter than ``lanes`` steps (a kernel under ``lanes`` taps) is followed by
+    ``lanes - KH*KW`` bubbles, except the last.
     """
     d, lanes = descriptor, config.lanes
     kernel = d.kernel_height * d.kernel_width

@@ -84,7 +84,7 @@ class Sequencer(wiring.Component):
     Members
     -------
     descriptor : ``In(descriptor_layout(config))``
-        The layer; hold it stable from ``start`` until the engine is done.
+        The layer; sampled with ``start``.
     start : ``In(1)``
         Starts the layer when the sequencer is idle.
     busy : ``Out(1)``
@@ -93,8 +93,9 @@ class Sequencer(wiring.Component):
         The steps.
     """
 
-    #: Cycles from ``start`` to the first step; consecutive steps follow each cycle (golden/sequencer.py).
-    latency = 4
+    #: Cycles from ``start`` to the first step (descriptor latched, two setup cycles, three stages); consecutive
+    #: steps follow each cycle (golden/sequencer.py).
+    latency = 6
 
     def __init__(self, config):
         if not isinstance(config, NPUConfig):
@@ -117,13 +118,21 @@ class Sequencer(wiring.Component):
         act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
         coord = signed(dim + 3)
         count = unsigned(lane_bits + 2)
-        d = self.descriptor
         launch = self.start & ~self.busy
 
-        # -- per-layer constants, latched at start ------------------------------------------------------------
-        def constant(shape, value, name):
+        # -- setup: the descriptor latched at start, then derived constants over two cycles, one adder deep -----
+        d = Signal(self.descriptor.shape(), name="descriptor_q")
+        setup = Signal(2, name="setup")               # 1: descriptor latched; 2: first derivations done
+        with m.If(launch):
+            m.d.sync += [d.eq(self.descriptor), setup.eq(1)]
+        with m.Elif(setup == 1):
+            m.d.sync += setup.eq(2)
+        with m.Elif(setup == 2):
+            m.d.sync += setup.eq(0)
+
+        def derived(shape, value, name, phase):
             reg = Signal(shape, name=name)
-            with m.If(launch):
+            with m.If(setup == phase):
                 m.d.sync += reg.eq(value)
             return reg
 
@@ -133,36 +142,51 @@ class Sequencer(wiring.Component):
         def last_lanes(count):
             return ((count - 1) & (lanes - 1)) + 1
 
+        # phase 1: from the latched descriptor
         is_dw = d.kind == KINDS["depthwise"]
         is_pool = d.kind == KINDS["average_pool"]
         is_conv = ~is_dw & ~is_pool
         is_s2 = is_dw & (d.stride_width == 2)
-        in_groups, out_groups = groups_of(d.in_channels), groups_of(d.out_channels)
-        tile_bits = Mux(is_dw, Mux(is_s2, lane_bits - 1, lane_bits), 0)   # log2 of the pixels per pass
-        conv = constant(1, is_conv, "conv")
-        dw = constant(1, is_dw, "dw")
-        pool = constant(1, is_pool, "pool")
-        s2 = constant(1, is_s2, "s2")
-        cin_last = constant(count, last_lanes(d.in_channels), "cin_last")
-        cout_last = constant(count, last_lanes(d.out_channels), "cout_last")
-        gout_odd = constant(1, out_groups[0], "gout_odd")
-        igp = constant(unsigned(act), groups_of(d.in_width), "igp")
-        ogp = constant(unsigned(act), groups_of(d.out_width), "ogp")
-        igp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.in_width) << 1, groups_of(d.in_width)), "igp_pass")
-        ogp_pass = constant(unsigned(act), Mux(is_s2, groups_of(d.out_width) << 1, groups_of(d.out_width)),
-                            "ogp_pass")
-        row_step = constant(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step")
-        tile = constant(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile")
-        tile_step = constant(coord, Mux(is_dw, lanes, d.stride_width), "tile_step")
-        pass_groups = constant(unsigned(2), Mux(is_s2, 2, 1), "pass_groups")
-        # Loop lengths minus one; the loops count down to 0, so ends are zero tests.
-        gi_reload = constant(unsigned(channels), Mux(is_conv, in_groups - 1, 0), "gi_reload")
-        kx_reload = constant(unsigned(dim), d.kernel_width - 1, "kx_reload")
-        ky_reload = constant(unsigned(dim), d.kernel_height - 1, "ky_reload")
-        go_reload = constant(unsigned(channels), Mux(is_s2, (out_groups + 1) >> 1, out_groups) - 1, "go_reload")
-        xt_reload = constant(unsigned(dim), ((d.out_width + (1 << tile_bits) - 1) >> tile_bits) - 1, "xt_reload")
+        conv = derived(1, is_conv, "conv", 1)
+        dw = derived(1, is_dw, "dw", 1)
+        pool = derived(1, is_pool, "pool", 1)
+        s2 = derived(1, is_s2, "s2", 1)
+        in_groups = derived(unsigned(channels), groups_of(d.in_channels), "in_groups", 1)
+        out_groups = derived(unsigned(channels), groups_of(d.out_channels), "out_groups", 1)
+        cin_last = derived(count, last_lanes(d.in_channels), "cin_last", 1)
+        cout_last = derived(count, last_lanes(d.out_channels), "cout_last", 1)
+        igp = derived(unsigned(act), groups_of(d.in_width), "igp", 1)
+        ogp = derived(unsigned(act), groups_of(d.out_width), "ogp", 1)
+        row_step = derived(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step",
+                           1)
+        tile = derived(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile", 1)
+        tile_step = derived(coord, Mux(is_dw, lanes, d.stride_width), "tile_step", 1)
+        pass_groups = derived(unsigned(2), Mux(is_s2, 2, 1), "pass_groups", 1)
+        tiles = derived(unsigned(dim + 1), Mux(is_dw, Mux(is_s2, (d.out_width + (lanes // 2 - 1)) >> (lane_bits - 1),
+                                                               groups_of(d.out_width)), d.out_width), "tiles", 1)
         # Output pixels of the last pass of a row: ((Wo - 1) mod P) + 1.
-        pixels_last = constant(count, ((d.out_width - 1) & ((1 << tile_bits) - 1)) + 1, "pixels_last")
+        pixels_last = derived(count, Mux(is_dw, ((d.out_width - 1) & Mux(is_s2, lanes // 2 - 1, lanes - 1)) + 1, 1),
+                              "pixels_last", 1)
+        # A depthwise pass leaves the MAC array as lanes words, one per cycle: passes of fewer than lanes steps are
+        # followed by lanes - KH*KW bubbles.
+        small = derived(1, is_dw & (d.kernel_height < lanes) & (d.kernel_width < lanes), "small", 1)
+        window = derived(unsigned(2 * lane_bits), d.kernel_height[:lane_bits] * d.kernel_width[:lane_bits], "window", 1)
+        bubbles = derived(range(lanes), Mux(small & (window < lanes), lanes - window, 0), "bubbles", 2)
+        top_rows = derived(unsigned(act), (Mux(d.pad_top[0], d.in_row_pitch, 0)
+                                           + Mux(d.pad_top[1], d.in_row_pitch << 1, 0))[:act], "top_rows", 1)
+        # phase 2: loop lengths minus one (the loops count down to 0, so ends are zero tests) and the first row
+        gout_odd = derived(1, out_groups[0], "gout_odd", 2)
+        igp_pass = derived(unsigned(act), Mux(s2, igp << 1, igp), "igp_pass", 2)
+        ogp_pass = derived(unsigned(act), Mux(s2, ogp << 1, ogp), "ogp_pass", 2)
+        gi_reload = derived(unsigned(channels), Mux(conv, in_groups - 1, 0), "gi_reload", 2)
+        kx_reload = derived(unsigned(dim), d.kernel_width - 1, "kx_reload", 2)
+        ky_reload = derived(unsigned(dim), d.kernel_height - 1, "ky_reload", 2)
+        go_reload = derived(unsigned(channels), Mux(s2, (out_groups + 1) >> 1, out_groups) - 1, "go_reload", 2)
+        xt_reload = derived(unsigned(dim), tiles - 1, "xt_reload", 2)
+        # loops of one iteration: their end flag is set from the start
+        single_now = {"gi": ~conv | (in_groups == 1), "kx": d.kernel_width == 1, "ky": d.kernel_height == 1,
+                      "go": Mux(s2, out_groups <= 2, out_groups == 1), "xt": tiles == 1, "y": d.out_height == 1}
+        single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
 
         # -- loop counters --------------------------------------------------------------------------------------
         running = Signal()
@@ -172,65 +196,65 @@ class Sequencer(wiring.Component):
         kx_left, ky_left, xt_left, y_left = (Signal(unsigned(dim), name=n)
                                              for n in ("kx_left", "ky_left", "xt_left", "y_left"))
         first = Signal(name="first")
+        # end_*: the loop is at its last iteration (its counter is 0), kept as registers beside the counters
+        end_gi, end_kx, end_ky, end_go, end_xt, end_y = ends = [Signal(name=f"end_{n}")
+                                                              for n in ("gi", "kx", "ky", "go", "xt", "y")]
         y_in0, y_in, x_in0, x_in = (Signal(coord, name=n) for n in ("y_in0", "y_in", "x_in0", "x_in"))
         row0, row, gi_off, go_in_off, go_out_off, out_row = (
             Signal(unsigned(act), name=n) for n in ("row0", "row", "gi_off", "go_in_off", "go_out_off", "out_row"))
         waddr, wblock = Signal(unsigned(wbits), name="waddr"), Signal(unsigned(wbits), name="wblock")
-        since = Signal(range(lanes), name="since")
+        hold = Signal(range(lanes), name="hold")     # bubbles left before the next pass
 
-        top_rows = (Mux(d.pad_top[0], d.in_row_pitch, 0) + Mux(d.pad_top[1], d.in_row_pitch << 1, 0))[:act]
-        with m.If(launch):
+        with m.If(setup == 2):
             first_row = (d.in_base - top_rows)[:act]
             m.d.sync += [
                 running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
-                gi_left.eq(Mux(is_conv, in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
-                ky_left.eq(d.kernel_height - 1), go_left.eq(Mux(is_s2, (out_groups + 1) >> 1, out_groups) - 1),
-                xt_left.eq(((d.out_width + (1 << tile_bits) - 1) >> tile_bits) - 1), y_left.eq(d.out_height - 1),
+                gi_left.eq(Mux(conv, in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
+                ky_left.eq(d.kernel_height - 1), go_left.eq(Mux(s2, (out_groups + 1) >> 1, out_groups) - 1),
+                xt_left.eq(tiles - 1), y_left.eq(d.out_height - 1),
                 y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
                 row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
-                out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), since.eq(lanes - 1),
+                out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), hold.eq(0),
             ]
+            m.d.sync += [end.eq(single_now[name]) for end, name in zip(ends, ("gi", "kx", "ky", "go", "xt", "y"))]
 
-        end_gi, end_kx, end_ky = gi_left == 0, kx_left == 0, ky_left == 0
-        end_go, end_xt, end_y = go_left == 0, xt_left == 0, y_left == 0
         pass_end = end_gi & end_kx & end_ky
         advance = Signal()
-        m.d.comb += advance.eq(running & ~(dw & pass_end & (since != lanes - 1)))
-
-        # Cycles since the last pass ended (saturating): a depthwise pass may end only lanes cycles after the
-        # previous one, while the MAC array drains that one's rows.
+        m.d.comb += advance.eq(running & (hold == 0))
         with m.If(advance & pass_end):
-            m.d.sync += since.eq(0)
-        with m.Elif(running & (since != lanes - 1)):
-            m.d.sync += since.eq(since + 1)
+            m.d.sync += hold.eq(bubbles)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
 
         with m.If(advance):
             m.d.sync += first.eq(pass_end)
             with m.If(~end_gi):
-                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), gi_off.eq(gi_off + igp)]
+                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), end_gi.eq(gi_left == 1), gi_off.eq(gi_off + igp)]
             with m.Else():
-                m.d.sync += [gi.eq(0), gi_left.eq(gi_reload), gi_off.eq(0)]
+                m.d.sync += [gi.eq(0), gi_left.eq(gi_reload), end_gi.eq(single["gi"]), gi_off.eq(0)]
                 with m.If(~end_kx):
-                    m.d.sync += [kx_left.eq(kx_left - 1), x_in.eq(x_in + 1)]
+                    m.d.sync += [kx_left.eq(kx_left - 1), end_kx.eq(kx_left == 1), x_in.eq(x_in + 1)]
                 with m.Else():
-                    m.d.sync += [kx_left.eq(kx_reload), x_in.eq(x_in0)]
+                    m.d.sync += [kx_left.eq(kx_reload), end_kx.eq(single["kx"]), x_in.eq(x_in0)]
                     with m.If(~end_ky):
-                        m.d.sync += [ky_left.eq(ky_left - 1), y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
+                        m.d.sync += [ky_left.eq(ky_left - 1), end_ky.eq(ky_left == 1), y_in.eq(y_in + 1),
+                                     row.eq(row + d.in_row_pitch)]
                     with m.Else():
-                        m.d.sync += [ky_left.eq(ky_reload), y_in.eq(y_in0), row.eq(row0)]
+                        m.d.sync += [ky_left.eq(ky_reload), end_ky.eq(single["ky"]), y_in.eq(y_in0), row.eq(row0)]
                         with m.If(~end_go):
-                            m.d.sync += [go.eq(go + pass_groups), go_left.eq(go_left - 1),
+                            m.d.sync += [go.eq(go + pass_groups), go_left.eq(go_left - 1), end_go.eq(go_left == 1),
                                          go_in_off.eq(go_in_off + igp_pass), go_out_off.eq(go_out_off + ogp_pass)]
                         with m.Else():
-                            m.d.sync += [go.eq(0), go_left.eq(go_reload), go_in_off.eq(0), go_out_off.eq(0)]
+                            m.d.sync += [go.eq(0), go_left.eq(go_reload), end_go.eq(single["go"]), go_in_off.eq(0),
+                                         go_out_off.eq(0)]
                             with m.If(~end_xt):
-                                m.d.sync += [xt.eq(xt + tile), xt_left.eq(xt_left - 1),
+                                m.d.sync += [xt.eq(xt + tile), xt_left.eq(xt_left - 1), end_xt.eq(xt_left == 1),
                                              x_in0.eq(x_in0 + tile_step), x_in.eq(x_in0 + tile_step)]
                             with m.Else():
-                                m.d.sync += [xt.eq(0), xt_left.eq(xt_reload), x_in0.eq(-d.pad_left),
+                                m.d.sync += [xt.eq(0), xt_left.eq(xt_reload), end_xt.eq(single["xt"]), x_in0.eq(-d.pad_left),
                                              x_in.eq(-d.pad_left)]
                                 with m.If(~end_y):
-                                    m.d.sync += [y_left.eq(y_left - 1), y_in0.eq(y_in0 + d.stride_height),
+                                    m.d.sync += [y_left.eq(y_left - 1), end_y.eq(y_left == 1), y_in0.eq(y_in0 + d.stride_height),
                                                  y_in.eq(y_in0 + d.stride_height), row0.eq(row0 + row_step),
                                                  row.eq(row0 + row_step), out_row.eq(out_row + d.out_row_pitch)]
                                 with m.Else():
@@ -254,13 +278,17 @@ class Sequencer(wiring.Component):
         rows_go1 = Mux(end_go, Mux(gout_odd, 0, cout_last), lanes)
         pixels = Mux(end_xt, pixels_last, tile)
         s1 = Signal(data.StructLayout({
-            "x_in": coord, "y_ok": 1, "base": unsigned(lane_bits), "row": unsigned(act), "pair_in": 1,
+            "x_in": coord, "x_row": data.ArrayLayout(coord, lanes), "y_ok": 1, "base": unsigned(lane_bits),
+            "row": unsigned(act), "pair_in": 1,
             "weight_address": unsigned(wbits), "weight_row": unsigned(lane_bits), "first": 1, "last": 1,
             "factor_a": count, "factor_b": unsigned(lane_bits + 2), "out_row": unsigned(act),
             "xt_word": unsigned(dim), "out": pass_layout(config),
         }), name="s1")
         s1_valid = Signal()
         m.d.sync += s1_valid.eq(advance)
+        half = lanes // 2
+        for r in range(lanes):     # each MAC row's input column: x_in + r (stride 1), x_in + 2i (stride 2, row e*L/2+i)
+            m.d.sync += s1.x_row[r].eq(x_in + Mux(dw, Mux(s2, (r % half) * 2, r), 0))
         m.d.sync += [
             s1.x_in.eq(x_in),
             s1.y_ok.eq((y_in >= 0) & (y_in < d.in_height)),
@@ -285,13 +313,13 @@ class Sequencer(wiring.Component):
             s1.out.pool.eq(pool),
         ]
 
-        # -- stage 2: per-row columns and validity, word addresses without the column carry ----------------------
-        half = lanes // 2
+        # -- stage 2: per-row validity and banks, word addresses without the column carry ----------------------
         s2_ = Signal(data.StructLayout({
             "row": unsigned(act), "base": unsigned(lane_bits), "carry": data.ArrayLayout(1, lanes),
             "act_valid": data.ArrayLayout(1, lanes), "act_bank": data.ArrayLayout(unsigned(lane_bits), lanes),
             "weight_address": unsigned(wbits), "weight_row": data.ArrayLayout(unsigned(lane_bits), lanes),
-            "first": 1, "last": 1, "macs": unsigned(2 * lane_bits + 1), "out": pass_layout(config),
+            "first": 1, "last": 1, "macs_low": unsigned(2 * lane_bits + 1), "macs_high": unsigned(2 * lane_bits + 1),
+            "out": pass_layout(config),
         }), name="s2")
         s2_valid = Signal()
         m.d.sync += s2_valid.eq(s1_valid)
@@ -301,7 +329,10 @@ class Sequencer(wiring.Component):
             s2_.base.eq(s1.base),
             s2_.weight_address.eq(s1.weight_address),
             s2_.first.eq(s1.first), s2_.last.eq(s1.last),
-            s2_.macs.eq(s1.factor_a * s1.factor_b),
+            # factor_a * factor_b by shift and add, in two halves summed in stage 3 (a multiplier here becomes a
+            # DSP used without its registers: slow)
+            s2_.macs_low.eq(sum(Mux(s1.factor_b[i], s1.factor_a << i, 0) for i in range(2))),
+            s2_.macs_high.eq(sum(Mux(s1.factor_b[i], s1.factor_a << i, 0) for i in range(2, len(s1.factor_b)))),
             s2_.out.eq(s1.out),
             s2_.out.address.eq(s1.out_row + s1.xt_word),
         ]
@@ -316,7 +347,7 @@ class Sequencer(wiring.Component):
             dx_s2, dg_s2 = (r % half) * 2, r // half
             dx = Mux(dw, Mux(s2, dx_s2, r), 0)
             dg = Mux(s2, dg_s2, 0)
-            x = s1.x_in + dx
+            x = s1.x_row[r]
             m.d.sync += [
                 s2_.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < d.in_width) & ((dg == 0) | s1.pair_in)),
                 s2_.act_bank[r].eq((s1.base + dx + dg)[:lane_bits]),
@@ -328,7 +359,7 @@ class Sequencer(wiring.Component):
         m.d.sync += self.step.valid.eq(s2_valid)
         m.d.sync += [
             step.weight_address.eq(s2_.weight_address), step.first.eq(s2_.first), step.last.eq(s2_.last),
-            step.macs.eq(s2_.macs), step.out.eq(s2_.out), step.out.address_next.eq(s2_.out.address + ogp),
+            step.macs.eq(s2_.macs_low + s2_.macs_high), step.out.eq(s2_.out), step.out.address_next.eq(s2_.out.address + ogp),
             step.act_valid.eq(s2_.act_valid), step.act_bank.eq(s2_.act_bank), step.weight_row.eq(s2_.weight_row),
         ]
         for bank in range(lanes):
@@ -337,5 +368,5 @@ class Sequencer(wiring.Component):
             second = s2 & offset[0]
             m.d.sync += step.act_address[bank].eq((s2_.row + Mux(second, igp, 0) + s2_.carry[bank])[:act])
 
-        m.d.comb += self.busy.eq(running | s1_valid | s2_valid | self.step.valid)
+        m.d.comb += self.busy.eq((setup != 0) | running | s1_valid | s2_valid | self.step.valid)
         return m
