@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the toolkit needs on Debian 12 / Python 3.11 (as root): Icarus Verilog and the Fashion-MNIST
-# data package from apt when missing, then this project with its test extras from PyPI. Safe to run twice.
+# data package from apt when missing, then this project with its test and synthesis extras (yowasp wheels) from PyPI.
+# Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -10,4 +11,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-PIP_ROOT_USER_ACTION=ignore python -m pip install -q --disable-pip-version-check -e ".[dev]"
+PIP_ROOT_USER_ACTION=ignore python -m pip install -q --disable-pip-version-check -e ".[dev,synth]"
