@@ -8,7 +8,7 @@ through :meth:`NPUConfig.to_json` / :meth:`NPUConfig.from_json`.
 import dataclasses
 import json
 
-__all__ = ["NPUConfig"]
+__all__ = ["NPUConfig", "check_config"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,3 +99,21 @@ class NPUConfig:
     def from_json(cls, text):
         """Inverse of :meth:`to_json`."""
         return cls(**json.loads(text))
+
+
+def check_config(config):
+    """``config`` itself if it is an :class:`NPUConfig` (the one type check of the hardware constructors).
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not an :class:`NPUConfig`.
+
+    Examples
+    --------
+    >>> check_config(NPUConfig(lanes=4)).lanes
+    4
+    """
+    if not isinstance(config, NPUConfig):
+        raise TypeError(f"config must be an NPUConfig, not {config!r}")
+    return config

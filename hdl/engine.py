@@ -25,7 +25,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 from golden.memory import CODE_BITS, KINDS, MemoryImages, address_bits
 from hdl.mac_array import MACArray
 from hdl.memory import (ActivationMemory, BiasMemory, WeightMemory, activation_word, bias_word, load_signature,
@@ -88,15 +88,13 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, config, *, images=None, weight_codes=None):
-        if not isinstance(config, NPUConfig):
-            raise TypeError(f"config must be an NPUConfig, not {config!r}")
+        self._config = check_config(config)
         if config.lanes < 2:
             raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes!r}")
         if images is not None and not isinstance(images, MemoryImages):
             raise TypeError(f"images must be a golden.memory.MemoryImages, not {images!r}")
         if weight_codes is not None and config.weight_code_bits != CODE_BITS:
             raise ValueError("weight_codes needs weight_code_bits 2")
-        self._config = config
         self._images = images
         self._weight_codes = weight_codes
         members = {

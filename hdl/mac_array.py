@@ -28,7 +28,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 from golden.engine import GAP_WEIGHT
 from hdl.memory import activation_word, weight_word
 
@@ -93,11 +93,9 @@ class MACArray(wiring.Component):
     """
 
     def __init__(self, config, meta):
-        if not isinstance(config, NPUConfig):
-            raise TypeError(f"config must be an NPUConfig, not {config!r}")
+        self._config = check_config(config)
         if config.lanes < 2:
             raise ValueError(f"the MAC array needs at least 2 lanes, not {config.lanes!r}")
-        self._config = config
         self._meta = meta
         super().__init__({
             "i": In(stream.Signature(mac_input_layout(config, meta), always_ready=True)),

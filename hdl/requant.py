@@ -26,7 +26,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 
 __all__ = ["RequantParams", "requant_input_layout", "Requantizer"]
 
@@ -71,9 +71,7 @@ class Requantizer(wiring.Component):
     params_setup = 2
 
     def __init__(self, config):
-        if not isinstance(config, NPUConfig):
-            raise TypeError(f"config must be an NPUConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "params": In(RequantParams),
             "i": In(stream.Signature(requant_input_layout(config))),

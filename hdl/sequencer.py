@@ -29,7 +29,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 from golden.memory import KINDS, address_bits, descriptor_fields
 
 __all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
@@ -98,11 +98,9 @@ class Sequencer(wiring.Component):
     latency = 6
 
     def __init__(self, config):
-        if not isinstance(config, NPUConfig):
-            raise TypeError(f"config must be an NPUConfig, not {config!r}")
+        self._config = check_config(config)
         if config.lanes < 2:
             raise ValueError(f"the sequencer needs at least 2 lanes, not {config.lanes!r}")
-        self._config = config
         super().__init__({
             "descriptor": In(descriptor_layout(config)),
             "start": In(1),

@@ -10,7 +10,7 @@ from amaranth.hdl import Array, Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 from golden.memory import CODE_BITS
 from hdl.memory import weight_word
 
@@ -40,9 +40,7 @@ class WeightDecoder(wiring.Component):
     """
 
     def __init__(self, config):
-        if not isinstance(config, NPUConfig):
-            raise TypeError(f"config must be an NPUConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "codes": In(unsigned(CODE_BITS * config.macs)),
             "codebook": In(codebook_layout()),
