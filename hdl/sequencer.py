@@ -25,6 +25,8 @@ addresses they keep by additions only; then the per-step values; then per-row co
 per-bank addresses. A step leaves :attr:`Sequencer.latency` cycles after ``start``.
 """
 
+import types
+
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -93,9 +95,18 @@ class Sequencer(wiring.Component):
         The steps.
     """
 
-    #: Cycles from ``start`` to the first step (descriptor latched, two setup cycles, three stages); consecutive
-    #: steps follow each cycle (golden/sequencer.py).
-    latency = 6
+    #: Cycles from ``start`` to the first step's loop indices (:meth:`_setup`): descriptor latched, then two setup
+    #: cycles of derived constants; the loop counters load in the second.
+    SETUP_LATENCY = 3
+    #: Stage 1 (:meth:`_step_stage`): per-step values.
+    STEP_LATENCY = 1
+    #: Stage 2 (:meth:`_row_stage`): per-row validity and banks.
+    ROW_LATENCY = 1
+    #: Stage 3 (:meth:`_address_stage`): per-bank addresses.
+    ADDRESS_LATENCY = 1
+    #: Cycles from ``start`` to the first step; consecutive steps follow each cycle
+    #: (``golden.sequencer.SEQUENCER_LATENCY``).
+    latency = SETUP_LATENCY + STEP_LATENCY + ROW_LATENCY + ADDRESS_LATENCY
 
     def __init__(self, config):
         self._config = check_config(config)
@@ -110,15 +121,28 @@ class Sequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        launch = self.start & ~self.busy
+        layer = self._setup(m, launch)                               # SETUP_LATENCY
+        loop = self._loops(m, layer)                                 # loaded in the last setup cycle
+        s1, s1_valid = self._step_stage(m, layer, loop)              # STEP_LATENCY
+        s2, s2_valid = self._row_stage(m, layer, s1, s1_valid)       # ROW_LATENCY
+        self._address_stage(m, layer, s2, s2_valid)                  # ADDRESS_LATENCY
+        m.d.comb += self.busy.eq((layer.setup != 0) | loop.running | s1_valid | s2_valid | self.step.valid)
+        return m
+
+    def _setup(self, m, launch):
+        """The descriptor latched at ``launch``, then the layer's constants derived over two cycles, one adder deep.
+
+        :attr:`SETUP_LATENCY` cycles: the latch, phase 1 (from the latched descriptor), phase 2 (from phase 1; the
+        loop counters load in the same cycle, :meth:`_loops`). Returns a namespace of the latched ``descriptor``, the
+        ``setup`` phase (0 when idle), the constants, and ``single_now``: per loop, whether it has one iteration
+        (from phase-1 values, for the counters' load).
+        """
         config = self._config
         lanes, lane_bits = config.lanes, config.lane_bits
         dim, channels = config.dim_bits, config.channel_bits
-        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
-        coord = signed(dim + 3)
-        count = unsigned(lane_bits + 2)
-        launch = self.start & ~self.busy
-
-        # -- setup: the descriptor latched at start, then derived constants over two cycles, one adder deep -----
+        act = address_bits(config.act_depth)
+        count = _lane_count(config)
         d = Signal(self.descriptor.shape(), name="descriptor_q")
         setup = Signal(2, name="setup")               # 1: descriptor latched; 2: first derivations done
         with m.If(launch):
@@ -158,7 +182,7 @@ class Sequencer(wiring.Component):
         row_step = derived(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step",
                            1)
         tile = derived(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile", 1)
-        tile_step = derived(coord, Mux(is_dw, lanes, d.stride_width), "tile_step", 1)
+        tile_step = derived(_coordinate(config), Mux(is_dw, lanes, d.stride_width), "tile_step", 1)
         pass_groups = derived(unsigned(2), Mux(is_s2, 2, 1), "pass_groups", 1)
         tiles = derived(unsigned(dim + 1), Mux(is_dw, Mux(is_s2, (d.out_width + (lanes // 2 - 1)) >> (lane_bits - 1),
                                                                groups_of(d.out_width)), d.out_width), "tiles", 1)
@@ -185,8 +209,26 @@ class Sequencer(wiring.Component):
         single_now = {"gi": ~conv | (in_groups == 1), "kx": d.kernel_width == 1, "ky": d.kernel_height == 1,
                       "go": Mux(s2, out_groups <= 2, out_groups == 1), "xt": tiles == 1, "y": d.out_height == 1}
         single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
+        return types.SimpleNamespace(
+            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, s2=s2, in_groups=in_groups, out_groups=out_groups,
+            cin_last=cin_last, cout_last=cout_last, igp=igp, ogp=ogp, row_step=row_step, tile=tile,
+            tile_step=tile_step, pass_groups=pass_groups, tiles=tiles, pixels_last=pixels_last, bubbles=bubbles,
+            top_rows=top_rows, gout_odd=gout_odd, igp_pass=igp_pass, ogp_pass=ogp_pass, gi_reload=gi_reload,
+            kx_reload=kx_reload, ky_reload=ky_reload, go_reload=go_reload, xt_reload=xt_reload, single_now=single_now,
+            single=single)
 
-        # -- loop counters --------------------------------------------------------------------------------------
+    def _loops(self, m, layer):
+        """The loop counters and the addresses they keep by additions only: the indices of the step being issued.
+
+        No latency of their own: they load in the last setup cycle, and while ``advance`` is high they hold a step,
+        which moves on each cycle (bubbles: ``hold`` cycles after a short depthwise pass). Returns a namespace of
+        the counters, ``pass_end`` (the step ends its pass), ``advance`` and ``running``.
+        """
+        config = self._config
+        lanes, dim, channels = config.lanes, config.dim_bits, config.channel_bits
+        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        coord = _coordinate(config)
+        d = layer.descriptor
         running = Signal()
         xt = Signal(unsigned(dim), name="xt")
         go, gi = Signal(unsigned(channels), name="go"), Signal(unsigned(channels), name="gi")
@@ -203,115 +245,146 @@ class Sequencer(wiring.Component):
         waddr, wblock = Signal(unsigned(wbits), name="waddr"), Signal(unsigned(wbits), name="wblock")
         hold = Signal(range(lanes), name="hold")     # bubbles left before the next pass
 
-        with m.If(setup == 2):
-            first_row = (d.in_base - top_rows)[:act]
+        with m.If(layer.setup == 2):
+            first_row = (d.in_base - layer.top_rows)[:act]
             m.d.sync += [
                 running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
-                gi_left.eq(Mux(conv, in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
-                ky_left.eq(d.kernel_height - 1), go_left.eq(Mux(s2, (out_groups + 1) >> 1, out_groups) - 1),
-                xt_left.eq(tiles - 1), y_left.eq(d.out_height - 1),
+                gi_left.eq(Mux(layer.conv, layer.in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
+                ky_left.eq(d.kernel_height - 1),
+                go_left.eq(Mux(layer.s2, (layer.out_groups + 1) >> 1, layer.out_groups) - 1),
+                xt_left.eq(layer.tiles - 1), y_left.eq(d.out_height - 1),
                 y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
                 row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
                 out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), hold.eq(0),
             ]
-            m.d.sync += [end.eq(single_now[name]) for end, name in zip(ends, ("gi", "kx", "ky", "go", "xt", "y"))]
+            m.d.sync += [end.eq(layer.single_now[name])
+                         for end, name in zip(ends, ("gi", "kx", "ky", "go", "xt", "y"))]
 
         pass_end = end_gi & end_kx & end_ky
         advance = Signal()
         m.d.comb += advance.eq(running & (hold == 0))
         with m.If(advance & pass_end):
-            m.d.sync += hold.eq(bubbles)
+            m.d.sync += hold.eq(layer.bubbles)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
 
+        single = layer.single
         with m.If(advance):
             m.d.sync += first.eq(pass_end)
             with m.If(~end_gi):
-                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), end_gi.eq(gi_left == 1), gi_off.eq(gi_off + igp)]
+                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), end_gi.eq(gi_left == 1),
+                             gi_off.eq(gi_off + layer.igp)]
             with m.Else():
-                m.d.sync += [gi.eq(0), gi_left.eq(gi_reload), end_gi.eq(single["gi"]), gi_off.eq(0)]
+                m.d.sync += [gi.eq(0), gi_left.eq(layer.gi_reload), end_gi.eq(single["gi"]), gi_off.eq(0)]
                 with m.If(~end_kx):
                     m.d.sync += [kx_left.eq(kx_left - 1), end_kx.eq(kx_left == 1), x_in.eq(x_in + 1)]
                 with m.Else():
-                    m.d.sync += [kx_left.eq(kx_reload), end_kx.eq(single["kx"]), x_in.eq(x_in0)]
+                    m.d.sync += [kx_left.eq(layer.kx_reload), end_kx.eq(single["kx"]), x_in.eq(x_in0)]
                     with m.If(~end_ky):
                         m.d.sync += [ky_left.eq(ky_left - 1), end_ky.eq(ky_left == 1), y_in.eq(y_in + 1),
                                      row.eq(row + d.in_row_pitch)]
                     with m.Else():
-                        m.d.sync += [ky_left.eq(ky_reload), end_ky.eq(single["ky"]), y_in.eq(y_in0), row.eq(row0)]
+                        m.d.sync += [ky_left.eq(layer.ky_reload), end_ky.eq(single["ky"]), y_in.eq(y_in0),
+                                     row.eq(row0)]
                         with m.If(~end_go):
-                            m.d.sync += [go.eq(go + pass_groups), go_left.eq(go_left - 1), end_go.eq(go_left == 1),
-                                         go_in_off.eq(go_in_off + igp_pass), go_out_off.eq(go_out_off + ogp_pass)]
+                            m.d.sync += [go.eq(go + layer.pass_groups), go_left.eq(go_left - 1),
+                                         end_go.eq(go_left == 1), go_in_off.eq(go_in_off + layer.igp_pass),
+                                         go_out_off.eq(go_out_off + layer.ogp_pass)]
                         with m.Else():
-                            m.d.sync += [go.eq(0), go_left.eq(go_reload), end_go.eq(single["go"]), go_in_off.eq(0),
-                                         go_out_off.eq(0)]
+                            m.d.sync += [go.eq(0), go_left.eq(layer.go_reload), end_go.eq(single["go"]),
+                                         go_in_off.eq(0), go_out_off.eq(0)]
                             with m.If(~end_xt):
-                                m.d.sync += [xt.eq(xt + tile), xt_left.eq(xt_left - 1), end_xt.eq(xt_left == 1),
-                                             x_in0.eq(x_in0 + tile_step), x_in.eq(x_in0 + tile_step)]
+                                m.d.sync += [xt.eq(xt + layer.tile), xt_left.eq(xt_left - 1),
+                                             end_xt.eq(xt_left == 1), x_in0.eq(x_in0 + layer.tile_step),
+                                             x_in.eq(x_in0 + layer.tile_step)]
                             with m.Else():
-                                m.d.sync += [xt.eq(0), xt_left.eq(xt_reload), end_xt.eq(single["xt"]), x_in0.eq(-d.pad_left),
-                                             x_in.eq(-d.pad_left)]
+                                m.d.sync += [xt.eq(0), xt_left.eq(layer.xt_reload), end_xt.eq(single["xt"]),
+                                             x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left)]
                                 with m.If(~end_y):
-                                    m.d.sync += [y_left.eq(y_left - 1), end_y.eq(y_left == 1), y_in0.eq(y_in0 + d.stride_height),
-                                                 y_in.eq(y_in0 + d.stride_height), row0.eq(row0 + row_step),
-                                                 row.eq(row0 + row_step), out_row.eq(out_row + d.out_row_pitch)]
+                                    m.d.sync += [y_left.eq(y_left - 1), end_y.eq(y_left == 1),
+                                                 y_in0.eq(y_in0 + d.stride_height),
+                                                 y_in.eq(y_in0 + d.stride_height),
+                                                 row0.eq(row0 + layer.row_step), row.eq(row0 + layer.row_step),
+                                                 out_row.eq(out_row + d.out_row_pitch)]
                                 with m.Else():
                                     m.d.sync += running.eq(0)
             # Weight words: consecutive within a pass; a regular convolution's passes for one pixel follow each
             # other, a depthwise pass returns to its block of lanes*lanes channels unless the next group leaves it.
             with m.If(pass_end & end_go):
                 m.d.sync += [waddr.eq(d.weight_base), wblock.eq(d.weight_base)]
-            with m.Elif(pass_end & dw & (((go + pass_groups) & (lanes - 1)) != 0)):
+            with m.Elif(pass_end & layer.dw & (((go + layer.pass_groups) & (lanes - 1)) != 0)):
                 m.d.sync += waddr.eq(wblock)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
                 with m.If(pass_end):
                     m.d.sync += wblock.eq(waddr + 1)
+        return types.SimpleNamespace(
+            running=running, advance=advance, pass_end=pass_end, first=first, xt=xt, go=go, gi=gi, end_gi=end_gi,
+            end_go=end_go, end_xt=end_xt, y_in=y_in, x_in=x_in, row=row, gi_off=gi_off, go_in_off=go_in_off,
+            go_out_off=go_out_off, out_row=out_row, waddr=waddr)
 
-        # -- stage 1: per-step values, one adder deep ----------------------------------------------------------
+    def _step_stage(self, m, layer, loop):
+        """Stage 1, :attr:`STEP_LATENCY` cycle: the per-step values, one adder deep. Returns ``(s1, s1_valid)``."""
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        coord, count = _coordinate(config), _lane_count(config)
+        d = layer.descriptor
+        dw, conv, s2 = layer.dw, layer.conv, layer.s2
         # The pass's output channel groups: go (all lanes unless it is the last group) and, at depthwise stride 2,
         # go + 1 (absent when the last pass has an odd group alone).
-        last_alone = end_go & (~s2 | gout_odd)
-        rows_go = Mux(last_alone, cout_last, lanes)
-        rows_go1 = Mux(end_go, Mux(gout_odd, 0, cout_last), lanes)
-        pixels = Mux(end_xt, pixels_last, tile)
+        last_alone = loop.end_go & (~s2 | layer.gout_odd)
+        rows_go = Mux(last_alone, layer.cout_last, lanes)
+        rows_go1 = Mux(loop.end_go, Mux(layer.gout_odd, 0, layer.cout_last), lanes)
+        pixels = Mux(loop.end_xt, layer.pixels_last, layer.tile)
         s1 = Signal(data.StructLayout({
             "x_in": coord, "x_row": data.ArrayLayout(coord, lanes), "y_ok": 1, "base": unsigned(lane_bits),
             "row": unsigned(act), "pair_in": 1,
             "weight_address": unsigned(wbits), "weight_row": unsigned(lane_bits), "first": 1, "last": 1,
             "factor_a": count, "factor_b": unsigned(lane_bits + 2), "out_row": unsigned(act),
-            "xt_word": unsigned(dim), "out": pass_layout(config),
+            "xt_word": unsigned(config.dim_bits), "out": pass_layout(config),
         }), name="s1")
         s1_valid = Signal()
-        m.d.sync += s1_valid.eq(advance)
+        m.d.sync += s1_valid.eq(loop.advance)
         half = lanes // 2
+        x_in, go = loop.x_in, loop.go
         for r in range(lanes):     # each MAC row's input column: x_in + r (stride 1), x_in + 2i (stride 2, row e*L/2+i)
             m.d.sync += s1.x_row[r].eq(x_in + Mux(dw, Mux(s2, (r % half) * 2, r), 0))
         m.d.sync += [
             s1.x_in.eq(x_in),
-            s1.y_ok.eq((y_in >= 0) & (y_in < d.in_height)),
-            s1.base.eq((x_in + Mux(conv, gi, go))[:lane_bits]),
-            s1.row.eq(row + Mux(conv, gi_off, go_in_off)),
+            s1.y_ok.eq((loop.y_in >= 0) & (loop.y_in < d.in_height)),
+            s1.base.eq((x_in + Mux(conv, loop.gi, go))[:lane_bits]),
+            s1.row.eq(loop.row + Mux(conv, loop.gi_off, loop.go_in_off)),
             s1.pair_in.eq(~last_alone),
-            s1.weight_address.eq(waddr),
+            s1.weight_address.eq(loop.waddr),
             s1.weight_row.eq(go[:lane_bits]),
-            s1.first.eq(first),
-            s1.last.eq(pass_end),
+            s1.first.eq(loop.first),
+            s1.last.eq(loop.pass_end),
             # MACs of the step = factor_a * factor_b (multiplied in stage 2)
             s1.factor_a.eq(Mux(dw, pixels, rows_go)),
-            s1.factor_b.eq(Mux(conv, Mux(end_gi, cin_last, lanes), Mux(pool, 1, rows_go + Mux(s2, rows_go1, 0)))),
-            s1.out_row.eq(out_row + go_out_off),
-            s1.xt_word.eq(xt >> lane_bits),
-            s1.out.bank.eq((xt + go)[:lane_bits]),
+            s1.factor_b.eq(Mux(conv, Mux(loop.end_gi, layer.cin_last, lanes),
+                               Mux(layer.pool, 1, rows_go + Mux(s2, rows_go1, 0)))),
+            s1.out_row.eq(loop.out_row + loop.go_out_off),
+            s1.xt_word.eq(loop.xt >> lane_bits),
+            s1.out.bank.eq((loop.xt + go)[:lane_bits]),
             s1.out.pixels.eq(pixels),
             s1.out.pair.eq(~last_alone),
             s1.out.bias_address.eq(d.bias_base + go),
             s1.out.depthwise.eq(dw),
             s1.out.stride2.eq(s2),
-            s1.out.pool.eq(pool),
+            s1.out.pool.eq(layer.pool),
         ]
+        return s1, s1_valid
 
-        # -- stage 2: per-row validity and banks, word addresses without the column carry ----------------------
+    def _row_stage(self, m, layer, s1, s1_valid):
+        """Stage 2, :attr:`ROW_LATENCY` cycle: per-row validity and banks, word addresses without the column carry.
+
+        Returns ``(s2, s2_valid)``.
+        """
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        dw, s2 = layer.dw, layer.s2
         s2_ = Signal(data.StructLayout({
             "row": unsigned(act), "base": unsigned(lane_bits), "carry": data.ArrayLayout(1, lanes),
             "act_valid": data.ArrayLayout(1, lanes), "act_bank": data.ArrayLayout(unsigned(lane_bits), lanes),
@@ -341,30 +414,45 @@ class Sequencer(wiring.Component):
             m.d.comb += offset.eq(bank - s1.base)
             dx = Mux(dw, Mux(s2, offset & ~1, offset), 0)
             m.d.sync += s2_.carry[bank].eq((x_low + dx) >= lanes)
+        half = lanes // 2
         for r in range(lanes):
             dx_s2, dg_s2 = (r % half) * 2, r // half
             dx = Mux(dw, Mux(s2, dx_s2, r), 0)
             dg = Mux(s2, dg_s2, 0)
             x = s1.x_row[r]
             m.d.sync += [
-                s2_.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < d.in_width) & ((dg == 0) | s1.pair_in)),
+                s2_.act_valid[r].eq(s1.y_ok & (x >= 0) & (x < layer.descriptor.in_width)
+                                    & ((dg == 0) | s1.pair_in)),
                 s2_.act_bank[r].eq((s1.base + dx + dg)[:lane_bits]),
                 s2_.weight_row[r].eq(Mux(dw, s1.weight_row + dg, Const(r, lane_bits))),
             ]
+        return s2_, s2_valid
 
-        # -- stage 3: per-bank addresses -----------------------------------------------------------------------
+    def _address_stage(self, m, layer, s2_, s2_valid):
+        """Stage 3, :attr:`ADDRESS_LATENCY` cycle: the per-bank addresses, into the ``step`` output registers."""
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        act = address_bits(config.act_depth)
         step = self.step.payload
         m.d.sync += self.step.valid.eq(s2_valid)
         m.d.sync += [
             step.weight_address.eq(s2_.weight_address), step.first.eq(s2_.first), step.last.eq(s2_.last),
-            step.macs.eq(s2_.macs_low + s2_.macs_high), step.out.eq(s2_.out), step.out.address_next.eq(s2_.out.address + ogp),
+            step.macs.eq(s2_.macs_low + s2_.macs_high), step.out.eq(s2_.out),
+            step.out.address_next.eq(s2_.out.address + layer.ogp),
             step.act_valid.eq(s2_.act_valid), step.act_bank.eq(s2_.act_bank), step.weight_row.eq(s2_.weight_row),
         ]
         for bank in range(lanes):
             offset = Signal(unsigned(lane_bits), name=f"offset{bank}_3")
             m.d.comb += offset.eq(bank - s2_.base)
-            second = s2 & offset[0]
-            m.d.sync += step.act_address[bank].eq((s2_.row + Mux(second, igp, 0) + s2_.carry[bank])[:act])
+            second = layer.s2 & offset[0]
+            m.d.sync += step.act_address[bank].eq((s2_.row + Mux(second, layer.igp, 0) + s2_.carry[bank])[:act])
 
-        m.d.comb += self.busy.eq((setup != 0) | running | s1_valid | s2_valid | self.step.valid)
-        return m
+
+def _coordinate(config):
+    """Shape of an input row or column: signed, for taps in the padding and past the input."""
+    return signed(config.dim_bits + 3)
+
+
+def _lane_count(config):
+    """Shape of a count of lanes (0 to ``lanes``) with a bit to spare."""
+    return unsigned(config.lane_bits + 2)
