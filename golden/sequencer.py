@@ -13,15 +13,19 @@ from .memory import activation_location, check_descriptor, groups
 __all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "groups_per_pass",
            "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
 
-#: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``).
+# The RTL sums these from named pipeline stages (hdl.sequencer.Sequencer, hdl.engine.Engine); a test checks each sum.
+#: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``): setup 3
+#: (descriptor latched, two cycles of derived constants), then three stages.
 SEQUENCER_LATENCY = 6
-#: Cycles from a step leaving the sequencer to its operands entering the MAC array (the memories' read latency).
+#: Cycles from a step leaving the sequencer to its operands entering the MAC array (the memories' read latency,
+#: ``hdl.engine.Engine.fetch_latency``).
 FETCH_LATENCY = 2
 #: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):
 #: operands, products, accumulators, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
 REDUCE_LATENCY = 3
 DRAIN_LATENCY = 4
-#: Cycles from a result word leaving the MAC array to its write: address 1, bias memory 2, bias add 1, requantizer 9.
+#: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
+#: bias memory 2, bias add 1, requantizer 9.
 WRITE_LATENCY = 13
 
 

@@ -85,7 +85,25 @@ class Engine(wiring.Component):
         Only with ``config.weight_code_bits == 2``: the layer's four int8 weights (the low 32 bits of its
         ``codebooks.hex`` entry); hold it stable until ``done``. Every layer's weights are then codes, and the MACs
         of input channels past ``in_channels`` (code 0 decodes to ``codebook[0]``, not 0) get weight 0.
+
+    Attributes
+    ----------
+    fetch_latency, write_latency : int
+        The pipeline around the MAC array. A layer's ``cycles`` are ``Sequencer.latency`` + the steps and bubbles
+        issued + ``fetch_latency`` + the MAC array's latency of the last pass + ``write_latency``
+        (``golden.sequencer.layer_cycles``, whose constants these are).
     """
+
+    #: Result word to its write-back bank and address and its bias address (:meth:`_locate`).
+    LOCATE_LATENCY = 1
+    #: Bias added and channel shifts selected (:meth:`_bias_add`).
+    BIAS_ADD_LATENCY = 1
+    #: Cycles from a step leaving the sequencer to its operands at the MAC array (:meth:`_fetch`): the memories'
+    #: read latency (``golden.sequencer.FETCH_LATENCY``).
+    fetch_latency = max(ActivationMemory.latency, WeightMemory.latency)
+    #: Cycles from a result word leaving the MAC array to its write: located, bias memory read (:meth:`_bias_read`),
+    #: bias added, requantized (:meth:`_requantize`) (``golden.sequencer.WRITE_LATENCY``).
+    write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency
 
     def __init__(self, config, *, images=None, weight_codes=None):
         self._config = check_config(config)
@@ -120,7 +138,6 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        lanes, lane_bits = config.lanes, config.lane_bits
         images = self._images
         d = self.descriptor
 
@@ -139,7 +156,27 @@ class Engine(wiring.Component):
         launch = self.start & ~self.busy
         m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch)]
 
-        # -- fetch: memories read at the step's addresses; the step's control waits for the data ----------------
+        # The stages in dataflow order (the MAC array between fetch and locate). Each appends the valid flags of
+        # its registers to `pending`: the engine is busy while a step or a word is in flight.
+        pending = []
+        self._fetch(m, seq, act, weights, mac, pending)                                  # fetch_latency
+        located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
+        self._load_ports(m, weights, biases)
+        located, valid = self._bias_read(m, located, valid, biases, pending)             # BiasMemory.latency
+        biased, channel_shift, valid = self._bias_add(m, located, valid, biases, pending)  # BIAS_ADD_LATENCY
+        target = self._requantize(m, requant, biased, channel_shift, valid, pending)     # Requantizer.latency
+        self._activation_ports(m, act, requant, target)
+        self._counters(m, launch, seq, mac, pending)
+        return m
+
+    def _fetch(self, m, seq, act, weights, mac, pending):
+        """Memories read at the step's addresses; the step's control waits :attr:`fetch_latency` cycles for the data.
+
+        Drives the MAC array's inputs.
+        """
+        config = self._config
+        lanes = config.lanes
+        d = self.descriptor
         step = seq.step.payload
         for bank in range(lanes):
             m.d.comb += act.read_address[bank].eq(Mux(self.busy, step.act_address[bank], self.host.address))
@@ -147,8 +184,7 @@ class Engine(wiring.Component):
 
         # The step's control waits for the memories' data; the last stage holds it in the MAC array's input layout,
         # assigned in one piece (one change per cycle for simulators).
-        fetch_latency = max(act.latency, weights.latency)
-        pending = []
+        fetch_latency = self.fetch_latency
         stage, stage_valid = step, seq.step.valid
         for index in range(fetch_latency - 1):
             delayed = Signal(step.shape(), name=f"fetch{index}", reset_less=True)
@@ -167,7 +203,7 @@ class Engine(wiring.Component):
         pending.append(control_valid)
         act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
         weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
-        if two_bit:
+        if config.weight_code_bits == CODE_BITS:
             m.d.comb += weights.codebook.eq(self.codebook)
             weight_data = _padding_columns_zeroed(m, config, d, seq.step, weight_data, fetch_latency)
 
@@ -179,21 +215,22 @@ class Engine(wiring.Component):
             mac.zero_point.eq(d.input_zero_point),
         ]
 
-        # -- write-back addresses of each result word, bias fetch, bias add ------------------------------------
+    def _locate(self, m, mac, biases, pending):
+        """:attr:`LOCATE_LATENCY` cycle: each result word's write-back bank and address, and its bias word's address.
+
+        Words of pixels beyond the output width (or of an absent second group) are dropped here. Returns
+        ``(located, located_valid)``; the bias memory's data follows ``biases.latency`` cycles later.
+        """
+        config = self._config
+        lane_bits = config.lane_bits
         result = mac.o.payload
         meta = result.meta
-        half_mask = max(1, lanes // 2) - 1
+        half_mask = max(1, config.lanes // 2) - 1
         pixel = Mux(meta.stride2, result.word & half_mask, result.word)
         second = Mux(meta.stride2, result.word >> (lane_bits - 1), 0)
-        word_layout = data.StructLayout({
-            "acc": data.ArrayLayout(signed(config.acc_bits), lanes),
-            "bank": unsigned(max(1, lane_bits)),
-            "address": unsigned(address_bits(config.act_depth)),
-            "pool": 1,
-        })
         # Data registers load only with a valid word (and have no reset): between words the requantizer's inputs
         # stay still, which an event-driven simulator turns into idle cycles.
-        located = Signal(word_layout, name="located", reset_less=True)
+        located = Signal(_located_layout(config), name="located", reset_less=True)
         located_valid = Signal(name="located_valid")
         bias_address = Signal.like(biases.address, name="bias_address")
         m.d.sync += located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair))
@@ -206,36 +243,59 @@ class Engine(wiring.Component):
                 bias_address.eq(meta.bias_address + second),
             ]
         m.d.comb += biases.address.eq(bias_address)
+        pending.append(located_valid)
+        return located, located_valid
+
+    def _load_ports(self, m, weights, biases):
+        """The weight and bias memories' write ports, from the load ports while idle."""
         for memory, load in ((weights, self.weight_load), (biases, self.bias_load)):
             m.d.comb += [memory.load.address.eq(load.address), memory.load.data.eq(load.data),
                          memory.load.write.eq(load.write & ~self.busy)]
+
+    def _bias_read(self, m, located, located_valid, biases, pending):
+        """``biases.latency`` cycles: the located word waits for its bias word. Returns the word and its valid flag."""
+        layout = _located_layout(self._config)
         stage, stage_valid = located, located_valid
-        pending.append(located_valid)
         for index in range(biases.latency):
-            delayed = Signal(word_layout, name=f"biasing{index}", reset_less=True)
+            delayed = Signal(layout, name=f"biasing{index}", reset_less=True)
             delayed_valid = Signal(name=f"biasing{index}_valid")
             m.d.sync += delayed_valid.eq(stage_valid)
             with m.If(stage_valid):
                 m.d.sync += delayed.eq(stage)
             pending.append(delayed_valid)
             stage, stage_valid = delayed, delayed_valid
+        return stage, stage_valid
 
-        biased = Signal(word_layout, name="biased", reset_less=True)
+    def _bias_add(self, m, word, word_valid, biases, pending):
+        """:attr:`BIAS_ADD_LATENCY` cycle: bias added and channel shifts taken (a pool's are 0 and 0).
+
+        Returns ``(biased, channel_shift, biased_valid)``.
+        """
+        config = self._config
+        lanes = config.lanes
+        biased = Signal(_located_layout(config), name="biased", reset_less=True)
         biased_valid = Signal(name="biased_valid")
         channel_shift = Signal(data.ArrayLayout(unsigned(config.shift_bits), lanes), name="biased_shift",
                                reset_less=True)
-        m.d.sync += biased_valid.eq(stage_valid)
-        with m.If(stage_valid):
-            m.d.sync += [biased.bank.eq(stage.bank), biased.address.eq(stage.address)]
+        m.d.sync += biased_valid.eq(word_valid)
+        with m.If(word_valid):
+            m.d.sync += [biased.bank.eq(word.bank), biased.address.eq(word.address)]
             for c in range(lanes):
                 m.d.sync += [
-                    biased.acc[c].eq(Mux(stage.pool, stage.acc[c],
-                                         (stage.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
-                    channel_shift[c].eq(Mux(stage.pool, 0, biases.data.channel_shift[c])),
+                    biased.acc[c].eq(Mux(word.pool, word.acc[c],
+                                         (word.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
+                    channel_shift[c].eq(Mux(word.pool, 0, biases.data.channel_shift[c])),
                 ]
         pending.append(biased_valid)
+        return biased, channel_shift, biased_valid
 
-        # -- requantizer; the write address travels beside it -------------------------------------------------
+    def _requantize(self, m, requant, biased, channel_shift, biased_valid, pending):
+        """``Requantizer.latency`` cycles: the requantizer, with the word's write address travelling beside it.
+
+        Returns the write target (``bank``, ``address``) of the requantizer's output.
+        """
+        config = self._config
+        d = self.descriptor
         m.d.comb += [
             requant.i.valid.eq(biased_valid),
             requant.i.payload.acc.eq(biased.acc),
@@ -247,33 +307,39 @@ class Engine(wiring.Component):
             requant.params.qmin.eq(d.qmin),
             requant.params.qmax.eq(d.qmax),
         ]
-        target = data.StructLayout({"bank": unsigned(max(1, lane_bits)),
+        target = data.StructLayout({"bank": unsigned(max(1, config.lane_bits)),
                                     "address": unsigned(address_bits(config.act_depth))})
         where = Signal(target, name="requant_target0")
         m.d.comb += [where.bank.eq(biased.bank), where.address.eq(biased.address)]
-        for index in range(Requantizer.latency):
+        valid = biased_valid
+        for index in range(requant.latency):
             delayed = Signal(target, name=f"requant_target{index + 1}", reset_less=True)
             delayed_valid = Signal(name=f"requant_valid{index + 1}")
-            m.d.sync += [delayed.eq(where), delayed_valid.eq(biased_valid if index == 0 else pending[-1])]
+            m.d.sync += [delayed.eq(where), delayed_valid.eq(valid)]
             pending.append(delayed_valid)
-            where = delayed
+            where, valid = delayed, delayed_valid
+        return where
 
+    def _activation_ports(self, m, act, requant, target):
+        """The activation memory's write port (requantizer results while busy, the host while idle) and host reads.
+
+        Host read data: the bank's word, ``act.latency`` cycles after the address.
+        """
         m.d.comb += [
             act.write_enable.eq(Mux(self.busy, requant.o.valid, self.host.write)),
-            act.write_bank.eq(Mux(self.busy, where.bank, self.host.bank)),
-            act.write_address.eq(Mux(self.busy, where.address, self.host.address)),
+            act.write_bank.eq(Mux(self.busy, target.bank, self.host.bank)),
+            act.write_address.eq(Mux(self.busy, target.address, self.host.address)),
             act.write_data.eq(Mux(self.busy, requant.o.payload.as_value(), self.host.write_data.as_value())),
         ]
-
-        # Host reads: the bank's word, act.latency cycles after the address.
         host_bank = self.host.bank
         for index in range(act.latency):
             delayed = Signal.like(host_bank, name=f"host_bank{index}")
             m.d.sync += delayed.eq(host_bank)
             host_bank = delayed
-        m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(lanes))[host_bank])
+        m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(self._config.lanes))[host_bank])
 
-        # -- control and counters ---------------------------------------------------------------------------
+    def _counters(self, m, launch, seq, mac, pending):
+        """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight."""
         active = seq.busy | mac.busy
         for valid in pending:
             active = active | valid
@@ -284,10 +350,19 @@ class Engine(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(seq.step.valid):
                 m.d.sync += [self.active_cycles.eq(self.active_cycles + 1),
-                             self.mac_ops.eq(self.mac_ops + step.macs)]
+                             self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)]
             with m.If(~active):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-        return m
+
+
+def _located_layout(config):
+    """A result word on its way to the requantizer: accumulators, write-back bank and address, pooling flag."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(config.acc_bits), config.lanes),
+        "bank": unsigned(max(1, config.lane_bits)),
+        "address": unsigned(address_bits(config.act_depth)),
+        "pool": 1,
+    })
 
 
 def _delayed(m, value, cycles, name):

@@ -1,0 +1,27 @@
+"""The RTL's per-stage latencies add up to the constants of the golden cycle model (golden/sequencer.py).
+
+The engine's ``cycles`` counter is checked against ``golden.sequencer.layer_cycles`` by simulation
+(tests/test_engine.py, tb/); these tests point at the stages when a sum no longer matches. The MAC array's
+latencies are checked in tests/test_mac_array.py.
+"""
+
+from golden.sequencer import FETCH_LATENCY, SEQUENCER_LATENCY, WRITE_LATENCY
+from hdl.engine import Engine
+from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
+from hdl.requant import Requantizer
+from hdl.sequencer import Sequencer
+
+
+def test_sequencer_stages_add_up_to_its_latency():
+    stages = (Sequencer.SETUP_LATENCY, Sequencer.STEP_LATENCY, Sequencer.ROW_LATENCY, Sequencer.ADDRESS_LATENCY)
+    assert sum(stages) == Sequencer.latency == SEQUENCER_LATENCY
+
+
+def test_fetch_waits_for_the_slower_memory():
+    assert max(ActivationMemory.latency, WeightMemory.latency) == Engine.fetch_latency == FETCH_LATENCY
+
+
+def test_write_stages_add_up_to_the_write_latency():
+    stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency)
+    assert sum(stages) == Engine.write_latency == WRITE_LATENCY
+
