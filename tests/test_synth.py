@@ -1,4 +1,5 @@
-"""tools/synth.py: option errors, the serial harness, the nextpnr/yosys report parsers and (-m synth) a real run."""
+"""tools/synth.py: option errors, the nextpnr/yosys report parsers and (-m synth) a real run; hdl/harness.py's
+serial harness."""
 
 import gc
 import re
@@ -13,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
+from hdl.harness import SerialHarness
 from hdl.requant import Requantizer
 from tools import synth
 
@@ -107,7 +109,7 @@ def test_parse_yosys_stat():
 
 
 def test_format_table():
-    harness = synth.SerialHarness(Requantizer(NPUConfig(lanes=1)))
+    harness = SerialHarness(Requantizer(NPUConfig(lanes=1)))
     text = synth.format_table(title="title", cells={"LUT4": 4410, "CCU2C": 1024}, report=synth.parse_report(_report()),
                               harness=harness, times={"yosys": 12.0, "nextpnr": 191.9, "total": 204.4})
     assert re.search(r"^LUT4 +yosys +4,410 *$", text, re.M)
@@ -123,7 +125,7 @@ def test_format_table():
 def test_harness_reaches_every_port_bit():
     """Bits shifted into ``din`` appear on the core's inputs; ``load`` then ``dout`` returns its outputs in order."""
     core = Requantizer(NPUConfig(lanes=1))
-    harness = synth.SerialHarness(core)
+    harness = SerialHarness(core)
     inputs = [Value.cast(value) for _, member, value in core.signature.flatten(core) if member.flow == In]
     outputs = [Value.cast(value) for _, member, value in core.signature.flatten(core) if member.flow == Out]
     assert harness.input_bits == sum(len(value) for value in inputs) == 99
@@ -161,7 +163,7 @@ def test_harness_reaches_every_port_bit():
 
 def test_harness_rejects_non_components():
     with pytest.raises(TypeError, match=r"^core must be a wiring.Component, not 3$") as error:
-        synth.SerialHarness(3)
+        SerialHarness(3)
     del error  # the traceback holds the half-built harness; collect it without an UnusedElaboratable warning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)

