@@ -20,9 +20,10 @@ bank gets its own address and each row the bank to take its word from. Taps outs
 step marks the row invalid and the engine feeds 0 to its MACs. A global average pool is a reduced pass per channel
 group over the whole input (the engine gives it diagonal weights).
 
-Pipeline, one adder deep per stage (for Fmax): loop counters that count down (loop ends are zero tests) beside the
-addresses they keep by additions only; then the per-step values; then per-row columns and validity; then the
-per-bank addresses. A step leaves :attr:`Sequencer.latency` cycles after ``start``.
+Pipeline, one adder deep per stage (for Fmax), one builder method per stage: setup (the descriptor latched, then
+the layer's constants over two cycles); loop counters that count down (loop ends are zero tests) beside the addresses
+they keep by additions only; then the per-step values; then per-row columns and validity; then the per-bank
+addresses. A step leaves :attr:`Sequencer.latency` cycles after ``start``, the sum of the stages' latencies.
 """
 
 import types
@@ -454,5 +455,5 @@ def _coordinate(config):
 
 
 def _lane_count(config):
-    """Shape of a count of lanes (0 to ``lanes``) with a bit to spare."""
+    """Shape of a count of lanes or pixels, up to ``lanes``, with a bit to spare."""
     return unsigned(config.lane_bits + 2)
