@@ -31,7 +31,7 @@ from golden.memory import (MemoryImages, activation_words, address_bits, descrip
 from golden.pool import global_average_pool
 from golden.requant import quantize_multiplier, requantize
 from golden.sequencer import layer_cycles
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 
 __all__ = ["Case", "random_layers", "layer_space", "KIND_LAYERS", "mobilenet_v2_layers", "model_layers",
            "simulate", "main"]

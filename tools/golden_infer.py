@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from golden import network as gnet
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 
 __all__ = ["infer", "load_input", "main"]
 

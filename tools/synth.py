@@ -32,7 +32,8 @@ from amaranth.lib.wiring import In, Out
 from tqdm import tqdm
 
 from golden.config import NPUConfig
-from hdl.top import OneLineErrorParser, add_config_arguments, build_top, config_from_args
+from cli import OneLineErrorParser, add_config_arguments, config_from_args
+from hdl.top import build_top
 
 __all__ = ["DEVICES", "SerialHarness", "parse_report", "parse_yosys_stat", "format_table", "main"]
 

@@ -33,7 +33,7 @@ from golden import network as gnet
 from golden.add import add_params
 from golden.conv import conv_output_size, same_padding
 from golden.requant import INT32_MAX, INT32_MIN, activation_bounds, quantize_multiplier
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 from tools.datasets import FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
 from tools.golden_infer import load_input
 

@@ -30,7 +30,7 @@ import onnx
 import torch
 from torch import nn
 
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 from tools.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
     DIGITS_DATASET as DATASET, digits_split, load_digits_mnist, normalize_images
 from tools.train_reference import export, onnx_logits, train

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from golden.memory import write_images
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 from tools import calibrate as cal
 from tools import onnx_import as ir
 from tools import quantize
