@@ -185,8 +185,8 @@ def mobilenet_v2_layers(resolution=224):
 
 
 def model_layers(path):
-    """The engine layers of an ONNX model (``tools.onnx_import``), in the format of :func:`mobilenet_v2_layers`."""
-    from tools.onnx_import import load_graph
+    """The engine layers of an ONNX model (``tools.quantizer.frontend``), in the format of :func:`mobilenet_v2_layers`."""
+    from tools.quantizer.frontend import load_graph
 
     graph = load_graph(path)
     layers = []

@@ -2,7 +2,7 @@
 
     python tools/design_2bit.py [--out build/two_bit] [--model PATH.onnx | --no-model] [--samples N] [--seed S]
 
-Prints the minimum-distortion design of each quantizer for a unit-variance Laplacian source (golden/two_bit.py) beside
+Prints the minimum-distortion design of each quantizer for a unit-variance Laplacian source (tools/quantizer/two_bit.py) beside
 the Lloyd-Max optimum, the SQNR under variance mismatch, the SQNR measured on sampled Laplacian data and on the Conv and
 Gemm weights of an ONNX model (batch norm folded, each layer normalised by its standard deviation), and saves the
 transfer characteristics and the SQNR-versus-mismatch curves as PNG files.
@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from golden.two_bit import (QUANTIZERS, distortion_numerical, design, empirical_sqnr_db, lloyd_max,
-                            optimal_delta_numerical, sqnr_mismatch_db)
+from tools.quantizer.two_bit import (QUANTIZERS, distortion_numerical, design, empirical_sqnr_db, lloyd_max,
+                                     optimal_delta_numerical, sqnr_mismatch_db)
 
 __all__ = ["DEFAULT_MODEL", "LayerWeights", "read_layer_weights", "main"]
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cli import OneLineErrorParser
-from tools.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
+from tools.quantizer.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
     DIGITS_DATASET as DATASET, digits_split, load_digits_mnist, normalize_images
 from tools.train_reference import export, onnx_logits, train
 

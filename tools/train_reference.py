@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cli import OneLineErrorParser
-from tools.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
+from tools.quantizer.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
 
 __all__ = ["FashionMobileNet", "train", "export", "onnx_logits", "main"]
 
