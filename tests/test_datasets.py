@@ -326,7 +326,8 @@ def test_reference_model_accuracy_and_folding():
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
     torch = pytest.importorskip("torch")
-    from tools.train_reference import FashionMobileNet, export
+    from tools.train_reference import FashionMobileNet
+    from tools.training import export
     torch.manual_seed(3)
     model = FashionMobileNet()
     # Non-trivial running statistics and affine parameters, so that a wrongly folded BN would show.
