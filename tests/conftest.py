@@ -34,13 +34,17 @@ def quantized_reference():
     """The reference model quantized by tools/quantize.py with every weight method (minmax calibration on the first
     100 Fashion-MNIST test images), and the next 64 images as an int8 NHWC batch: ``({method: Network}, x)``."""
     from golden import network as gnet
-    from tools import calibrate, onnx_import, quantize
-    from tools.weights import METHODS
+    from tools.quantizer.build import build_network
+    from tools.quantizer.calibrate import calibrate
+    from tools.quantizer.datasets import load_dataset
+    from tools.quantizer.frontend import load_graph
+    from tools.quantizer.pipeline import DEFAULT_MODEL
+    from tools.quantizer.weights import METHODS
 
-    graph = onnx_import.load_graph(quantize.DEFAULT_MODEL)
-    dataset = quantize.load_dataset(graph, progress=False)
-    ranges = calibrate.calibrate(graph, dataset.images[:CALIBRATION_IMAGES], method="minmax", progress=False)
-    networks = {method: quantize.build_network(graph, ranges, method=method, input_range=dataset.input_range,
-                                               preprocessing=dataset.contract)[0] for method in METHODS}
+    graph = load_graph(DEFAULT_MODEL)
+    dataset = load_dataset(graph, progress=False)
+    ranges = calibrate(graph, dataset.images[:CALIBRATION_IMAGES], method="minmax", progress=False)
+    networks = {method: build_network(graph, ranges, method=method, input_range=dataset.input_range,
+                                      preprocessing=dataset.contract)[0] for method in METHODS}
     x = gnet.quantize_input(networks["wess"], dataset.images[CALIBRATION_IMAGES:CALIBRATION_IMAGES + TEST_IMAGES])
     return networks, x

@@ -1,12 +1,12 @@
-"""tools/calibrate.py: activation quantization of a range, and the minmax / percentile / mse range choices."""
+"""tools/quantizer/calibrate.py: activation quantization of a range, and the minmax / percentile / mse range choices."""
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tools.calibrate import BINS, activation_quantization, calibrate
-from tools.onnx_import import load_graph
-from tools.weights import SCALE_BITS
+from tools.quantizer.calibrate import BINS, activation_quantization, calibrate
+from tools.quantizer.frontend import load_graph
+from tools.quantizer.weights import SCALE_BITS
 
 
 @pytest.mark.parametrize("low, high", [(-1.0, 3.0), (0.0, 6.0), (-5.0, -1.0), (2.0, 7.0), (-0.3, 0.001),

@@ -1,4 +1,4 @@
-"""Tests of tools/datasets.py and of the committed reference model (models/fmnist_mobilenet*.onnx)."""
+"""Tests of tools/quantizer/datasets.py and of the committed reference model (models/fmnist_mobilenet*.onnx)."""
 
 import gzip
 import json
@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tools.datasets import (FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD,
-                            load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images, read_idx)
+from tools.quantizer.datasets import (FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD,
+                                      load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images,
+                                      read_idx)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"unfolded": os.path.join(ROOT, "models", "fmnist_mobilenet.onnx"),
@@ -325,7 +326,8 @@ def test_reference_model_accuracy_and_folding():
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
     torch = pytest.importorskip("torch")
-    from tools.train_reference import FashionMobileNet, export
+    from tools.train_reference import FashionMobileNet
+    from tools.training import export
     torch.manual_seed(3)
     model = FashionMobileNet()
     # Non-trivial running statistics and affine parameters, so that a wrongly folded BN would show.

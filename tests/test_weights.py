@@ -1,4 +1,5 @@
-"""tools/weights.py: the WESS rule's properties, its equivalence with per-channel quantization, the other methods."""
+"""tools/quantizer/weights.py: the WESS rule's properties, its equivalence with per-channel quantization, the other
+methods."""
 
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from golden.requant import quantize_multiplier
-from tools.weights import (METHODS, QUANTIZERS, SCALE_BITS, TWO_BIT_QUANTIZERS, channel_ranges, qmax_for_bits,
-                           quantize_weights, snap_scale, sqnr_db, unit_delta, wess_shifts)
+from tools.quantizer.weights import (METHODS, QUANTIZERS, SCALE_BITS, TWO_BIT_QUANTIZERS, channel_ranges,
+                                     qmax_for_bits, quantize_weights, snap_scale, sqnr_db, unit_delta, wess_shifts)
 
 
 def _layer(seed=0, channels=24, spread=3.0, shape=(3, 3, 3)):

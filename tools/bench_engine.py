@@ -31,7 +31,7 @@ from golden.memory import (MemoryImages, activation_words, address_bits, descrip
 from golden.pool import global_average_pool
 from golden.requant import quantize_multiplier, requantize
 from golden.sequencer import layer_cycles
-from hdl.top import OneLineErrorParser
+from cli import OneLineErrorParser
 
 __all__ = ["Case", "random_layers", "layer_space", "KIND_LAYERS", "mobilenet_v2_layers", "model_layers",
            "simulate", "main"]
@@ -185,8 +185,8 @@ def mobilenet_v2_layers(resolution=224):
 
 
 def model_layers(path):
-    """The engine layers of an ONNX model (``tools.onnx_import``), in the format of :func:`mobilenet_v2_layers`."""
-    from tools.onnx_import import load_graph
+    """The engine layers of an ONNX model (``tools.quantizer.frontend``), in the format of :func:`mobilenet_v2_layers`."""
+    from tools.quantizer.frontend import load_graph
 
     graph = load_graph(path)
     layers = []

@@ -2,10 +2,11 @@
 
     python tools/design_2bit.py [--out build/two_bit] [--model PATH.onnx | --no-model] [--samples N] [--seed S]
 
-Prints the minimum-distortion design of each quantizer for a unit-variance Laplacian source (golden/two_bit.py) beside
-the Lloyd-Max optimum, the SQNR under variance mismatch, the SQNR measured on sampled Laplacian data and on the Conv and
-Gemm weights of an ONNX model (batch norm folded, each layer normalised by its standard deviation), and saves the
-transfer characteristics and the SQNR-versus-mismatch curves as PNG files.
+Prints the minimum-distortion design of each quantizer for a unit-variance Laplacian source (tools/quantizer/two_bit.py)
+beside the Lloyd-Max optimum, the SQNR under variance mismatch, the SQNR measured on sampled Laplacian data and on the
+Conv and Gemm weights of an ONNX model (as the quantizer's front end reads them: batch norm folded; each layer
+normalised by its standard deviation), and saves the transfer characteristics and the SQNR-versus-mismatch curves as
+PNG files.
 """
 
 import argparse
@@ -15,9 +16,12 @@ import os
 import sys
 
 import numpy as np
+import onnx
 
-from golden.two_bit import (QUANTIZERS, distortion_numerical, design, empirical_sqnr_db, lloyd_max,
-                            optimal_delta_numerical, sqnr_mismatch_db)
+from cli import OneLineErrorParser, int_at_least
+from tools.quantizer.frontend import Conv, FullyConnected, UnsupportedModelError, load_graph
+from tools.quantizer.two_bit import (QUANTIZERS, distortion_numerical, design, empirical_sqnr_db, lloyd_max,
+                                     optimal_delta_numerical, sqnr_mismatch_db)
 
 __all__ = ["DEFAULT_MODEL", "LayerWeights", "read_layer_weights", "main"]
 
@@ -31,94 +35,55 @@ class InputError(Exception):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LayerWeights:
-    """Weights of one Conv or Gemm node, batch norm folded in when a BatchNormalization follows the Conv."""
+    """Weights (float64) of one Conv or fully connected layer, batch norm folded in as the quantizer folds it."""
     name: str
     kind: str
     weights: np.ndarray
 
 
-def _fold_batch_norm(weights, bn, initializers):
-    """``w *= gamma / sqrt(var + eps)`` per output channel (axis 0), as inference with a folded BN computes."""
-    import onnx
-    gamma, _beta, _mean, var = (initializers[name] for name in bn.input[1:5])
-    eps = next((onnx.helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon"), 1e-5)
-    factor = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-    return weights * factor.reshape((-1,) + (1,) * (weights.ndim - 1))
-
-
 def read_layer_weights(path):
-    """Weights of every Conv and Gemm node of an ONNX model whose weight is an initializer, in graph order.
+    """Weights of every Conv and Gemm (fully connected) layer of an ONNX model, in graph order.
 
-    A Conv whose only consumer is a BatchNormalization (on its data input) gets that batch norm folded in.
+    The model is read by the quantizer's front end (:func:`tools.quantizer.frontend.load_graph`), so the weights are
+    the ones the quantizer quantizes: a BatchNormalization after a Conv folded in (in float64, stored as float32), a
+    Gemm's ``alpha`` and transposition applied.
 
     Raises
     ------
     InputError
-        If the file is missing or not a readable ONNX model, or holds no Conv/Gemm weight initializer.
+        If the file is missing or not a readable ONNX model, the front end refuses the model, or it holds no Conv/Gemm
+        weight.
     """
-    import onnx
-    from onnx import numpy_helper
     if not os.path.isfile(path):
         raise InputError(f"model file not found: {path}")
     try:
-        graph = onnx.load(path).graph
-        initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        model = onnx.load(path)
     except Exception as error:  # protobuf, external-data and dtype errors all mean "not a usable model"
         raise InputError(f"cannot read ONNX model {path}: {type(error).__name__}: {error}") from None
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    layers = []
-    for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in initializers:
-            continue
-        weights = initializers[node.input[1]].astype(np.float64)
-        kind = node.op_type.lower()
-        if node.op_type == "Conv":
-            group = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
-            if group > 1 and group == weights.shape[0]:
-                kind = "depthwise"
-            users = consumers.get(node.output[0], [])
-            if (len(users) == 1 and users[0].op_type == "BatchNormalization" and users[0].input[0] == node.output[0]
-                    and all(name in initializers for name in users[0].input[1:5])):
-                weights = _fold_batch_norm(weights, users[0], initializers)
-        layers.append(LayerWeights(name=node.name or node.output[0], kind=kind, weights=weights))
+    try:
+        graph = load_graph(model)
+    except UnsupportedModelError as error:
+        raise InputError(f"cannot read ONNX model {path}: {error}") from None
+    layers = [LayerWeights(name=node.name, kind="gemm" if isinstance(node, FullyConnected)
+                           else "depthwise" if node.depthwise else "conv", weights=node.weights.astype(np.float64))
+              for node in graph.nodes if isinstance(node, (Conv, FullyConnected))]
     if not layers:
         raise InputError(f"no Conv or Gemm weight initializers in {path}")
     return layers
 
 
-def _int_at_least(low, what):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be a {what} integer, not {text!r}")
-        return value
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def _parser():
-    parser = _Parser(prog="design_2bit", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineErrorParser(prog="design_2bit", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="build/two_bit",
                         help="directory for the plots transfer.png and sqnr_mismatch.png (created)")
     parser.add_argument("--model", default=None,
                         help=f"ONNX model whose Conv/Gemm weights are quantized per layer; default {DEFAULT_MODEL} "
                              "when it exists, else this part is skipped")
     parser.add_argument("--no-model", action="store_true", help="skip the network-weight SQNR table")
-    parser.add_argument("--samples", type=_int_at_least(1, "positive"), default=1_000_000,
+    parser.add_argument("--samples", type=int_at_least(1, "positive"), default=1_000_000,
                         help="number of Laplacian samples for the empirical SQNR")
-    parser.add_argument("--seed", type=_int_at_least(0, "non-negative"), default=0, help="seed of the Laplacian samples")
+    parser.add_argument("--seed", type=int_at_least(0, "non-negative"), default=0, help="seed of the Laplacian samples")
     return parser
 
 

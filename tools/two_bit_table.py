@@ -1,12 +1,13 @@
 """Two-bit weight accuracy table (issue 6): UQ, SPTQ and MSPTQ beside float and 8 bits, on three models, one command.
 
-``python tools/two_bit_table.py`` runs tools/quantize.py on the built-in reference model (Fashion-MNIST test split:
-images 0-499 calibrate, the next ``--fashion-eval-images`` evaluate) and on the digit models models/mnist_mlp.onnx and
-models/mnist_cnn.onnx (held-out digits: 200 calibrate, 800 evaluate), each with the weight methods ``--methods`` at
-8 bits (uniform grid) and at 2 bits (the uniform grid {-1, 0, 1}, UQ, SPTQ, MSPTQ; every weighted layer two-bit, and
-the first and last ones kept at 8 bits). It prints markdown: per model the accuracy table and the per-layer weight
-SQNR, then the weight-memory size of the reference model at 8 and at 2 bits (golden/memory.py images). The quantizer's
-output folders (report.md, results.json) are written under ``--out``. docs/two_bit.md section 9 holds the output.
+``python tools/two_bit_table.py`` runs the quantizer's job (tools/quantize.py) on the built-in reference model
+(Fashion-MNIST test split: images 0-499 calibrate, the next ``--fashion-eval-images`` evaluate) and on the digit
+models models/mnist_mlp.onnx and models/mnist_cnn.onnx (held-out digits: 200 calibrate, 800 evaluate), each with the
+weight methods ``--methods`` at 8 bits (uniform grid) and at 2 bits (the uniform grid {-1, 0, 1}, UQ, SPTQ, MSPTQ;
+every weighted layer two-bit, and the first and last ones kept at 8 bits). It prints markdown: per model the
+accuracy table and the per-layer weight SQNR, then the weight-memory size of the reference model at 8 and at 2 bits
+(golden/memory.py images). The quantizer's output folders (report.md, results.json) are written under ``--out``.
+docs/two_bit.md section 9 holds the output.
 """
 
 import os
@@ -14,21 +15,20 @@ import os
 # As in tools/quantize.py: one evaluation process per core, each with a single-threaded BLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import contextlib  # noqa: E402  (after the environment is set)
-import io
-import json
-import sys
+import sys  # noqa: E402  (after the environment is set)
 import tempfile
 import time
 
+from cli import OneLineErrorParser, require_positive
 from golden.memory import write_images
-from hdl.top import OneLineErrorParser
-from tools import calibrate as cal
-from tools import onnx_import as ir
-from tools import quantize
-from tools.report import markdown_table
+from tools.quantizer.build import QuantizationError, build_network
+from tools.quantizer.calibrate import calibrate
+from tools.quantizer.datasets import load_dataset
+from tools.quantizer.frontend import UnsupportedModelError, load_graph
+from tools.quantizer.pipeline import ALL_METHODS, BIAS_CORRECTION, DEFAULT_MODEL, Job, run
+from tools.quantizer.report import markdown_table
 
-__all__ = ["MODELS", "QUANTIZER_ROWS", "quantize_argv", "accuracy_table", "weight_sqnr_table", "weight_memory", "main"]
+__all__ = ["MODELS", "QUANTIZER_ROWS", "quantize_job", "accuracy_table", "weight_sqnr_table", "weight_memory", "main"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,14 +48,21 @@ QUANTIZER_ROWS = (("W8, uniform", 8, "uniform", None),
                   ("W2, MSPTQ, first/last W8", 2, "msptq", 8))
 
 
-def quantize_argv(model, out, methods, *, jobs, eval_images=None, quiet=False):
-    """The tools/quantize.py arguments of one model's table: float and ``methods`` at W8 (uniform) and W2 (uniform,
-    UQ, SPTQ, MSPTQ; all layers two-bit and first/last layers 8-bit), no bit sweep, no per-layer traces."""
-    return ([] if model is None else ["--model", os.path.relpath(model)]) + [
+def quantize_job(model, out, methods, *, jobs, eval_images=None, progress=True):
+    """The quantizer job of one model's table: float and ``methods`` at W8 (uniform) and W2 (uniform, UQ, SPTQ, MSPTQ;
+    all layers two-bit and first/last layers 8-bit), no bit sweep, no per-layer traces.
+
+    Its results.json records the tools/quantize.py command line that runs the same job.
+    """
+    argv = ([] if model is None else ["--model", os.path.relpath(model)]) + [
         "--out", out, "--methods", ",".join(["float"] + list(methods)), "--weight-quantizer", "uniform,uq,sptq,msptq",
         "--weight-bits", "8,2", "--first-last-8bit", "both", "--sweep-bits", "none", "--trace-images", "0",
         "--jobs", str(jobs)] + ([] if eval_images is None else ["--eval-images", str(eval_images)]) + (
-        ["--quiet"] if quiet else [])
+        [] if progress else ["--quiet"])
+    return Job(out=out, model=model, methods=("float",) + tuple(methods),
+               weight_quantizers=("uniform", "uq", "sptq", "msptq"), weight_bits=(8, 2), first_last_bits=(None, 8),
+               trace_images=0, jobs=jobs, eval_images=eval_images, progress=progress,
+               command="python tools/quantize.py" + "".join(f" {a}" for a in argv))
 
 
 def accuracy_table(results, methods):
@@ -76,8 +83,7 @@ def weight_sqnr_table(results, methods):
     """Markdown: the weight SQNR (dB) of every weighted layer at 8 bits and with each two-bit quantizer (all layers
     two-bit), for each method (a ``+bc`` method only without its plain one: bias correction keeps the weights)."""
     by_key = {(r["method"], r["weight_bits"], r["weight_quantizer"], r["first_last_bits"]): r for r in results}
-    methods = [m for m in methods if not (m.endswith(quantize.BIAS_CORRECTION)
-                                          and m.removesuffix(quantize.BIAS_CORRECTION) in methods)]
+    methods = [m for m in methods if not (m.endswith(BIAS_CORRECTION) and m.removesuffix(BIAS_CORRECTION) in methods)]
     columns = [(method, bits, quantizer) for method in methods
                for bits, quantizer in ((8, "uniform"), (2, "uq"), (2, "sptq"), (2, "msptq"))]
     layers = list(by_key[(methods[0], 8, "uniform", None)]["weight_sqnr_db"])
@@ -103,14 +109,14 @@ def weight_memory(*, calibration_images=32):
     last layers int8; the summary holds ``words_needed`` and ``weight_memory_bits``. The sizes depend only on the
     layer shapes and on which layers are two-bit (the activation ranges of a few images suffice).
     """
-    graph = ir.load_graph(quantize.DEFAULT_MODEL)
-    dataset = quantize.load_dataset(graph, progress=False)
-    ranges = cal.calibrate(graph, dataset.images[:calibration_images], progress=False)
+    graph = load_graph(DEFAULT_MODEL)
+    dataset = load_dataset(graph, progress=False)
+    ranges = calibrate(graph, dataset.images[:calibration_images], progress=False)
     out = []
     for label, bits, quantizer, first_last in (("W8 (int8)", 8, "uniform", None), ("W2 (MSPTQ codes)", 2, "msptq", None),
                                                ("W2, first/last W8", 2, "msptq", 8)):
-        network, _ = quantize.build_network(graph, ranges, method="wess", weight_bits=bits, weight_quantizer=quantizer,
-                                            first_last_bits=first_last, input_range=dataset.input_range)
+        network, _ = build_network(graph, ranges, method="wess", weight_bits=bits, weight_quantizer=quantizer,
+                                   first_last_bits=first_last, input_range=dataset.input_range)
         weights = sum(layer.weights.size for layer in network.layers if hasattr(layer, "weights"))
         two_bit = sum(layer.weights.size for layer in network.layers if getattr(layer, "codebook", None) is not None)
         with tempfile.TemporaryDirectory() as directory:
@@ -155,28 +161,25 @@ def _parser():
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("fashion_eval_images", "jobs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {getattr(args, name)}")
+    require_positive(parser, args, "fashion_eval_images", "jobs")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out!r} exists and is not a folder")
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
-    unknown = [method for method in methods if method not in quantize.ALL_METHODS[1:]]
+    unknown = [method for method in methods if method not in ALL_METHODS[1:]]
     if not methods or unknown or len(set(methods)) != len(methods):
-        parser.error(f"--methods must be distinct weight methods from {', '.join(quantize.ALL_METHODS[1:])}, "
+        parser.error(f"--methods must be distinct weight methods from {', '.join(ALL_METHODS[1:])}, "
                      f"not {args.methods!r}")
     lines = []
     if not args.memory_only:
         for name, model in MODELS:
             started = time.perf_counter()
-            argv = quantize_argv(model, os.path.join(args.out, name), methods, jobs=args.jobs, quiet=args.quiet,
-                                 eval_images=args.fashion_eval_images if model is None else None)
-            with contextlib.redirect_stdout(io.StringIO()):          # its own table: the markdown below instead
-                code = quantize.main(argv)
-            if code:
-                return code
-            with open(os.path.join(args.out, name, "results.json")) as f:
-                summary = json.load(f)
+            job = quantize_job(model, os.path.join(args.out, name), methods, jobs=args.jobs, progress=not args.quiet,
+                               eval_images=args.fashion_eval_images if model is None else None)
+            try:
+                summary = run(job)
+            except (UnsupportedModelError, QuantizationError, ValueError, FileNotFoundError) as error:
+                print(f"error: {error}", file=sys.stderr)         # as tools/quantize.py reports it
+                return 2
             lines += [f"### {name}: {summary['dataset']}, calibration images {summary['calibration']['images'][0]}-"
                       f"{summary['calibration']['images'][1] - 1}, evaluation images "
                       f"{summary['evaluation']['images'][0]}-{summary['evaluation']['images'][1] - 1} "

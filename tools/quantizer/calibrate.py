@@ -1,6 +1,6 @@
 """Activation calibration: per-tensor asymmetric int8 ranges from calibration images.
 
-The float IR (:mod:`tools.onnx_import`) is exported back to ONNX with every tensor as an output and run in
+The float IR (:mod:`tools.quantizer.frontend`) is exported back to ONNX with every tensor as an output and run in
 onnxruntime over the calibration images; each tensor's range is then chosen by one of :data:`METHODS`:
 
 ``minmax`` (default)
@@ -13,7 +13,7 @@ onnxruntime over the calibration images; each tensor's range is then chosen by o
 
 :func:`activation_quantization` turns a range into ``(scale, zero_point)`` the TFLite way: the range is widened to
 contain 0 (so that 0, ReLU's floor and the padding value, is exact), ``scale = (max - min) / 255`` rounded UP to
-10 significant bits (:func:`tools.weights.snap_scale`: float round-off does not change it, and the range still fits),
+10 significant bits (:func:`weights.snap_scale`: float round-off does not change it, and the range still fits),
 ``zero_point = round_half_away(-128 - min / scale)`` clamped to int8.
 """
 
@@ -22,7 +22,8 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from golden.requant import round_half_away_from_zero
-from tools.weights import snap_scale
+
+from .weights import snap_scale
 
 __all__ = ["METHODS", "activation_quantization", "calibrate", "channel_means", "session", "BINS"]
 
@@ -64,7 +65,7 @@ def calibrate(graph, images, *, method="minmax", percentile=99.99, batch_size=32
     """Real-value range ``(low, high)`` of the graph input and of every IR tensor over ``images``.
 
     Args:
-        graph: a :class:`tools.onnx_import.Graph`.
+        graph: a :class:`tools.quantizer.frontend.Graph`.
         images: float32 NCHW calibration images, already normalised.
         method: one of :data:`METHODS`.
         percentile: ``p`` of the percentile method, in (50, 100].

