@@ -12,7 +12,8 @@ import numpy as np
 
 from golden.config import NPUConfig
 from golden.conv import conv2d
-from golden.memory import CODE_BITS, load_activation, store_weights
+from golden.images import load_activation, store_weights
+from golden.layouts import CODE_BITS
 from golden.requant import requantize
 from tools.bench_engine import Case, layer_space, random_layers
 

@@ -8,9 +8,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.engine import average_pool_params, run_layer
-from golden.memory import (MemoryImages, activation_words, encode_descriptor, layer_descriptor, load_activation,
-                           pack_words, store_activation, store_bias, store_weights)
+from golden.descriptor import encode_descriptor, layer_descriptor
+from golden.engine import run_layer
+from golden.images import MemoryImages, load_activation, store_activation, store_bias, store_weights
+from golden.layouts import activation_words, pack_bias_words, pack_words
+from golden.pool import average_pool_params
 from golden.sequencer import layer_cycles
 from hdl.engine import Engine
 
@@ -100,8 +102,7 @@ async def load_images(ctx, dut, images):
             await ctx.tick()
     ctx.set(dut.host.write, 0)
     weights = pack_words(images.weights.reshape(len(images.weights), -1), 8)
-    biases = [b | (k << (32 * lanes)) for b, k in zip(pack_words(images.bias, 32),
-                                                       pack_words(images.channel_shift, CONFIG.shift_bits))]
+    biases = pack_bias_words(images.bias, images.channel_shift, CONFIG)
     for port, words in ((dut.weight_load, weights), (dut.bias_load, biases)):
         for address, word in enumerate(words):
             if word:
@@ -167,5 +168,5 @@ def test_host_port_writes_and_reads_while_idle():
 def test_engine_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^the engine needs at least 2 lanes, not 1$"):
         Engine(NPUConfig(lanes=1))
-    with pytest.raises(TypeError, match=r"^images must be a golden.memory.MemoryImages, not 3$"):
+    with pytest.raises(TypeError, match=r"^images must be a golden.images.MemoryImages, not 3$"):
         Engine(CONFIG, images=3)

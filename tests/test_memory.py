@@ -1,4 +1,4 @@
-"""golden/memory.py and golden/engine.py: layouts, descriptor, hex files, ROM images of a network, pooling reciprocal."""
+"""golden/layouts.py, descriptor.py, hexfile.py, images.py, engine.py and pool.py's pooling reciprocal: the memories."""
 
 import dataclasses
 
@@ -8,12 +8,14 @@ import pytest
 from golden import network as gnet
 from golden.config import NPUConfig
 from golden.conv import conv2d, depthwise_conv2d
-from golden.engine import average_pool_params, run_layer
-from golden.memory import (MAX_POOL_COUNT, MemoryImages, activation_location, check_descriptor, decode_descriptor,
-                           descriptor_fields, encode_descriptor, layer_descriptor, load_activation, pack_words,
-                           read_hex, read_images, row_pitch, store_activation, store_bias, store_weights,
-                           unpack_words, write_hex, write_images)
-from golden.pool import global_average_pool, rounding_divide
+from golden.engine import run_layer
+from golden.descriptor import (check_descriptor, decode_descriptor, descriptor_fields, encode_descriptor,
+                               layer_descriptor)
+from golden.hexfile import read_hex, write_hex
+from golden.images import (MemoryImages, load_activation, read_images, store_activation, store_bias, store_weights,
+                           write_images)
+from golden.layouts import activation_location, pack_words, row_pitch, unpack_words
+from golden.pool import GAP_WEIGHT, MAX_POOL_COUNT, average_pool_params, global_average_pool, rounding_divide
 from golden.requant import requantize
 
 CONFIG = NPUConfig(act_depth=512, weight_depth=256, bias_depth=32)
@@ -97,7 +99,7 @@ def test_average_pool_params_are_exact_over_every_window_sum():
         multiplier, shift = average_pool_params(count)
         assert 1 << 30 <= multiplier < 1 << 31 and -32 <= shift <= 0
         total = np.arange(-128 * count, 127 * count + 1, dtype=np.int64)
-        got = requantize(64 * total, multiplier, shift, 0, 0, -128, 127)
+        got = requantize(GAP_WEIGHT * total, multiplier, shift, 0, 0, -128, 127)
         np.testing.assert_array_equal(got, np.clip(rounding_divide(total, count), -128, 127), err_msg=str(count))
     for bad in (0, MAX_POOL_COUNT + 1, 2.0):
         with pytest.raises(ValueError, match="count must be an integer"):

@@ -24,11 +24,10 @@ from tqdm import tqdm
 
 from golden.config import NPUConfig
 from golden.conv import conv2d, depthwise_conv2d, fully_connected
-from golden.engine import average_pool_params
-from golden.memory import (MemoryImages, activation_words, address_bits, descriptor_fields, encode_descriptor, groups,
-                           layer_descriptor, load_activation, store_activation, store_bias, store_weights,
-                           weight_words)
-from golden.pool import global_average_pool
+from golden.descriptor import descriptor_fields, encode_descriptor, layer_descriptor
+from golden.images import MemoryImages, load_activation, store_activation, store_bias, store_weights
+from golden.layouts import activation_words, address_bits, groups, weight_words
+from golden.pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from golden.requant import quantize_multiplier, requantize
 from golden.sequencer import layer_cycles
 from hdl.top import OneLineErrorParser
@@ -74,7 +73,7 @@ def random_layers(specs, config, seed):
         config: an :class:`NPUConfig` whose memories hold them (see :func:`layer_space`).
         seed: the random seed.
     Returns:
-        The :class:`Case` s and the :class:`golden.memory.MemoryImages` holding every layer's input, weights and
+        The :class:`Case` s and the :class:`golden.images.MemoryImages` holding every layer's input, weights and
         biases. Expected outputs come from the golden ops on the original arrays, independently of the layouts.
     """
     placements, _ = _place(specs, config)
@@ -92,7 +91,7 @@ def random_layers(specs, config, seed):
             zero_point = out_zero_point = 0
             if flavour == "relu6":
                 qmin, qmax = -20, 30
-            acc = 64 * x.sum(axis=(0, 1), keepdims=True)
+            acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
             expected = global_average_pool(x[None], qmin=qmin, qmax=qmax)[0]
         else:
             if kind == "depthwise":

@@ -471,7 +471,7 @@ def _saturation(values, zero_point):
 # -- outputs -----------------------------------------------------------------------------------------------------------
 
 def write_memory_images(network, directory):
-    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (golden/memory.py, docs/memory.md).
+    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (golden/images.py, docs/memory.md).
 
     Returns the writer's JSON-able summary, or ``{"skipped": reason}`` when nothing is written: for a network with
     per-channel multipliers (the ``channel`` reference method, which the NPU cannot store) or while the engine's
@@ -480,10 +480,10 @@ def write_memory_images(network, directory):
     if any(getattr(layer, "per_channel", False) for layer in network.layers):
         return {"skipped": "per-channel multipliers (the channel reference method) are not storable by the NPU"}
     try:
-        from golden import memory
+        from golden import images
     except ImportError:
-        return {"skipped": "golden/memory.py (the engine's memory layout) is not installed"}
-    return memory.write_images(network, directory)
+        return {"skipped": "golden/images.py (the engine's memory images) is not installed"}
+    return images.write_images(network, directory)
 
 
 def _sha256(path):

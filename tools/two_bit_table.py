@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from golden.memory import write_images
+from golden.images import write_images
 from hdl.top import OneLineErrorParser
 from tools import calibrate as cal
 from tools import onnx_import as ir
