@@ -152,8 +152,8 @@ class Conv2D(_Weighted):
     source : str
         The ONNX node it came from.
     codebook : numpy.ndarray or None
-        Two-bit weights (tools/weights.py ``uq``, ``sptq``, ``msptq``): the 4 ascending integers every weight is one
-        of, the weight of code 0..3 in the two-bit memory image (golden/memory.py); ``None`` for int8 weights.
+        Two-bit weights (tools/quantizer/weights.py ``uq``, ``sptq``, ``msptq``): the 4 ascending integers every weight is one
+        of, the weight of code 0..3 in the two-bit memory image (golden/layouts.py); ``None`` for int8 weights.
     """
     stride: tuple = (1, 1)
     padding: tuple = (0, 0, 0, 0)

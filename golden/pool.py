@@ -5,13 +5,26 @@ by the number of input elements the window covers, rounded half away from zero, 
 "Average pooling"). A converter expresses ONNX GlobalAveragePool as an AVERAGE_POOL_2D whose window is the whole
 feature map (7 x 7 = 49 elements in MobileNetV2) to stay bit-exact with this model; TFLite's MEAN requantizes with a
 multiplier and rounds differently.
+
+The engine runs a global average pool on its requantizer: the MAC array sums ``GAP_WEIGHT * x`` over the window (input
+zero point 0, bias 0, k_c 0) and :func:`average_pool_params` gives a ``(multiplier, shift)`` with which
+:func:`golden.requant.requantize` of that sum equals :func:`global_average_pool`'s rounded division for every window
+sum an int8 input can produce (the proof is in the function's docstring; tests check it exhaustively).
 """
 
 import numpy as np
 
 from .conv import _activation, _centred_padded, _clamp_bounds, _padding, _stride, _taps
 
-__all__ = ["average_pool2d", "global_average_pool", "rounding_divide"]
+__all__ = ["average_pool2d", "global_average_pool", "rounding_divide", "GAP_WEIGHT", "MAX_POOL_COUNT",
+           "average_pool_params"]
+
+#: Weight the engine gives every input of a global average pool (2**6: the sum gains 6 fraction bits).
+GAP_WEIGHT = 64
+
+#: Largest window a global average pool may sum: the engine weighs each input by :data:`GAP_WEIGHT`, and
+#: ``GAP_WEIGHT * 128 * count`` must stay below 2**31.
+MAX_POOL_COUNT = (1 << 18) - 1
 
 
 def rounding_divide(total, count):
@@ -76,6 +89,39 @@ def global_average_pool(x, *, qmin=-128, qmax=127):
     """
     x = _activation(x, 4)
     return average_pool2d(x, x.shape[1:3], qmin=qmin, qmax=qmax)
+
+
+def average_pool_params(count):
+    """``(multiplier, shift)`` that turn ``GAP_WEIGHT * sum`` into ``round_half_away(sum / count)`` exactly.
+
+    Write ``count = 2**a * u`` with ``u`` odd and ``c = ceil(log2 u)``; then ``multiplier = round(2**(30+c) / u)``
+    (in ``[2**30, 2**31)``) and ``shift = -(a + 5 + c)``. For a window sum ``t`` with ``|t| <= 128 * count``, the
+    requantizer's ``h = SRDHM(64 t, multiplier)`` is within ``1/2 + count / 2**19 < 1`` of ``h* = t * 2**(5+c) / u``,
+    and equals ``h*`` whenever ``h*`` is an integer (the error is then below 1/2). Its final rounding shift by
+    ``a + 5 + c`` divides ``h*`` back to ``t / count``: when ``t / count`` is a tie, ``h*`` is an integer and the
+    shift rounds it away from zero as :func:`golden.pool.rounding_divide` does; otherwise ``t / count`` is at least
+    ``1 / (2 count)`` from a rounding boundary, i.e. ``h*`` at least ``2**(4+c) / u >= 16`` from one, so an error
+    below 1 cannot move it across. ``64 t`` fits int32 while ``count <= MAX_POOL_COUNT``.
+
+    Args:
+        count: the number of window elements, in ``[1, MAX_POOL_COUNT]``.
+    Returns:
+        ``(multiplier, shift)`` for the descriptor (integer arithmetic only).
+
+    Examples:
+        >>> average_pool_params(49)
+        (1402438301, -11)
+        >>> average_pool_params(16)
+        (1073741824, -9)
+    """
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or not 1 <= count <= MAX_POOL_COUNT:
+        raise ValueError(f"count must be an integer in [1, {MAX_POOL_COUNT}], not {count!r}")
+    count = int(count)
+    twos = (count & -count).bit_length() - 1
+    odd = count >> twos
+    ceil_log2 = (odd - 1).bit_length()
+    multiplier = ((1 << (30 + ceil_log2)) + odd // 2) // odd
+    return multiplier, -(twos + 5 + ceil_log2)
 
 
 def _inside(size, kernel, stride, pad_before, out_size):

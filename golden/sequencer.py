@@ -1,14 +1,15 @@
 """Golden model of the layer sequencer (``hdl/sequencer.py``): the steps of a layer and the engine's cycle count.
 
 :func:`steps` lists what every step of the MAC array reads, computed directly from the layer's geometry and the
-memory layouts of ``golden.memory`` (the RTL keeps the same values with incremental counters). :func:`layer_cycles`
+memory layouts of ``golden.layouts`` (the RTL keeps the same values with incremental counters). :func:`layer_cycles`
 is the engine's cycle model: the exact value of its ``cycles`` counter for any descriptor, in closed form, so that
 ``tools/bench_engine.py`` can count whole networks and the testbenches can check the RTL against it.
 """
 
 import dataclasses
 
-from .memory import activation_location, check_descriptor, groups
+from .descriptor import check_descriptor
+from .layouts import activation_location, groups
 
 __all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "groups_per_pass",
            "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
@@ -45,7 +46,7 @@ class Step:
     first, last : bool
         The step starts / ends a pass.
     macs : int
-        Layer MACs done by this step (as :attr:`golden.memory.LayerDescriptor.macs` counts them).
+        Layer MACs done by this step (as :attr:`golden.descriptor.LayerDescriptor.macs` counts them).
     out : dict or None
         On a pass's last step: where its words go (``address``, ``address_next``, ``bank``, ``pixels``, ``pair``,
         ``bias_address``).

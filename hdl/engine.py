@@ -11,7 +11,7 @@
 
 Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
 zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word; a global average pool
-uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.engine). Result words get their bias and channel shifts
+uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool). Result words get their bias and channel shifts
 from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/requant.py``) and are written to the
 activation memory at the addresses the sequencer computed for their pass.
 
@@ -26,13 +26,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.memory import CODE_BITS, KINDS, MemoryImages, address_bits
+from golden.descriptor import KINDS
+from golden.images import MemoryImages
+from golden.layouts import CODE_BITS, address_bits
+from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, stored_weight_word
 from hdl.mac_array import MACArray
-from hdl.memory import (ActivationMemory, BiasMemory, WeightMemory, activation_word, bias_word, load_signature,
-                        stored_weight_word, weight_word)
+from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
 from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer, descriptor_layout, pass_layout
-from hdl.weight_decoder import codebook_layout
 
 __all__ = ["Engine", "host_signature", "COUNTER_BITS"]
 
@@ -58,7 +59,7 @@ class Engine(wiring.Component):
     ----------
     config : NPUConfig
         The hardware instance (``lanes`` at least 2).
-    images : golden.memory.MemoryImages or None
+    images : golden.images.MemoryImages or None
         Initial memory contents (build time); ``None`` for zeros.
     weight_codes : numpy.ndarray or None
         With ``config.weight_code_bits == 2``: the initial weight memory, two-bit codes 0..3
@@ -67,7 +68,7 @@ class Engine(wiring.Component):
     Members
     -------
     descriptor : ``In(descriptor_layout(config))``
-        The layer (``golden.memory.encode_descriptor``); hold it stable until ``done``.
+        The layer (``golden.descriptor.encode_descriptor``); hold it stable until ``done``.
     start : ``In(1)``
         A cycle high while idle starts the layer.
     busy : ``Out(1)``
@@ -78,10 +79,10 @@ class Engine(wiring.Component):
         Performance counters of the last layer.
     host : ``In(host_signature(config))``
         Activation memory access while idle.
-    weight_load, bias_load : ``In(hdl.memory.load_signature(...))``
-        Fill the weight and bias memories word by word (``golden.memory`` word formats; code words with two-bit
+    weight_load, bias_load : ``In(hdl.layouts.load_signature(...))``
+        Fill the weight and bias memories word by word (``golden.layouts`` word formats; code words with two-bit
         codes); writes while busy are ignored.
-    codebook : ``In(hdl.weight_decoder.codebook_layout())``
+    codebook : ``In(hdl.layouts.codebook_layout())``
         Only with ``config.weight_code_bits == 2``: the layer's four int8 weights (the low 32 bits of its
         ``codebooks.hex`` entry); hold it stable until ``done``. Every layer's weights are then codes, and the MACs
         of input channels past ``in_channels`` (code 0 decodes to ``codebook[0]``, not 0) get weight 0.
@@ -110,7 +111,7 @@ class Engine(wiring.Component):
         if config.lanes < 2:
             raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes!r}")
         if images is not None and not isinstance(images, MemoryImages):
-            raise TypeError(f"images must be a golden.memory.MemoryImages, not {images!r}")
+            raise TypeError(f"images must be a golden.images.MemoryImages, not {images!r}")
         if weight_codes is not None and config.weight_code_bits != CODE_BITS:
             raise ValueError("weight_codes needs weight_code_bits 2")
         self._images = images

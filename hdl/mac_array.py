@@ -29,8 +29,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.engine import GAP_WEIGHT
-from hdl.memory import activation_word, weight_word
+from golden.pool import GAP_WEIGHT
+from hdl.layouts import activation_word, weight_word
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
 

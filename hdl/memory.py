@@ -2,30 +2,21 @@
 
 Each wraps :class:`amaranth.lib.memory.Memory` with non-transparent synchronous read ports (what ECP5 block RAM
 has) followed by an output register, so no combinational path leaves a RAM: read data appears
-:attr:`latency` cycles after the address. Contents come from ``golden.memory`` images at build time, or are loaded
+:attr:`latency` cycles after the address. Contents come from ``golden.images`` images at build time, or are loaded
 word by word through the write ports (the engine's host and load ports).
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NPUConfig
-from golden.memory import CODE_BITS, address_bits, pack_words
+from golden.layouts import CODE_BITS, address_bits, pack_bias_words, pack_words
+from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, stored_weight_word, weight_word
+from hdl.weight_decoder import WeightDecoder
 
-__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "activation_word", "weight_word", "bias_word",
-           "stored_weight_word", "load_signature"]
-
-
-def activation_word(config):
-    """One activation word: ``lanes`` int8 channels of one pixel."""
-    return data.ArrayLayout(signed(8), config.lanes)
-
-
-def weight_word(config):
-    """One weight word: ``lanes`` rows of ``lanes`` int8 weights."""
-    return data.ArrayLayout(data.ArrayLayout(signed(8), config.lanes), config.lanes)
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory"]
 
 
 def _check_config(config):
@@ -59,7 +50,7 @@ class ActivationMemory(wiring.Component):
     ----------
     config : NPUConfig
     init : numpy.ndarray or None
-        int8 ``(lanes, act_depth, lanes)`` (``golden.memory.MemoryImages.activation``).
+        int8 ``(lanes, act_depth, lanes)`` (``golden.images.MemoryImages.activation``).
 
     Members
     -------
@@ -112,11 +103,6 @@ class ActivationMemory(wiring.Component):
         return m
 
 
-def load_signature(address_bits_, shape):
-    """A write-only port that fills a memory word by word (from the loader's side)."""
-    return wiring.Signature({"address": Out(unsigned(address_bits_)), "data": Out(shape), "write": Out(1)})
-
-
 class WeightMemory(wiring.Component):
     """The weight memory: one ``lanes x lanes`` int8 word per cycle.
 
@@ -130,24 +116,22 @@ class WeightMemory(wiring.Component):
     ----------
     config : NPUConfig
     init : numpy.ndarray or None
-        ``(weight_depth, lanes, lanes)``: int8 weights (``golden.memory.MemoryImages.weights``), or with two-bit codes
-        the codes 0..3 (``golden.memory.store_weights`` of ``golden.memory.weight_codes``).
+        ``(weight_depth, lanes, lanes)``: int8 weights (``golden.images.MemoryImages.weights``), or with two-bit codes
+        the codes 0..3 (``golden.images.store_weights`` of ``golden.layouts.weight_codes``).
 
     Members
     -------
-    address : ``In(unsigned)``, data : ``Out(weight_word(config))``
+    address : ``In(unsigned)``, data : ``Out(hdl.layouts.weight_word(config))``
         Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
-    codebook : ``In(hdl.weight_decoder.codebook_layout())``
+    codebook : ``In(hdl.layouts.codebook_layout())``
         Only with two-bit codes: the running layer's four int8 weights.
-    load : ``In(load_signature(...))``
-        Write port, to load a network's weights (:func:`stored_weight_word` words).
+    load : ``In(hdl.layouts.load_signature(...))``
+        Write port, to load a network's weights (``hdl.layouts.stored_weight_word`` words).
     """
 
     latency = 2
 
     def __init__(self, config, *, init=None):
-        from hdl.weight_decoder import codebook_layout   # hdl.weight_decoder imports this module
-
         self._config = _check_config(config)
         self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
         bits = address_bits(config.weight_depth)
@@ -172,8 +156,6 @@ class WeightMemory(wiring.Component):
         m.submodules.mem = mem
         _load(m, mem, self.load)
         if code_bits == CODE_BITS:
-            from hdl.weight_decoder import WeightDecoder
-
             m.submodules.decoder = decoder = WeightDecoder(config)
             port = mem.read_port(transparent_for=())
             out = Signal(weight_word(config), name="weights_q")
@@ -185,19 +167,6 @@ class WeightMemory(wiring.Component):
         return m
 
 
-def stored_weight_word(config):
-    """What one weight memory word holds: a :func:`weight_word`, or with two-bit codes ``2 lanes**2`` code bits."""
-    return weight_word(config) if config.weight_code_bits == 8 else unsigned(CODE_BITS * config.macs)
-
-
-def bias_word(config):
-    """One bias word: ``lanes`` int32 biases and ``lanes`` channel shifts k_c."""
-    return data.StructLayout({
-        "bias": data.ArrayLayout(signed(config.acc_bits), config.lanes),
-        "channel_shift": data.ArrayLayout(unsigned(config.shift_bits), config.lanes),
-    })
-
-
 class BiasMemory(wiring.Component):
     """The bias memory: per channel group ``lanes`` int32 biases and their WESS shifts k_c.
 
@@ -205,13 +174,13 @@ class BiasMemory(wiring.Component):
     ----------
     config : NPUConfig
     bias, channel_shift : numpy.ndarray or None
-        ``(bias_depth, lanes)`` (``golden.memory.MemoryImages.bias`` / ``.channel_shift``); both or neither.
+        ``(bias_depth, lanes)`` (``golden.images.MemoryImages.bias`` / ``.channel_shift``); both or neither.
 
     Members
     -------
-    address : ``In(unsigned)``, data : ``Out(bias_word(config))``
+    address : ``In(unsigned)``, data : ``Out(hdl.layouts.bias_word(config))``
         Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
-    load : ``In(load_signature(...))``
+    load : ``In(hdl.layouts.load_signature(...))``
         Write port, to load a network's biases and shifts.
     """
 
@@ -236,9 +205,7 @@ class BiasMemory(wiring.Component):
         config = self._config
         init = []
         if self._bias is not None:
-            offset = config.lanes * config.acc_bits
-            init = _trimmed([b | (k << offset) for b, k in zip(pack_words(self._bias, config.acc_bits),
-                                                               pack_words(self._channel_shift, config.shift_bits))])
+            init = _trimmed(pack_bias_words(self._bias, self._channel_shift, config))
         mem = memory.Memory(shape=unsigned(data.Layout.cast(bias_word(config)).size), depth=config.bias_depth,
                             init=init)
         m.submodules.mem = mem

@@ -15,7 +15,7 @@ convolutions read one activation word (pixel ``(y*sh + ky - top, x*sw + kx - lef
 per step, broadcast the activation over the array's rows and reduce its columns. Depthwise steps give every MAC row
 its own pixel: at stride 1 the ``lanes`` pixels ``x .. x+lanes-1`` of group ``go``; at stride 2 the ``lanes/2`` pixels
 ``x .. x+lanes/2-1`` of groups ``go`` and ``go+1`` (rows ``e*lanes/2 + i``). The activation banks are skewed
-(bank = (x + group) mod lanes, ``golden.memory``) so that these ``lanes`` words sit in ``lanes`` different banks; each
+(bank = (x + group) mod lanes, ``golden.layouts``) so that these ``lanes`` words sit in ``lanes`` different banks; each
 bank gets its own address and each row the bank to take its word from. Taps outside the input are not read: the
 step marks the row invalid and the engine feeds 0 to its MACs. A global average pool is a reduced pass per channel
 group over the whole input (the engine gives it diagonal weights).
@@ -33,13 +33,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.memory import KINDS, address_bits, descriptor_fields
+from golden.descriptor import KINDS, descriptor_fields
+from golden.layouts import address_bits
 
 __all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
 
 
 def descriptor_layout(config):
-    """The layer descriptor as a struct, field for field :func:`golden.memory.descriptor_fields`."""
+    """The layer descriptor as a struct, field for field :func:`golden.descriptor.descriptor_fields`."""
     return data.StructLayout({name: signed(width) if is_signed else unsigned(width)
                               for name, width, is_signed in descriptor_fields(config)})
 

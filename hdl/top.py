@@ -2,7 +2,7 @@
 
 Every field of :class:`golden.config.NPUConfig` is a command-line option with its default; a bad value is one line
 on stderr and exit code 2, and no file is written. The engine's memories start empty (zeros); benches and ROM builds
-initialise them from ``golden.memory`` images.
+initialise them from ``golden.images`` images.
 """
 
 import sys

@@ -1,25 +1,20 @@
 """The two-bit weight decoder: one word of ``lanes x lanes`` two-bit codes -> one int8 weight word.
 
-The RTL of ``golden.memory.decode_code_words`` (docs/memory.md section 2a): element ``(r, c)`` of the int8 word is
+The RTL of ``golden.layouts.decode_code_words`` (docs/memory.md section 2a): element ``(r, c)`` of the int8 word is
 ``codebook[code]`` with ``code`` at bits ``[2(r*lanes + c) + 1 : 2(r*lanes + c)]`` of the code word, i.e. ``lanes**2``
 4-to-1 multiplexers of 8 bits whose inputs are the layer's four codebook values. Combinational: ``WeightMemory``
 places it between its RAM read port and its output register, so decoding adds no cycle.
 """
 
-from amaranth.hdl import Array, Module, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.hdl import Array, Module, unsigned
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.memory import CODE_BITS
-from hdl.memory import weight_word
+from golden.layouts import CODE_BITS
+from hdl.layouts import codebook_layout, weight_word
 
-__all__ = ["WeightDecoder", "codebook_layout"]
-
-
-def codebook_layout():
-    """A layer's codebook: the int8 weights of codes 0..3."""
-    return data.ArrayLayout(signed(8), 1 << CODE_BITS)
+__all__ = ["WeightDecoder"]
 
 
 class WeightDecoder(wiring.Component):
@@ -33,9 +28,9 @@ class WeightDecoder(wiring.Component):
     -------
     codes : ``In(unsigned(2 * lanes**2))``
         One code word, lane ``i = r*lanes + c`` at bits ``[2i + 1 : 2i]``.
-    codebook : ``In(codebook_layout())``
+    codebook : ``In(hdl.layouts.codebook_layout())``
         The layer's four int8 weights; hold it stable while the layer runs.
-    weights : ``Out(hdl.memory.weight_word(config))``
+    weights : ``Out(hdl.layouts.weight_word(config))``
         The decoded int8 weight word.
     """
 

@@ -14,7 +14,9 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
 from engine_cases import TWO_BIT_CODEBOOKS, make_bench, two_bit_bench
 from golden.config import NPUConfig
-from golden.memory import activation_location, pack_words, encode_descriptor, groups, load_activation
+from golden.descriptor import encode_descriptor
+from golden.images import load_activation
+from golden.layouts import activation_location, groups, pack_words
 from golden.sequencer import layer_cycles
 from sim import bench_args, reset, unpack_lanes, write_summary
 

@@ -1,20 +1,14 @@
 """The engine benches' layers: specs per bench, and the configuration whose memories hold them all.
 
-``tools.bench_engine.random_layers`` draws each layer's data and parameters from a fixed seed, places every layer's
-input, output, weights and biases in its own region of the memories (one Verilog build runs all of a bench's layers
-one after another) and computes the expected output with the golden ops on the original arrays. The pytest launcher
-and the cocotb module call :func:`make_bench` with the same seed and get the same layers.
+``golden.stimulus`` draws each layer's data and parameters from a fixed seed, places every layer's input, output,
+weights and biases in its own region of the memories (one Verilog build runs all of a bench's layers one after
+another) and computes the expected output with the golden ops on the original arrays. The pytest launcher and the
+cocotb module call :func:`make_bench` with the same seed and get the same layers.
 """
 
-import dataclasses
-
-import numpy as np
-
 from golden.config import NPUConfig
-from golden.conv import conv2d
-from golden.memory import CODE_BITS, load_activation, store_weights
-from golden.requant import requantize
-from tools.bench_engine import Case, layer_space, random_layers
+from golden.layouts import CODE_BITS
+from golden.stimulus import fitted_config, random_layers, two_bit_layers
 
 __all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench"]
 
@@ -82,38 +76,18 @@ def bench_specs(bench):
 def bench_config(bench, lanes=8):
     """The default-shaped configuration with the smallest power-of-two memories that hold a bench's layers."""
     config = NPUConfig(lanes=lanes, weight_code_bits=CODE_BITS if bench == "two_bit" else 8)
-    words = layer_space(bench_specs(bench), config)
-    return dataclasses.replace(config, **{f"{name}_depth": 1 << max(4, (words[key] - 1).bit_length())
-                                          for name, key in (("act", "act"), ("weight", "weights"), ("bias", "bias"))})
+    return fitted_config(bench_specs(bench), config)
 
 
 def make_bench(bench, config, seed):
-    """``(cases, images)`` of a bench (``tools.bench_engine.random_layers``)."""
+    """``(cases, images)`` of a bench (``golden.stimulus.random_layers``)."""
     return random_layers(bench_specs(bench), config, seed)
 
 
 def two_bit_bench(config, seed):
-    """``(cases, images, codes)`` of the ``two_bit`` bench: :func:`make_bench`'s layers with two-bit weights.
+    """``(cases, images, codes)`` of the ``two_bit`` bench: its layers, weights codes of :data:`TWO_BIT_CODEBOOKS`.
 
-    Inputs, biases, shifts and descriptors are :func:`make_bench`'s; each layer's weights are random codes of its
-    :data:`TWO_BIT_CODEBOOKS` entry, stored as codes (``codes``: ``(weight_depth, lanes, lanes)``, padding code 0),
-    and the expected output comes from the golden conv and requantizer on the decoded int8 weights.
+    ``golden.stimulus.two_bit_layers``: inputs, biases, shifts and descriptors are :func:`make_bench`'s, the weights
+    random codes stored as codes (``codes``), the expected output from the decoded int8 weights.
     """
-    cases, images = make_bench("two_bit", config, seed)
-    codes = np.zeros_like(images.weights)
-    rng = np.random.default_rng(seed)
-    two_bit_cases = []
-    for case, codebook in zip(cases, TWO_BIT_CODEBOOKS):
-        d = case.descriptor
-        x = load_activation(images.activation, d.in_shape, base=d.in_base, pitch=d.in_row_pitch, config=config)
-        layer_codes = rng.integers(0, 1 << CODE_BITS, size=(d.out_channels, d.kernel_height, d.kernel_width,
-                                                              d.in_channels))
-        store_weights(codes, d.kind, layer_codes, base=d.weight_base, config=config)
-        bias = images.bias[d.bias_base:].reshape(-1)[:d.out_channels]
-        channel_shift = images.channel_shift[d.bias_base:].reshape(-1)[:d.out_channels]
-        top, bottom, left, right = d.padding
-        acc = conv2d(x[None], np.asarray(codebook)[layer_codes], bias, stride=(d.stride_height, d.stride_width),
-                     padding=(top, bottom, left, right), input_zero_point=d.input_zero_point)[0]
-        expected = requantize(acc, d.multiplier, d.shift, channel_shift, d.output_zero_point, d.qmin, d.qmax)
-        two_bit_cases.append(Case(name=f"{case.name} codebook {codebook}", descriptor=d, expected=expected, acc=acc))
-    return two_bit_cases, images, codes
+    return two_bit_layers(bench_specs("two_bit"), TWO_BIT_CODEBOOKS, config, seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from golden.config import NPUConfig
-from golden.memory import layer_descriptor
+from golden.descriptor import layer_descriptor
 from golden.sequencer import layer_cycles
 from tools.bench_engine import mobilenet_v2_layers, model_layers
 

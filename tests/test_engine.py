@@ -1,49 +1,38 @@
-"""Amaranth-simulator tests of hdl/engine.py (4 lanes): layers of every kind against golden/engine.py, exact cycles.
+"""Amaranth-simulator tests of hdl/engine.py (4 lanes): golden/stimulus.py layers of every kind, outputs, exact cycles.
 
 The cocotb benches in tb/ run the default 64-MAC engine's Verilog; these run in seconds without a Verilog toolchain.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.engine import average_pool_params, run_layer
-from golden.memory import (MemoryImages, activation_words, encode_descriptor, layer_descriptor, load_activation,
-                           pack_words, store_activation, store_bias, store_weights)
+from golden.descriptor import encode_descriptor
+from golden.engine import run_layer
+from golden.images import load_activation
+from golden.layouts import pack_bias_words, pack_words
 from golden.sequencer import layer_cycles
+from golden.stimulus import random_layers
 from hdl.engine import Engine
 
-CONFIG = NPUConfig(lanes=4, act_depth=128, weight_depth=128, bias_depth=16, dim_bits=6, channel_bits=7)
+CONFIG = NPUConfig(lanes=4, act_depth=256, weight_depth=128, bias_depth=16, dim_bits=6, channel_bits=7)
 
-LAYERS = [
-    ("conv", (3, 4, 4), 4, (1, 1), (1, 1), (0, 0, 0, 0)),
-    ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
-    ("conv", (5, 5, 6), 5, (3, 3), (2, 2), (0, 1, 0, 1)),
-    ("fully_connected", (1, 1, 10), 6, (1, 1), (1, 1), (0, 0, 0, 0)),
-    ("depthwise", (4, 6, 6), 6, (3, 3), (1, 1), (1, 1, 1, 1)),
-    ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1)),
-    ("depthwise", (3, 5, 4), 4, (1, 2), (1, 1), (0, 0, 0, 1)),
-    ("average_pool", (3, 4, 6), 6, (3, 4), (1, 1), (0, 0, 0, 0)),
-]
-
-
-def make_layer(rng, kind, shape, cout, kernel, stride, padding):
-    images = MemoryImages.empty(CONFIG)
-    store_activation(images.activation, rng.integers(-128, 128, size=shape), base=0, config=CONFIG)
-    if kind == "average_pool":
-        params = dict(zip(("multiplier", "shift"), average_pool_params(shape[0] * shape[1])))
-    else:
-        weights = rng.integers(-127, 128, size=(*kernel, cout) if kind == "depthwise" else (cout, *kernel, shape[2]))
-        store_weights(images.weights, kind, weights, base=1, config=CONFIG)
-        store_bias(images.bias, images.channel_shift, rng.integers(-5000, 5000, size=cout),
-                   rng.integers(0, 16, size=cout), base=1, config=CONFIG)
-        params = dict(input_zero_point=int(rng.integers(-128, 128)), multiplier=int(rng.integers(1 << 30, 1 << 31)),
-                      shift=-int(rng.integers(8, 14)), output_zero_point=int(rng.integers(-20, 20)))
-    descriptor = layer_descriptor(kind, shape, cout, config=CONFIG, kernel=kernel, stride=stride, padding=padding,
-                                  in_base=0, out_base=activation_words(shape, CONFIG) + 2, weight_base=1,
-                                  bias_base=1, **params)
-    return descriptor, images
+#: ``golden.stimulus`` specs, all placed in one set of images (one engine build holds every layer).
+LAYERS = [(f"{kind}-{'x'.join(map(str, shape))}", kind, shape, cout, kernel, stride, padding, "plain")
+          for kind, shape, cout, kernel, stride, padding in (
+              ("conv", (3, 4, 4), 4, (1, 1), (1, 1), (0, 0, 0, 0)),
+              ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
+              ("conv", (5, 5, 6), 5, (3, 3), (2, 2), (0, 1, 0, 1)),
+              ("fully_connected", (1, 1, 10), 6, (1, 1), (1, 1), (0, 0, 0, 0)),
+              ("depthwise", (4, 6, 6), 6, (3, 3), (1, 1), (1, 1, 1, 1)),
+              ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1)),
+              ("depthwise", (3, 5, 4), 4, (1, 2), (1, 1), (0, 0, 0, 1)),
+              ("average_pool", (3, 4, 6), 6, (3, 4), (1, 1), (0, 0, 0, 0)),
+          )]
+SEED = 2026
 
 
 def run_engine(descriptor, images, *, load=False):
@@ -100,8 +89,7 @@ async def load_images(ctx, dut, images):
             await ctx.tick()
     ctx.set(dut.host.write, 0)
     weights = pack_words(images.weights.reshape(len(images.weights), -1), 8)
-    biases = [b | (k << (32 * lanes)) for b, k in zip(pack_words(images.bias, 32),
-                                                       pack_words(images.channel_shift, CONFIG.shift_bits))]
+    biases = pack_bias_words(images.bias, images.channel_shift, CONFIG)
     for port, words in ((dut.weight_load, weights), (dut.bias_load, biases)):
         for address, word in enumerate(words):
             if word:
@@ -112,28 +100,27 @@ async def load_images(ctx, dut, images):
         ctx.set(port.write, 0)
 
 
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: f"{layer[0]}-{'x'.join(map(str, layer[1]))}")
-def test_engine_matches_golden(layer):
-    rng = np.random.default_rng(sum(layer[1]) + layer[2])
-    descriptor, images = make_layer(rng, *layer)
-    expected_images = MemoryImages(images.activation.copy(), images.weights, images.bias, images.channel_shift)
-    expected, _ = run_layer(descriptor, expected_images, CONFIG)
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=[spec[0] for spec in LAYERS])
+def test_engine_matches_golden(index):
+    cases, images = random_layers(LAYERS, CONFIG, SEED)
+    case = cases[index]
+    descriptor = case.descriptor
+    model = dataclasses.replace(images, activation=images.activation.copy())
+    np.testing.assert_array_equal(run_layer(descriptor, model, CONFIG)[0], case.expected)
     result = run_engine(descriptor, images)
     got = load_activation(result["image"], descriptor.out_shape, base=descriptor.out_base, config=CONFIG)
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, case.expected)
     assert result["cycles"] == layer_cycles(descriptor, CONFIG)
     assert result["mac_ops"] == descriptor.macs
 
 
-@pytest.mark.parametrize("layer", [LAYERS[1], LAYERS[5]], ids=["conv", "depthwise"])
-def test_engine_loaded_through_its_ports(layer):
-    rng = np.random.default_rng(9)
-    descriptor, images = make_layer(rng, *layer)
-    expected_images = MemoryImages(images.activation.copy(), images.weights, images.bias, images.channel_shift)
-    expected, _ = run_layer(descriptor, expected_images, CONFIG)
-    result = run_engine(descriptor, images, load=True)
-    got = load_activation(result["image"], descriptor.out_shape, base=descriptor.out_base, config=CONFIG)
-    np.testing.assert_array_equal(got, expected)
+@pytest.mark.parametrize("index", [1, 5], ids=["conv", "depthwise"])
+def test_engine_loaded_through_its_ports(index):
+    cases, images = random_layers(LAYERS, CONFIG, SEED)
+    case = cases[index]
+    result = run_engine(case.descriptor, images, load=True)
+    got = load_activation(result["image"], case.descriptor.out_shape, base=case.descriptor.out_base, config=CONFIG)
+    np.testing.assert_array_equal(got, case.expected)
 
 
 def test_host_port_writes_and_reads_while_idle():
@@ -167,5 +154,5 @@ def test_host_port_writes_and_reads_while_idle():
 def test_engine_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^the engine needs at least 2 lanes, not 1$"):
         Engine(NPUConfig(lanes=1))
-    with pytest.raises(TypeError, match=r"^images must be a golden.memory.MemoryImages, not 3$"):
+    with pytest.raises(TypeError, match=r"^images must be a golden.images.MemoryImages, not 3$"):
         Engine(CONFIG, images=3)

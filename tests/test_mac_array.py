@@ -7,7 +7,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.engine import GAP_WEIGHT
+from golden.pool import GAP_WEIGHT
 from golden.sequencer import DRAIN_LATENCY, REDUCE_LATENCY
 from hdl.mac_array import MACArray
 

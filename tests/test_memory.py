@@ -1,4 +1,4 @@
-"""golden/memory.py and golden/engine.py: layouts, descriptor, hex files, ROM images of a network, pooling reciprocal."""
+"""golden/layouts.py, descriptor.py, hexfile.py, images.py, engine.py and pool.py's pooling reciprocal: the memories."""
 
 import dataclasses
 
@@ -7,14 +7,15 @@ import pytest
 
 from golden import network as gnet
 from golden.config import NPUConfig
-from golden.conv import conv2d, depthwise_conv2d
-from golden.engine import average_pool_params, run_layer
-from golden.memory import (MAX_POOL_COUNT, MemoryImages, activation_location, check_descriptor, decode_descriptor,
-                           descriptor_fields, encode_descriptor, layer_descriptor, load_activation, pack_words,
-                           read_hex, read_images, row_pitch, store_activation, store_bias, store_weights,
-                           unpack_words, write_hex, write_images)
-from golden.pool import global_average_pool, rounding_divide
+from golden.descriptor import (check_descriptor, decode_descriptor, descriptor_fields, encode_descriptor,
+                               layer_descriptor)
+from golden.engine import run_layer
+from golden.hexfile import read_hex, write_hex
+from golden.images import MemoryImages, load_activation, read_images, store_activation, write_images
+from golden.layouts import activation_location, pack_words, row_pitch, unpack_words
+from golden.pool import GAP_WEIGHT, MAX_POOL_COUNT, average_pool_params, rounding_divide
 from golden.requant import requantize
+from golden.stimulus import random_layers
 
 CONFIG = NPUConfig(act_depth=512, weight_depth=256, bias_depth=32)
 
@@ -97,45 +98,33 @@ def test_average_pool_params_are_exact_over_every_window_sum():
         multiplier, shift = average_pool_params(count)
         assert 1 << 30 <= multiplier < 1 << 31 and -32 <= shift <= 0
         total = np.arange(-128 * count, 127 * count + 1, dtype=np.int64)
-        got = requantize(64 * total, multiplier, shift, 0, 0, -128, 127)
+        got = requantize(GAP_WEIGHT * total, multiplier, shift, 0, 0, -128, 127)
         np.testing.assert_array_equal(got, np.clip(rounding_divide(total, count), -128, 127), err_msg=str(count))
     for bad in (0, MAX_POOL_COUNT + 1, 2.0):
         with pytest.raises(ValueError, match="count must be an integer"):
             average_pool_params(bad)
 
 
-@pytest.mark.parametrize("kind, shape, cout, kernel, stride, padding", [
-    ("conv", (5, 6, 10), 9, (3, 3), (2, 1), (1, 1, 1, 1)),
-    ("depthwise", (6, 7, 70), 70, (3, 3), (2, 2), (1, 1, 1, 1)),
-    ("fully_connected", (2, 3, 5), 4, (2, 3), (1, 1), (0, 0, 0, 0)),
-    ("average_pool", (4, 4, 12), 12, (4, 4), (1, 1), (0, 0, 0, 0)),
-])
-def test_run_layer_reads_the_layouts_back(kind, shape, cout, kernel, stride, padding):
+#: ``golden.stimulus`` specs, placed one after another in one set of images.
+RUN_LAYERS = [
+    ("conv", "conv", (5, 6, 10), 9, (3, 3), (2, 1), (1, 1, 1, 1), "plain"),
+    ("depthwise", "depthwise", (6, 7, 70), 70, (3, 3), (2, 2), (1, 1, 1, 1), "plain"),
+    ("fully_connected", "fully_connected", (2, 3, 5), 4, (2, 3), (1, 1), (0, 0, 0, 0), "plain"),
+    ("average_pool", "average_pool", (4, 4, 12), 12, (4, 4), (1, 1), (0, 0, 0, 0), "plain"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(RUN_LAYERS)), ids=[spec[0] for spec in RUN_LAYERS])
+def test_run_layer_reads_the_layouts_back(index):
     # The engine's golden model, fed through the memory images, equals the golden ops on the original arrays.
-    rng = np.random.default_rng(11)
-    images = MemoryImages.empty(CONFIG)
-    x = rng.integers(-128, 128, size=shape)
-    store_activation(images.activation, x, base=0, config=CONFIG)
-    zero_point = 0 if kind == "average_pool" else -3
-    params = dict(multiplier=1 << 30, shift=-6) if kind != "average_pool" else dict(
-        zip(("multiplier", "shift"), average_pool_params(shape[0] * shape[1])))
-    descriptor = layer_descriptor(kind, shape, cout, config=CONFIG, kernel=kernel, stride=stride, padding=padding,
-                                  in_base=0, out_base=300, weight_base=2, bias_base=1, input_zero_point=zero_point,
-                                  **params)
-    if kind == "average_pool":
-        expected = global_average_pool(x[None])[0]
-    else:
-        weights = rng.integers(-127, 128, size=(*kernel, cout) if kind == "depthwise" else (cout, *kernel, shape[2]))
-        bias, channel_shift = rng.integers(-999, 999, size=cout), rng.integers(0, 16, size=cout)
-        store_weights(images.weights, kind, weights, base=2, config=CONFIG)
-        store_bias(images.bias, images.channel_shift, bias, channel_shift, base=1, config=CONFIG)
-        op = depthwise_conv2d if kind == "depthwise" else conv2d
-        acc = op(x[None], weights, bias, stride=stride, padding=padding, input_zero_point=zero_point)[0]
-        expected = requantize(acc, 1 << 30, -6, channel_shift, 0, -128, 127)
-    output, _ = run_layer(descriptor, images, CONFIG)
-    np.testing.assert_array_equal(output, expected)
-    np.testing.assert_array_equal(load_activation(images.activation, descriptor.out_shape, base=300, config=CONFIG),
-                                  expected)
+    cases, images = random_layers(RUN_LAYERS, CONFIG, 11)
+    case = cases[index]
+    d = case.descriptor
+    output, acc = run_layer(d, images, CONFIG)
+    np.testing.assert_array_equal(output, case.expected)
+    np.testing.assert_array_equal(acc, case.acc)
+    np.testing.assert_array_equal(load_activation(images.activation, d.out_shape, base=d.out_base, config=CONFIG),
+                                  case.expected)
 
 
 def small_network(rng, config):

@@ -4,7 +4,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.memory import encode_descriptor, layer_descriptor
+from golden.descriptor import encode_descriptor, layer_descriptor
 from golden.sequencer import SEQUENCER_LATENCY, issue_cycles, steps
 from hdl.sequencer import Sequencer
 

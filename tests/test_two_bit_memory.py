@@ -1,5 +1,5 @@
-"""golden/memory.py two-bit weight images: code packing against string arithmetic, codebook entries, decoded network
-images run layer after layer as the network."""
+"""golden/layouts.py and golden/images.py two-bit weight images: code packing against string arithmetic, codebook
+entries, decoded network images run layer after layer as the network."""
 
 import dataclasses
 
@@ -9,9 +9,10 @@ import pytest
 from golden import network as gnet
 from golden.config import NPUConfig
 from golden.engine import run_layer
-from golden.memory import (CODE_BITS, codebook_fields, decode_code_words, decode_codebook_entry,
-                           encode_codebook_entry, pack_words, read_hex, read_images, read_weight_codes,
-                           store_activation, store_weights, weight_codes, write_images)
+from golden.hexfile import read_hex
+from golden.images import read_images, read_weight_codes, store_activation, store_weights, write_images
+from golden.layouts import (CODE_BITS, codebook_fields, decode_code_words, decode_codebook_entry,
+                            encode_codebook_entry, pack_words, weight_codes)
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
 

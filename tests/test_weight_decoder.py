@@ -1,11 +1,11 @@
-"""hdl/weight_decoder.py in the Amaranth simulator against golden.memory.decode_code_words."""
+"""hdl/weight_decoder.py in the Amaranth simulator against golden.layouts.decode_code_words."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.memory import decode_code_words
+from golden.layouts import decode_code_words
 from hdl.weight_decoder import WeightDecoder
 
 

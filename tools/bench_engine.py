@@ -11,7 +11,6 @@ Utilization is the layer's MACs (as usually counted, ``LayerDescriptor.macs``) o
 engine is busy, pipeline fill and drain included. Build files go to ``build/bench_engine/``.
 """
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -23,18 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from golden.config import NPUConfig
-from golden.conv import conv2d, depthwise_conv2d, fully_connected
-from golden.engine import average_pool_params
-from golden.memory import (MemoryImages, activation_words, address_bits, descriptor_fields, encode_descriptor, groups,
-                           layer_descriptor, load_activation, store_activation, store_bias, store_weights,
-                           weight_words)
-from golden.pool import global_average_pool
-from golden.requant import quantize_multiplier, requantize
+from golden.descriptor import descriptor_fields, encode_descriptor, layer_descriptor, unbounded_config
+from golden.images import load_activation
+from golden.layouts import activation_words, address_bits
 from golden.sequencer import layer_cycles
 from cli import OneLineErrorParser
+from golden.stimulus import fitted_config, random_layers
 
-__all__ = ["Case", "random_layers", "layer_space", "KIND_LAYERS", "mobilenet_v2_layers", "model_layers",
-           "simulate", "main"]
+__all__ = ["KIND_LAYERS", "mobilenet_v2_layers", "model_layers", "simulate", "main"]
 
 #: One layer per kind for the RTL run: (name, kind, input (H, W, C), output channels, kernel, stride, padding).
 KIND_LAYERS = [
@@ -48,105 +43,6 @@ KIND_LAYERS = [
 ]
 
 BUILD = Path("build/bench_engine")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Case:
-    """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it."""
-    name: str
-    descriptor: object
-    expected: np.ndarray
-    acc: np.ndarray
-
-
-def layer_space(specs, config):
-    """Words of activation, weight and bias memory that :func:`random_layers` needs for ``specs``."""
-    return _place(specs, config)[1]
-
-
-def random_layers(specs, config, seed):
-    """``(cases, images)``: random layers with fixed seeds, each in its own memory regions, and their golden outputs.
-
-    Args:
-        specs: ``(name, kind, input shape, output channels, kernel, stride, padding, flavour)`` tuples; flavours:
-            ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs clamp), ``"relu6"`` (narrow clamp
-            bounds), ``"edge-zp"`` (input zero point -128 / 127).
-        config: an :class:`NPUConfig` whose memories hold them (see :func:`layer_space`).
-        seed: the random seed.
-    Returns:
-        The :class:`Case` s and the :class:`golden.memory.MemoryImages` holding every layer's input, weights and
-        biases. Expected outputs come from the golden ops on the original arrays, independently of the layouts.
-    """
-    placements, _ = _place(specs, config)
-    images = MemoryImages.empty(config)
-    rng = np.random.default_rng(seed)
-    cases = []
-    for index, (spec, place) in enumerate(zip(specs, placements)):
-        name, kind, shape, cout, kernel, stride, padding, flavour = spec
-        x = rng.integers(-128, 128, size=shape)
-        store_activation(images.activation, x, base=place["in"], config=config)
-        zero_point = {"edge-zp": (-128, 127)[index % 2]}.get(flavour, int(rng.integers(-128, 128)))
-        qmin, qmax = -128, 127
-        if kind == "average_pool":
-            multiplier, shift = average_pool_params(shape[0] * shape[1])
-            zero_point = out_zero_point = 0
-            if flavour == "relu6":
-                qmin, qmax = -20, 30
-            acc = 64 * x.sum(axis=(0, 1), keepdims=True)
-            expected = global_average_pool(x[None], qmin=qmin, qmax=qmax)[0]
-        else:
-            if kind == "depthwise":
-                weights = rng.integers(-127, 128, size=(*kernel, cout))
-                op = depthwise_conv2d
-            else:
-                weights = rng.integers(-127, 128, size=(cout, *kernel, shape[2]))
-                op = conv2d
-            raw = op(x[None], weights, None, stride=stride, padding=padding, input_zero_point=zero_point)[0]
-            spread = int(np.percentile(np.abs(raw), 90)) + 1
-            bias = rng.integers(-spread, spread + 1, size=cout)
-            channel_shift = rng.integers(0, 4, size=cout)
-            channel_shift[[0, min(1, cout - 1), min(2, cout - 1)]] = [0, 15, 15]   # k_c = 0 and 15 always present
-            store_weights(images.weights, kind, weights, base=place["weights"], config=config)
-            store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
-            multiplier, shift = quantize_multiplier({"saturate": 3000.0, "relu6": 200.0}.get(flavour, 120.0) / spread)
-            out_zero_point = int(rng.integers(-100, 100))
-            if flavour == "relu6":
-                qmin, qmax = out_zero_point, min(127, out_zero_point + 60)
-            if kind == "fully_connected" and shape[:2] == (1, 1):
-                acc = fully_connected(x.reshape(1, -1), weights.reshape(cout, -1), bias,
-                                      input_zero_point=zero_point).reshape(1, 1, cout)
-            else:
-                acc = op(x[None], weights, bias, stride=stride, padding=padding, input_zero_point=zero_point)[0]
-            expected = requantize(acc, multiplier, shift, channel_shift, out_zero_point, qmin, qmax)
-        descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
-                                      padding=padding, in_base=place["in"], out_base=place["out"],
-                                      weight_base=place["weights"], bias_base=place["bias"],
-                                      input_zero_point=zero_point, multiplier=multiplier, shift=shift,
-                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax)
-        cases.append(Case(name=name, descriptor=descriptor, expected=expected, acc=acc))
-    return cases, images
-
-
-def _place(specs, config):
-    # Regions for every layer: inputs and outputs one after another, then weights and biases.
-    act = weights = bias = 0
-    placements = []
-    for _, kind, shape, cout, kernel, stride, padding, _ in specs:
-        probe = layer_descriptor(kind, shape, cout, config=_unbounded(config), kernel=kernel, stride=stride,
-                                 padding=padding, in_base=0, out_base=activation_words(shape, config),
-                                 input_zero_point=0)
-        pool = kind == "average_pool"   # reads no weights and no biases
-        placements.append({"in": act, "out": act + activation_words(shape, config), "weights": 0 if pool else weights,
-                           "bias": 0 if pool else bias})
-        act += activation_words(shape, config) + activation_words(probe.out_shape, config)
-        weights += weight_words(probe, config)
-        bias += 0 if kind == "average_pool" else groups(cout, config)
-    return placements, {"act": act, "weights": weights, "bias": bias}
-
-
-def _unbounded(config):
-    # The configuration with the deepest memories a descriptor allows: for geometry, not for building hardware.
-    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20)
 
 
 def mobilenet_v2_layers(resolution=224):
@@ -364,11 +260,7 @@ def main(argv=None):
     print(f"engine: {config.lanes}x{config.lanes} = {config.macs} MACs")
     if not args.no_sim:
         specs = [(*spec, "plain") for spec in KIND_LAYERS]
-        space = layer_space(specs, config)
-        sim_config = dataclasses.replace(config, **{f"{name}_depth": 1 << max(4, (words - 1).bit_length())
-                                                    for name, words in (("act", space["act"]),
-                                                                        ("weight", space["weights"]),
-                                                                        ("bias", space["bias"]))})
+        sim_config = fitted_config(specs, config)
         cases, images = random_layers(specs, sim_config, args.seed)
         results = simulate(cases, images, sim_config, BUILD)
         rows = []
@@ -388,7 +280,7 @@ def main(argv=None):
             return 1
 
     rows, totals = [], {"macs": 0, "cycles": 0}
-    unbounded = _unbounded(config)
+    unbounded = unbounded_config(config)
     for name, kind, shape, cout, kernel, stride, padding in layers:
         descriptor = layer_descriptor(kind, shape, cout, config=unbounded, kernel=kernel, stride=stride,
                                       padding=padding, in_base=0, out_base=activation_words(shape, config))

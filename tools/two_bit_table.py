@@ -6,7 +6,7 @@ models models/mnist_mlp.onnx and models/mnist_cnn.onnx (held-out digits: 200 cal
 weight methods ``--methods`` at 8 bits (uniform grid) and at 2 bits (the uniform grid {-1, 0, 1}, UQ, SPTQ, MSPTQ;
 every weighted layer two-bit, and the first and last ones kept at 8 bits). It prints markdown: per model the
 accuracy table and the per-layer weight SQNR, then the weight-memory size of the reference model at 8 and at 2 bits
-(golden/memory.py images). The quantizer's output folders (report.md, results.json) are written under ``--out``.
+(golden/images.py images). The quantizer's output folders (report.md, results.json) are written under ``--out``.
 docs/two_bit.md section 9 holds the output.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from cli import OneLineErrorParser, require_positive
-from golden.memory import write_images
+from golden.images import write_images
 from tools.quantizer.build import QuantizationError, build_network
 from tools.quantizer.calibrate import calibrate
 from tools.quantizer.datasets import load_dataset
@@ -189,7 +189,7 @@ def main(argv=None):
                       accuracy_table(summary["results"], methods), "",
                       "Weight SQNR (dB) per layer, every weighted layer at the given quantizer:", "",
                       weight_sqnr_table(summary["results"], methods), ""]
-    lines += ["### Weight memory of the reference model (golden.memory.write_images, wess)", "",
+    lines += ["### Weight memory of the reference model (golden.images.write_images, wess)", "",
               _memory_table(weight_memory()), ""]
     print("\n".join(lines))
     return 0

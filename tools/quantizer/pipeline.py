@@ -17,7 +17,7 @@ import numpy as np
 
 from cli import atomic_folder, write_file
 from golden import network as gnet
-from golden.memory import write_images
+from golden.images import write_images
 
 from . import report
 from .build import build_network, layer_names
@@ -266,7 +266,7 @@ def _finite(value):
 
 
 def write_memory_images(network, directory):
-    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (golden/memory.py, docs/memory.md).
+    """Write the RTL's ``$readmemh`` images of ``network`` into ``directory`` (golden/images.py, docs/memory.md).
 
     Returns the writer's JSON-able summary, or ``{"skipped": reason}`` when nothing is written: for a network with
     per-channel multipliers (the ``channel`` reference method, which the NPU cannot store).

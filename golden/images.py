@@ -1,0 +1,264 @@
+"""Memory images of the convolution engine: tensors, weights and biases in memory, and a network's ROM files.
+
+Images are NumPy arrays (:class:`MemoryImages`) in the layouts of ``golden.layouts``; :func:`write_images` writes the
+ROM images of a whole :class:`golden.network.Network` (placed by ``golden.placement``) as ``$readmemh`` files
+(``golden.hexfile``) and :func:`read_images` / :func:`read_weight_codes` read them back (docs/memory.md).
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import NPUConfig
+from .descriptor import decode_descriptor, descriptor_fields, encode_descriptor
+from .hexfile import read_hex, write_hex
+from .layouts import (CODE_BITS, activation_location, bias_word_width, codebook_fields, decode_codebook_entry,
+                      encode_codebook_entry, groups, pack_bias_words, pack_words, row_pitch, unpack_bias_words,
+                      unpack_words, weight_codes)
+from .placement import plan_network
+
+__all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_bias", "write_images",
+           "read_images", "read_weight_codes"]
+
+
+@dataclasses.dataclass(eq=False)
+class MemoryImages:
+    """The contents of the engine's memories.
+
+    Members
+    -------
+    activation : numpy.ndarray
+        int8 ``(lanes, act_depth, lanes)``: bank, address, channel lane.
+    weights : numpy.ndarray
+        int8 ``(weight_depth, lanes, lanes)``: address, row, column (see :func:`store_weights`).
+    bias, channel_shift : numpy.ndarray
+        int64 ``(bias_depth, lanes)``: int32 bias and WESS shift k_c of each lane.
+    """
+
+    activation: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+    channel_shift: np.ndarray
+
+    @classmethod
+    def empty(cls, config):
+        """All-zero images of ``config``'s memory sizes."""
+        lanes = config.lanes
+        return cls(activation=np.zeros((lanes, config.act_depth, lanes), dtype=np.int8),
+                   weights=np.zeros((config.weight_depth, lanes, lanes), dtype=np.int8),
+                   bias=np.zeros((config.bias_depth, lanes), dtype=np.int64),
+                   channel_shift=np.zeros((config.bias_depth, lanes), dtype=np.int64))
+
+
+def store_activation(activation, x, *, base, config, pitch=None):
+    """Write an int8 tensor ``(H, W, C)`` into an activation image at ``base``; padding lanes are written as 0.
+
+    Returns:
+        The row pitch used (default: :func:`golden.layouts.row_pitch`).
+    """
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be (H, W, C), not of shape {x.shape}")
+    height, width, channels = x.shape
+    pitch = row_pitch(width, channels, config) if pitch is None else pitch
+    lanes, count = config.lanes, groups(channels, config)
+    padded = np.zeros((height, width, count * lanes), dtype=np.int8)
+    padded[..., :channels] = x
+    y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    if address.size and (address.min() < 0 or address.max() >= activation.shape[1]):
+        raise ValueError(f"a tensor {x.shape} at {base} does not fit {activation.shape[1]} words per bank")
+    activation[bank, address] = padded.reshape(height, width, count, lanes)
+    return pitch
+
+
+def load_activation(activation, shape, *, base, config, pitch=None):
+    """Read a tensor ``(H, W, C)`` back from an activation image (inverse of :func:`store_activation`)."""
+    height, width, channels = shape
+    pitch = row_pitch(width, channels, config) if pitch is None else pitch
+    count = groups(channels, config)
+    y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    words = activation[bank, address].reshape(height, width, count * config.lanes)
+    return words[..., :channels].astype(np.int64)
+
+
+def store_weights(weights_image, kind, weights, *, base, config):
+    """Write a layer's int8 weights into a weight image; returns the number of words.
+
+    * ``conv`` (OHWI ``(Cout, KH, KW, Cin)``) and ``fully_connected`` (``(Cout, Cin)``, or OHWI for a flattened
+      input): word ``((go*KH + ky)*KW + kx)*Gin + gi`` holds ``w[go*L + r, ky, kx, gi*L + c]`` at row ``r``,
+      column ``c``.
+    * ``depthwise`` (``(KH, KW, C)``): word ``b*KH*KW + ky*KW + kx`` holds ``w[ky, kx, b*L*L + r*L + c]`` at row ``r``,
+      column ``c`` (a block of ``L*L`` channels per word: row ``r`` serves channel group ``b*L + r``).
+
+    Missing channels (counts not multiple of ``L``) are zeros.
+    """
+    lanes = config.lanes
+    weights = np.asarray(weights)
+    if kind == "fully_connected" and weights.ndim == 2:
+        weights = weights[:, None, None, :]
+    if kind in ("conv", "fully_connected"):
+        cout, kh, kw, cin = weights.shape
+        gout, gin = groups(cout, config), groups(cin, config)
+        padded = np.zeros((gout * lanes, kh, kw, gin * lanes), dtype=np.int8)
+        padded[:cout, :, :, :cin] = weights
+        words = padded.reshape(gout, lanes, kh, kw, gin, lanes).transpose(0, 2, 3, 4, 1, 5)
+    elif kind == "depthwise":
+        kh, kw, channels = weights.shape
+        blocks = -(-channels // config.macs)
+        padded = np.zeros((kh, kw, blocks * config.macs), dtype=np.int8)
+        padded[..., :channels] = weights
+        words = padded.reshape(kh, kw, blocks, lanes, lanes).transpose(2, 0, 1, 3, 4)
+    else:
+        raise ValueError(f"kind must be conv, fully_connected or depthwise, not {kind!r}")
+    words = words.reshape(-1, lanes, lanes)
+    if base + len(words) > len(weights_image):
+        raise ValueError(f"{len(words)} weight words at {base} exceed the {len(weights_image)}-word weight memory")
+    weights_image[base:base + len(words)] = words
+    return len(words)
+
+
+def store_bias(bias_image, shift_image, bias, channel_shift, *, base, config):
+    """Write int32 biases and WESS shifts k_c: word ``base + g`` holds channels ``g*L .. g*L + L - 1``."""
+    lanes = config.lanes
+    bias, channel_shift = np.asarray(bias, dtype=np.int64), np.asarray(channel_shift, dtype=np.int64)
+    count = groups(len(bias), config)
+    if base + count > len(bias_image):
+        raise ValueError(f"{count} bias words at {base} exceed the {len(bias_image)}-word bias memory")
+    if channel_shift.size and (channel_shift.min() < 0 or channel_shift.max() > config.max_channel_shift):
+        raise ValueError(f"channel shifts must lie in [0, {config.max_channel_shift}]")
+    for image, values in ((bias_image, bias), (shift_image, channel_shift)):
+        padded = np.zeros(count * lanes, dtype=np.int64)
+        padded[:len(values)] = values
+        image[base:base + count] = padded.reshape(count, lanes)
+    return count
+
+
+def write_images(network, directory):
+    """Write the engine's ROM images of a quantized network into ``directory``; return a JSON-able summary.
+
+    Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool) gets
+    its weights and biases placed one after another and a descriptor; activation tensors get regions of the
+    activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`). Files:
+    ``weights.hex`` (``lanes**2 * 8``-bit words), ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then
+    shifts, :func:`golden.layouts.bias_word_fields`), ``descriptors.hex`` (one
+    :func:`golden.descriptor.encode_descriptor` word per engine layer) and ``memory.json`` (the summary). A network
+    with two-bit layers (a ``codebook``) also gets ``weight_codes.hex`` (``lanes**2 * 2``-bit code words of those
+    layers, one layer after another) and ``codebooks.hex`` (one :func:`golden.layouts.encode_codebook_entry` word per
+    engine layer); ``weights.hex`` still holds every layer as int8. Layers the engine does not run (residual adds,
+    other pools) are listed under ``host_layers``; memories larger than the configuration are reported with
+    ``fits: false`` rather than refused, so that a network too large for the on-chip memories still gets its images.
+
+    Args:
+        network: a :class:`golden.network.Network`.
+        directory: an existing folder.
+    Returns:
+        dict: ``config``, ``files``, ``layers`` (descriptor fields, ``codebook`` and ``code_base`` by layer),
+        ``tensors`` (placement), ``host_layers``, ``words_needed`` (``weight_codes`` too), ``weight_memory_bits``
+        (``int8``: every layer as int8; ``int8_layers``, ``codes``, ``codebooks``: what an engine decoding the codes
+        stores) and ``fits``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"directory {str(directory)!r} does not exist")
+    config = network.config
+    plan = plan_network(network, config)
+    big = plan["config"]
+    images = MemoryImages(activation=np.zeros((config.lanes, 1, config.lanes), dtype=np.int8),
+                          weights=np.zeros((plan["words"]["weights"], config.lanes, config.lanes), dtype=np.int8),
+                          bias=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64),
+                          channel_shift=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64))
+    codes = np.zeros((plan["words"]["weight_codes"], config.lanes, config.lanes), dtype=np.int8)
+    descriptors, entries = [], []
+    for entry in plan["layers"]:
+        layer, descriptor = entry["layer"], entry["descriptor"]
+        if descriptor.kind != "average_pool":
+            weights = layer.weights
+            if entry.get("flattened"):
+                weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)
+            store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base, config=config)
+            store_bias(images.bias, images.channel_shift, layer.bias, layer.channel_shift,
+                       base=descriptor.bias_base, config=config)
+            if entry["codebook"] is not None:
+                # Padding elements get code 0 (they decode to codebook[0], not 0: docs/memory.md section 2).
+                store_weights(codes, descriptor.kind, weight_codes(weights, entry["codebook"]),
+                              base=entry["code_base"], config=config)
+        descriptors.append(encode_descriptor(descriptor, big))
+        entries.append(encode_codebook_entry(entry["codebook"], entry["code_base"], big))
+    files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), config.macs * 8),
+             "bias.hex": (pack_bias_words(images.bias, images.channel_shift, config), bias_word_width(config)),
+             "descriptors.hex": (descriptors, sum(width for _, width, _ in descriptor_fields(big)))}
+    two_bit = [entry for entry in plan["layers"] if entry["codebook"] is not None]
+    if two_bit:
+        files["weight_codes.hex"] = (pack_words(codes.reshape(len(codes), -1), CODE_BITS), config.macs * CODE_BITS)
+        files["codebooks.hex"] = (entries, sum(width for _, width, _ in codebook_fields(big)))
+    int8_words = plan["words"]["weights"] - plan["words"]["weight_codes"]
+    summary = {
+        "config": json.loads(config.to_json()),
+        "descriptor_config": json.loads(big.to_json()),
+        "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
+        "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
+                    "codebook": None if entry["codebook"] is None else entry["codebook"].tolist(),
+                    "code_base": entry["code_base"]} for entry in plan["layers"]],
+        "tensors": plan["tensors"],
+        "host_layers": plan["host_layers"],
+        "words_needed": plan["words"],
+        "weight_memory_bits": {"int8": plan["words"]["weights"] * config.macs * 8,
+                               "int8_layers": int8_words * config.macs * 8,
+                               "codes": plan["words"]["weight_codes"] * config.macs * CODE_BITS,
+                               "codebooks": len(two_bit) * 32},
+        "fits": plan["words"]["activation"] <= config.act_depth and plan["words"]["weights"] <= config.weight_depth
+        and plan["words"]["bias"] <= config.bias_depth,
+    }
+    written = []
+    try:
+        for name, (words, width) in files.items():
+            write_hex(directory / name, words, width)
+            written.append(directory / name)
+        (directory / "memory.json").write_text(json.dumps(summary, indent=1) + "\n")
+    except OSError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return summary
+
+
+def read_images(directory):
+    """Read what :func:`write_images` wrote: ``(config, images, descriptors, summary)``.
+
+    ``config`` is the configuration the descriptors were encoded for (``descriptor_config``: the network's, with
+    memory depths raised to what the network needs); ``images`` holds the weight and bias ROMs at that size and an
+    empty activation memory; ``descriptors`` are the engine layers'
+    :class:`golden.descriptor.LayerDescriptor` s in order.
+    """
+    directory = Path(directory)
+    summary = json.loads((directory / "memory.json").read_text())
+    config = NPUConfig(**summary["descriptor_config"])
+    lanes = config.lanes
+    images = MemoryImages.empty(config)
+    weights = unpack_words(read_hex(directory / "weights.hex"), 8, config.macs)
+    images.weights[:len(weights)] = weights.reshape(-1, lanes, lanes)
+    words = read_hex(directory / "bias.hex")
+    images.bias[:len(words)], images.channel_shift[:len(words)] = unpack_bias_words(words, config)
+    descriptors = [decode_descriptor(word, config) for word in read_hex(directory / "descriptors.hex")]
+    return config, images, descriptors, summary
+
+
+def read_weight_codes(directory):
+    """Read the two-bit files :func:`write_images` wrote: ``(config, words, entries)``.
+
+    ``words`` are the packed code words of ``weight_codes.hex`` (decode with :func:`golden.layouts.decode_code_words`),
+    ``entries`` the ``(codebook, code_base)`` of every engine layer in descriptor order (``(None, 0)`` for int8 layers
+    and pools).
+
+    Raises:
+        FileNotFoundError: the network has no two-bit layer (no ``weight_codes.hex``).
+    """
+    directory = Path(directory)
+    config = NPUConfig(**json.loads((directory / "memory.json").read_text())["descriptor_config"])
+    words = read_hex(directory / "weight_codes.hex")
+    entries = [decode_codebook_entry(word, config) for word in read_hex(directory / "codebooks.hex")]
+    return config, words, entries

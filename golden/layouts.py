@@ -1,0 +1,214 @@
+"""Memory word and bank layouts of the convolution engine (docs/memory.md sections 1 to 3).
+
+Pure NumPy. The engine (``hdl/engine.py``) has three on-chip memories:
+
+* **activation memory**: ``lanes`` banks of ``config.act_depth`` words; a word holds ``lanes`` int8 channels of one
+  pixel. Channel group ``g`` (channels ``g*lanes .. g*lanes + lanes - 1``) of pixel ``(y, x)`` of a tensor stored at
+  ``base`` with row pitch ``P`` lives in bank ``(x + g) mod lanes`` at address
+  ``base + y*P + g*ceil(W/lanes) + x // lanes``. The skew ``(x + g) mod lanes`` lets the depthwise mapping read
+  ``lanes`` different words per cycle without bank conflicts.
+* **weight memory**: ``config.weight_depth`` words of ``lanes x lanes`` int8 weights.
+* **bias memory**: ``config.bias_depth`` words of ``lanes`` int32 biases plus their ``lanes`` WESS shifts k_c
+  (:func:`bias_word_fields`, the one definition of the word; ``hdl.layouts.bias_word`` is built from it).
+* **two-bit weight codes** (layers with a codebook, ``golden.network.Conv2D.codebook``): the weight words of those
+  layers as ``lanes x lanes`` two-bit codes, plus a 4-entry int8 codebook per layer; :func:`decode_code_words` is the
+  decoder that turns a code word into the int8 weight word.
+
+Words are Python integers, lane 0 in the least significant bits (:func:`pack_words`). ``golden.images`` writes and
+reads whole images with these layouts.
+"""
+
+import numpy as np
+
+__all__ = [
+    "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words",
+    "pack_words", "unpack_words", "pack_fields", "unpack_fields",
+    "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
+    "CODE_BITS", "codebook_fields", "encode_codebook_entry", "decode_codebook_entry", "weight_codes",
+    "decode_code_words",
+]
+
+#: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
+#: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
+CODE_BITS = 2
+
+
+def address_bits(depth):
+    """Width of an address into a memory of ``depth`` words."""
+    return max(1, (depth - 1).bit_length())
+
+
+def groups(channels, config):
+    """Channel groups (activation words per pixel): ``ceil(channels / lanes)``."""
+    return -(-channels // config.lanes)
+
+
+def row_pitch(width, channels, config):
+    """Words per bank that one image row occupies: ``groups * ceil(width / lanes)``."""
+    return groups(channels, config) * -(-width // config.lanes)
+
+
+def activation_words(shape, config):
+    """Words per bank a tensor ``(H, W, C)`` occupies with the minimal row pitch."""
+    height, width, channels = shape
+    return height * row_pitch(width, channels, config)
+
+
+def activation_location(y, x, group, *, base, pitch, width, config):
+    """``(bank, address)`` of the word holding channel group ``group`` of pixel ``(y, x)`` (broadcasting arrays)."""
+    y, x, group = (np.asarray(v, dtype=np.int64) for v in (y, x, group))
+    bank = (x + group) % config.lanes
+    address = base + y * pitch + group * -(-width // config.lanes) + x // config.lanes
+    return bank, address
+
+
+def weight_words(descriptor, config):
+    """Weight memory words of a layer: ``Gout*KH*KW*Gin`` (conv, fully connected) or ``ceil(C/lanes**2)*KH*KW``."""
+    window = descriptor.kernel_height * descriptor.kernel_width
+    if descriptor.kind == "average_pool":
+        return 0
+    if descriptor.kind == "depthwise":
+        return -(-descriptor.out_channels // config.macs) * window
+    return groups(descriptor.out_channels, config) * window * groups(descriptor.in_channels, config)
+
+
+def pack_words(values, width):
+    """Pack rows of integers (lane 0 in the least significant bits, two's complement) into Python ints."""
+    values = np.asarray(values, dtype=np.int64)
+    values = values.reshape(len(values), -1) & ((1 << width) - 1)
+    shifts = [lane * width for lane in range(values.shape[1])]
+    return [sum(int(v) << s for v, s in zip(row, shifts)) for row in values.tolist()]
+
+
+def unpack_words(words, width, lanes, *, signed=True):
+    """Inverse of :func:`pack_words`: an int64 array ``(len(words), lanes)``."""
+    mask = (1 << width) - 1
+    out = np.array([[(word >> (lane * width)) & mask for lane in range(lanes)] for word in words], dtype=np.int64)
+    if signed:
+        out = np.where(out >> (width - 1) == 1, out - (1 << width), out)
+    return out.reshape(len(words), lanes)
+
+
+def pack_fields(fields, values):
+    """One word of named fields: ``fields`` are ``(name, width, signed)``, least significant first, two's complement.
+
+    Examples:
+        >>> hex(pack_fields((("low", 4, False), ("high", 8, True)), {"low": 5, "high": -1}))
+        '0xff5'
+    """
+    value, offset = 0, 0
+    for name, width, _ in fields:
+        value |= (int(values[name]) & ((1 << width) - 1)) << offset
+        offset += width
+    return value
+
+
+def unpack_fields(fields, value):
+    """Inverse of :func:`pack_fields`: ``{name: value}`` (signed fields sign-extended)."""
+    out, offset = {}, 0
+    for name, width, signed in fields:
+        field = (value >> offset) & ((1 << width) - 1)
+        if signed and field >> (width - 1):
+            field -= 1 << width
+        out[name] = field
+        offset += width
+    return out
+
+
+def bias_word_fields(config):
+    """The bias memory word: its lane arrays ``(name, width, signed)``, least significant first.
+
+    ``lanes`` biases of ``acc_bits`` (int32), then ``lanes`` WESS shifts k_c of ``shift_bits`` (unsigned); lane 0 of
+    each array in its least significant bits (docs/memory.md section 3). The one definition of the word:
+    :func:`pack_bias_words` / :func:`unpack_bias_words` and the RTL's ``hdl.layouts.bias_word`` are built from it.
+
+    Examples:
+        >>> from golden.config import NPUConfig
+        >>> bias_word_fields(NPUConfig())
+        (('bias', 32, True), ('channel_shift', 4, False))
+    """
+    return ("bias", config.acc_bits, True), ("channel_shift", config.shift_bits, False)
+
+
+def bias_word_width(config):
+    """Bits of one bias memory word: ``lanes * (acc_bits + shift_bits)``."""
+    return config.lanes * sum(width for _, width, _ in bias_word_fields(config))
+
+
+def pack_bias_words(bias, channel_shift, config):
+    """Bias memory words (Python ints) of bias and shift images ``(words, lanes)`` (:func:`bias_word_fields`)."""
+    words, offset = [0] * len(bias), 0
+    for (_, width, _), values in zip(bias_word_fields(config), (bias, channel_shift)):
+        words = [word | (packed << offset) for word, packed in zip(words, pack_words(values, width))]
+        offset += config.lanes * width
+    return words
+
+
+def unpack_bias_words(words, config):
+    """Inverse of :func:`pack_bias_words`: ``(bias, channel_shift)``, int64 arrays ``(len(words), lanes)``."""
+    arrays, offset = [], 0
+    for _, width, signed in bias_word_fields(config):
+        arrays.append(unpack_words([word >> offset for word in words], width, config.lanes, signed=signed))
+        offset += config.lanes * width
+    return tuple(arrays)
+
+
+def codebook_fields(config):
+    """The fields of an engine layer's entry in ``codebooks.hex``, ``(name, width, signed)``, least significant first.
+
+    ``code0`` .. ``code3``: the int8 weight that code 0..3 stands for (so the low 32 bits are the codebook, code ``i``
+    at bits ``[8i + 7 : 8i]``); ``two_bit``: 1 when the layer's weights are codes in ``weight_codes.hex``;
+    ``code_base``: its first code word (as wide as ``weight_base``). An int8 layer or a pool has the entry 0.
+    """
+    return tuple((f"code{i}", 8, True) for i in range(4)) + (
+        ("two_bit", 1, False), ("code_base", address_bits(config.weight_depth), False))
+
+
+def encode_codebook_entry(codebook, code_base, config):
+    """The ``codebooks.hex`` word of a layer: ``codebook`` (4 ascending int8 values; ``None``: an int8 layer, 0).
+
+    Raises:
+        ValueError: a codebook that is not 4 ascending int8 values, or a ``code_base`` out of range.
+    """
+    if codebook is None:
+        return 0
+    codebook = np.asarray(codebook)
+    if codebook.shape != (4,) or not np.issubdtype(codebook.dtype, np.integer) or codebook.min() < -128 \
+            or codebook.max() > 127 or np.any(np.diff(codebook) <= 0):
+        raise ValueError(f"codebook must be 4 ascending int8 values, not {codebook.tolist()!r}")
+    fields = codebook_fields(config)
+    if not 0 <= code_base < 1 << fields[-1][1]:
+        raise ValueError(f"code_base must be an integer in [0, {(1 << fields[-1][1]) - 1}], not {code_base!r}")
+    return pack_fields(fields, dict({f"code{i}": v for i, v in enumerate(codebook)}, two_bit=1,
+                                     code_base=code_base))
+
+
+def decode_codebook_entry(value, config):
+    """Inverse of :func:`encode_codebook_entry`: ``(codebook, code_base)``, ``(None, 0)`` for an int8 layer."""
+    fields = unpack_fields(codebook_fields(config), value)
+    if not fields["two_bit"]:
+        return None, 0
+    return np.array([fields[f"code{i}"] for i in range(4)], dtype=np.int64), fields["code_base"]
+
+
+def weight_codes(weights, codebook):
+    """Two-bit codes (int64, 0..3) of integer weights: the position of each weight in the ascending ``codebook``.
+
+    Raises:
+        ValueError: a weight that is not in the codebook.
+    """
+    weights, codebook = np.asarray(weights), np.asarray(codebook)
+    codes = np.minimum(np.searchsorted(codebook, weights), len(codebook) - 1)
+    if not np.array_equal(codebook[codes], weights):
+        raise ValueError(f"a weight is not in the codebook {codebook.tolist()}")
+    return codes.astype(np.int64)
+
+
+def decode_code_words(words, codebook, config):
+    """The engine's two-bit decoder: packed code words -> int8 weight words ``(len(words), lanes, lanes)``.
+
+    Element ``(r, c)`` of word ``n`` is ``codebook[(words[n] >> 2*(r*lanes + c)) & 3]`` (:data:`CODE_BITS`): the
+    lane order of the int8 weight words, two bits per lane instead of eight.
+    """
+    codes = unpack_words(words, CODE_BITS, config.macs, signed=False)
+    return np.asarray(codebook, dtype=np.int64)[codes].astype(np.int8).reshape(len(words), config.lanes, config.lanes)

@@ -1,0 +1,131 @@
+"""Network placement: where a network's engine layers, weights, biases and tensors go in the engine's memories.
+
+Weights and biases are placed one layer after another; activation tensors get regions of the activation memory by
+first fit, each freed after the last engine layer that reads it (docs/memory.md section 5). ``golden.images`` writes
+the images of a placed network.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .descriptor import LayerDescriptor, layer_descriptor
+from .layouts import activation_words, groups, row_pitch, weight_words
+from .pool import average_pool_params
+
+__all__ = ["plan_network"]
+
+
+def plan_network(network, config):
+    """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
+
+    Conv, depthwise, fully connected (after a flatten too) and global average pool layers run on the engine; their
+    weights, biases and two-bit codes (layers with a ``codebook``) are placed one layer after another, their tensors by
+    first fit over the activation memory, each freed after the last engine layer that reads it. Descriptors are
+    checked against a configuration whose depths are at least what the network needs, so that a network too large
+    for ``config`` is still placed (its ``words`` say what it needs).
+
+    Args:
+        network: a :class:`golden.network.Network`.
+        config: the :class:`golden.config.NPUConfig` whose layouts place it.
+    Returns:
+        dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
+        flatten), ``flattened``, ``codebook``, ``code_base`` and ``descriptor``), ``tensors`` (by name: ``base``,
+        ``row_pitch``, ``shape``, ``words``), ``host_layers`` (``name`` and ``kind`` of the layers the engine does
+        not run), ``words`` (words needed: ``activation``, ``weights``, ``bias``, ``weight_codes``) and ``config``
+        (``config`` with its depths raised to ``words``: the one the descriptors are checked against).
+    Raises:
+        ValueError: a layer with per-channel multipliers, which the engine does not store.
+    """
+    shapes = {name: tensor.shape for name, tensor in network.tensors.items()}
+    aliases = {}
+    entries, host_layers = [], []
+    weight_base = bias_base = code_base = 0
+    for layer in network.layers:
+        kind = layer.kind
+        if kind == "flatten":
+            aliases[layer.output] = aliases.get(layer.input, layer.input)
+            continue
+        source = aliases.get(layer.inputs[0], layer.inputs[0])
+        in_shape = shapes[source]
+        in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
+        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], code_base=0,
+                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
+        if kind == "conv" and layer.groups == 1:
+            entry.update(kind="conv", kernel=layer.weights.shape[1:3], stride=layer.stride, padding=layer.padding,
+                         out_channels=layer.weights.shape[0])
+        elif kind == "depthwise":
+            entry.update(kind="depthwise", kernel=layer.weights.shape[:2], stride=layer.stride, padding=layer.padding,
+                         out_channels=layer.weights.shape[2])
+        elif kind == "fully_connected":
+            entry.update(kind="fully_connected", kernel=in_shape[:2], stride=(1, 1), padding=(0, 0, 0, 0),
+                         out_channels=layer.weights.shape[0])
+        elif kind == "average_pool" and (layer.kernel is None or tuple(layer.kernel) == in_shape[:2]) \
+                and tuple(layer.padding) == (0, 0, 0, 0):
+            entry.update(kind="average_pool", kernel=in_shape[:2], stride=(1, 1), padding=(0, 0, 0, 0),
+                         out_channels=in_shape[2])
+        else:
+            host_layers.append({"name": layer.name, "kind": kind})
+            continue
+        entry["in_shape"] = in_shape
+        if entry["kind"] == "average_pool":
+            count = in_shape[0] * in_shape[1]
+            multiplier, shift = average_pool_params(count)
+            entry["params"] = dict(input_zero_point=0, output_zero_point=0, multiplier=multiplier, shift=shift,
+                                   qmin=-128, qmax=127)
+        else:
+            if np.ndim(layer.multiplier):
+                raise ValueError(f"layer {layer.name!r} has per-channel multipliers, which the engine does not store")
+            entry["params"] = dict(input_zero_point=network.tensors[source].zero_point,
+                                   output_zero_point=network.tensors[layer.output].zero_point,
+                                   multiplier=int(layer.multiplier), shift=int(layer.shift),
+                                   qmin=int(layer.qmin), qmax=int(layer.qmax))
+            entry["weight_base"], entry["bias_base"] = weight_base, bias_base
+            probe = LayerDescriptor(kind=entry["kind"], in_height=in_shape[0], in_width=in_shape[1],
+                                    in_channels=in_shape[2], out_height=1, out_width=1,
+                                    out_channels=entry["out_channels"], kernel_height=entry["kernel"][0],
+                                    kernel_width=entry["kernel"][1])
+            weight_base += weight_words(probe, config)
+            bias_base += groups(entry["out_channels"], config)
+            if entry["codebook"] is not None:
+                entry["code_base"] = code_base
+                code_base += weight_words(probe, config)
+        entries.append(entry)
+
+    # Activation regions: first fit over [0, inf), a tensor freed after the last engine layer that reads it.
+    tensors, live = {}, {}
+    last_read = {}
+    for index, entry in enumerate(entries):
+        last_read[entry["input"]] = index
+
+    def allocate(name, shape):
+        shape = (1, 1, shape[0]) if len(shape) == 1 else tuple(shape)
+        words = activation_words(shape, config)
+        base = 0
+        for start, end in sorted(live.values()):
+            if base + words <= start:
+                break
+            base = max(base, end)
+        live[name] = (base, base + words)
+        tensors[name] = {"base": base, "row_pitch": row_pitch(shape[1], shape[2], config), "shape": list(shape),
+                         "words": words}
+
+    for index, entry in enumerate(entries):
+        if entry["input"] not in tensors:
+            allocate(entry["input"], shapes[entry["input"]])
+        allocate(entry["layer"].output, shapes[entry["layer"].output])
+        for name in [name for name in live if last_read.get(name, -1) <= index and name != entry["layer"].output]:
+            del live[name]
+    words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
+             "weights": weight_base, "bias": bias_base, "weight_codes": code_base}
+    big = dataclasses.replace(config, act_depth=max(config.act_depth, words["activation"]),
+                              weight_depth=max(config.weight_depth, words["weights"]),
+                              bias_depth=max(config.bias_depth, words["bias"]))
+    for entry in entries:
+        source, output = tensors[entry["input"]], tensors[entry["layer"].output]
+        entry["descriptor"] = layer_descriptor(
+            entry["kind"], entry["in_shape"], entry["out_channels"], config=big, kernel=tuple(entry["kernel"]),
+            stride=tuple(entry["stride"]), padding=tuple(entry["padding"]), in_base=source["base"],
+            out_base=output["base"], weight_base=entry.get("weight_base", 0), bias_base=entry.get("bias_base", 0),
+            **entry["params"])
+    return {"layers": entries, "tensors": tensors, "host_layers": host_layers, "words": words, "config": big}
