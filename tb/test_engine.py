@@ -1,4 +1,4 @@
-"""Launcher of tb/engine_bench.py: every layer kind on the engine's Verilog under Icarus, bit-exact with golden.
+"""Launcher of tb/engine_bench.py: every layer kind on the engine's Verilog, bit-exact with golden.
 
 One build per bench (all its layers share the memory images); each layer's cycles must equal the golden cycle model
 and its MAC count the layer's. The ``utilization`` bench checks the targets (>= 90 % regular convs, >= 75 %
@@ -31,9 +31,9 @@ def test_engine_bit_exact(bench, bench_report):
     assert len(layers) == len(cases)
     for case, layer in zip(cases, layers):
         utilization = layer["mac_ops"] / (config.macs * layer["cycles"])
-        bench_report(f"engine {layer['name']}: {layer['mismatches']} mismatches in {layer['outputs']:,} outputs, "
-                     f"{layer['macs']:,} MACs in {layer['cycles']:,} cycles, utilization {utilization:.1%}, "
-                     f"{layer['cycles'] / layer['seconds']:,.0f} cycles/s")
+        bench_report(f"engine {layer['name']}, {summary['simulator']}: {layer['mismatches']} mismatches in "
+                     f"{layer['outputs']:,} outputs, {layer['macs']:,} MACs in {layer['cycles']:,} cycles, "
+                     f"utilization {utilization:.1%}, {layer['cycles'] / layer['seconds']:,.0f} cycles/s")
     for case, layer in zip(cases, layers):
         assert layer["mismatches"] == 0, layer["name"]
         assert layer["cycles"] == layer_cycles(case.descriptor, config), layer["name"]
