@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hdl.top import OneLineErrorParser
-from tools.report import markdown_table
+from cli import OneLineErrorParser
+from tools.quantizer.report import markdown_table
 
 __all__ = ["BENCHES", "bench_speed", "main"]
 
