@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from tools.quantizer.datasets import load_dataset
 from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL, METHODS
 from tools.quantizer.report import PLOTS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _model(path, *, weights=None, bias=None, extra_op=None, metadata=None):

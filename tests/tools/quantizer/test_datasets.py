@@ -5,6 +5,7 @@ import json
 import os
 import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +17,7 @@ from tools.quantizer.datasets import (FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT,
                                       load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images,
                                       read_idx)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[3])
 MODELS = {"unfolded": os.path.join(ROOT, "models", "fmnist_mobilenet.onnx"),
           "folded": os.path.join(ROOT, "models", "fmnist_mobilenet_folded.onnx")}
 IMAGENET_SAMPLE = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample")

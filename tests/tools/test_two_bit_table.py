@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from tools import quantize, two_bit_table
 from tools.quantizer import pipeline
 from tools.quantizer.frontend import Conv, FullyConnected, load_graph
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def test_tables_from_a_quantizer_run(tmp_path):

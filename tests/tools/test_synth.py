@@ -18,7 +18,7 @@ from hdl.harness import SerialHarness
 from hdl.requant import Requantizer
 from tools import synth
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLOCK = "$glbnet$clk$TRELLIS_IO_IN"
 
 
