@@ -20,7 +20,7 @@ ROOT = str(Path(__file__).resolve().parents[2])
 
 def test_tables_from_a_quantizer_run(tmp_path):
     # The tool's quantizer job on the tiny model of the CLI tests (plus its image folder and a short split).
-    from tests.test_quantize_cli import _images, _model
+    from tests.tools.test_quantize import _images, _model
     model, data = _model(tmp_path / "tiny.onnx"), _images(tmp_path / "images")
     out = tmp_path / "out"
     job = two_bit_table.quantize_job(str(model), str(out), ["layer", "wess+bc"], jobs=1, progress=False)
