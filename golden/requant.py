@@ -108,7 +108,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     ``RDBPOT(SRDHM(wrap32(x * 2**max(shift, 0)), multiplier), max(-shift, 0))`` (docs/arithmetic.md, section 5). With
     ``0 <= multiplier < 2**31`` SRDHM is ``floor((x*M + 2**30) / 2**31)`` and RDBPOT(h, r) is
     ``(h + 2**(r-1) - (h < 0)) >> r`` for ``r > 0`` (0 for ``r >= 32``): what ``hdl/requant.py`` computes, and
-    ``tests/test_requant.py`` checks it against the literal definitions above.
+    ``tests/golden/test_requant.py`` checks it against the literal definitions above.
     """
     x = np.asarray(x, dtype=np.int64)
     if x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):

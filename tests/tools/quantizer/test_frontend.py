@@ -2,6 +2,7 @@
 early."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,7 +15,7 @@ from tools.quantizer.frontend import Add, Conv, Flatten, FullyConnected, Pool, U
     fold_batch_norm, load_graph
 from tools.quantizer.build import build_network
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[3])
 MODELS = os.path.join(ROOT, "models")
 
 

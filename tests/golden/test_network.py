@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from golden import network as gnet
 from golden.add import add_params
 from golden.config import NPUConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 # -- an independent, slow, element-by-element integer reference (Python ints, docs/arithmetic.md) ----------------------

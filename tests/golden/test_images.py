@@ -1,5 +1,5 @@
-"""golden/layouts.py and golden/images.py two-bit weight images: code packing against string arithmetic, codebook
-entries, decoded network images run layer after layer as the network."""
+"""golden/images.py: a network's memory images, int8 and two-bit, written, read back and run layer after layer as
+the network."""
 
 import dataclasses
 
@@ -11,69 +11,62 @@ from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
 from golden.images import read_images, read_weight_codes, store_activation, store_weights, write_images
-from golden.layouts import (CODE_BITS, codebook_fields, decode_code_words, decode_codebook_entry,
-                            encode_codebook_entry, pack_words, weight_codes)
+from golden.layouts import decode_code_words
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
 
 
-def _pack_by_strings(codes, lanes):
-    # Lane i = r*lanes + c occupies bits [2i+1 : 2i]: lane 0 is the LAST two characters of the binary string.
-    flat = np.asarray(codes).reshape(-1, lanes * lanes)
-    return [int("".join(format(int(code), "02b") for code in reversed(row)), 2) for row in flat]
+def small_network(rng, config):
+    """conv 3x3 -> depthwise 3x3 stride 2 -> residual-free 1x1 conv -> global pool -> flatten -> fully connected."""
+    def weighted(cls, name, source, weights, channels, **extra):
+        return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
+                   multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
+                   channel_shift=rng.integers(0, 16, size=channels), weight_scale=np.ones(channels), **extra)
+    layers = (
+        weighted(gnet.Conv2D, "c0", gnet.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
+                 stride=(1, 1), padding=(1, 1, 1, 1)),
+        weighted(gnet.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
+                 stride=(2, 2), padding=(0, 1, 0, 1)),
+        weighted(gnet.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
+        gnet.AveragePool(name="p3", input="c2", output="p3"),
+        gnet.Flatten(name="f4", input="p3", output="f4"),
+        weighted(gnet.FullyConnected, "fc5", "f4", rng.integers(-127, 128, size=(10, 20)), 10),
+    )
+    shapes = {gnet.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 20), "p3": (1, 1, 20),
+              "f4": (20,), "fc5": (10,)}
+    tensors = {name: gnet.Tensor(shape=shape, scale=0.1, zero_point=0 if name in ("c2", "p3", "f4") else
+                                 int(rng.integers(-20, 20))) for name, shape in shapes.items()}
+    tensors["p3"] = tensors["f4"] = tensors["c2"]
+    tensors = {name: dataclasses.replace(t, shape=shapes[name]) for name, t in tensors.items()}
+    return gnet.Network(layers=layers, tensors=tensors, output="fc5", config=config)
 
 
-def _unpack_by_strings(word, lanes):
-    bits = format(word, f"0{2 * lanes * lanes}b")
-    return [int(bits[len(bits) - 2 * i - 2:len(bits) - 2 * i], 2) for i in range(lanes * lanes)]
+def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
+    rng = np.random.default_rng(5)
+    config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16)
+    net = small_network(rng, config)
+    summary = write_images(net, tmp_path)
+    assert summary["fits"] and not summary["host_layers"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    read_config, images, descriptors, _ = read_images(tmp_path)
+    assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "average_pool", "fully_connected"]
+
+    x = rng.integers(-128, 128, size=(9, 9, 3))
+    placed = summary["tensors"][gnet.INPUT]
+    store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=read_config)
+    for descriptor in descriptors:          # the engine's whole job: one descriptor after another
+        output, _ = run_layer(descriptor, images, read_config)
+    np.testing.assert_array_equal(output.reshape(-1), gnet.run(net, x[None])[0])
 
 
-@pytest.mark.parametrize("lanes", [2, 4, 8])
-def test_code_words_pack_and_decode_against_strings(lanes):
-    rng = np.random.default_rng(lanes)
-    config = NPUConfig(lanes=lanes)
-    codes = rng.integers(0, 4, size=(50, lanes, lanes))
-    codes[0] = 3                                   # every bit set: the top lane's bits reach bit 2*lanes**2 - 1
-    codes[1] = 0
-    words = pack_words(codes.reshape(len(codes), -1), CODE_BITS)
-    assert words == _pack_by_strings(codes, lanes)
-    assert words[0] == (1 << 2 * lanes * lanes) - 1 and words[1] == 0
-    for word, row in zip(words, codes):
-        assert _unpack_by_strings(word, lanes) == row.reshape(-1).tolist()
-    decoded = decode_code_words(words, SPTQ * 9, config)
-    assert decoded.dtype == np.int8 and decoded.shape == codes.shape
-    np.testing.assert_array_equal(decoded, [[[(SPTQ * 9)[c] for c in row] for row in word] for word in codes])
-    # The codebook's extremes: int8 -128 and 127.
-    np.testing.assert_array_equal(decode_code_words(words[:1], [-128, -1, 0, 127], config),
-                                  np.full((1, lanes, lanes), 127))
-
-
-def test_weight_codes_are_codebook_positions():
-    weights = np.array([[-4, -1], [1, 4]])
-    np.testing.assert_array_equal(weight_codes(weights, SPTQ), [[0, 1], [2, 3]])
-    np.testing.assert_array_equal(weight_codes(UQ[[3, 0, 2, 1]], UQ), [3, 0, 2, 1])
-    for bad in ([0], [2], [5], [-5]):
-        with pytest.raises(ValueError, match=r"a weight is not in the codebook \[-4, -1, 1, 4\]"):
-            weight_codes(np.array(bad), SPTQ)
-
-
-def test_codebook_entry_fields_and_round_trip():
-    config = NPUConfig()            # weight_depth 1024: code_base has 10 bits
-    fields = codebook_fields(config)
-    assert [(name, width) for name, width, _ in fields] == [("code0", 8), ("code1", 8), ("code2", 8), ("code3", 8),
-                                                             ("two_bit", 1), ("code_base", 10)]
-    word = encode_codebook_entry(np.array([-128, -1, 1, 127]), 1023, config)
-    # Independent: the bytes 0x80, 0xff, 0x01, 0x7f from bit 0, then the flag, then the base.
-    assert word == 0x80 | 0xFF << 8 | 0x01 << 16 | 0x7F << 24 | 1 << 32 | 1023 << 33
-    codebook, base = decode_codebook_entry(word, config)
-    assert codebook.tolist() == [-128, -1, 1, 127] and base == 1023
-    assert encode_codebook_entry(None, 0, config) == 0 and decode_codebook_entry(0, config) == (None, 0)
-    with pytest.raises(ValueError, match="codebook must be 4 ascending int8 values"):
-        encode_codebook_entry(np.array([1, -1, 2, 3]), 0, config)
-    with pytest.raises(ValueError, match="codebook must be 4 ascending int8 values"):
-        encode_codebook_entry(np.array([-1, 1, 3, 128]), 0, config)
-    with pytest.raises(ValueError, match=r"code_base must be an integer in \[0, 1023\], not 1024"):
-        encode_codebook_entry(SPTQ, 1024, config)
+def test_network_images_report_host_layers_and_sizes(tmp_path):
+    rng = np.random.default_rng(6)
+    net = small_network(rng, NPUConfig(act_depth=16, weight_depth=8, bias_depth=16))
+    summary = write_images(net, tmp_path)
+    assert not summary["fits"]
+    assert summary["words_needed"]["weights"] > 8
+    with pytest.raises(ValueError, match="does not exist"):
+        write_images(net, tmp_path / "missing")
 
 
 def _two_bit_network(rng, config):
@@ -101,7 +94,7 @@ def _two_bit_network(rng, config):
     return gnet.Network(layers=layers, tensors=tensors, output="fc4", config=config)
 
 
-def test_two_bit_network_images_decode_to_the_int8_image_and_run_as_the_network(tmp_path):
+def test_two_bit_network_images_decode_to_the_int8_image_and_run_as_the_network(tmp_path, codes_of_word):
     rng = np.random.default_rng(9)
     config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16)
     net = _two_bit_network(rng, config)
@@ -141,7 +134,7 @@ def test_two_bit_network_images_decode_to_the_int8_image_and_run_as_the_network(
         valid = mask.astype(bool)
         np.testing.assert_array_equal(decoded[valid], int8[valid])
         np.testing.assert_array_equal(decoded[~valid], codebook[0])
-        codes = np.array([_unpack_by_strings(word, 8) for word in words[code_base:code_base + n]]).reshape(n, 8, 8)
+        codes = np.array([codes_of_word(word, 8) for word in words[code_base:code_base + n]]).reshape(n, 8, 8)
         assert not codes[~valid].any()
         decoded_images.weights[descriptor.weight_base:descriptor.weight_base + n] = decoded
 

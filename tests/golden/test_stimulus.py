@@ -1,16 +1,13 @@
-"""golden/stimulus.py: placed random layers whose expected outputs the golden engine reproduces; the bias word."""
+"""golden/stimulus.py: placed random layers whose expected outputs the golden engine reproduces."""
 
 import dataclasses
 
 import numpy as np
 import pytest
-from amaranth.lib import data
 
 from golden.config import NPUConfig
 from golden.engine import run_layer
-from golden.layouts import bias_word_width, pack_bias_words, unpack_bias_words
 from golden.stimulus import fitted_config, random_layers, two_bit_layers
-from hdl.layouts import bias_word
 
 SPECS = [
     ("conv", "conv", (5, 6, 10), 9, (3, 3), (2, 1), (1, 1, 1, 1), "saturate"),
@@ -47,18 +44,3 @@ def test_two_bit_layers_decode_to_their_codebooks():
         assert case.name.endswith(f"codebook {codebook}")
     with pytest.raises(ValueError, match=r"^layer 'pool' has no weights to give two-bit codes$"):
         two_bit_layers(SPECS, codebooks + ([-3, -1, 1, 3],), config, 3)
-
-
-def test_bias_word_is_one_definition_for_golden_and_hdl():
-    config = NPUConfig(lanes=4)
-    rng = np.random.default_rng(0)
-    bias = rng.integers(-(1 << 31), 1 << 31, size=(5, 4))
-    channel_shift = rng.integers(0, 16, size=(5, 4))
-    words = pack_bias_words(bias, channel_shift, config)
-    assert max(words).bit_length() <= bias_word_width(config) == data.Layout.cast(bias_word(config)).size
-    got_bias, got_shift = unpack_bias_words(words, config)
-    np.testing.assert_array_equal(got_bias, bias)
-    np.testing.assert_array_equal(got_shift, channel_shift)
-    view = data.Const(bias_word(config), words[2])
-    assert [view.bias[c] for c in range(4)] == bias[2].tolist()
-    assert [view.channel_shift[c] for c in range(4)] == channel_shift[2].tolist()

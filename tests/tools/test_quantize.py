@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,11 @@ from golden import network as gnet
 from tools import quantize
 from tools.quantizer.build import build_network
 from tools.quantizer.datasets import load_dataset
+from tools.quantizer.litert import export_network, run_reference
 from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL, METHODS
 from tools.quantizer.report import PLOTS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _model(path, *, weights=None, bias=None, extra_op=None, metadata=None):
@@ -321,3 +323,22 @@ def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
     assert {"weight_codes.hex", "codebooks.hex"} <= set(os.listdir(out2))
     memory = json.loads((out2 / "memory.json").read_text())
     assert [layer["codebook"] for layer in memory["layers"]] == [None, [-4, -1, 1, 4], None, None]
+
+
+def test_litert_quantizer_export_tflite_option(tmp_path, capsys):
+    """``python tools/quantize.py --export-tflite FILE``: a model LiteRT REF runs exactly as the golden network."""
+    pytest.importorskip("ai_edge_litert.interpreter",
+                        reason="ai-edge-litert (LiteRT) is not importable; install it with pip install -e '.[dev]'")
+    model, out = tmp_path / "sub" / "m.tflite", tmp_path / "q"
+    assert quantize.main(["--export-tflite", str(model), "--out", str(out), "--methods", "wess", "--weight-bits", "8",
+                          "--calib-images", "50", "--eval-images", "20", "--trace-images", "0", "--quiet"]) == 0
+    assert f"wrote {model} (" in capsys.readouterr().out
+    network = gnet.load(out)
+    x = np.random.default_rng(5).integers(-128, 128, size=(1, *network.tensors[gnet.INPUT].shape)).astype(np.int8)
+    np.testing.assert_array_equal(run_reference(model.read_bytes(), [x])[0], gnet.run(network, x))
+    assert model.read_bytes() == export_network(network)
+
+    with pytest.raises(SystemExit) as exit_info:
+        quantize.main(["--export-tflite", str(tmp_path), "--out", str(tmp_path / "q2")])
+    assert exit_info.value.code == 2 and "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "q2").exists()

@@ -1,4 +1,5 @@
-"""golden/pool.py against a loop reimplementation of TFLite's reference int8 AveragePool, plus rounding ties."""
+"""golden/pool.py against a loop reimplementation of TFLite's reference int8 AveragePool, plus rounding ties and
+the pooling reciprocal."""
 
 from fractions import Fraction
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from golden.conv import same_padding
-from golden.pool import average_pool2d, global_average_pool, rounding_divide
+from golden.pool import (GAP_WEIGHT, MAX_POOL_COUNT, average_pool2d, average_pool_params, global_average_pool,
+                         rounding_divide)
+from golden.requant import requantize
 
 
 def c_div(a, b):
@@ -112,6 +115,18 @@ def test_padding_is_not_counted():
     # 3x3 SAME on a 2x2 map of 10s: every window covers only real elements, so every mean is 10, not 10 * 4 / 9.
     x = np.full((1, 2, 2, 1), 10, dtype=np.int8)
     np.testing.assert_array_equal(average_pool2d(x, (3, 3), padding=(1, 1, 1, 1)), np.full((1, 2, 2, 1), 10))
+
+
+def test_average_pool_params_are_exact_over_every_window_sum():
+    for count in [*range(1, 300), 3136, 12544, MAX_POOL_COUNT]:
+        multiplier, shift = average_pool_params(count)
+        assert 1 << 30 <= multiplier < 1 << 31 and -32 <= shift <= 0
+        total = np.arange(-128 * count, 127 * count + 1, dtype=np.int64)
+        got = requantize(GAP_WEIGHT * total, multiplier, shift, 0, 0, -128, 127)
+        np.testing.assert_array_equal(got, np.clip(rounding_divide(total, count), -128, 127), err_msg=str(count))
+    for bad in (0, MAX_POOL_COUNT + 1, 2.0):
+        with pytest.raises(ValueError, match="count must be an integer"):
+            average_pool_params(bad)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -1,8 +1,8 @@
 """The RTL's per-stage latencies add up to the constants of the golden cycle model (golden/sequencer.py).
 
 The engine's ``cycles`` counter is checked against ``golden.sequencer.layer_cycles`` by simulation
-(tests/test_engine.py, tb/); these tests point at the stages when a sum no longer matches. The MAC array's
-latencies are checked in tests/test_mac_array.py.
+(tests/hdl/test_engine.py, tb/); these tests point at the stages when a sum no longer matches. The MAC array's
+latencies are checked in tests/hdl/test_mac_array.py.
 """
 
 from golden.sequencer import FETCH_LATENCY, SEQUENCER_LATENCY, WRITE_LATENCY

@@ -12,7 +12,7 @@ from golden.descriptor import layer_descriptor
 from golden.sequencer import layer_cycles
 from tools.bench_engine import mobilenet_v2_layers, model_layers
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_MOBILENET = REPO.parent / "shared" / "models" / "mobilenet_v2_imagenet.onnx"
 BIG = NPUConfig(act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20)
 

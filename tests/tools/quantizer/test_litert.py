@@ -8,8 +8,6 @@ and the per-channel ``k_c``), never from the exported file. Counts appear in the
 
 import dataclasses
 import itertools
-import os
-import re
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ from golden.pool import average_pool2d
 from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize, round_half_away_from_zero
 from tools.quantizer.litert import (ModelBuilder, export_layer, export_network, fused_activation,
                                    litert_activation_bounds, run_reference)
-from tools.tflite_export import main
 
 ACTIVATIONS = (None, "relu", "relu6")
 #: (op, kernel, stride, padding, activation): every combination is drawn 4 times -> 288 random conv layers.
@@ -416,63 +413,3 @@ def test_export_refuses_what_litert_would_compute_differently(quantized_referenc
         export_layer(replaced(add_layer, dataclasses.replace(add_layer, params=params)), add_layer.name)
     with pytest.raises(ValueError, match="no TFLite fused activation clamps to"):
         export_layer(replaced(conv, dataclasses.replace(conv, qmin=-100)), conv.name)
-
-
-# --- the command line ------------------------------------------------------------------------------------------------
-
-def test_litert_export_command_writes_a_model_litert_runs(quantized_reference, tmp_path, capsys):
-    from ai_edge_litert.interpreter import Interpreter
-
-    networks, x = quantized_reference
-    gnet.save(networks["wess"], tmp_path)
-    np.save(tmp_path / "x.npy", x[:8])
-    model = tmp_path / "m.tflite"
-    assert main([str(tmp_path), "-o", str(model), "--batch", "8", "--bench", "--input", str(tmp_path / "x.npy")]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"wrote {model}: ") and lines[0].endswith("batch 8")
-    assert re.fullmatch(r"LiteRT BUILTIN_REF vs golden: 8 images, 18 layers, \d+ elements compared, 0 mismatching; "
-                        r"golden .* ms/image\), LiteRT REF .* ms/image\), export .* ms", lines[1]), lines[1]
-
-    interpreter = Interpreter(model_path=str(model))                  # the default (optimised) resolver loads it too
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:8])
-    interpreter.invoke()
-    assert interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).shape == (8, 10)
-    (reference_output,) = run_reference(model.read_bytes(), [x[:8]])
-    np.testing.assert_array_equal(reference_output, gnet.run(networks["wess"], x[:8]))
-
-
-@pytest.mark.parametrize("args, message", [
-    ([], "nothing to do: give -o FILE.tflite and/or --bench"),
-    (["-o", "{tmp}/m.tflite", "--batch", "0"], "--batch must be a positive integer"),
-    (["-o", "{tmp}/no/m.tflite"], "the folder of --output"),
-    (["--bench", "--input", "{tmp}/missing.npy"], "cannot read"),
-])
-def test_litert_export_command_errors(quantized_reference, tmp_path, capsys, args, message):
-    gnet.save(quantized_reference[0]["wess"], tmp_path)
-    before = sorted(os.listdir(tmp_path))
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path), *(a.format(tmp=tmp_path) for a in args)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    assert sorted(os.listdir(tmp_path)) == before
-
-
-def test_litert_quantizer_export_tflite_option(tmp_path, capsys):
-    """``python tools/quantize.py --export-tflite FILE``: a model LiteRT REF runs exactly as the golden network."""
-    from tools import quantize
-
-    model, out = tmp_path / "sub" / "m.tflite", tmp_path / "q"
-    assert quantize.main(["--export-tflite", str(model), "--out", str(out), "--methods", "wess", "--weight-bits", "8",
-                          "--calib-images", "50", "--eval-images", "20", "--trace-images", "0", "--quiet"]) == 0
-    assert f"wrote {model} (" in capsys.readouterr().out
-    network = gnet.load(out)
-    x = np.random.default_rng(5).integers(-128, 128, size=(1, *network.tensors[gnet.INPUT].shape)).astype(np.int8)
-    np.testing.assert_array_equal(run_reference(model.read_bytes(), [x])[0], gnet.run(network, x))
-    assert model.read_bytes() == export_network(network)
-
-    with pytest.raises(SystemExit) as exit_info:
-        quantize.main(["--export-tflite", str(tmp_path), "--out", str(tmp_path / "q2")])
-    assert exit_info.value.code == 2 and "is a folder" in capsys.readouterr().err
-    assert not (tmp_path / "q2").exists()

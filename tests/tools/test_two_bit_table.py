@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from tools import quantize, two_bit_table
 from tools.quantizer import pipeline
 from tools.quantizer.frontend import Conv, FullyConnected, load_graph
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def test_tables_from_a_quantizer_run(tmp_path):
     # The tool's quantizer job on the tiny model of the CLI tests (plus its image folder and a short split).
-    from tests.test_quantize_cli import _images, _model
+    from tests.tools.test_quantize import _images, _model
     model, data = _model(tmp_path / "tiny.onnx"), _images(tmp_path / "images")
     out = tmp_path / "out"
     job = two_bit_table.quantize_job(str(model), str(out), ["layer", "wess+bc"], jobs=1, progress=False)
