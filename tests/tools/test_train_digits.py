@@ -170,7 +170,7 @@ def test_load_digits_mnist_splits(digits):
 
 def test_train_digits_short_run(tmp_path, digits):
     # One epoch each: the script writes both files with the committed files' metadata and graph structure.
-    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'"))
+    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
     from tools.train_digits import main
     assert main(["--out", str(tmp_path), "--mlp-epochs", "1", "--cnn-epochs", "1"]) == 0
     for path in (MLP, CNN):
@@ -188,7 +188,7 @@ def test_train_digits_short_run(tmp_path, digits):
     (["--batch-size", "4001"], "--batch-size 4001 exceeds the 4000 training images"),
 ])
 def test_train_digits_bad_input(argv, message, tmp_path, capsys):
-    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'"))
+    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
     from tools.train_digits import main
     if "--out" not in argv:
         argv = argv + ["--out", str(tmp_path)]

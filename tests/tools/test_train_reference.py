@@ -75,7 +75,7 @@ def test_reference_model_accuracy_and_folding():
 # --- tools/train_reference.py (torch, optional) -----------------------------------------------------------------
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
-    torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'"))
+    torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
     from tools.train_reference import FashionMobileNet
     from tools.training import export
     torch.manual_seed(3)
@@ -107,7 +107,7 @@ def test_export_keeps_or_folds_batch_norm(tmp_path):
 
 
 def test_train_reference_bad_data(tmp_path, capsys):
-    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'"))
+    pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
     from tools.train_reference import main
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tmp_path)])

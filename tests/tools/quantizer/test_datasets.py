@@ -197,7 +197,7 @@ def test_image_folder_labels_order_and_crop(tmp_path):
 def test_image_folder_resize_against_torch(tmp_path):
     # Resizing against an independent implementation: torch's antialiased bilinear interpolation, which follows
     # Pillow's filter but does not round (Pillow rounds to uint8 after each of its two passes): within 1.5/255.
-    torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'"))
+    torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
     sizes = {"0001_a.png": (500, 375), "0002_b.png": (180, 224), "0003_c.png": (333, 520), "0004_d.png": (224, 180)}
     for seed, (name, (width, height)) in enumerate(sizes.items()):
         save_noise(tmp_path / name, width, height, seed=seed)
