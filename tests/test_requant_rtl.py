@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.requant import INT32_MAX, INT32_MIN, requantize
+from golden.requant import INT32_MAX, INT32_MIN, requantize, rounding_divide_by_pot, wrap_int32
 from hdl.requant import Requantizer
 
 
@@ -91,6 +91,83 @@ def test_requantizer_backpressure_and_bubbles_keep_order():
     got = run_requantizer(config, params, acc, channel_shift,
                           ready_pattern=[1, 0, 0, 1, 1, 0, 1], valid_pattern=[1, 1, 0, 1, 0, 0])
     np.testing.assert_array_equal(got, golden(params, acc, channel_shift))
+
+
+def exact_ties(multiplier, shift, rng):
+    """Accumulators and channel shifts on which one rounding step of ``requantize`` sits exactly on a tie.
+
+    SRDHM ties: with ``t`` trailing zeros in ``multiplier``, ``x * multiplier`` is ``2**30`` modulo ``2**31`` exactly
+    when ``x`` is an odd multiple of ``2**(30 - t)``; drawn with right shift 0 (``k_c = shift``, or a left shift of
+    ``shift - k_c`` up to 2) and ``|h| <= 127`` so the result is the rounded value itself. RDBPOT ties: ``h = +-(q * 2**r
+    + 2**(r - 1))`` for every right shift ``r = k_c - shift`` in 1..31 reachable with ``k_c`` 0..15, from the
+    accumulator ``ceil((h * 2**31 - 2**30) / multiplier)``, whose SRDHM is ``h`` (the multiplier is at least ``2**30``).
+
+    Returns:
+        ``(acc, channel_shift, kind)``: flat int64 arrays; ``kind`` is ``"srdhm+"``, ``"srdhm-"``, ``"rdbpot+"`` or
+        ``"rdbpot-"`` (the sign of the product or of ``h``).
+    """
+    acc, ks, kind = [], [], []
+    trailing = (multiplier & -multiplier).bit_length() - 1
+    for left in range(3):
+        k = shift - left
+        if not 0 <= k <= 15 or left > 30 - trailing:
+            continue
+        unit = 1 << (30 - trailing)
+        limit = 126 * (1 << 31) // multiplier                   # |x| that keeps |h| <= 127
+        for x in range(-(limit // unit) * unit, limit + 1, unit):
+            if (x // unit) % 2:
+                assert (x * multiplier) % (1 << 31) == 1 << 30
+                acc.append(x >> left)
+                ks.append(k)
+                kind.append("srdhm+" if x > 0 else "srdhm-")
+    for k in range(16):
+        right = k - shift
+        if not 1 <= right <= 31:
+            continue
+        for q in rng.choice(127, size=12, replace=False):
+            for sign in (1, -1):
+                h = sign * (int(q) * (1 << right) + (1 << (right - 1)))
+                a = -((-(h * (1 << 31) - (1 << 30))) // multiplier)      # ceil division
+                if INT32_MIN <= a <= INT32_MAX:
+                    assert (a * multiplier + (1 << 30)) >> 31 == h
+                    acc.append(a)
+                    ks.append(k)
+                    kind.append("rdbpot+" if sign > 0 else "rdbpot-")
+    return np.array(acc, dtype=np.int64), np.array(ks, dtype=np.int64), np.array(kind)
+
+
+#: (multiplier, shift): multipliers with 30, 29, 27, 26 and 22 trailing zeros (SRDHM ties at right shift 0, some with a
+#: left shift) and random ones whose shifts reach RDBPOT's right shifts 1..31.
+TIE_SETTINGS = [(1 << 30, 2), ((1 << 30) + (1 << 29), 1), ((1 << 30) + 3 * (1 << 27), 2),
+                ((1 << 30) + 5 * (1 << 26), 0), ((1 << 30) + 77 * (1 << 22), 3), (1518500250, -8), (2147483647, -16)]
+
+
+def test_requantizer_exact_ties_of_both_rounding_steps():
+    """Exact ties of SRDHM (toward +inf) and RDBPOT (away from zero), both signs, hundreds of each, every one decisive:
+    rounding it the other way would change the int8 result (so a wrong tie direction in the RTL cannot hide)."""
+    config = NPUConfig(lanes=8)
+    rng = np.random.default_rng(10)
+    counts = dict.fromkeys(("srdhm+", "srdhm-", "rdbpot+", "rdbpot-"), 0)
+    for multiplier, shift in TIE_SETTINGS:
+        params = dict(multiplier=multiplier, shift=shift, zero_point=0, qmin=-128, qmax=127)
+        acc, channel_shift, kind = exact_ties(multiplier, shift, rng)
+        expected = golden(params, acc, channel_shift)
+
+        # The other rounding of each tie: SRDHM one lower (then RDBPOT as before), RDBPOT one toward zero.
+        right = np.clip(channel_shift - shift, 0, 32)
+        h = (wrap_int32(acc << np.maximum(shift - channel_shift, 0)) * multiplier + (1 << 30)) >> 31
+        other = np.where(np.char.startswith(kind, "srdhm"), rounding_divide_by_pot(h - 1, right),
+                         rounding_divide_by_pot(h, right) - np.sign(h))
+        assert np.all(np.clip(other, -128, 127) != expected)
+        for name in counts:
+            counts[name] += int(np.sum(kind == name))
+
+        pad = -len(acc) % config.lanes                          # whole beats: zeros after the ties
+        got = run_requantizer(config, params, np.pad(acc, (0, pad)).reshape(-1, config.lanes),
+                              np.pad(channel_shift, (0, pad)).reshape(-1, config.lanes)).reshape(-1)
+        np.testing.assert_array_equal(got[:len(acc)], expected, err_msg=f"multiplier {multiplier}, shift {shift}")
+    print(f"\nexact ties driven through the RTL: {counts}")
+    assert min(counts.values()) >= 200, counts
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
