@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.requant import INT32_MAX, INT32_MIN, requantize, rounding_divide_by_pot, wrap_int32
+from golden.requant import INT32_MAX, INT32_MIN, requantize, rounding_divide_by_pot, saturate_int32
 from hdl.requant import Requantizer
 
 
@@ -51,6 +51,14 @@ def run_requantizer(config, params, acc, channel_shift, *, ready_pattern=None, v
     sim.add_testbench(sink)
     sim.run()
     return np.array(results, dtype=np.int64)
+
+
+def run_flat(config, params, acc, channel_shift):
+    """:func:`run_requantizer` on flat arrays: whole beats of ``config.lanes`` (zeros after the last value)."""
+    pad = -len(acc) % config.lanes
+    got = run_requantizer(config, params, np.pad(acc, (0, pad)).reshape(-1, config.lanes),
+                          np.pad(channel_shift, (0, pad)).reshape(-1, config.lanes))
+    return got.reshape(-1)[:len(acc)]
 
 
 def golden(params, acc, channel_shift):
@@ -155,19 +163,41 @@ def test_requantizer_exact_ties_of_both_rounding_steps():
 
         # The other rounding of each tie: SRDHM one lower (then RDBPOT as before), RDBPOT one toward zero.
         right = np.clip(channel_shift - shift, 0, 32)
-        h = (wrap_int32(acc << np.maximum(shift - channel_shift, 0)) * multiplier + (1 << 30)) >> 31
+        h = (saturate_int32(acc << np.maximum(shift - channel_shift, 0)) * multiplier + (1 << 30)) >> 31
         other = np.where(np.char.startswith(kind, "srdhm"), rounding_divide_by_pot(h - 1, right),
                          rounding_divide_by_pot(h, right) - np.sign(h))
         assert np.all(np.clip(other, -128, 127) != expected)
         for name in counts:
             counts[name] += int(np.sum(kind == name))
 
-        pad = -len(acc) % config.lanes                          # whole beats: zeros after the ties
-        got = run_requantizer(config, params, np.pad(acc, (0, pad)).reshape(-1, config.lanes),
-                              np.pad(channel_shift, (0, pad)).reshape(-1, config.lanes)).reshape(-1)
-        np.testing.assert_array_equal(got[:len(acc)], expected, err_msg=f"multiplier {multiplier}, shift {shift}")
+        np.testing.assert_array_equal(run_flat(config, params, acc, channel_shift), expected,
+                                      err_msg=f"multiplier {multiplier}, shift {shift}")
     print(f"\nexact ties driven through the RTL: {counts}")
     assert min(counts.values()) >= 200, counts
+
+
+@pytest.mark.parametrize("shift", [15, 31])
+def test_requantizer_left_shift_saturates(shift):
+    """acc * 2**left saturates to int32 (docs/arithmetic.md, section 5) at the boundary of every left shift 1..31
+    (k_c = 0..15 under layer shifts 15 and 31), both signs: a wrap would flip the sign of the result."""
+    config = NPUConfig(lanes=4)
+    params = dict(multiplier=(1 << 30) + 12345, shift=shift, zero_point=-3, qmin=-128, qmax=127)
+    rng = np.random.default_rng(shift)
+    acc, channel_shift = [], []
+    for k in range(16):
+        left = shift - k
+        if left < 1:
+            continue
+        edge = 1 << (31 - left)                   # the smallest accumulator with acc * 2**left >= 2**31
+        values = [edge - 1, edge, -edge, -edge - 1, INT32_MAX, INT32_MIN, *rng.integers(-2 * edge, 2 * edge, size=6)]
+        acc += values
+        channel_shift += [k] * len(values)
+    acc, channel_shift = np.array(acc, dtype=np.int64), np.array(channel_shift, dtype=np.int64)
+    saturated = (acc << (shift - channel_shift) > INT32_MAX) | (acc << (shift - channel_shift) < INT32_MIN)
+    assert 2 * 15 <= saturated.sum() < len(acc)
+    expected = golden(params, acc, channel_shift)
+    assert np.all(expected[saturated] == np.where(acc[saturated] > 0, 127, -128))
+    np.testing.assert_array_equal(run_flat(config, params, acc, channel_shift), expected)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
