@@ -11,7 +11,7 @@ import numpy as np
 __all__ = [
     "INT32_MIN", "INT32_MAX",
     "quantize_multiplier", "round_half_away_from_zero",
-    "wrap_int32", "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
+    "saturate_int32", "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier", "requantize", "activation_bounds",
 ]
 
@@ -63,10 +63,9 @@ def round_half_away_from_zero(x):
     return result if result.ndim else float(result)
 
 
-def wrap_int32(x):
-    """Two's-complement wrap of int64 values to int32 range (what a 32-bit register keeps)."""
-    x = np.asarray(x, dtype=np.int64)
-    return ((x + (1 << 31)) & 0xFFFF_FFFF) - (1 << 31)
+def saturate_int32(x):
+    """Clamp int64 values to the int32 range: the requantizer's left shift saturates (docs/arithmetic.md, section 5)."""
+    return np.clip(np.asarray(x, dtype=np.int64), INT32_MIN, INT32_MAX)
 
 
 def saturating_rounding_doubling_high_mul(a, b):
@@ -105,7 +104,9 @@ def rounding_divide_by_pot(x, exponent):
 def multiply_by_quantized_multiplier(x, multiplier, shift):
     """TFLite's MultiplyByQuantizedMultiplier with gemmlowp double rounding, in the hardware's form.
 
-    ``RDBPOT(SRDHM(wrap32(x * 2**max(shift, 0)), multiplier), max(-shift, 0))`` (docs/arithmetic.md, section 5). With
+    ``RDBPOT(SRDHM(sat32(x * 2**max(shift, 0)), multiplier), max(-shift, 0))`` (docs/arithmetic.md, section 5): where
+    TFLite's ``x * (1 << left)`` would overflow int32 (undefined behaviour in C++), the left-shifted value saturates to
+    INT32_MIN / INT32_MAX; the quantizer refuses networks that could reach it. With
     ``0 <= multiplier < 2**31`` SRDHM is ``floor((x*M + 2**30) / 2**31)`` and RDBPOT(h, r) is
     ``(h + 2**(r-1) - (h < 0)) >> r`` for ``r > 0`` (0 for ``r >= 32``): what ``hdl/requant.py`` computes, and
     ``tests/golden/test_requant.py`` checks it against the literal definitions above.
@@ -119,7 +120,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.minimum(np.maximum(-shift, 0), 32)
-    shifted = wrap_int32(x << left) if np.any(left) else x
+    shifted = saturate_int32(x << left) if np.any(left) else x          # |x << left| < 2**62: exact in int64
     high = (shifted * multiplier + (1 << 30)) >> 31
     half = (np.int64(1) << right) >> 1
     return (high + half - ((high < 0) & (right > 0))) >> right

@@ -7,7 +7,7 @@ zero point and clamp bounds are quasi-static inputs (hold them while results are
 Pipeline (one register per row, :attr:`Requantizer.latency` cycles from ``i`` to ``o``)::
 
     1  left = max(e_c, 0), r = min(max(-e_c, 0), 32)      (e_c = shift - k_c, per-channel exponent)
-    2  x = wrap32(acc << left)
+    2  x = sat32(acc << left)                           (saturated to int32, never wrapped)
     3  four 17x17 partial products of x * multiplier      (one MULT18X18D each on ECP5)
     4  middle partial products summed
     5  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
@@ -130,8 +130,11 @@ class Requantizer(wiring.Component):
         right_1 = stage(unsigned(6), Mux(negated[-1] | (negated == 0), 0,
                                          Mux(negated[5] & (negated[:5] != 0), 32, negated[:6])), "right1")
 
-        # 2: left shift, wrapping as a 32-bit register does.
-        x = stage(signed(32), (acc_1 << left)[:32].as_signed(), "x")
+        # 2: left shift, saturated to int32: the 63-bit product fits in 32 bits iff its bits 31..62 are all equal.
+        wide = acc_1 << left
+        top_bits = wide[31:]
+        x = stage(signed(32), Mux(~top_bits.any() | top_bits.all(), wide[:32].as_signed(),
+                                  Mux(acc_1[-1], -(1 << 31), (1 << 31) - 1)), "x")
         right_2 = stage(unsigned(6), right_1, "right2")
 
         # 3: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.

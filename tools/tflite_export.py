@@ -2,8 +2,8 @@
 
 ``python tools/tflite_export.py build/quantized -o m.tflite [--batch N]`` writes the network that the quantizer wrote
 (``manifest.json`` + ``network.npz``) as an int8 .tflite model (tools/quantizer/litert.py, docs/litert.md);
-``--bench`` runs it with LiteRT's reference kernels beside the golden model on a batch of images, compares every layer
-and times both.
+``--bench`` runs it with LiteRT's reference kernels beside the golden model on a batch of images, compares every layer,
+checks every tensor's quantization parameters against the network and times both.
 """
 
 import os
@@ -38,8 +38,9 @@ def _parser():
     parser.add_argument("--batch", type=int, default=1,
                         help="batch size of the written model (LiteRT shapes are static; default: %(default)s)")
     parser.add_argument("--bench", action="store_true",
-                        help="compare every layer's output of LiteRT BUILTIN_REF and the golden model on a batch and "
-                             "time both; prints one line")
+                        help="compare every layer's output of LiteRT BUILTIN_REF and the golden model on a batch, "
+                             "check every tensor's quantization parameters, and time both; prints one line (and the "
+                             "problems); exit status 1 if anything differs")
     parser.add_argument("--images", type=int, default=1000,
                         help="--bench without --input: the first N test images of the network's dataset "
                              "(default: %(default)s)")
@@ -71,6 +72,9 @@ def main(argv=None):
         print(format_benchmark(result))
         if result["mismatches"]:
             print(f"mismatching layers: {', '.join(result['mismatching_layers'])}")
+        for problem in result["quantization_problems"]:
+            print(problem)
+        if result["mismatches"] or result["quantization_problems"]:
             return 1
     return 0
 

@@ -17,13 +17,13 @@ ROOT = str(Path(__file__).resolve().parents[2])
 
 # -- an independent, slow, element-by-element integer reference (Python ints, docs/arithmetic.md) ----------------------
 
-def _wrap32(v):
-    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+def _saturate32(v):
+    return max(-(1 << 31), min((1 << 31) - 1, v))
 
 
 def _mbqm(acc, multiplier, exponent):
     left, right = max(exponent, 0), max(-exponent, 0)
-    x = _wrap32(acc << left)
+    x = _saturate32(acc << left)
     high = (x * multiplier + (1 << 30)) // (1 << 31)          # SRDHM for multiplier >= 0: ties toward +inf
     if right == 0:
         return high

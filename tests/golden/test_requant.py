@@ -1,6 +1,7 @@
 """golden/requant.py against a plain-Python-integer transcription of gemmlowp / TFLite (independent of NumPy)."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from golden.requant import (INT32_MAX, INT32_MIN, activation_bounds, multiply_by_quantized_multiplier,
                             quantize_multiplier, requantize, rounding_divide_by_pot, round_half_away_from_zero,
-                            saturating_rounding_doubling_high_mul, wrap_int32)
+                            saturate_int32, saturating_rounding_doubling_high_mul)
 
 
 # --- reference: gemmlowp/TFLite transcribed with Python ints and C semantics --------------------------------------
@@ -34,8 +35,9 @@ def ref_rdbpot(x, exponent):
     return (x >> exponent) + (1 if remainder > threshold else 0)
 
 
-def ref_wrap32(x):
-    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
+def ref_saturate32(x):
+    """The left shift's overflow, which C++ leaves undefined, saturates (docs/arithmetic.md, section 5)."""
+    return min(max(x, INT32_MIN), INT32_MAX)
 
 
 def ref_requantize(acc, multiplier, shift, k, zp, qmin, qmax):
@@ -45,7 +47,7 @@ def ref_requantize(acc, multiplier, shift, k, zp, qmin, qmax):
     if right > 31:                       # TFLite: QuantizeMultiplier of so small a scale gives (0, 0)
         value = 0
     else:
-        value = ref_rdbpot(ref_srdhm(ref_wrap32(acc << left), multiplier), right)
+        value = ref_rdbpot(ref_srdhm(ref_saturate32(acc << left), multiplier), right)
     return min(max(value + zp, qmin), qmax)
 
 
@@ -112,16 +114,49 @@ def test_requantize_rejects_out_of_range_accumulators():
         requantize([INT32_MAX + 1], 1 << 30, 0, 0, 0, -128, 127)
 
 
-def test_left_shift_wraps_like_a_32bit_register():
-    assert wrap_int32(INT32_MAX + 1) == INT32_MIN
-    assert multiply_by_quantized_multiplier(1 << 30, INT32_MAX, 1) == ref_srdhm(INT32_MIN, INT32_MAX)
+def oracle_mbqm(acc, multiplier, shift):
+    """``acc * multiplier * 2**(shift - 31)`` from its definition with exact rationals: the left-shifted accumulator
+    saturated to int32, its product with ``multiplier / 2**31`` rounded half up, then divided by ``2**right`` and
+    rounded half away from zero. No bit tricks, no 64-bit arithmetic."""
+    left, right = max(shift, 0), max(-shift, 0)
+    x = min(max(acc * 2 ** left, INT32_MIN), INT32_MAX)
+    high = math.floor(Fraction(x * multiplier, 2 ** 31) + Fraction(1, 2))
+    scaled = Fraction(high, 2 ** right)
+    rounded = math.floor(abs(scaled) + Fraction(1, 2))
+    return rounded if scaled >= 0 else -rounded
+
+
+def test_left_shift_saturates():
+    """acc * 2**left beyond int32 saturates: at the exact boundary of every left shift 1..31, both signs."""
+    assert list(saturate_int32([INT32_MAX + 1, INT32_MIN - 1, 5, -(1 << 40)])) == [INT32_MAX, INT32_MIN, 5, INT32_MIN]
+    cases = []
+    for left in range(1, 32):
+        edge = 1 << (31 - left)                   # acc * 2**left reaches 2**31: the first positive value to saturate
+        cases += [(edge - 1, left), (edge, left), (-edge, left), (-edge - 1, left), (INT32_MAX, left),
+                  (INT32_MIN, left), (3 * edge // 2, left), (-(3 * edge // 2) - 1, left)]
+    acc = np.array([a for a, _ in cases])
+    shift = np.array([s for _, s in cases])
+    saturated = [not INT32_MIN <= a << s <= INT32_MAX for a, s in cases]
+    assert 100 <= sum(saturated) < len(cases)
+    for multiplier in (INT32_MAX, 1 << 30, 1518500250):
+        want = [oracle_mbqm(int(a), multiplier, int(s)) for a, s in cases]
+        np.testing.assert_array_equal(multiply_by_quantized_multiplier(acc, multiplier, shift), want)
+    assert multiply_by_quantized_multiplier(1 << 30, INT32_MAX, 1) == INT32_MAX - 1          # not a wrap to -2**31
+    assert multiply_by_quantized_multiplier(-(1 << 30) - 1, INT32_MAX, 1) == -INT32_MAX
+
+
+@given(int32s, multipliers, st.integers(-31, 31))
+@settings(max_examples=3000, deadline=None)
+def test_multiply_by_quantized_multiplier_matches_the_rational_oracle(acc, multiplier, shift):
+    assert multiply_by_quantized_multiplier(acc, multiplier, shift) == oracle_mbqm(acc, multiplier, shift)
 
 
 @given(int32s, multipliers, st.integers(-31, 31))
 @settings(max_examples=2000, deadline=None)
 def test_multiply_by_quantized_multiplier_is_the_literal_composition(x, multiplier, shift):
     left, right = max(shift, 0), max(-shift, 0)
-    want = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier), right)
+    want = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(saturate_int32(x << left), multiplier),
+                                  right)
     assert multiply_by_quantized_multiplier(x, multiplier, shift) == want
 
 

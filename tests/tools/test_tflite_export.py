@@ -25,7 +25,7 @@ def test_litert_export_command_writes_a_model_litert_runs(quantized_reference, t
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"wrote {model}: ") and lines[0].endswith("batch 8")
     assert re.fullmatch(r"LiteRT BUILTIN_REF vs golden: 8 images, 18 layers, \d+ elements compared, 0 mismatching; "
-                        r"golden .* ms/image\), LiteRT REF .* ms/image\), export .* ms", lines[1]), lines[1]
+                        r"quantization of \d+ tensors checked, 0 problems; golden .* ms/image\), LiteRT REF .* ms/image\), export .* ms", lines[1]), lines[1]
 
     interpreter = Interpreter(model_path=str(model))                  # the default (optimised) resolver loads it too
     interpreter.allocate_tensors()

@@ -32,7 +32,7 @@ from golden.conv import conv_output_size, same_padding
 from golden.requant import INT32_MAX, INT32_MIN, activation_bounds, quantize_multiplier
 
 __all__ = ["ModelBuilder", "fused_activation", "litert_activation_bounds", "export_network", "export_layer",
-           "run_reference", "benchmark", "format_benchmark"]
+           "check_quantization", "run_reference", "benchmark", "format_benchmark"]
 
 _INT8 = tflite.TensorType.INT8
 _INT32 = tflite.TensorType.INT32
@@ -531,8 +531,10 @@ def _emit(builder, network, layer, handles):
                                       name=layer.output)
     source = network.tensors[layer.input]
     _check_multipliers(layer, source.scale, out.scale, label)
-    common = dict(weight_scale=layer.weight_scale, output_scale=out.scale, output_zero_point=out.zero_point,
-                  qmin=layer.qmin, qmax=layer.qmax, name=layer.output)
+    # The file holds s_w and k_c as the NPU does: the builder writes channel scales s_w * 2**-k_c (exact).
+    common = dict(weight_scale=np.ldexp(layer.weight_scale, layer.channel_shift), channel_shift=layer.channel_shift,
+                  output_scale=out.scale, output_zero_point=out.zero_point, qmin=layer.qmin, qmax=layer.qmax,
+                  name=layer.output)
     if isinstance(layer, gnet.FullyConnected):
         return builder.fully_connected(handles[layer.input], layer.weights, layer.bias, **common)
     method = builder.depthwise_conv2d if isinstance(layer, gnet.DepthwiseConv2D) else builder.conv2d
@@ -553,6 +555,120 @@ def _check_multipliers(layer, input_scale, output_scale, label):
         if derived != wanted and not (derived == (0, 0) and (wanted[0] == 0 or wanted[1] < -31)):
             raise ValueError(f"{label}, channel {c}: LiteRT derives (multiplier, shift) = {derived} from the float32 "
                              f"scales, the golden model uses {wanted}")
+
+
+def check_quantization(model, network):
+    """Every tensor's quantization parameters in the .tflite ``model`` against ``network``: the list of problems.
+
+    LiteRT's int8 kernels read only part of a file's metadata (the conv kernels never read the bias scale), so running
+    the model cannot catch a wrong field; another converter or runtime would read it. Checked, from the network alone:
+
+    * activation tensors: one scale and one zero point, those of the network tensor of that name (the scale rounded
+      to float32), and unchanged through RESHAPE, PAD and AVERAGE_POOL_2D;
+    * CONV_2D / DEPTHWISE_CONV_2D (a fully connected layer's 1x1 CONV_2D too): input and output quantized as the
+      layer's tensors; int8 weights with channel scales ``s_w * 2**-k_c`` (WESS: one layer scale ``s_w = weight_scale_c
+      * 2**k_c`` for every channel), zero points 0, quantized dimension 0 (OHWI) or 3 (depthwise ``(1, KH, KW, C)``);
+      int32 bias with scales ``s_in * s_w * 2**-k_c`` (the float32 rounding of the exact product), zero points 0,
+      dimension 0;
+    * the int32 shape and padding constants: no quantization;
+    * every tensor of the model is covered by one of these rules.
+
+    Args:
+        model: .tflite bytes from :func:`export_network` or :func:`export_layer` of ``network``.
+        network: the :class:`golden.network.Network`.
+    Returns:
+        One line per problem; empty when every tensor is right.
+    """
+    root = tflite.Model.GetRootAs(bytes(model), 0)
+    graph = root.Subgraphs(0)
+    tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
+    names = [tensor.Name().decode() for tensor in tensors]
+    opcodes = {code: name for name, (code, _) in _OPCODES.items()}
+    layers = {}
+    for layer in network.layers:
+        layers[layer.output] = layer
+        if isinstance(layer, gnet.FullyConnected):
+            layers[f"{layer.output}/conv"] = layer           # the 1x1 CONV_2D of ModelBuilder.fully_connected
+    problems, checked = [], set()
+
+    def expect(index, type_, scale, zero_point, dimension=0):
+        # Compare tensor `index` with the expected quantization (scale None: no quantization at all).
+        checked.add(index)
+        label = f"tensor {names[index]!r}"
+        if tensors[index].Type() != type_:
+            problems.append(f"{label}: type {tensors[index].Type()}, expected {type_}")
+        got = _read_quantization(tensors[index])
+        if scale is None:
+            if got is not None:
+                problems.append(f"{label}: has quantization parameters, expected none")
+            return
+        if got is None:
+            problems.append(f"{label}: has no quantization parameters")
+            return
+        for field, value, want in (("scale", got[0], np.asarray(scale, np.float32).reshape(-1)),
+                                   ("zero point", got[1], np.asarray(zero_point, np.int64).reshape(-1))):
+            if value.shape != want.shape:
+                problems.append(f"{label}: {len(value)} {field}s, expected {len(want)}")
+            elif not np.array_equal(value, want):
+                c = int(np.flatnonzero(value != want)[0])
+                problems.append(f"{label}: {field} of channel {c} is {value[c]:.9g}, expected {want[c]:.9g}")
+        if got[2] != dimension:
+            problems.append(f"{label}: quantized dimension {got[2]}, expected {dimension}")
+
+    def activation(index, name):
+        info = network.tensors[name]
+        expect(index, _INT8, np.float32(info.scale), info.zero_point)
+
+    for index, name in enumerate(names):
+        if name in network.tensors:
+            activation(index, name)
+    for i in range(graph.OperatorsLength()):
+        operator = graph.Operators(i)
+        opcode = opcodes.get(root.OperatorCodes(operator.OpcodeIndex()).BuiltinCode())
+        inputs, (output, *_) = operator.InputsAsNumpy().tolist(), operator.OutputsAsNumpy().tolist()
+        if opcode in ("RESHAPE", "PAD", "AVERAGE_POOL_2D"):
+            source = _read_quantization(tensors[inputs[0]])
+            if source is None or len(source[0]) != 1:
+                problems.append(f"tensor {names[inputs[0]]!r}: expected one scale and zero point")
+            else:
+                expect(output, _INT8, source[0], source[1])
+            for constant in inputs[1:]:
+                expect(constant, _INT32, None, None)
+        elif opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            layer = layers.get(names[output])
+            if layer is None:
+                problems.append(f"{opcode} writing {names[output]!r}: no layer of the network writes it")
+                continue
+            activation(inputs[0], layer.input)
+            activation(output, layer.output)
+            k = np.asarray(layer.channel_shift, np.int64)
+            s_w = np.ldexp(np.asarray(layer.weight_scale, np.float64), k)
+            if not layer.per_channel:                        # WESS: one layer scale, the one most channels give
+                values, counts = np.unique(s_w, return_counts=True)
+                if len(values) > 1:
+                    problems.append(f"layer {layer.name!r}: the weight scales are not one scale s_w times 2**-k_c")
+                s_w = np.full(layer.channels, values[np.argmax(counts)])
+            channel_scale = np.float32(s_w).astype(np.float64) * np.exp2(-k)
+            s_in = float(np.float32(network.tensors[layer.input].scale))
+            zeros = np.zeros(layer.channels, np.int64)
+            expect(inputs[1], _INT8, channel_scale, zeros, 3 if opcode == "DEPTHWISE_CONV_2D" else 0)
+            expect(inputs[2], _INT32, s_in * channel_scale, zeros)
+        elif opcode != "ADD":                                # ADD: its tensors are the network's, checked above
+            problems.append(f"operator {i}: unexpected builtin code "
+                            f"{root.OperatorCodes(operator.OpcodeIndex()).BuiltinCode()}")
+    problems += [f"tensor {names[i]!r}: no rule checks its quantization" for i in range(len(tensors))
+                 if i not in checked]
+    return list(dict.fromkeys(problems))
+
+
+def _read_quantization(tensor):
+    # (scales float32, zero points int64, quantized dimension) of a tensor, or None if it has no scales.
+    quantization = tensor.Quantization()
+    if quantization is None or quantization.ScaleLength() == 0:
+        return None
+    zero_point = quantization.ZeroPointAsNumpy() if quantization.ZeroPointLength() else np.zeros(0, np.int64)
+    return (quantization.ScaleAsNumpy().astype(np.float32), np.asarray(zero_point, np.int64),
+            quantization.QuantizedDimension())
 
 
 def _batch(batch):
@@ -598,13 +714,13 @@ def benchmark(network, x):
     """Run ``network`` on the int8 NHWC batch ``x`` in the golden model and in LiteRT REF; compare and time both.
 
     Every tensor a layer writes is compared element by element (LiteRT's preserved intermediate tensors against the
-    golden trace). Timings are wall-clock seconds of one run each without kept tensors: the golden model
+    golden trace), and every tensor's quantization parameters are checked (:func:`check_quantization`). Timings are wall-clock seconds of one run each without kept tensors: the golden model
     (:func:`golden.network.run`), LiteRT (interpreter construction, allocation, invoke on the whole batch), and the
     export itself.
 
     Returns:
         dict with ``images``, ``layers``, ``elements``, ``mismatches``, ``mismatching_layers`` (names),
-        ``golden_s``, ``litert_s``, ``export_s``.
+        ``tensors`` (of the model), ``quantization_problems`` (lines), ``golden_s``, ``litert_s``, ``export_s``.
     """
     x = np.asarray(x)
     started = time.perf_counter()
@@ -631,7 +747,9 @@ def benchmark(network, x):
     if not np.array_equal(golden, litert):
         mismatching.append("output")
     return dict(images=len(x), layers=len(network.layers), elements=elements, mismatches=mismatches,
-                mismatching_layers=mismatching, golden_s=golden_s, litert_s=litert_s, export_s=export_s)
+                mismatching_layers=mismatching, tensors=tflite.Model.GetRootAs(model, 0).Subgraphs(0).TensorsLength(),
+                quantization_problems=check_quantization(model, network), golden_s=golden_s, litert_s=litert_s,
+                export_s=export_s)
 
 
 def format_benchmark(result):
@@ -639,6 +757,7 @@ def format_benchmark(result):
     per_image = 1000.0 / result["images"]
     return (f"LiteRT BUILTIN_REF vs golden: {result['images']} images, {result['layers']} layers, "
             f"{result['elements']} elements compared, {result['mismatches']} mismatching; "
+            f"quantization of {result['tensors']} tensors checked, {len(result['quantization_problems'])} problems; "
             f"golden {result['golden_s']:.3f} s ({result['golden_s'] * per_image:.2f} ms/image), "
             f"LiteRT REF {result['litert_s']:.3f} s ({result['litert_s'] * per_image:.2f} ms/image), "
             f"export {result['export_s'] * 1000:.1f} ms")

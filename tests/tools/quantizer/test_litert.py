@@ -16,11 +16,12 @@ pytest.importorskip("ai_edge_litert.interpreter",
                     reason="ai-edge-litert (LiteRT) is not importable; install it with pip install -e '.[dev]'")
 
 from golden import network as gnet
+from golden.config import NPUConfig
 from golden.add import add, add_params
 from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
 from golden.pool import average_pool2d
 from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize, round_half_away_from_zero
-from tools.quantizer.litert import (ModelBuilder, export_layer, export_network, fused_activation,
+from tools.quantizer.litert import (ModelBuilder, check_quantization, export_layer, export_network, fused_activation,
                                    litert_activation_bounds, run_reference)
 
 ACTIVATIONS = (None, "relu", "relu6")
@@ -117,16 +118,39 @@ def golden_output(layer):
 
 
 def litert_output(layer, qmin, qmax):
-    """The same layer exported as a .tflite model and run by LiteRT's reference kernels."""
+    """The same layer exported as a .tflite model and run by LiteRT's reference kernels; every tensor's quantization
+    parameters are checked against the layer first."""
     builder = ModelBuilder()
-    x = builder.input("x", layer["x"].shape, scale=layer["s_in"], zero_point=layer["zp_in"])
+    x = builder.input(gnet.INPUT, layer["x"].shape, scale=layer["s_in"], zero_point=layer["zp_in"])
     method = {"conv": builder.conv2d, "grouped": builder.conv2d, "depthwise": builder.depthwise_conv2d,
               "fc": builder.fully_connected}
     kwargs = {} if layer["op"] == "fc" else dict(stride=layer["stride"], padding=layer["padding"])
     y = method[layer["op"]](x, layer["weights"], layer["bias"], weight_scale=layer["s_w"], channel_shift=layer["k"],
                             output_scale=layer["s_out"], output_zero_point=layer["zp_out"], qmin=qmin, qmax=qmax,
                             name="y", **kwargs)
-    return run_reference(builder.build([y]), [layer["x"]])[0]
+    model = builder.build([y])
+    assert check_quantization(model, as_network(layer, qmin, qmax)) == []
+    return run_reference(model, [layer["x"]])[0]
+
+
+def as_network(layer, qmin, qmax):
+    """The random ``layer`` as a one-layer :class:`golden.network.Network` (input ``"input"``, output ``"y"``)."""
+    k = np.asarray(layer["k"])
+    multiplier, shift = quantize_multiplier(float(layer["s_in"]) * float(layer["s_w"]) / float(layer["s_out"]))
+    fields = dict(name="y", input=gnet.INPUT, output="y", weights=layer["weights"], bias=np.asarray(
+        np.zeros(len(k), np.int64) if layer["bias"] is None else layer["bias"]), multiplier=multiplier, shift=shift,
+        channel_shift=k, weight_scale=float(layer["s_w"]) * np.exp2(-k), qmin=qmin, qmax=qmax)
+    if layer["op"] == "fc":
+        kind = gnet.FullyConnected
+    else:
+        fields.update(stride=layer["stride"], padding=layer["padding"])
+        kind = gnet.DepthwiseConv2D if layer["op"] == "depthwise" else gnet.Conv2D
+        if layer["op"] == "grouped":
+            fields["groups"] = layer["x"].shape[-1] // layer["weights"].shape[-1]
+    tensors = {gnet.INPUT: gnet.Tensor(shape=layer["x"].shape[1:], scale=float(layer["s_in"]),
+                                       zero_point=layer["zp_in"]),
+               "y": gnet.Tensor(shape=layer["acc"].shape[1:], scale=float(layer["s_out"]), zero_point=layer["zp_out"])}
+    return gnet.Network(layers=(kind(**fields),), tensors=tensors, output="y", config=NPUConfig())
 
 
 class Tally:
@@ -373,7 +397,9 @@ def test_litert_reference_model_every_layer(quantized_reference, oracle_counts):
         _, trace = gnet.run(network, x, keep=True)
         for layer in network.layers:
             inputs = [trace.tensors[name] for name in dict.fromkeys(layer.inputs)]
-            (actual,) = run_reference(export_layer(network, layer.name, batch=len(x)), inputs)
+            model = export_layer(network, layer.name, batch=len(x))
+            assert check_quantization(model, network) == [], f"{method}/{layer.name}"
+            (actual,) = run_reference(model, inputs)
             tally.check(f"{method}/{layer.name}", actual, trace.tensors[layer.output])
     message = tally.record(oracle_counts, f"reference model layer by layer ({', '.join(networks)}; {len(x)} images)")
     kinds = {layer.kind for layer in networks["wess"].layers}
@@ -388,7 +414,9 @@ def test_litert_reference_model_end_to_end(quantized_reference, oracle_counts):
     tally = Tally()
     for method, network in networks.items():
         output, trace = gnet.run(network, x, keep=True)
-        (litert,), tensors = run_reference(export_network(network, batch=len(x)), [x], keep=True)
+        model = export_network(network, batch=len(x))
+        assert check_quantization(model, network) == [], method
+        (litert,), tensors = run_reference(model, [x], keep=True)
         assert litert.shape == output.shape == (len(x), 10)
         np.testing.assert_array_equal(litert, output, err_msg=f"{method}: the network outputs differ")
         for layer in network.layers:
@@ -413,3 +441,34 @@ def test_export_refuses_what_litert_would_compute_differently(quantized_referenc
         export_layer(replaced(add_layer, dataclasses.replace(add_layer, params=params)), add_layer.name)
     with pytest.raises(ValueError, match="no TFLite fused activation clamps to"):
         export_layer(replaced(conv, dataclasses.replace(conv, qmin=-100)), conv.name)
+
+
+def test_check_quantization_finds_wrong_parameters(quantized_reference):
+    """A bias scale written without 2**-k_c (LiteRT's conv kernels never read it), and a network that disagrees with
+    the file in an activation scale or a channel's k_c, are each reported naming the tensor and channel."""
+    network = quantized_reference[0]["wess"]
+    model = export_network(network)
+    layer = next(layer for layer in network.layers if hasattr(layer, "channel_shift") and layer.channel_shift.any())
+    c = int(np.flatnonzero(layer.channel_shift)[0])
+    s_in = float(np.float32(network.tensors[layer.input].scale))
+    right = (s_in * np.float32(layer.weight_scale).astype(np.float64)).astype(np.float32)   # the bias scale vector
+    wrong = right.copy()
+    wrong[c] = np.float32(s_in * float(np.float32(layer.weight_scale[c] * 2.0 ** layer.channel_shift[c])))
+    assert model.count(right.tobytes()) == 1                    # patch exactly that channel of that vector
+    problems = check_quantization(model.replace(right.tobytes(), wrong.tobytes()), network)
+    assert problems == [f"tensor '{layer.output}/bias': scale of channel {c} is {wrong[c]:.9g}, expected "
+                        f"{right[c]:.9g}"]
+
+    tensor = network.tensors[layer.output]
+    moved = dataclasses.replace(network, tensors=dict(network.tensors, **{
+        layer.output: dataclasses.replace(tensor, scale=tensor.scale * 1.5)}))
+    assert any(p.startswith(f"tensor '{layer.output}': scale of channel 0 is") for p in check_quantization(model, moved))
+
+    k = layer.channel_shift.copy()
+    k[c] -= 1
+    shifted = dataclasses.replace(network, layers=tuple(dataclasses.replace(other, channel_shift=k)
+                                                         if other is layer else other for other in network.layers))
+    problems = check_quantization(model, shifted)
+    assert f"layer '{layer.name}': the weight scales are not one scale s_w times 2**-k_c" in problems
+    assert any(p.startswith(f"tensor '{layer.output}/weights': scale of channel {c}") for p in problems)
+    assert any(p.startswith(f"tensor '{layer.output}/bias': scale of channel {c}") for p in problems)
