@@ -11,18 +11,12 @@ from amaranth.hdl import Cat, Module, Signal, Value, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.config import NPUConfig
+from golden.config import check_config
 from golden.layouts import CODE_BITS, address_bits, pack_bias_words, pack_words
 from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, stored_weight_word, weight_word
 from hdl.weight_decoder import WeightDecoder
 
 __all__ = ["ActivationMemory", "WeightMemory", "BiasMemory"]
-
-
-def _check_config(config):
-    if not isinstance(config, NPUConfig):
-        raise TypeError(f"config must be an NPUConfig, not {config!r}")
-    return config
 
 
 def _check_image(image, shape, name):
@@ -65,7 +59,7 @@ class ActivationMemory(wiring.Component):
     latency = 2
 
     def __init__(self, config, *, init=None):
-        self._config = _check_config(config)
+        self._config = check_config(config)
         self._init = _check_image(init, (config.lanes, config.act_depth, config.lanes), "init")
         lanes, bits = config.lanes, address_bits(config.act_depth)
         super().__init__({
@@ -132,7 +126,7 @@ class WeightMemory(wiring.Component):
     latency = 2
 
     def __init__(self, config, *, init=None):
-        self._config = _check_config(config)
+        self._config = check_config(config)
         self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
         bits = address_bits(config.weight_depth)
         members = {
@@ -187,7 +181,7 @@ class BiasMemory(wiring.Component):
     latency = 2
 
     def __init__(self, config, *, bias=None, channel_shift=None):
-        self._config = _check_config(config)
+        self._config = check_config(config)
         shape = (config.bias_depth, config.lanes)
         self._bias = _check_image(bias, shape, "bias")
         self._channel_shift = _check_image(channel_shift, shape, "channel_shift")
