@@ -326,7 +326,7 @@ def test_reference_model_accuracy_and_folding():
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
     torch = pytest.importorskip("torch")
-    from tools.train_reference import FashionMobileNet
+    from tools.training.models import FashionMobileNet
     from tools.training import export
     torch.manual_seed(3)
     model = FashionMobileNet()
