@@ -59,6 +59,13 @@ class _Squeeze(nn.Module):
         return x.squeeze(3).squeeze(2)
 
 
+class _View(nn.Module):
+    """``x.view(x.size(0), -1)``: a flatten whose shape is computed from the input's."""
+
+    def forward(self, x):
+        return x.view(x.size(0), -1)
+
+
 class _MatMulAdd(nn.Module):
     """``x @ W.T + b`` written by hand: a fully connected layer exported as MatMul + Add."""
 
@@ -74,7 +81,7 @@ class _MatMulAdd(nn.Module):
 class Form:
     """One export: ``exporter`` ``legacy`` or ``dynamo``, ``opset`` (``None``: the exporter's default), a dynamic
     batch axis or the static batch 1, and the head: ``pool`` (``adaptive``, ``avgpool``, ``mean``, ``mean-keepdim``),
-    ``flatten`` (``flatten``, ``squeeze``, ``none`` after a mean without keepdim), ``fc`` (``linear``, ``matmul``)."""
+    ``flatten`` (``flatten``, ``squeeze``, ``view``, ``none`` after a mean without keepdim), ``fc`` (``linear``, ``matmul``)."""
     name: str
     exporter: str
     opset: int
@@ -90,6 +97,7 @@ FORMS = (
     Form("legacy_op17_mean", "legacy", 17, True, pool="mean", flatten="none"),
     Form("legacy_op21_mean_keepdim", "legacy", 21, True, pool="mean-keepdim"),
     Form("legacy_op15_avgpool_squeeze_matmul", "legacy", 15, True, pool="avgpool", flatten="squeeze", fc="matmul"),
+    Form("legacy_op13_view", "legacy", 13, True, flatten="view"),
     Form("dynamo_op18_batch1", "dynamo", 18, False),
     Form("dynamo_default_dynamic_mean_matmul", "dynamo", None, True, pool="mean", flatten="none", fc="matmul"),
     Form("dynamo_op18_avgpool_squeeze", "dynamo", 18, False, pool="avgpool", flatten="squeeze"),
@@ -123,7 +131,7 @@ def _with_head(model, form):
     """A copy of ``model`` whose pool, flatten and fully connected layer are written as ``form`` says."""
     pools = {"adaptive": nn.AdaptiveAvgPool2d(1), "avgpool": nn.AvgPool2d(7), "mean": _Mean(False),
              "mean-keepdim": _Mean(True)}
-    flattens = {"flatten": nn.Flatten(1), "squeeze": _Squeeze(), "none": nn.Identity()}
+    flattens = {"flatten": nn.Flatten(1), "squeeze": _Squeeze(), "view": _View(), "none": nn.Identity()}
     layers = list(model)
     layers[6], layers[7] = pools[form.pool], flattens[form.flatten]
     if form.fc == "matmul":

@@ -4,14 +4,14 @@
 Exporters write one network in many ways. torch's legacy exporter writes a global average pool as GlobalAveragePool,
 ``torch.flatten`` as Flatten and ReLU6's bounds as Constant nodes; the dynamo exporter writes ReduceMean over H and W,
 a Reshape and initializers; ``x.mean((2, 3))`` is a ReduceMean without keepdims, ``nn.AvgPool2d(7)`` on a 7x7 map an
-AveragePool over the whole map, ``squeeze`` a Squeeze, a hand-written ``x @ W.T + b`` a MatMul and an Add. As
-hls4ml's optimizer passes do, each pass of :data:`PASSES` rewrites one form into the canonical one, on a copy of the
-model, in that order. Every rewrite computes the same float function, so every form of one network gives the same IR
+AveragePool over the whole map, ``squeeze`` a Squeeze, ``x.view(x.size(0), -1)`` a Reshape of a computed shape,
+a hand-written ``x @ W.T + b`` a MatMul and an Add. As hls4ml's optimizer passes do, each pass of :data:`PASSES`
+rewrites one form into the canonical one, on a copy of the model, in that order. Every rewrite computes the same float function, so every form of one network gives the same IR
 and the same integers. A node that no pass recognises is left as it is: the importer's op check then refuses it with
 a one-line error that says what is supported instead.
 
-Shapes come from ONNX shape inference, run once on the model as exported (a pass that needs a shape it cannot find
-leaves the node alone).
+Shapes come from ONNX shape inference, run before each pass on the model as rewritten so far (a pass that needs a
+shape it cannot find leaves the node alone).
 """
 
 import numpy as np
@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 __all__ = ["PASSES", "normalize", "constants_to_initializers", "drop_identity", "reduce_mean_to_global_pool",
            "whole_map_average_pool_to_global", "drop_unused_count_include_pad", "squeeze_to_flatten",
-           "reshape_to_flatten", "matmul_add_to_gemm"]
+           "computed_shape_to_constant", "reshape_to_flatten", "matmul_add_to_gemm"]
 
 
 class _Model:
@@ -30,7 +30,7 @@ class _Model:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         self.graph = self.model.graph
-        self.shapes = _inferred_shapes(self.model)
+        self.shapes = {}
         self._names = {name for node in self.graph.node for name in (*node.input, *node.output, node.name)}
         self._names.update(tensor.name for tensor in self.graph.initializer)
 
@@ -185,7 +185,6 @@ def reduce_mean_to_global_pool(model):
         if _attributes(node).get("keepdims", 1):
             return [_like(node, "GlobalAveragePool", [node.input[0]], [node.output[0]])]
         pooled = model.fresh(node.output[0] + "_pooled")
-        model.shapes[pooled] = model.shapes[node.input[0]][:2] + (1, 1)
         return [_like(node, "GlobalAveragePool", [node.input[0]], [pooled]),
                 _like(node, "Flatten", [pooled], [node.output[0]], axis=1)]
     _rewrite_each(model, rewrite)
@@ -242,17 +241,76 @@ def squeeze_to_flatten(model):
             return [_like(node, "Flatten", [source], [node.output[0]], axis=1)]
         return None
     _rewrite_each(model, rewrite)
-    _drop_unread(model, "Squeeze")
+    _drop_unread(model, ("Squeeze",))
 
 
-def _drop_unread(model, op):
-    """Remove the ``op`` nodes whose output nothing reads any more."""
+def _drop_unread(model, ops):
+    """Remove the nodes of the ``ops`` types whose outputs nothing reads any more."""
     while True:
-        unread = [node for node in model.nodes if node.op_type == op and not model.consumers(node.output[0])
-                  and not model.is_output(node.output[0])]
+        unread = [node for node in model.nodes if node.op_type in ops
+                  and not any(model.consumers(name) or model.is_output(name) for name in node.output)]
         if not unread:
             return
         model.set_nodes([node for node in model.nodes if node not in unread])
+
+
+_BATCH = "N"        # the batch dimension in a computed shape: unknown, but copied by Reshape's 0
+
+
+def _shape_values(model, node, values):
+    """The int vector (a list, ``_BATCH`` for the batch dimension) or scalar (an int) ``node`` computes from shapes
+    and constants, or ``None`` when it is not such a computation."""
+    def value(name):
+        if name in values:
+            return values[name]
+        constant = model.constant(name)
+        if constant is None or constant.dtype.kind not in "iu" or constant.ndim > 1:
+            return None
+        return int(constant) if constant.ndim == 0 else [int(v) for v in constant]
+
+    attributes = _attributes(node)
+    inputs = [value(name) if name else None for name in node.input]
+    if node.op_type == "Shape":
+        dims = [_BATCH if i == 0 and d is None else d for i, d in enumerate(model.shapes.get(node.input[0], ()))]
+        dims = dims[attributes.get("start", 0):attributes.get("end", len(dims))]
+        return dims if dims and None not in dims else None
+    if node.op_type == "Cast" and attributes.get("to") == onnx.TensorProto.INT64:
+        return inputs[0]
+    if node.op_type == "Gather" and isinstance(inputs[0], list) and inputs[1] is not None \
+            and attributes.get("axis", 0) == 0:
+        indices, size = inputs[1], len(inputs[0])
+        if not all(-size <= i < size for i in ([indices] if isinstance(indices, int) else indices)):
+            return None
+        return inputs[0][indices] if isinstance(indices, int) else [inputs[0][i] for i in indices]
+    if node.op_type == "Unsqueeze" and isinstance(inputs[0], (int, str)):
+        axes = attributes.get("axes", inputs[1] if len(inputs) > 1 else None)
+        return [inputs[0]] if axes in ([0], [-1]) else None
+    if node.op_type == "Concat" and attributes.get("axis") in (0, -1) and all(isinstance(v, list) for v in inputs):
+        return [v for vector in inputs for v in vector]
+    return None
+
+
+def computed_shape_to_constant(model):
+    """A Reshape shape computed from the input's shape (the legacy export of ``x.view(x.size(0), -1)``: Shape,
+    Gather, Unsqueeze, Concat) becomes a constant, the batch dimension written 0 (copy it); the shape arithmetic
+    nothing else reads disappears."""
+    values = {}
+    for node in model.nodes:
+        if len(node.output) == 1 and node.op_type in ("Shape", "Cast", "Gather", "Unsqueeze", "Concat"):
+            computed = _shape_values(model, node, values)
+            if computed is not None:
+                values[node.output[0]] = computed
+
+    def rewrite(node):
+        target = values.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) == 2 else None
+        if not isinstance(target, list) or _BATCH in target[1:] or \
+                (_attributes(node).get("allowzero", 0) and _BATCH in target):
+            return None
+        shape = model.fresh(node.input[1] + "_constant")
+        model.add_constant(shape, np.array([0 if v == _BATCH else v for v in target], np.int64))
+        return [_like(node, "Reshape", [node.input[0], shape], list(node.output), **_attributes(node))]
+    _rewrite_each(model, rewrite)
+    _drop_unread(model, ("Shape", "Cast", "Gather", "Unsqueeze", "Concat"))
 
 
 def reshape_to_flatten(model):
@@ -307,12 +365,14 @@ def matmul_add_to_gemm(model):
 
 #: The passes in the order :func:`normalize` runs them (each sees the result of the ones before).
 PASSES = (constants_to_initializers, drop_identity, reduce_mean_to_global_pool, whole_map_average_pool_to_global,
-          drop_unused_count_include_pad, squeeze_to_flatten, reshape_to_flatten, matmul_add_to_gemm)
+          drop_unused_count_include_pad, squeeze_to_flatten, computed_shape_to_constant, reshape_to_flatten,
+          matmul_add_to_gemm)
 
 
 def normalize(model):
     """A copy of ``model`` (a ``ModelProto`` with its weights loaded) with every pass of :data:`PASSES` applied."""
     rewritten = _Model(model)
     for rewrite in PASSES:
+        rewritten.shapes = _inferred_shapes(rewritten.model)
         rewrite(rewritten)
     return rewritten.model

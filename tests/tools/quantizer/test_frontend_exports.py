@@ -80,8 +80,8 @@ def test_fixtures_cover_the_forms():
         ops[name] = ({node.op_type for node in model.graph.node}, model.opset_import[0].version,
                      batch.dim_value if batch.HasField("dim_value") else "dynamic")
     every = set.union(*(o for o, _, _ in ops.values()))
-    assert {"GlobalAveragePool", "AveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Gemm", "MatMul",
-            "Constant"} <= every
+    assert {"GlobalAveragePool", "AveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Shape", "Gemm",
+            "MatMul", "Constant"} <= every
     assert {opset for _, opset, _ in ops.values()} >= {13, 18, 21}
     assert {batch for _, _, batch in ops.values()} == {1, "dynamic"}
     assert any(name.startswith("dynamo") for name in FORMS) and any(name.startswith("legacy") for name in FORMS)
@@ -164,6 +164,14 @@ FORMS_BY_PASS = {
                                                                          name="view", allowzero=1)],
                                               {"shape": np.array([1, 5])}, opset=18, batch=1),
                                         normalize.reshape_to_flatten),
+    "reshape_of_computed_shape": (_head(_GLOBAL, [
+        helper.make_node("Shape", ["pooled"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["batch", "zero_axis"], ["batch_vector"], name="unsqueeze"),
+        helper.make_node("Concat", ["batch_vector", "rest"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["pooled", "target"], ["flat"], name="view")],
+        {"zero": np.array(0), "zero_axis": np.array([0]), "rest": np.array([-1])}),
+        normalize.computed_shape_to_constant),
     "shape_as_constant_node": (_head(_GLOBAL, [
         helper.make_node("Constant", [], ["shape"], name="shape_constant",
                          value=numpy_helper.from_array(np.array([0, -1]))),
