@@ -186,7 +186,8 @@ def reduce_mean_to_global_pool(model):
             return [_like(node, "GlobalAveragePool", [node.input[0]], [node.output[0]])]
         pooled = model.fresh(node.output[0] + "_pooled")
         return [_like(node, "GlobalAveragePool", [node.input[0]], [pooled]),
-                _like(node, "Flatten", [pooled], [node.output[0]], axis=1)]
+                helper.make_node("Flatten", [pooled], [node.output[0]], name=model.fresh(node.name + "_flatten"),
+                                 axis=1)]
     _rewrite_each(model, rewrite)
 
 

@@ -152,9 +152,12 @@ FORMS_BY_PASS = {
         normalize.whole_map_average_pool_to_global),
     "squeeze_axes_input": (_head(_GLOBAL, [helper.make_node("Squeeze", ["pooled", "sq"], ["flat"], name="squeeze")],
                                  {"sq": np.array([2, 3])}), normalize.squeeze_to_flatten),
-    "squeeze_twice": (_head(_GLOBAL, [helper.make_node("Squeeze", ["pooled", "s3"], ["half"], name="squeeze3"),
-                                      helper.make_node("Squeeze", ["half", "s2"], ["flat"], name="squeeze2")],
-                            {"s3": np.array([3]), "s2": np.array([-1])}), normalize.squeeze_to_flatten),
+    "squeeze_w_then_h": (_head(_GLOBAL, [helper.make_node("Squeeze", ["pooled", "s3"], ["half"], name="squeeze3"),
+                                         helper.make_node("Squeeze", ["half", "s2"], ["flat"], name="squeeze2")],
+                               {"s3": np.array([3]), "s2": np.array([2])}), normalize.squeeze_to_flatten),
+    "squeeze_h_then_w": (_head(_GLOBAL, [helper.make_node("Squeeze", ["pooled", "s2"], ["half"], name="squeeze2"),
+                                         helper.make_node("Squeeze", ["half", "s_last"], ["flat"], name="squeeze3")],
+                               {"s2": np.array([2]), "s_last": np.array([-1])}), normalize.squeeze_to_flatten),
     "reshape_minus_one": (_head(_GLOBAL, [helper.make_node("Reshape", ["pooled", "shape"], ["flat"], name="view")],
                                 {"shape": np.array([-1, 5])}), normalize.reshape_to_flatten),
     "reshape_zero_opset14": (_head(_GLOBAL, [helper.make_node("Reshape", ["pooled", "shape"], ["flat"], name="view",
@@ -206,6 +209,10 @@ def test_each_form_imports_exactly_and_needs_its_pass(name, monkeypatch):
     expected = session.run(None, {"x": x})[0]
     ir = ort.InferenceSession(graph.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(ir.run([graph.output], {graph.input: x})[0], expected, rtol=1e-5, atol=1e-6)
+    # The normalised model itself computes what the original does (every rewrite is exact, up to float round-off).
+    normalized = ort.InferenceSession(normalize.normalize(model).SerializeToString(),
+                                      providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(normalized.run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-6)
     # Without its pass the form is refused, or (an AveragePool over the whole map) not the global pool.
     monkeypatch.setattr(normalize, "PASSES", tuple(p for p in normalize.PASSES if p is not needed))
     try:
