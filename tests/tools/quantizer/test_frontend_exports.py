@@ -279,3 +279,15 @@ def test_unsupported_forms_are_refused_in_one_line(nodes, initializers, match):
     with pytest.raises(UnsupportedModelError, match=match) as error:
         load_graph(_model(nodes, initializers, "y", opset=13))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_fixtures_are_what_the_generator_writes(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from tools.make_onnx_fixtures import main
+    assert main(["--out", str(tmp_path / "onnx")]) == 0
+    assert sorted(os.listdir(tmp_path / "onnx")) == sorted(os.listdir(FIXTURES))
+    for name in os.listdir(FIXTURES):
+        with open(os.path.join(FIXTURES, name), "rb") as committed, open(tmp_path / "onnx" / name, "rb") as new:
+            assert committed.read() == new.read(), name
