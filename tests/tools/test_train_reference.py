@@ -76,7 +76,7 @@ def test_reference_model_accuracy_and_folding():
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
     torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
-    from tools.train_reference import FashionMobileNet
+    from tools.training.models import FashionMobileNet
     from tools.training import export
     torch.manual_seed(3)
     model = FashionMobileNet()

@@ -23,13 +23,23 @@ __all__ = ["float_logits", "evaluate", "evaluate_all", "classification_metrics",
 
 
 def float_logits(model, images, *, batch_size=64, progress=True, description="float (onnxruntime)"):
-    """Logits of the ORIGINAL ONNX model (path or ModelProto) in onnxruntime, float32 NCHW images."""
+    """Logits of the ORIGINAL ONNX model (path or ModelProto) in onnxruntime, float32 NCHW images.
+
+    A model exported with a fixed batch size (torch writes 1 unless told otherwise) runs that many images at a time,
+    the last batch padded with zero images whose logits are dropped; ``batch_size`` applies to a dynamic batch.
+    """
     runner = session(model)
-    name = runner.get_inputs()[0].name
+    first = runner.get_inputs()[0]
+    fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+    step = fixed or batch_size
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
+    for start in tqdm(range(0, len(images), step), desc=description, unit="batch", disable=not progress,
                       leave=False):
-        out.append(runner.run(None, {name: np.ascontiguousarray(images[start:start + batch_size])})[0])
+        batch = np.ascontiguousarray(images[start:start + step], dtype=np.float32)
+        count = len(batch)
+        if fixed and count < fixed:
+            batch = np.concatenate([batch, np.zeros((fixed - count,) + batch.shape[1:], np.float32)])
+        out.append(runner.run(None, {first.name: batch})[0][:count])
     return np.concatenate(out).astype(np.float64)
 
 

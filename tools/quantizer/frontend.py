@@ -1,16 +1,19 @@
 """ONNX model -> float graph IR of MobileNet-class CNNs, with batch norm and activations folded in.
 
 The IR is what the quantizer works on: a topologically ordered tuple of nodes whose outputs are exactly the tensors
-the NPU stores (so each carries one int8 quantization). Batch normalisation is folded into the preceding convolution
-(in float64, then rounded to float32, as an exporter that folds it would store it), Relu / Clip(0, 6) are fused into
-the node that produces their input, a constant added to a convolution or matrix product becomes its bias, Identity
-and Dropout disappear. Weights keep ONNX's layout (conv ``(O, I/groups, KH, KW)``, fully connected ``(O, I)`` with
-inputs in NCHW flatten order); the quantizer converts to the NPU's layouts.
+the NPU stores (so each carries one int8 quantization). The model is first normalised (:mod:`.normalize`, one pass
+per export form: ReduceMean over H and W becomes GlobalAveragePool, MatMul + Add becomes Gemm, Identity and Dropout
+disappear, ...), so that every export of one network gives the same IR. Batch normalisation is folded into the
+preceding convolution (in float64, then rounded to float32, as an exporter that folds it would store it), Relu /
+Clip(0, 6) are fused into the node that produces their input, a constant added to a convolution or matrix product
+becomes its bias. Weights keep ONNX's layout (conv ``(O, I/groups, KH, KW)``, fully connected ``(O, I)`` with inputs
+in NCHW flatten order); the quantizer converts to the NPU's layouts.
 
-Every node and attribute is checked before anything is built: an op or an attribute value outside the supported set
-raises :class:`UnsupportedModelError` naming the op and the node. :meth:`Graph.to_onnx` writes the IR back as a plain
-float ONNX model (Conv, Relu, Clip, Add, pools, Flatten, Gemm) exposing every IR tensor as an output; the calibration
-runs it in onnxruntime, so that an export with batch norm folded and one without give the same activation ranges.
+Every node and attribute is checked after normalisation and before anything is built: an op or an attribute value
+outside the supported set raises :class:`UnsupportedModelError` naming the op and the node, and saying what is
+supported instead. :meth:`Graph.to_onnx` writes the IR back as a plain float ONNX model (Conv, Relu, Clip, Add,
+pools, Flatten, Gemm) exposing every IR tensor as an output; the calibration runs it in onnxruntime, so that an
+export with batch norm folded and one without give the same activation ranges.
 """
 
 import dataclasses
@@ -20,6 +23,8 @@ import os
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .normalize import normalize
 
 __all__ = [
     "UnsupportedModelError", "Conv", "FullyConnected", "Add", "Pool", "Flatten", "Graph",
@@ -222,13 +227,21 @@ SUPPORTED_OPS = {
     "AveragePool": {"auto_pad": _AUTO_PAD, "ceil_mode": _equal(0), "count_include_pad": _equal(0),
                     "dilations": _all_ones, "kernel_shape": _any, "pads": _any, "strides": _any},
     "Flatten": {"axis": _equal(1)},
-    "Reshape": {"allowzero": _equal(0)},
     "Gemm": {"alpha": _any, "beta": _any, "transA": _equal(0), "transB": _any},
-    "MatMul": {},
-    "Constant": {"value": _any, "value_float": _any, "value_floats": _any, "value_int": _any, "value_ints": _any},
-    "Identity": {},
-    "Dropout": {"seed": _any},
 }
+
+# What to do about an op that no normalisation pass turned into a supported one.
+_HINTS = {
+    "ReduceMean": "only a mean over H and W (axes 2 and 3) of an NCHW tensor, a global average pool, is supported",
+    "Squeeze": "only squeezing H and W of an [N, C, 1, 1] tensor, a flatten, is supported",
+    "Reshape": "only a flatten to [N, C*H*W] with a constant shape is supported",
+    "MatMul": "only a flat [N, K] tensor times a constant 2-D matrix, a fully connected layer, is supported",
+    "Dropout": "only inference-mode Dropout whose mask is unused is supported: export the model in eval mode",
+    "Constant": "only numeric Constant values are supported",
+}
+_SUPPORTED = ("the quantizer imports Conv, BatchNormalization, Relu, Clip (ReLU/ReLU6), Add, GlobalAveragePool, "
+              "AveragePool, ReduceMean over H and W, Flatten/Reshape/Squeeze to [N, C*H*W], Gemm, MatMul (+ Add), "
+              "Identity and Dropout: replace it in the model (docs/quantizer.md lists the supported layers)")
 
 
 def load_graph(model):
@@ -251,6 +264,7 @@ def load_graph(model):
             raise UnsupportedModelError(f"model file {path!r} is not an ONNX model ({type(error).__name__})") from None
         if not model.graph.node:
             raise UnsupportedModelError(f"model file {path!r} is not an ONNX model (it has no graph nodes)")
+    model = normalize(model)
     _check_ops(model.graph)
     return _Importer(model).run()
 
@@ -259,9 +273,10 @@ def _check_ops(graph):
     for node in graph.node:
         label = f"node {node.name or node.output[0]!r}"
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedModelError(f"unsupported op {node.domain}.{node.op_type} ({label})")
+            raise UnsupportedModelError(f"unsupported op {node.domain}.{node.op_type} ({label}): {_SUPPORTED}")
         if node.op_type not in SUPPORTED_OPS:
-            raise UnsupportedModelError(f"unsupported op {node.op_type} ({label})")
+            raise UnsupportedModelError(f"unsupported op {node.op_type} ({label}): "
+                                        f"{_HINTS.get(node.op_type, _SUPPORTED)}")
         checks = SUPPORTED_OPS[node.op_type]
         for attribute in node.attribute:
             if attribute.name not in checks:
@@ -292,16 +307,9 @@ class _Importer:
         self.constants = {}
         for tensor in self.graph.initializer:
             self.constants[tensor.name] = self._finite(numpy_helper.to_array(tensor), f"initializer {tensor.name!r}")
-        # Identity and Dropout only rename a tensor: count consumers on the name they resolve to.
-        canonical = {}
-        for node in self.graph.node:
-            if node.op_type in ("Identity", "Dropout") and node.input:
-                canonical[node.output[0]] = canonical.get(node.input[0], node.input[0])
         self.consumers = {}
-        used = [name for node in self.graph.node if node.op_type not in ("Identity", "Dropout")
-                for name in node.input if name] + [output.name for output in self.graph.output]
-        for name in used:
-            name = canonical.get(name, name)
+        used = [name for node in self.graph.node for name in node.input if name]
+        for name in used + [output.name for output in self.graph.output]:
             self.consumers[name] = self.consumers.get(name, 0) + 1
         self.alias = {}        # ONNX tensor name -> IR tensor name
         self.nodes = []        # IR nodes being built (replaced in place when something is folded in)
@@ -414,29 +422,6 @@ class _Importer:
                       node.output[0])
 
     # -- ops --------------------------------------------------------------------------------------------------------
-
-    def _Constant(self, node, label):
-        attributes = _attributes(node)
-        if "value" in attributes:
-            value = numpy_helper.to_array(attributes["value"])
-        else:
-            (key, value), = attributes.items()
-            value = np.asarray(value, dtype=np.float32 if "float" in key else np.int64)
-        self.constants[node.output[0]] = self._finite(value, label)
-
-    def _Identity(self, node, label):
-        if node.input[0] in self.constants:
-            self.constants[node.output[0]] = self.constants[node.input[0]]
-        else:
-            self.alias[node.output[0]] = self._tensor(node.input[0], label)
-
-    def _Dropout(self, node, label):
-        if len(node.input) > 2 and node.input[2]:
-            mode = self._constant(node.input[2], label, "training_mode")
-            if bool(mode):
-                raise UnsupportedModelError(f"{label}: Dropout in training mode is unsupported")
-        self._only_output(node, label)
-        self._Identity(node, label)
 
     def _Conv(self, node, label):
         attributes = _attributes(node)
@@ -568,7 +553,7 @@ class _Importer:
             raise UnsupportedModelError(f"{label}: AveragePool padding {padding} must be smaller than the kernel")
         self._pool(node, label, kernel, stride, padding)
 
-    def _flatten(self, node, label):
+    def _Flatten(self, node, label):
         source = self._tensor(node.input[0], label)
         shape = self.shapes[source]
         if len(shape) == 1:
@@ -576,18 +561,6 @@ class _Importer:
             return
         self._emit(Flatten(name=node.name or node.output[0], input=source, output=node.output[0]), node.output[0],
                    (int(np.prod(shape)),))
-
-    def _Flatten(self, node, label):
-        self._flatten(node, label)
-
-    def _Reshape(self, node, label):
-        source = self._tensor(node.input[0], label)
-        target = [int(v) for v in self._constant(node.input[1], label, "shape").reshape(-1)]
-        size = int(np.prod(self.shapes[source]))
-        if len(target) != 2 or target[0] not in (0, -1, 1) or target[1] not in (-1, size) or target == [-1, -1]:
-            raise UnsupportedModelError(f"{label}: Reshape to {target} is unsupported; only [N, {size}] "
-                                        f"(a flatten) is")
-        self._flatten(node, label)
 
     def _fully_connected(self, node, label, weights, bias):
         source = self._tensor(node.input[0], label)
@@ -617,9 +590,3 @@ class _Importer:
         else:
             bias = np.zeros(weights.shape[0])
         self._fully_connected(node, label, weights, bias)
-
-    def _MatMul(self, node, label):
-        weights = self._constant(node.input[1], label, "B")
-        if weights.ndim != 2:
-            raise UnsupportedModelError(f"{label}: MatMul B must be 2-D, not of shape {weights.shape}")
-        self._fully_connected(node, label, weights.T, np.zeros(weights.shape[1]))

@@ -226,7 +226,8 @@ def test_unsupported_op_is_refused_before_any_work():
     r = b.node("Relu", [b.conv("x", 3, 4)])
     bn = b.batch_norm(r, 4)
     out = b.node("Sigmoid", [bn])
-    with pytest.raises(UnsupportedModelError, match=r"^unsupported op Sigmoid \(node 'Sigmoid\d+'\)$"):
+    with pytest.raises(UnsupportedModelError, match=r"^unsupported op Sigmoid \(node 'Sigmoid\d+'\): the quantizer "
+                                                    r"imports Conv, .*docs/quantizer.md lists the supported layers\)$"):
         load_graph(b.model((3, 8, 8), out))
     with pytest.raises(UnsupportedModelError, match="BatchNormalization must directly follow a Conv"):
         b.nodes.pop()
@@ -235,7 +236,8 @@ def test_unsupported_op_is_refused_before_any_work():
 
 @pytest.mark.parametrize("op, attributes, match", [
     ("Conv", dict(dilations=[2, 2]), r"unsupported Conv attribute dilations=\(2, 2\) \(node 'Conv\d+'\)"),
-    ("AveragePool", dict(count_include_pad=1), "unsupported AveragePool attribute count_include_pad=1"),
+    ("AveragePool", dict(count_include_pad=1, pads=[1, 1, 1, 1]),
+     "unsupported AveragePool attribute count_include_pad=1"),
     ("Conv", dict(foo=1), r"unsupported attribute 'foo' of Conv"),
 ])
 def test_unsupported_attributes(op, attributes, match):
