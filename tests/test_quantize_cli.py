@@ -12,6 +12,7 @@ from PIL import Image
 
 from golden import network as gnet
 from tools import quantize
+from tools.quantizer import pipeline
 from tools.quantizer.build import build_network
 from tools.quantizer.datasets import load_dataset
 from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL, METHODS
@@ -86,6 +87,20 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     assert all(r["images"] == 15 and "top5" not in r for r in rows.values())     # 3 classes: no top-5
     assert rows[("float", None)]["agreement"] == 100.0
     assert rows[("wess", 8)]["logit_sqnr_db"] > 15
+    # Paired statistics against float and against channel at the same width (tools/quantizer/statistics.py).
+    for (method, bits), row in rows.items():
+        if method == "float":
+            assert "vs_float" not in row
+            continue
+        against = [("vs_float", rows[("float", None)])] + ([("vs_channel", rows[("channel", bits)])]
+                                                          if method != "channel" else [])
+        assert ("vs_channel" in row) == (method != "channel")
+        for name, other in against:
+            stats = row[name]
+            assert stats["difference_pp"] == pytest.approx(row["top1"] - other["top1"])
+            assert stats["only_this"] - stats["only_other"] == round(stats["difference_pp"] * 15 / 100)
+            assert stats["ci95_pp"][0] <= stats["difference_pp"] <= stats["ci95_pp"][1]
+            assert 0 < stats["mcnemar_p"] <= 1
     # The bit sweep: all bit widths on the first 9 evaluation images; table widths are the table's logits sliced.
     sweep = results["sweep"]
     assert sweep["images"] == [5, 14] and {(r["method"], r["weight_bits"]) for r in sweep["results"]} == \
@@ -109,6 +124,23 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
                                                                "fully_connected"]
     report = (out / "report.md").read_text()
     assert "images 0–4" in report and "images 5–19" in report
+    assert "Δ vs channel pp [95 % CI]" in report and "McNemar p (float)" in report
+
+
+def test_comparisons_pair_each_network_with_channel_of_its_width():
+    # Synthetic logits: 4 images of 2 classes, labels 0; per image, which class each network picks.
+    picks = {("wess", 8, "uniform", None): [0, 0, 1, 1], ("channel", 8, "uniform", None): [0, 1, 1, 1],
+             ("channel", 6, "uniform", None): [0, 0, 0, 0], ("wess", 6, "uniform", None): [1, 0, 0, 0]}
+    logits = {key: (np.eye(2)[pick], 0.0) for key, pick in picks.items()}
+    labels = np.zeros(4, dtype=np.int64)
+    float_correct = np.array([True, True, True, False])
+    wess8 = pipeline._comparisons(("wess", 8, "uniform", None), logits, labels, float_correct)
+    assert wess8["vs_channel"]["difference_pp"] == 25.0 and wess8["vs_float"]["difference_pp"] == -25.0
+    assert (wess8["vs_channel"]["only_this"], wess8["vs_channel"]["only_other"]) == (1, 0)
+    wess6 = pipeline._comparisons(("wess", 6, "uniform", None), logits, labels, float_correct)
+    assert wess6["vs_channel"]["difference_pp"] == -25.0 and wess6["vs_float"]["difference_pp"] == 0.0
+    assert (wess6["vs_float"]["only_this"], wess6["vs_float"]["only_other"]) == (1, 1)
+    assert "vs_channel" not in pipeline._comparisons(("channel", 6, "uniform", None), logits, labels, float_correct)
 
 
 def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):

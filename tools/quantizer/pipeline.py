@@ -25,6 +25,7 @@ from .calibrate import calibrate, channel_means
 from .datasets import load_dataset
 from .evaluate import classification_metrics, evaluate_all, float_logits, layer_sqnr
 from .frontend import load_graph
+from .statistics import compare
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS
 
 __all__ = ["METHODS", "BIAS_CORRECTION", "ALL_METHODS", "DEFAULT_METHODS", "DEFAULT_MODEL", "LITERT_BENCH_IMAGES",
@@ -191,9 +192,11 @@ def run(job):
     n_sweep = min(job.sweep_images, n_eval) if sweep else 0
     swept = evaluate_all(sweep, eval_images[:n_sweep], batch_size=batch, jobs=job.jobs, progress=progress)
     timing["golden_s"] = time.perf_counter() - t
+    float_correct = np.argmax(reference, 1) == eval_labels
     for key, (values, seconds) in logits.items():
         results.append(dict(_row(key), **classification_metrics(values, eval_labels, reference),
-                            seconds=seconds, seconds_per_image=seconds / n_eval, weight_sqnr_db=weight_sqnr[key]))
+                            seconds=seconds, seconds_per_image=seconds / n_eval, weight_sqnr_db=weight_sqnr[key],
+                            **_comparisons(key, logits, eval_labels, float_correct)))
     order = [("float", None, None, None)] + list(table)
     results.sort(key=lambda r: order.index(_key(r)))
     # The bit sweep: every point on the same first n_sweep evaluation images (the table's logits sliced).
@@ -247,6 +250,18 @@ def _variants(bits, job):
     ends = job.first_last_bits if bits < 8 else (None,)
     return [(quantizer, first_last) for quantizer in job.weight_quantizers if quantizer == "uniform" or bits == 2
             for first_last in ends]
+
+
+def _comparisons(key, logits, labels, float_correct):
+    """Paired statistics of one table network's top-1 (:func:`tools.quantizer.statistics.compare`): ``vs_float``
+    against the float model and ``vs_channel`` against ``channel`` at the same width and variant (if evaluated)."""
+    def correct(k):
+        return np.argmax(logits[k][0], 1) == labels
+    result = {"vs_float": compare(correct(key), float_correct)}
+    channel = ("channel",) + key[1:]
+    if key[0] != "channel" and channel in logits:
+        result["vs_channel"] = compare(correct(key), correct(channel))
+    return result
 
 
 def _row(key):
