@@ -143,6 +143,21 @@ def test_comparisons_pair_each_network_with_channel_of_its_width():
     assert "vs_channel" not in pipeline._comparisons(("channel", 6, "uniform", None), logits, labels, float_correct)
 
 
+def test_equalized_methods_run_and_deploy(tiny, tmp_path):
+    # The tiny model's only conv -> conv tensor also feeds the residual add: nothing pairs up, so the equalized graph
+    # is the original one and its methods give the plain methods' numbers.
+    model, data = tiny
+    out = tmp_path / "out"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--weight-bits", "8",
+                          "--calib-images", "5", "--quiet", "--methods", "wess,wess+bc,wess+cle,wess+cle-pow2+bc",
+                          "--deploy", "wess+cle-pow2+bc", "--trace-images", "2"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert rows["wess+cle"]["logit_sqnr_db"] == rows["wess"]["logit_sqnr_db"]
+    assert rows["wess+cle-pow2+bc"]["logit_sqnr_db"] == rows["wess+bc"]["logit_sqnr_db"]
+    assert json.loads((out / "manifest.json").read_text())["quantizer"]["deployed"]["method"] == "wess+cle-pow2+bc"
+    assert "wess+cle-pow2+bc" in (out / "report.md").read_text()
+
+
 def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):
     model, data = tiny
     out = tmp_path / "out"
