@@ -44,7 +44,9 @@ def _parser():
                         help="output folder, replaced atomically (default: %(default)s)")
     parser.add_argument("--methods", type=comma_list(str, ALL_METHODS), default=list(DEFAULT_METHODS),
                         help=f"methods to evaluate, comma-separated, from {', '.join(METHODS)}; a weight method with "
-                             f"'{BIAS_CORRECTION}' adds empirical bias correction (default: {','.join(DEFAULT_METHODS)})")
+                             "'+cle' quantizes the cross-layer equalized float graph, '+cle-pow2' the graph equalized "
+                             f"to power-of-two channel ranges, then '{BIAS_CORRECTION}' adds empirical bias correction "
+                             f"(e.g. wess+cle-pow2+bc; default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--deploy", default="wess", choices=ALL_METHODS[1:], metavar="METHOD",
                         help="weight method of the network written to the output folder (default: %(default)s)")
     parser.add_argument("--weight-bits", type=comma_list(int, range(2, 9)), default=None,

@@ -13,6 +13,7 @@ from PIL import Image
 
 from golden import network as gnet
 from tools import quantize
+from tools.quantizer import pipeline
 from tools.quantizer.build import build_network
 from tools.quantizer.datasets import load_dataset
 from tools.quantizer.litert import export_network, run_reference
@@ -88,6 +89,20 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
     assert all(r["images"] == 15 and "top5" not in r for r in rows.values())     # 3 classes: no top-5
     assert rows[("float", None)]["agreement"] == 100.0
     assert rows[("wess", 8)]["logit_sqnr_db"] > 15
+    # Paired statistics against float and against channel at the same width (tools/quantizer/statistics.py).
+    for (method, bits), row in rows.items():
+        if method == "float":
+            assert "vs_float" not in row
+            continue
+        against = [("vs_float", rows[("float", None)])] + ([("vs_channel", rows[("channel", bits)])]
+                                                          if method != "channel" else [])
+        assert ("vs_channel" in row) == (method != "channel")
+        for name, other in against:
+            stats = row[name]
+            assert stats["difference_pp"] == pytest.approx(row["top1"] - other["top1"])
+            assert stats["only_this"] - stats["only_other"] == round(stats["difference_pp"] * 15 / 100)
+            assert stats["ci95_pp"][0] <= stats["difference_pp"] <= stats["ci95_pp"][1]
+            assert 0 < stats["mcnemar_p"] <= 1
     # The bit sweep: all bit widths on the first 9 evaluation images; table widths are the table's logits sliced.
     sweep = results["sweep"]
     assert sweep["images"] == [5, 14] and {(r["method"], r["weight_bits"]) for r in sweep["results"]} == \
@@ -111,6 +126,38 @@ def test_tiny_model_outputs(tiny, tmp_path, capsys):
                                                                "fully_connected"]
     report = (out / "report.md").read_text()
     assert "images 0–4" in report and "images 5–19" in report
+    assert "Δ vs channel pp [95 % CI]" in report and "McNemar p (float)" in report
+
+
+def test_comparisons_pair_each_network_with_channel_of_its_width():
+    # Synthetic logits: 4 images of 2 classes, labels 0; per image, which class each network picks.
+    picks = {("wess", 8, "uniform", None): [0, 0, 1, 1], ("channel", 8, "uniform", None): [0, 1, 1, 1],
+             ("channel", 6, "uniform", None): [0, 0, 0, 0], ("wess", 6, "uniform", None): [1, 0, 0, 0]}
+    logits = {key: (np.eye(2)[pick], 0.0) for key, pick in picks.items()}
+    labels = np.zeros(4, dtype=np.int64)
+    float_correct = np.array([True, True, True, False])
+    wess8 = pipeline._comparisons(("wess", 8, "uniform", None), logits, labels, float_correct)
+    assert wess8["vs_channel"]["difference_pp"] == 25.0 and wess8["vs_float"]["difference_pp"] == -25.0
+    assert (wess8["vs_channel"]["only_this"], wess8["vs_channel"]["only_other"]) == (1, 0)
+    wess6 = pipeline._comparisons(("wess", 6, "uniform", None), logits, labels, float_correct)
+    assert wess6["vs_channel"]["difference_pp"] == -25.0 and wess6["vs_float"]["difference_pp"] == 0.0
+    assert (wess6["vs_float"]["only_this"], wess6["vs_float"]["only_other"]) == (1, 1)
+    assert "vs_channel" not in pipeline._comparisons(("channel", 6, "uniform", None), logits, labels, float_correct)
+
+
+def test_equalized_methods_run_and_deploy(tiny, tmp_path):
+    # The tiny model's only conv -> conv tensor also feeds the residual add: nothing pairs up, so the equalized graph
+    # is the original one and its methods give the plain methods' numbers.
+    model, data = tiny
+    out = tmp_path / "out"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--weight-bits", "8",
+                          "--calib-images", "5", "--quiet", "--methods", "wess,wess+bc,wess+cle,wess+cle-pow2+bc",
+                          "--deploy", "wess+cle-pow2+bc", "--trace-images", "2"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert rows["wess+cle"]["logit_sqnr_db"] == rows["wess"]["logit_sqnr_db"]
+    assert rows["wess+cle-pow2+bc"]["logit_sqnr_db"] == rows["wess+bc"]["logit_sqnr_db"]
+    assert json.loads((out / "manifest.json").read_text())["quantizer"]["deployed"]["method"] == "wess+cle-pow2+bc"
+    assert "wess+cle-pow2+bc" in (out / "report.md").read_text()
 
 
 def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):

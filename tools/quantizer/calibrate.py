@@ -25,7 +25,7 @@ from golden.requant import round_half_away_from_zero
 
 from .weights import snap_scale
 
-__all__ = ["METHODS", "activation_quantization", "calibrate", "channel_means", "session", "BINS"]
+__all__ = ["METHODS", "activation_quantization", "calibrate", "channel_means", "channel_maxima", "session", "BINS"]
 
 #: Range selection methods.
 METHODS = ("minmax", "percentile", "mse")
@@ -113,6 +113,20 @@ def calibrate(graph, images, *, method="minmax", percentile=99.99, batch_size=32
             for name in names}
 
 
+def _channel_batches(graph, images, batch_size, progress, description):
+    """Per batch of ``images``: ``(name, value, axes)`` of the graph input and every IR tensor, ``axes`` the ones
+    that are not the channel axis."""
+    if len(images) == 0:
+        raise ValueError(f"channel {description} need at least one image")
+    runner = session(graph.to_onnx())
+    names = [graph.input] + list(graph.tensors)
+    for start in tqdm(range(0, len(images), batch_size), desc=f"calibration ({description})", unit="batch",
+                      disable=not progress, leave=False):
+        batch = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
+        for name, value in zip(names, [batch] + runner.run(names[1:], {graph.input: batch})):
+            yield name, value, (0, 2, 3) if value.ndim == 4 else (0,)
+
+
 def channel_means(graph, images, *, batch_size=32, progress=True):
     """Mean of every channel of the graph input and of every IR tensor over ``images`` (float64 arrays).
 
@@ -120,19 +134,24 @@ def channel_means(graph, images, *, batch_size=32, progress=True):
     correction (``tools.quantize.build_network``) uses them: the expected output error of a layer is its weight
     error times the mean of its input.
     """
-    if len(images) == 0:
-        raise ValueError("channel means need at least one image")
-    runner = session(graph.to_onnx())
-    names = [graph.input] + list(graph.tensors)
     sums, count = {}, {}
-    for start in tqdm(range(0, len(images), batch_size), desc="calibration (means)", unit="batch",
-                      disable=not progress, leave=False):
-        batch = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
-        for name, value in zip(names, [batch] + runner.run(names[1:], {graph.input: batch})):
-            axes = (0, 2, 3) if value.ndim == 4 else (0,)
-            sums[name] = sums.get(name, 0.0) + value.astype(np.float64).sum(axis=axes)
-            count[name] = count.get(name, 0) + value.size // value.shape[1]
-    return {name: sums[name] / count[name] for name in names}
+    for name, value, axes in _channel_batches(graph, images, batch_size, progress, "means"):
+        sums[name] = sums.get(name, 0.0) + value.astype(np.float64).sum(axis=axes)
+        count[name] = count.get(name, 0) + value.size // value.shape[1]
+    return {name: sums[name] / count[name] for name in sums}
+
+
+def channel_maxima(graph, images, *, batch_size=32, progress=True):
+    """Largest value of every channel of the graph input and of every IR tensor over ``images`` (float64 arrays).
+
+    Cross-layer equalization (:mod:`tools.quantizer.equalize`) uses them to tell the ReLU6 channels whose clamp acts
+    (maximum 6) from those where it does not.
+    """
+    peaks = {}
+    for name, value, axes in _channel_batches(graph, images, batch_size, progress, "maxima"):
+        peak = value.astype(np.float64).max(axis=axes)
+        peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
+    return peaks
 
 
 def _centres(lo, hi):

@@ -21,14 +21,16 @@ from golden.images import write_images
 
 from . import report
 from .build import build_network, layer_names
-from .calibrate import calibrate, channel_means
+from .calibrate import calibrate, channel_maxima, channel_means
+from .equalize import equalize
 from .datasets import load_dataset
 from .evaluate import classification_metrics, evaluate_all, float_logits, layer_sqnr
 from .frontend import load_graph
+from .statistics import compare
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS
 
-__all__ = ["METHODS", "BIAS_CORRECTION", "ALL_METHODS", "DEFAULT_METHODS", "DEFAULT_MODEL", "LITERT_BENCH_IMAGES",
-           "Job", "run", "write_memory_images"]
+__all__ = ["METHODS", "BIAS_CORRECTION", "EQUALIZATIONS", "ALL_METHODS", "split_method", "DEFAULT_METHODS",
+           "DEFAULT_MODEL", "LITERT_BENCH_IMAGES", "Job", "run", "write_memory_images"]
 
 #: The float reference and the weight quantization methods of tools/quantizer/weights.py.
 METHODS = ("float",) + WEIGHT_METHODS
@@ -37,8 +39,16 @@ METHODS = ("float",) + WEIGHT_METHODS
 #: ``wess-mse+bc``.
 BIAS_CORRECTION = "+bc"
 
+#: Suffixes of a weight method applied to a cross-layer equalized float graph (:mod:`tools.quantizer.equalize`),
+#: before ``+bc``: ``+cle`` equalized ranges (Nagel et al. 2019), ``+cle-pow2`` then every equalized layer's channel
+#: ranges a power of two apart (WESS-aware), e.g. ``wess+cle-pow2+bc``.
+EQUALIZATIONS = ("+cle", "+cle-pow2")
+
 #: Every method name a job accepts.
-ALL_METHODS = METHODS + tuple(method + BIAS_CORRECTION for method in WEIGHT_METHODS)
+ALL_METHODS = METHODS + tuple(method + equalization + correction
+                              for equalization, correction in [("", BIAS_CORRECTION)] + [
+                                  (e, c) for e in EQUALIZATIONS for c in ("", BIAS_CORRECTION)]
+                              for method in WEIGHT_METHODS)
 
 #: What a job evaluates by default: the references, the paper's rule, and the better rules.
 DEFAULT_METHODS = ("float", "layer", "channel", "wess", "wess-mse", "wess-mse+bc")
@@ -160,11 +170,25 @@ def run(job):
     timing["calibration_s"] = time.perf_counter() - t
 
     quantized = [m for m in job.methods if m != "float"]
-    means = None
-    if any(m.endswith(BIAS_CORRECTION) for m in quantized + [job.deploy]):
+    wanted = quantized + [job.deploy]
+    # The float graph each method quantizes: the original, or (+cle) the cross-layer equalized one, recalibrated.
+    graphs = {"": (graph, ranges, None)}
+    equalizations = [e for e in EQUALIZATIONS if any(split_method(m)[1] == e for m in wanted)]
+    if equalizations:
         t = time.perf_counter()
-        means = channel_means(graph, cal_images, batch_size=batch, progress=progress)
-        timing["channel_means_s"] = time.perf_counter() - t
+        maxima = channel_maxima(graph, cal_images, batch_size=batch, progress=progress)
+        for equalization in equalizations:
+            equalized, _ = equalize(graph, maxima, power_of_two=equalization == "+cle-pow2")
+            graphs[equalization] = (equalized, calibrate(equalized, cal_images, method=job.calibration,
+                                                         percentile=job.percentile, batch_size=batch,
+                                                         progress=progress), None)
+        timing["equalization_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for equalization, (float_graph, float_ranges, _) in list(graphs.items()):
+        if any(split_method(m)[1:] == (equalization, True) for m in wanted):
+            graphs[equalization] = float_graph, float_ranges, channel_means(float_graph, cal_images, batch_size=batch,
+                                                                   progress=progress)
+            timing["channel_means_s"] = timing.get("channel_means_s", 0.0) + time.perf_counter() - t
     # Build every network first (a refused layer stops the run before any long evaluation), then evaluate.
     # A network is keyed (method, weight bits, weight quantizer, first/last layer bits or None).
     deploy_bits = job.weight_bits[0]
@@ -174,11 +198,12 @@ def run(job):
         for quantizer, first_last in _variants(bits, job):
             deploying = bits == deploy_bits and (quantizer, first_last) == deploy_variant
             for method in quantized + ([job.deploy] if deploying and job.deploy not in quantized else []):
-                base = method.removesuffix(BIAS_CORRECTION)
-                network, layer_stats = build_network(graph, ranges, method=base, weight_bits=bits,
+                base, equalization, corrected = split_method(method)
+                float_graph, float_ranges, means = graphs[equalization]
+                network, layer_stats = build_network(float_graph, float_ranges, method=base, weight_bits=bits,
                                                      shift_bits=job.shift_bits, input_range=dataset.input_range,
                                                      preprocessing=dataset.contract,
-                                                     bias_correction=means if base != method else None,
+                                                     bias_correction=means if corrected else None,
                                                      weight_quantizer=quantizer, first_last_bits=first_last)
                 if deploying:
                     networks[method], stats[method] = network, layer_stats
@@ -191,9 +216,11 @@ def run(job):
     n_sweep = min(job.sweep_images, n_eval) if sweep else 0
     swept = evaluate_all(sweep, eval_images[:n_sweep], batch_size=batch, jobs=job.jobs, progress=progress)
     timing["golden_s"] = time.perf_counter() - t
+    float_correct = np.argmax(reference, 1) == eval_labels
     for key, (values, seconds) in logits.items():
         results.append(dict(_row(key), **classification_metrics(values, eval_labels, reference),
-                            seconds=seconds, seconds_per_image=seconds / n_eval, weight_sqnr_db=weight_sqnr[key]))
+                            seconds=seconds, seconds_per_image=seconds / n_eval, weight_sqnr_db=weight_sqnr[key],
+                            **_comparisons(key, logits, eval_labels, float_correct)))
     order = [("float", None, None, None)] + list(table)
     results.sort(key=lambda r: order.index(_key(r)))
     # The bit sweep: every point on the same first n_sweep evaluation images (the table's logits sliced).
@@ -211,7 +238,14 @@ def run(job):
                                                                   reference[subset])))
     t = time.perf_counter()
     n_trace = min(job.trace_images, n_eval)
-    traces = layer_sqnr(graph, networks, eval_images[:n_trace], layer_names(graph)) if n_trace else {}
+    traces = {}
+    if n_trace:
+        # Each network's layers against the float graph it quantizes (equalized tensors are scaled per channel).
+        for equalization, (float_graph, _, _) in graphs.items():
+            traces.update(layer_sqnr(float_graph, {m: n for m, n in networks.items()
+                                                   if split_method(m)[1] == equalization},
+                                     eval_images[:n_trace], layer_names(graph)))
+        traces = {method: traces[method] for method in networks}
     timing["trace_s"] = time.perf_counter() - t
     timing["total_before_writing_s"] = time.perf_counter() - started
 
@@ -247,6 +281,31 @@ def _variants(bits, job):
     ends = job.first_last_bits if bits < 8 else (None,)
     return [(quantizer, first_last) for quantizer in job.weight_quantizers if quantizer == "uniform" or bits == 2
             for first_last in ends]
+
+
+def split_method(method):
+    """``(weight method, equalization suffix or "", bias corrected)`` of a quantized method of :data:`ALL_METHODS`.
+
+    Examples:
+        >>> split_method("wess-mse+cle+bc"), split_method("wess+cle-pow2"), split_method("channel+bc")
+        (('wess-mse', '+cle', True), ('wess', '+cle-pow2', False), ('channel', '', True))
+    """
+    corrected = method.endswith(BIAS_CORRECTION)
+    method = method.removesuffix(BIAS_CORRECTION)
+    equalization = next((e for e in EQUALIZATIONS if method.endswith(e)), "")
+    return method.removesuffix(equalization), equalization, corrected
+
+
+def _comparisons(key, logits, labels, float_correct):
+    """Paired statistics of one table network's top-1 (:func:`tools.quantizer.statistics.compare`): ``vs_float``
+    against the float model and ``vs_channel`` against ``channel`` at the same width and variant (if evaluated)."""
+    def correct(k):
+        return np.argmax(logits[k][0], 1) == labels
+    result = {"vs_float": compare(correct(key), float_correct)}
+    channel = ("channel",) + key[1:]
+    if key[0] != "channel" and channel in logits:
+        result["vs_channel"] = compare(correct(key), correct(channel))
+    return result
 
 
 def _row(key):

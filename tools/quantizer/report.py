@@ -18,7 +18,16 @@ __all__ = ["format_table", "markdown_table", "row_label", "write_report", "PLOTS
 PLOTS = ("channel_ranges.png", "shift_histogram.png", "accuracy_vs_bits.png")
 
 _COLUMNS = ("method", "quantizer", "W", "first/last W", "A", "top-1 %", "top-5 %", "agree %", "logit SQNR dB",
-            "images")
+            "images", "Δ vs channel pp [95 % CI]", "McNemar p (channel)", "Δ vs float pp [95 % CI]",
+            "McNemar p (float)")
+
+
+def _comparison_cells(comparison):
+    # A paired comparison of results.json (tools.quantizer.statistics.compare) as two cells; "-" where none.
+    if comparison is None:
+        return "-", "-"
+    low, high = comparison["ci95_pp"]
+    return (f"{comparison['difference_pp']:+.2f} [{low:+.2f}, {high:+.2f}]", f"{comparison['mcnemar_p']:.3g}")
 
 
 def _cells(result):
@@ -27,7 +36,8 @@ def _cells(result):
         return "-" if value is None else f"{value:.{digits}f}"
     return (result["method"], result.get("weight_quantizer") or "-", str(result["weight_bits"] or "float"),
             str(result.get("first_last_bits") or "-"), str(result["activation_bits"] or "float"),
-            number("top1"), number("top5"), number("agreement"), number("logit_sqnr_db", 1), str(result["images"]))
+            number("top1"), number("top5"), number("agreement"), number("logit_sqnr_db", 1), str(result["images"]),
+            *_comparison_cells(result.get("vs_channel")), *_comparison_cells(result.get("vs_float")))
 
 
 def row_label(result):
@@ -89,8 +99,10 @@ def write_report(directory, *, summary, stats, traces, manifest):
         f"evaluation: images {ev['images'][0]}–{ev['images'][1] - 1} ({ev['count']}); no image is in both.",
         "The float row is onnxruntime on the original model; every other row is the integer golden model "
         "(golden/network.py), int8 activations, int8 logits dequantized. *agree* = top-1 equal to the float "
-        "model's; *logit SQNR* = logits against the float logits. With few images, top-1 differences below about "
-        "1 pp are ties unless agreement and SQNR agree.", "",
+        "model's; *logit SQNR* = logits against the float logits. *Δ vs channel* / *Δ vs float*: top-1 difference "
+        "against the per-channel network of the same width (or the float model) on the same images, with the paired "
+        "bootstrap 95 % interval (10,000 resamples of the images, seed 0); *McNemar p*: exact two-sided test on the "
+        "images exactly one of the two classifies correctly. A difference whose interval contains 0 is a tie.", "",
         "## Accuracy", "",
         markdown_table(_COLUMNS, [_cells(r) for r in summary["results"]]), "",
         f"Written to this folder: the `{method}` network, W{bits}A8"
