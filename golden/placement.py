@@ -1,8 +1,8 @@
 """Network placement: where a network's engine layers, weights, biases and tensors go in the engine's memories.
 
 Weights and biases are placed one layer after another; activation tensors get regions of the activation memory by
-first fit, each freed after the last engine layer that reads it (docs/memory.md section 5). ``golden.images`` writes
-the images of a placed network.
+first fit when they are written, each freed after the last layer of any kind (engine or host) that reads it, the
+network output never (docs/memory.md section 5). ``golden.images`` writes the images of a placed network.
 """
 
 import dataclasses
@@ -11,6 +11,7 @@ import numpy as np
 
 from .descriptor import LayerDescriptor, layer_descriptor
 from .layouts import activation_words, groups, row_pitch, weight_words
+from .network import INPUT
 from .pool import average_pool_params
 
 __all__ = ["plan_network"]
@@ -21,9 +22,11 @@ def plan_network(network, config):
 
     Conv, depthwise, fully connected (after a flatten too) and global average pool layers run on the engine; their
     weights, biases and two-bit codes (layers with a ``codebook``) are placed one layer after another, their tensors by
-    first fit over the activation memory, each freed after the last engine layer that reads it. Descriptors are
-    checked against a configuration whose depths are at least what the network needs, so that a network too large
-    for ``config`` is still placed (its ``words`` say what it needs).
+    first fit over the activation memory when they are written (host layers' outputs too: the host writes them
+    there), each freed after the last layer of any kind that reads it, so that a host layer (a residual add) still
+    finds its inputs; the network output is never freed. Descriptors are checked against a configuration whose
+    depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
+    ``words`` say what it needs).
 
     Args:
         network: a :class:`golden.network.Network`.
@@ -92,11 +95,12 @@ def plan_network(network, config):
                 code_base += weight_words(probe, config)
         entries.append(entry)
 
-    # Activation regions: first fit over [0, inf), a tensor freed after the last engine layer that reads it.
+    # Activation regions: first fit over [0, inf) when written, a tensor freed after the last layer (engine or host)
+    # that reads it; the network output lives to the end.
     tensors, live = {}, {}
-    last_read = {}
-    for index, entry in enumerate(entries):
-        last_read[entry["input"]] = index
+    steps = [layer for layer in network.layers if layer.kind != "flatten"]
+    last_read = {aliases.get(name, name): index for index, layer in enumerate(steps) for name in layer.inputs}
+    last_read[aliases.get(network.output, network.output)] = len(steps)
 
     def allocate(name, shape):
         shape = (1, 1, shape[0]) if len(shape) == 1 else tuple(shape)
@@ -110,11 +114,10 @@ def plan_network(network, config):
         tensors[name] = {"base": base, "row_pitch": row_pitch(shape[1], shape[2], config), "shape": list(shape),
                          "words": words}
 
-    for index, entry in enumerate(entries):
-        if entry["input"] not in tensors:
-            allocate(entry["input"], shapes[entry["input"]])
-        allocate(entry["layer"].output, shapes[entry["layer"].output])
-        for name in [name for name in live if last_read.get(name, -1) <= index and name != entry["layer"].output]:
+    allocate(INPUT, shapes[INPUT])
+    for index, layer in enumerate(steps):
+        allocate(layer.output, shapes[layer.output])
+        for name in [name for name in live if last_read.get(name, -1) <= index and name != layer.output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
              "weights": weight_base, "bias": bias_base, "weight_codes": code_base}
