@@ -140,6 +140,9 @@ async def regression(dut):
         totals["cycles"] += record["cycles"]
         totals["sim_seconds"] += record["seconds"]
         index += 1
+        if index % 100 == 0:
+            dut._log.info(f"{build}: {index} layers, {totals['outputs']:,} of {args['outputs']:,} outputs, "
+                          f"{len(totals['failures'])} failing")
     write_summary(args, coverage=coverage, **totals)
 
 

@@ -97,9 +97,15 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
 
 def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
     config = dataclasses.replace(NPUConfig(), act_depth=1024)
-    live, ties = set(), 0
+    live, ties, ratios = set(), 0, []
     for case, _, _ in _stream(config, 200):
         d = case.descriptor
+        k = case.channel_shift
+        if d.kind in ("conv", "depthwise") and d.multiplier != 1 << 30 and d.out_height * d.out_width >= 16 \
+                and k.max() - k.min() >= 4:
+            # Weights scaled by 2**k_c: after its shift every channel's accumulators spread alike (else 2**span apart).
+            spread = np.percentile(np.abs(case.acc).reshape(-1, d.out_channels), 90, axis=0) / np.exp2(k)
+            ratios.append(spread.max() / spread.min())
         for channel in range(d.out_channels if d.kind != "average_pool" else 0):
             if d.out_height * d.out_width >= 8 and len(np.unique(case.expected[..., channel])) >= 4:
                 live.add(int(case.channel_shift[channel]))
@@ -110,6 +116,7 @@ def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
             ties += on_tie.mean() > 0.5
     assert live == set(range(16))
     assert ties >= 20
+    assert len(ratios) >= 20 and np.median(ratios) < 10
 
 
 def test_two_bit_constrained_random_layers_decode_their_codes():
