@@ -1,15 +1,19 @@
 """Random engine layers placed in memory images, with their expected outputs: the one stimulus generator.
 
-``tests/hdl/test_engine.py``, the cocotb benches (``tb/engine_cases.py``) and ``tools/bench_engine.py`` take their
-layers from here. A *spec* is ``(name, kind, input (H, W, C), output channels, kernel, stride, padding (top, bottom,
-left, right), flavour)``; flavours: ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs clamp),
-``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 / 127).
+``tests/hdl/test_engine.py``, the cocotb benches (``tb/engine_cases.py``, ``tb/regress_bench.py``) and
+``tools/bench_engine.py`` take their layers from here. A *spec* is ``(name, kind, input (H, W, C), output channels,
+kernel, stride, padding (top, bottom, left, right), flavour)``; the flavour says how the layer's numbers are drawn: a
+:class:`Flavour`, or one of the benches' names ``"plain"`` (outputs spread over int8), ``"saturate"`` (most outputs
+clamp), ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 / 127).
 
 :func:`random_layers` draws each layer's data and parameters from one seed, places every layer's input, output, weights
 and biases in its own regions of the memories (so one engine build runs all of them, one after another) and computes
 each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``) on the drawn arrays,
-independently of the memory layouts. :func:`two_bit_layers` gives the same layers two-bit weights;
-:func:`fitted_config` sizes the memories for a list of specs.
+independently of the memory layouts. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
+sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
+descriptor space (every kind, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
+channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
+stimulus (``tb/regress_bench.py``).
 """
 
 import dataclasses
@@ -17,22 +21,78 @@ import dataclasses
 import numpy as np
 
 from .conv import conv2d, depthwise_conv2d, fully_connected
-from .descriptor import layer_descriptor, unbounded_config
+from .descriptor import MAX_PAD, check_descriptor, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weights
-from .layouts import CODE_BITS, activation_words, groups, weight_words
+from .layouts import CODE_BITS, activation_words, groups, row_pitch, weight_words
 from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from .requant import quantize_multiplier, requantize
 
-__all__ = ["Case", "random_layers", "two_bit_layers", "fitted_config"]
+__all__ = ["Case", "Flavour", "CLAMPS", "random_layers", "two_bit_layers", "fitted_config",
+           "constrained_random_layer"]
+
+#: Clamp bounds a flavour can ask for: the whole int8 range, ReLU ``[zp, 127]``, ReLU6 ``[zp, zp + six]``, and a
+#: narrow window anywhere.
+CLAMPS = ("full", "relu", "relu6", "narrow")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    """How a layer's numbers are drawn.
+
+    Members
+    -------
+    input_zero_point : int or None
+        The input zero point; ``None`` draws it over int8 (an average pool's is 0).
+    tiny_inputs : bool
+        Inputs within 3 of the input zero point: small accumulators (left shifts, tie layers whose outputs spread).
+    gain : float
+        What the outputs' spread aims at before the clamp (90th percentile of ``|output - zero point|``); large
+        values make most outputs saturate.
+    clamp : str
+        One of :data:`CLAMPS`.
+    k_low, k_span : int
+        Channel shifts k_c are drawn in ``[k_low, k_low + k_span]``. Channel ``c``'s weights get magnitude
+        ``127 >> (max k_c - k_c)``, so that after its shift every channel's outputs spread alike (live for every k_c).
+    ties : int or None
+        Exact rounding ties: with ``q`` the multiplier is ``2**30`` and the layer shift ``k_low - q``, so channel
+        ``c`` rounds right by ``r = q + k_c - k_low``; its weights are multiples of ``2**(r + 1)`` and its bias
+        ``2**r`` plus a multiple of ``2**(r + 1)``, so that every accumulator is a tie of the final rounding (of the
+        first, the doubling high multiply, for ``r = 0``). Use with ``tiny_inputs``.
+    codebook : tuple or None
+        Four ascending int8 weights: a two-bit layer (weights drawn as codes; ``k_span`` should be 0).
+    zero_multiplier : bool
+        Multiplier 0: every output is the clamped zero point.
+    """
+
+    input_zero_point: object = None
+    tiny_inputs: bool = False
+    gain: float = 120.0
+    clamp: str = "full"
+    k_low: int = 0
+    k_span: int = 3
+    ties: object = None
+    codebook: object = None
+    zero_multiplier: bool = False
+
+
+#: The benches' flavours by name (``"edge-zp"`` alternates its input zero point between -128 and 127 by layer index).
+FLAVOURS = {"plain": Flavour(), "saturate": Flavour(gain=3000.0), "relu6": Flavour(gain=200.0, clamp="relu6"),
+            "edge-zp": Flavour()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Case:
-    """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it."""
+    """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it.
+
+    ``channel_shift`` holds the output channels' k_c (zeros for a pool), ``codebook`` the four int8 weights of a
+    two-bit layer (``None``: int8 weights or a pool).
+    """
     name: str
     descriptor: object
     expected: np.ndarray
     acc: np.ndarray
+    channel_shift: np.ndarray
+    codebook: object = None
 
 
 def fitted_config(specs, config):
@@ -54,80 +114,166 @@ def random_layers(specs, config, seed):
         The :class:`Case` s and the :class:`golden.images.MemoryImages` holding every layer's input, weights and
         biases. Expected outputs come from the golden ops on the original arrays, independently of the layouts.
     """
-    images, layers = _draw(specs, config, seed)
-    return [_case(layer, layer["weights"], layer["name"]) for layer in layers], images
+    images, cases, _ = _draw(specs, _place(specs, config)[0], config, seed)
+    return cases, images
 
 
 def two_bit_layers(specs, codebooks, config, seed):
     """``(cases, images, codes)``: :func:`random_layers`' layers with two-bit weights.
 
-    Inputs, biases, shifts, placement and descriptors are :func:`random_layers`' (``images.weights`` keeps its int8
-    weights); each layer's weights are random codes (a second generator with the same seed) of its entry of
-    ``codebooks`` (4 ascending int8 values), stored as codes (``codes``: ``(weight_depth, lanes, lanes)``, padding
-    code 0), and the expected output comes from the golden ops on the decoded int8 weights.
+    Each layer's weights are random codes of its entry of ``codebooks`` (4 ascending int8 values), stored as codes
+    (``codes``: ``(weight_depth, lanes, lanes)``, padding code 0); ``images.weights`` holds the decoded int8 weights,
+    from which the expected output comes.
 
     Raises:
         ValueError: a layer without weights (an average pool), or not one codebook per layer.
     """
-    images, layers = _draw(specs, config, seed)
-    codes = np.zeros_like(images.weights)
-    rng = np.random.default_rng(seed)
-    cases = []
-    for layer, codebook in zip(layers, codebooks, strict=True):
-        if layer["weights"] is None:
-            raise ValueError(f"layer {layer['name']!r} has no weights to give two-bit codes")
-        d = layer["descriptor"]
-        layer_codes = rng.integers(0, 1 << CODE_BITS, size=layer["weights"].shape)
-        store_weights(codes, d.kind, layer_codes, base=d.weight_base, config=config)
-        cases.append(_case(layer, np.asarray(codebook)[layer_codes], f"{layer['name']} codebook {codebook}"))
+    specs = list(specs)
+    if len(codebooks) != len(specs):
+        raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
+    for (name, kind, *_), codebook in zip(specs, codebooks):
+        if kind == "average_pool":
+            raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
+    two_bit = [(f"{name} codebook {list(codebook)}", *spec,
+                dataclasses.replace(_flavour(flavour, index), codebook=tuple(codebook)))
+               for index, ((name, *spec, flavour), codebook) in enumerate(zip(specs, codebooks))]
+    images, cases, codes = _draw(two_bit, _place(two_bit, config)[0], config, seed)
     return cases, images, codes
 
 
-def _draw(specs, config, seed):
-    # Every layer's data and parameters, drawn in spec order from one generator and stored in the images.
-    placements, _ = _place(specs, config)
+def constrained_random_layer(seed, index, config):
+    """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images, codes)``.
+
+    The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
+    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool),
+    strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
+    :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
+    multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
+    bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
+    ``config.weight_code_bits == 2`` the weights are two-bit codes of a random codebook (pools need none) and
+    ``codes`` holds them as ``images.weights``' code words (else ``codes`` is ``None``). Always legal per
+    :func:`golden.descriptor.check_descriptor`.
+    """
+    rng = np.random.default_rng([seed, index])
+    two_bit = config.weight_code_bits == CODE_BITS
+    while True:
+        spec = _random_spec(rng, config, two_bit)
+        place = _random_place(rng, spec, config)
+        if place is not None:
+            break
+    images, (case,), codes = _draw([spec], [place], config, rng)
+    return case, images, codes if two_bit else None
+
+
+def _flavour(flavour, index):
+    # A spec's flavour as a Flavour (names of FLAVOURS; "edge-zp" picks its zero point by layer index).
+    if isinstance(flavour, Flavour):
+        return flavour
+    if flavour == "edge-zp":
+        return Flavour(input_zero_point=(-128, 127)[index % 2])
+    return FLAVOURS[flavour]
+
+
+def _draw(specs, placements, config, seed):
+    # Every layer's data and parameters, drawn in spec order from one generator and stored in the images; and the
+    # two-bit code image (padding code 0).
     images = MemoryImages.empty(config)
+    codes = np.zeros_like(images.weights)
     rng = np.random.default_rng(seed)
-    layers = []
+    cases = []
     for index, (spec, place) in enumerate(zip(specs, placements)):
         name, kind, shape, cout, kernel, stride, padding, flavour = spec
-        x = rng.integers(-128, 128, size=shape)
-        store_activation(images.activation, x, base=place["in"], config=config)
-        zero_point = {"edge-zp": (-128, 127)[index % 2]}.get(flavour, int(rng.integers(-128, 128)))
-        qmin, qmax = -128, 127
-        weights = bias = channel_shift = None
+        f = _flavour(flavour, index)
+        zero_point = 0 if kind == "average_pool" else \
+            int(rng.integers(-128, 128)) if f.input_zero_point is None else f.input_zero_point
+        x = np.clip(zero_point + rng.integers(-3, 4, size=shape), -128, 127) if f.tiny_inputs \
+            else rng.integers(-128, 128, size=shape)
+        in_pitch = store_activation(images.activation, x, base=place["in"], config=config, pitch=place.get("in_pitch"))
+        weights = bias = None
+        channel_shift = np.zeros(cout, dtype=np.int64)
         if kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
-            zero_point = out_zero_point = 0
-            if flavour == "relu6":
-                qmin, qmax = -20, 30
+            out_zero_point = 0
         else:
-            size = (*kernel, cout) if kind == "depthwise" else (cout, *kernel, shape[2])
-            weights = rng.integers(-127, 128, size=size)
+            channel_shift = f.k_low + rng.integers(0, f.k_span + 1, size=cout)
+            weights, layer_codes = _weights(rng, f, kind, shape, cout, kernel, channel_shift)
             raw = _op(kind)(x[None], weights, None, stride=stride, padding=padding, input_zero_point=zero_point)[0]
-            spread = int(np.percentile(np.abs(raw), 90)) + 1
-            bias = rng.integers(-spread, spread + 1, size=cout)
-            channel_shift = rng.integers(0, 4, size=cout)
-            channel_shift[[0, min(1, cout - 1), min(2, cout - 1)]] = [0, 15, 15]   # k_c = 0 and 15 always present
+            bias, multiplier, shift = _requant_params(rng, f, raw, channel_shift)
             store_weights(images.weights, kind, weights, base=place["weights"], config=config)
+            if layer_codes is not None:
+                store_weights(codes, kind, layer_codes, base=place["weights"], config=config)
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
-            multiplier, shift = quantize_multiplier({"saturate": 3000.0, "relu6": 200.0}.get(flavour, 120.0) / spread)
-            out_zero_point = int(rng.integers(-100, 100))
-            if flavour == "relu6":
-                qmin, qmax = out_zero_point, min(127, out_zero_point + 60)
+            out_zero_point = int(rng.integers(-80, 81))
+        qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
         descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
                                       padding=padding, in_base=place["in"], out_base=place["out"],
                                       weight_base=place["weights"], bias_base=place["bias"],
                                       input_zero_point=zero_point, multiplier=multiplier, shift=shift,
                                       output_zero_point=out_zero_point, qmin=qmin, qmax=qmax)
-        layers.append(dict(name=name, x=x, weights=weights, bias=bias, channel_shift=channel_shift, stride=stride,
-                           padding=padding, descriptor=descriptor))
-    return images, layers
+        descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
+                                         out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
+        check_descriptor(descriptor, config)
+        layer = dict(x=x, weights=weights, bias=bias, channel_shift=channel_shift, stride=stride, padding=padding,
+                     descriptor=descriptor)
+        cases.append(_case(layer, name, f.codebook))
+    return images, cases, codes
 
 
-def _case(layer, weights, name):
-    # The layer's expected output and accumulators from the golden ops, with `weights` as its int8 weights.
-    d, x = layer["descriptor"], layer["x"]
+def _weights(rng, f, kind, shape, cout, kernel, channel_shift):
+    # A weighted layer's int8 weights (OHWI, or (KH, KW, C) for depthwise) and, for a two-bit layer, their codes.
+    size = (*kernel, cout) if kind == "depthwise" else (cout, *kernel, shape[2])
+    per_channel = (lambda v: v) if kind == "depthwise" else (lambda v: v.reshape(-1, 1, 1, 1))
+    if f.codebook is not None:
+        layer_codes = rng.integers(0, 1 << CODE_BITS, size=size)
+        return np.asarray(f.codebook, dtype=np.int64)[layer_codes], layer_codes
+    if f.ties is not None:
+        step = per_channel(np.int64(2) << (f.ties + channel_shift - f.k_low))
+        return step * rng.integers(-1, 2, size=size), None
+    magnitude = per_channel(np.maximum(127 >> (channel_shift.max() - channel_shift), 1))
+    return rng.integers(-magnitude, magnitude + 1, size=size), None
+
+
+def _requant_params(rng, f, raw, channel_shift):
+    # Biases, multiplier and layer shift of a weighted layer whose accumulators before the bias are `raw`.
+    cout = raw.shape[-1]
+    spread = np.percentile(np.abs(raw).reshape(-1, cout), 90, axis=0).astype(np.int64) + 1
+    if f.ties is not None:
+        # Every accumulator a tie of channel c's rounding right shift r (bias 2**r mod 2**(r+1), weights multiples
+        # of 2**(r+1)); a quarter of the channels get plain biases.
+        r = f.ties + channel_shift - f.k_low
+        bias = (np.int64(1) << r) + (np.int64(2) << r) * rng.integers(-10, 11, size=cout)
+        plain = rng.random(cout) < 0.25
+        bias[plain] = rng.integers(-spread, spread + 1)[plain]
+        return bias, 1 << 30, f.k_low - f.ties
+    bias = rng.integers(-spread, spread + 1)
+    if f.zero_multiplier:
+        return bias, 0, 0
+    # Channel c's outputs are about raw_c * real * 2**-k_c: aim the typical channel's spread at the gain; the jitter
+    # spreads the multiplier's mantissa over [2**30, 2**31).
+    typical = max(float(np.median(spread / np.exp2(channel_shift))), 2.0 ** -20)
+    real = min(f.gain * 2.0 ** rng.uniform(-0.5, 0.5) / typical, 2.0 ** 30)
+    multiplier, shift = quantize_multiplier(real)
+    # No accumulator may wrap in the left shift (acc * 2**(shift - k_c) must stay below 2**31).
+    largest = np.abs(raw + bias).reshape(-1, cout).max(axis=0)
+    limit = min(int(k) + 31 - int(a).bit_length() for k, a in zip(channel_shift, largest))
+    return bias, multiplier, min(shift, limit)
+
+
+def _clamp(rng, clamp, zero_point):
+    # (qmin, qmax) of one of CLAMPS around the output zero point.
+    if clamp == "full":
+        return -128, 127
+    if clamp == "relu":
+        return zero_point, 127
+    if clamp == "relu6":
+        return zero_point, min(127, zero_point + int(rng.integers(8, 100)))
+    low = int(rng.integers(-128, 128))
+    return low, min(127, low + int(rng.integers(0, 24)))
+
+
+def _case(layer, name, codebook):
+    # The layer's expected output and accumulators from the golden ops on its drawn int8 weights.
+    d, x, weights = layer["descriptor"], layer["x"], layer["weights"]
     if d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
@@ -139,7 +285,8 @@ def _case(layer, weights, name):
             acc = _op(d.kind)(x[None], weights, layer["bias"], stride=layer["stride"], padding=layer["padding"],
                               input_zero_point=d.input_zero_point)[0]
         expected = requantize(acc, d.multiplier, d.shift, layer["channel_shift"], d.output_zero_point, d.qmin, d.qmax)
-    return Case(name=name, descriptor=d, expected=expected, acc=acc)
+    return Case(name=name, descriptor=d, expected=expected, acc=acc, channel_shift=layer["channel_shift"],
+                codebook=codebook)
 
 
 def _op(kind):
@@ -147,18 +294,102 @@ def _op(kind):
     return depthwise_conv2d if kind == "depthwise" else conv2d
 
 
+def _probe(spec, config):
+    # The descriptor of a spec's geometry at base 0 (minimal pitches), for sizes.
+    _, kind, shape, cout, kernel, stride, padding, _ = spec
+    return layer_descriptor(kind, shape, cout, config=unbounded_config(config), kernel=kernel, stride=stride,
+                            padding=padding, in_base=0, out_base=activation_words(shape, config), input_zero_point=0)
+
+
 def _place(specs, config):
     # Regions for every layer: inputs and outputs one after another, then weights and biases; and the words needed.
     act = weights = bias = 0
     placements = []
-    for _, kind, shape, cout, kernel, stride, padding, _ in specs:
-        probe = layer_descriptor(kind, shape, cout, config=unbounded_config(config), kernel=kernel, stride=stride,
-                                 padding=padding, in_base=0, out_base=activation_words(shape, config),
-                                 input_zero_point=0)
-        pool = kind == "average_pool"   # reads no weights and no biases
-        placements.append({"in": act, "out": act + activation_words(shape, config), "weights": 0 if pool else weights,
-                           "bias": 0 if pool else bias})
-        act += activation_words(shape, config) + activation_words(probe.out_shape, config)
+    for spec in specs:
+        probe = _probe(spec, config)
+        pool = probe.kind == "average_pool"   # reads no weights and no biases
+        placements.append({"in": act, "out": act + activation_words(probe.in_shape, config),
+                           "weights": 0 if pool else weights, "bias": 0 if pool else bias})
+        act += activation_words(probe.in_shape, config) + activation_words(probe.out_shape, config)
         weights += weight_words(probe, config)
-        bias += 0 if kind == "average_pool" else groups(cout, config)
+        bias += 0 if pool else groups(probe.out_channels, config)
     return placements, {"act": act, "weight": weights, "bias": bias}
+
+
+def _random_place(rng, spec, config):
+    # One layer's regions at random bases, row pitches of the minimum or up to 3 words more; None if it does not fit.
+    probe = _probe(spec, config)
+    pitches, words = [], []
+    for height, width, channels in (probe.in_shape, probe.out_shape):
+        pitch = row_pitch(width, channels, config) + (int(rng.integers(1, 4)) if rng.random() < 0.5 else 0)
+        pitches.append(pitch)
+        words.append(height * pitch)
+    (in_words, out_words), depth = words, config.act_depth
+    weight_count = weight_words(probe, config)
+    bias_count = 0 if probe.kind == "average_pool" else groups(probe.out_channels, config)
+    if in_words + out_words > depth or weight_count > config.weight_depth or bias_count > config.bias_depth:
+        return None
+    in_base = int(rng.integers(0, depth - in_words - out_words + 1))
+    # The output before or after the input: uniform over the bases where it fits.
+    before = max(0, in_base - out_words + 1)
+    out_base = int(rng.integers(0, before + depth - out_words - in_base - in_words + 1))
+    out_base = out_base if out_base < before else out_base - before + in_base + in_words
+    return {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
+            "weights": int(rng.integers(0, config.weight_depth - max(weight_count, 1) + 1)),
+            "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+
+
+def _random_spec(rng, config, two_bit):
+    # A spec over the legal descriptor space (see constrained_random_layer), sized for a regression's memories.
+    lanes = config.lanes
+    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool"], p=[0.45, 0.35, 0.1, 0.1]))
+
+    def channels(most):
+        # A multiple of the lanes, or any count.
+        return lanes * int(rng.integers(1, most // lanes + 1)) if rng.random() < 0.4 else int(rng.integers(1, most + 1))
+
+    stride = (1, 1)
+    padding = (0, 0, 0, 0)
+    if kind in ("conv", "depthwise"):
+        size = int(rng.integers(1, 8))
+        kernel = (size, size) if rng.random() < 0.8 else tuple(int(k) for k in rng.integers(1, 8, size=2))
+        stride = tuple(int(s) for s in rng.integers(1, 3, size=2)) if rng.random() < 0.3 else (int(rng.integers(1, 3)),) * 2
+        # Per axis the output size and the padding, then the input size they follow from (so that the padding after
+        # the input is exactly the drawn one, as check_descriptor requires).
+        shape, padding = [], []
+        for k, s in zip(kernel, stride):
+            out = int(rng.integers(1, 20 // s + 2))
+            before, after = (int(v) for v in rng.integers(0, min(MAX_PAD, k - 1) + 1, size=2))
+            after = min(after, (out - 1) * s + k - before - 1)
+            shape.append((out - 1) * s + k - before - after)
+            padding += [before, after]
+        padding = tuple(padding)
+        # A conv's input channels shrink with its kernel (cycles per output pixel and group: KH * KW * groups in).
+        cin = channels(min(40, lanes * max(1, 72 // (kernel[0] * kernel[1]))) if kind == "conv" else 72)
+        cout = channels(40) if kind == "conv" else cin
+        shape = (*shape, cin)
+    elif kind == "fully_connected":
+        shape = (1, 1, channels(128)) if rng.random() < 0.6 else (*(int(v) for v in rng.integers(1, 5, size=2)), channels(24))
+        kernel, cout = shape[:2], channels(48)
+    else:
+        shape = (*(int(v) for v in rng.integers(1, 10, size=2)), channels(64))
+        kernel, cout = shape[:2], shape[2]
+    style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
+    zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
+    span = 0 if two_bit or kind == "average_pool" else int(rng.integers(0, 4 if style == "ties" else 7))
+    ties = int(rng.integers(0, 6 - span)) if style == "ties" else None   # weights up to 2**6
+    flavour = Flavour(input_zero_point=zero_point, tiny_inputs=style in ("ties", "tiny"),
+                      gain=float(2.0 ** rng.uniform(10, 13) if style == "saturate" else 2.0 ** rng.uniform(3, 6)),
+                      clamp=str(rng.choice(CLAMPS)), k_low=int(rng.integers(0, 16 - span)), k_span=span, ties=ties,
+                      codebook=_random_codebook(rng, ties) if two_bit and kind != "average_pool" else None,
+                      zero_multiplier=bool(rng.random() < 0.01))
+    name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
+            f"p{''.join(map(str, padding))} {style}")
+    return name, kind, shape, cout, kernel, stride, padding, flavour
+
+
+def _random_codebook(rng, ties):
+    # Four ascending int8 weights; for a tie layer multiples of 2**(ties + 1).
+    unit = 1 if ties is None else 2 << ties
+    levels = np.arange(-128 // unit, 127 // unit + 1) * unit
+    return tuple(int(v) for v in np.sort(rng.choice(levels, size=4, replace=False)))

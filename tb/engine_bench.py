@@ -6,39 +6,12 @@ performance counters, reads the output tensor back through the host port and com
 model, naming the first mismatch: layer, channel, y, x, expected, got and the raw accumulator.
 """
 
-import time
-
 import cocotb
-import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
-from engine_cases import TWO_BIT_CODEBOOKS, make_bench, two_bit_bench
+from engine_cases import make_bench, two_bit_bench
+from engine_io import first_mismatch, read_tensor, run_layer
 from golden.config import NPUConfig
-from golden.descriptor import encode_descriptor
-from golden.images import load_activation
-from golden.layouts import activation_location, groups, pack_words
-from golden.sequencer import layer_cycles
-from sim import bench_args, reset, unpack_lanes, write_summary
-
-
-async def read_tensor(dut, descriptor, config):
-    """The output tensor of ``descriptor``, read word by word through the host port (one word per cycle)."""
-    d = descriptor
-    y, x, g = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), np.arange(groups(d.out_channels, config)),
-                          indexing="ij")
-    banks, addresses = activation_location(y.ravel(), x.ravel(), g.ravel(), base=d.out_base, pitch=d.out_row_pitch,
-                                           width=d.out_width, config=config)
-    image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
-    latency = 2
-    words = list(zip(banks.tolist(), addresses.tolist()))
-    for cycle in range(len(words) + latency):
-        await FallingEdge(dut.clk)
-        if cycle >= latency:
-            bank, address = words[cycle - latency]
-            image[bank, address] = unpack_lanes(dut.host__read_data.value.to_unsigned(), 8, config.lanes)
-        if cycle < len(words):
-            dut.host__bank.value, dut.host__address.value = words[cycle]
-    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+from sim import bench_args, reset, write_summary
 
 
 @cocotb.test()
@@ -51,30 +24,14 @@ async def engine_matches_golden(dut):
     await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
 
     layers, failures = [], []
-    for index, case in enumerate(cases):
-        await FallingEdge(dut.clk)
-        dut.descriptor.value = encode_descriptor(case.descriptor, config)
-        if two_bit:
-            dut.codebook.value = pack_words([TWO_BIT_CODEBOOKS[index]], 8)[0]
-        dut.start.value = 1
-        await FallingEdge(dut.clk)
-        dut.start.value = 0
-        started = time.perf_counter()
-        # The cycle model bounds the wait: a design that never finishes fails instead of hanging.
-        await with_timeout(RisingEdge(dut.done), 10 * (2 * layer_cycles(case.descriptor, config) + 100), "ns")
-        seconds = time.perf_counter() - started
-        await ReadOnly()  # the counters change on the same clock edge as done
-        counters = {name: getattr(dut, name).value.to_unsigned() for name in ("cycles", "active_cycles", "mac_ops")}
+    for case in cases:
+        counters, seconds = await run_layer(dut, case.descriptor, config, case.codebook)
         got = await read_tensor(dut, case.descriptor, config)
-        wrong = np.argwhere(got != case.expected)
-        if len(wrong):
-            y, x, channel = wrong[0]
-            message = (f"{case.name}: {len(wrong)} of {got.size} outputs differ; first: channel {channel}, y {y}, "
-                       f"x {x}: expected {case.expected[y, x, channel]}, got {got[y, x, channel]}, "
-                       f"accumulator {case.acc[y, x, channel]}")
+        mismatches, message = first_mismatch(case, got)
+        if message:
             dut._log.error(message)
             failures.append(message)
         layers.append(dict(name=case.name, kind=case.descriptor.kind, macs=case.descriptor.macs,
-                           outputs=int(got.size), mismatches=int(len(wrong)), seconds=seconds, **counters))
+                           outputs=int(got.size), mismatches=mismatches, seconds=seconds, **counters))
     write_summary(args, layers=layers)
     assert not failures, failures[0]

@@ -1,4 +1,5 @@
-"""golden/stimulus.py: placed random layers whose expected outputs the golden engine reproduces."""
+"""golden/stimulus.py: placed random layers whose expected outputs the golden engine reproduces (the benches' and the
+constrained-random regression's, with its coverage of the descriptor space)."""
 
 import dataclasses
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 
 from golden.config import NPUConfig
+from golden.descriptor import check_descriptor
 from golden.engine import run_layer
-from golden.stimulus import fitted_config, random_layers, two_bit_layers
+from golden.layouts import row_pitch
+from golden.stimulus import constrained_random_layer, fitted_config, random_layers, two_bit_layers
 
 SPECS = [
     ("conv", "conv", (5, 6, 10), 9, (3, 3), (2, 1), (1, 1, 1, 1), "saturate"),
@@ -44,3 +47,71 @@ def test_two_bit_layers_decode_to_their_codebooks():
         assert case.name.endswith(f"codebook {codebook}")
     with pytest.raises(ValueError, match=r"^layer 'pool' has no weights to give two-bit codes$"):
         two_bit_layers(SPECS, codebooks + ([-3, -1, 1, 3],), config, 3)
+
+
+def _stream(config, count, seed=5):
+    return [constrained_random_layer(seed, index, config) for index in range(count)]
+
+
+def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random():
+    config = dataclasses.replace(NPUConfig(), act_depth=1024)
+    layers = _stream(config, 120)
+    descriptors = [case.descriptor for case, _, _ in layers]
+    for case, images, codes in layers:
+        check_descriptor(case.descriptor, config)
+        assert codes is None
+        output, acc = run_layer(case.descriptor, images, config)   # golden through the layouts
+        np.testing.assert_array_equal(output, case.expected)
+        np.testing.assert_array_equal(acc, case.acc)
+    again = constrained_random_layer(5, 77, config)[0]
+    assert again.descriptor == descriptors[77] and np.array_equal(again.expected, layers[77][0].expected)
+    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool"}
+    convs = [d for d in descriptors if d.kind in ("conv", "depthwise")]
+    assert {d.kernel_height for d in convs} == set(range(1, 8))
+    assert {(d.stride_height, d.stride_width) for d in convs} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert {side for d in convs for side in d.padding} == {0, 1, 2, 3}
+    assert any(d.padding[0] != d.padding[1] for d in convs)
+    assert {d.input_zero_point for d in descriptors} >= {-128, 127}
+    assert any(d.in_row_pitch > row_pitch(d.in_width, d.in_channels, config) for d in descriptors)
+    assert len({d.in_base for d in descriptors}) > 100 and len({d.out_base for d in descriptors}) > 100
+    assert any(d.out_base < d.in_base for d in descriptors) and any(d.out_base > d.in_base for d in descriptors)
+    assert {d.shift > 0 for d in descriptors} == {True, False}
+
+
+def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
+    config = dataclasses.replace(NPUConfig(), act_depth=1024)
+    live, ties, ratios = set(), 0, []
+    for case, _, _ in _stream(config, 200):
+        d = case.descriptor
+        k = case.channel_shift
+        if d.kind in ("conv", "depthwise") and d.multiplier != 1 << 30 and d.out_height * d.out_width >= 16 \
+                and k.max() - k.min() >= 4:
+            # Weights scaled by 2**k_c: after its shift every channel's accumulators spread alike (else 2**span apart).
+            spread = np.percentile(np.abs(case.acc).reshape(-1, d.out_channels), 90, axis=0) / np.exp2(k)
+            ratios.append(spread.max() / spread.min())
+        for channel in range(d.out_channels if d.kind != "average_pool" else 0):
+            if d.out_height * d.out_width >= 8 and len(np.unique(case.expected[..., channel])) >= 4:
+                live.add(int(case.channel_shift[channel]))
+        if d.multiplier == 1 << 30 and d.kind != "average_pool":
+            # A tie layer: channel c's final rounding right shift r = k_c - shift; acc = 2**r mod 2**(r + 1).
+            r = case.channel_shift - d.shift
+            on_tie = np.where(r > 0, case.acc % (np.int64(2) << r) == np.int64(1) << r, case.acc % 2 == 1)
+            ties += on_tie.mean() > 0.5
+    assert live == set(range(16))
+    assert ties >= 20
+    assert len(ratios) >= 20 and np.median(ratios) < 10
+
+
+def test_two_bit_constrained_random_layers_decode_their_codes():
+    config = dataclasses.replace(NPUConfig(), act_depth=1024, weight_code_bits=2)
+    kinds = set()
+    for case, images, codes in _stream(config, 60):
+        d = case.descriptor
+        kinds.add(d.kind)
+        if d.kind == "average_pool":
+            assert case.codebook is None
+            continue
+        assert len(case.codebook) == 4 and list(case.codebook) == sorted(set(case.codebook))
+        decoded = dataclasses.replace(images, weights=np.asarray(case.codebook, dtype=np.int8)[codes])
+        np.testing.assert_array_equal(run_layer(d, decoded, config)[0], case.expected)
+    assert kinds == {"conv", "depthwise", "fully_connected", "average_pool"}

@@ -1,0 +1,85 @@
+"""What the engine benches share: run one layer on the engine's ports, read a tensor back, name the first mismatch.
+
+``tb/engine_bench.py`` (fixed benches) and ``tb/regress_bench.py`` (the constrained-random regression) drive the
+emitted Verilog of ``hdl/engine.py`` through these.
+"""
+
+import time
+
+import numpy as np
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
+
+from golden.descriptor import encode_descriptor
+from golden.images import load_activation
+from golden.layouts import activation_location, groups, pack_words
+from golden.sequencer import layer_cycles
+from sim import unpack_lanes
+
+__all__ = ["COUNTERS", "run_layer", "load_words", "read_tensor", "first_mismatch"]
+
+#: The engine's performance counters.
+COUNTERS = ("cycles", "active_cycles", "mac_ops")
+
+
+async def run_layer(dut, descriptor, config, codebook=None):
+    """Run one layer from a falling edge: descriptor (and a two-bit engine's codebook) set, ``start`` pulsed, ``done``
+    awaited while the simulator runs freely; returns the counters and the wall seconds of the run.
+
+    The cycle model bounds the wait: a design that never finishes fails instead of hanging.
+    """
+    await FallingEdge(dut.clk)
+    dut.descriptor.value = encode_descriptor(descriptor, config)
+    if codebook is not None:
+        dut.codebook.value = pack_words([codebook], 8)[0]
+    dut.start.value = 1
+    await FallingEdge(dut.clk)
+    dut.start.value = 0
+    started = time.perf_counter()
+    await with_timeout(RisingEdge(dut.done), 10 * (2 * layer_cycles(descriptor, config) + 100), "ns")
+    seconds = time.perf_counter() - started
+    await ReadOnly()  # the counters change on the same clock edge as done
+    counters = {name: getattr(dut, name).value.to_unsigned() for name in COUNTERS}
+    await FallingEdge(dut.clk)
+    return counters, seconds
+
+
+async def load_words(dut, port, base, words):
+    """Write ``words`` (Python ints) from address ``base`` through the load port ``port`` (``"weight_load"`` or
+    ``"bias_load"``), one word per cycle from a falling edge; leaves the port idle."""
+    address, data, write = (getattr(dut, f"{port}__{name}") for name in ("address", "data", "write"))
+    for index, word in enumerate(words, start=base):
+        address.value, data.value, write.value = index, word, 1
+        await FallingEdge(dut.clk)
+    write.value = 0
+
+
+async def read_tensor(dut, descriptor, config):
+    """The output tensor of ``descriptor``, read word by word through the host port (one word per cycle)."""
+    d = descriptor
+    y, x, g = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), np.arange(groups(d.out_channels, config)),
+                          indexing="ij")
+    banks, addresses = activation_location(y.ravel(), x.ravel(), g.ravel(), base=d.out_base, pitch=d.out_row_pitch,
+                                           width=d.out_width, config=config)
+    image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
+    latency = 2
+    words = list(zip(banks.tolist(), addresses.tolist()))
+    for cycle in range(len(words) + latency):
+        await FallingEdge(dut.clk)
+        if cycle >= latency:
+            bank, address = words[cycle - latency]
+            image[bank, address] = unpack_lanes(dut.host__read_data.value.to_unsigned(), 8, config.lanes)
+        if cycle < len(words):
+            dut.host__bank.value, dut.host__address.value = words[cycle]
+    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+
+
+def first_mismatch(case, got):
+    """``(count, message)``: how many outputs of ``got`` differ from ``case.expected``, and a line naming the first
+    (layer, channel, y, x, expected, got, raw accumulator), or ``None``."""
+    wrong = np.argwhere(got != case.expected)
+    if not len(wrong):
+        return 0, None
+    y, x, channel = wrong[0]
+    return len(wrong), (f"{case.name}: {len(wrong)} of {got.size} outputs differ; first: channel {channel}, y {y}, "
+                        f"x {x}: expected {case.expected[y, x, channel]}, got {got[y, x, channel]}, "
+                        f"accumulator {case.acc[y, x, channel]}")
