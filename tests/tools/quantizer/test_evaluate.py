@@ -4,11 +4,8 @@ errors built from known parts), and layer_errors against layer_sqnr on the built
 import numpy as np
 import pytest
 
-from tools.quantizer.build import build_network, layer_names
-from tools.quantizer.calibrate import calibrate
+from tools.quantizer.build import layer_names
 from tools.quantizer.evaluate import error_components, layer_errors, layer_sqnr
-from tools.quantizer.frontend import load_graph
-from tools.quantizer.pipeline import DEFAULT_MODEL
 from tools.quantizer.weights import sqnr_db
 
 
@@ -73,11 +70,8 @@ def test_vectors_have_no_spatial_part_and_exact_outputs_no_error():
         error_components(np.ones(3), np.zeros(3))
 
 
-def test_layer_errors_agree_with_layer_sqnr_on_the_builtin_model():
-    graph = load_graph(DEFAULT_MODEL)
-    images = np.random.default_rng(3).uniform(-1, 1, (6,) + tuple(graph.shapes[graph.input])).astype(np.float32)
-    ranges = calibrate(graph, images, progress=False)
-    networks = {bits: build_network(graph, ranges, method="channel", weight_bits=bits)[0] for bits in (8, 4)}
+def test_layer_errors_agree_with_layer_sqnr_on_the_builtin_model(builtin_channel_networks):
+    graph, images, networks = builtin_channel_networks
     names = layer_names(graph)
     errors = layer_errors(graph, networks, images, names)
     sqnr = layer_sqnr(graph, networks, images, names)
