@@ -7,8 +7,12 @@ scale and the fixed-point multiplier of its requantizer (``golden.requant``); re
 ``golden.add`` parameters. Layers are named by kind and position (``conv0``, ``depthwise1``, ``add9``: the names of
 the manifest, the memory images and the .tflite export), weights are converted to the NPU's layouts (NHWC,
 fully connected columns in NHWC flatten order), and a layer whose bias or accumulator could overflow int32 is
-refused with :class:`QuantizationError` instead of being built.
+refused with :class:`QuantizationError` instead of being built. :func:`mixed_network` combines the layers of two
+networks of the same graph, to find which layer's quantization costs what (docs/quantizer.md, "Why the bit sweep is
+not monotonic").
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -22,7 +26,7 @@ from . import frontend as ir
 from .calibrate import activation_quantization
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS, quantize_weights, sqnr_db
 
-__all__ = ["QuantizationError", "build_network", "layer_names"]
+__all__ = ["QuantizationError", "build_network", "layer_names", "mixed_network"]
 
 
 class QuantizationError(ValueError):
@@ -213,3 +217,21 @@ def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, i
             "multiplier": None if method == "channel" else int(multiplier),
             "shift": None if method == "channel" else int(shift)}
     return layer, stat
+
+
+def mixed_network(base, donor, layers):
+    """``base`` with the layers named in ``layers`` taken from ``donor``: two :func:`build_network` results of the same
+    graph and activation ranges (e.g. other weight bits), so every tensor's quantization is the same in both.
+
+    Raises:
+        ValueError: the networks' tensors differ, or a name is not a layer of both.
+    """
+    if base.tensors != donor.tensors:
+        raise ValueError("the two networks quantize their tensors differently: not built from the same graph and "
+                         "ranges")
+    donated = {layer.name: layer for layer in donor.layers if layer.name in layers}
+    own = {layer.name for layer in base.layers}
+    missing = sorted(set(layers) - (own & set(donated)))
+    if missing:
+        raise ValueError(f"not a layer of both networks: {', '.join(missing)}")
+    return dataclasses.replace(base, layers=tuple(donated.get(layer.name, layer) for layer in base.layers))

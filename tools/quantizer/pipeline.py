@@ -24,7 +24,7 @@ from .build import build_network, layer_names
 from .calibrate import calibrate, channel_maxima, channel_means
 from .equalize import equalize
 from .datasets import load_dataset
-from .evaluate import classification_metrics, evaluate_all, float_logits, layer_sqnr
+from .evaluate import classification_metrics, evaluate_all, finite_or_none, float_logits, layer_sqnr
 from .frontend import load_graph
 from .statistics import compare
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS
@@ -210,7 +210,7 @@ def run(job):
                 if method in quantized:
                     key = (method, bits, quantizer, first_last)
                     (table if bits in job.weight_bits else sweep)[key] = network
-                    weight_sqnr[key] = {stat["layer"]: _finite(stat["weight_sqnr_db"]) for stat in layer_stats}
+                    weight_sqnr[key] = {stat["layer"]: finite_or_none(stat["weight_sqnr_db"]) for stat in layer_stats}
     t = time.perf_counter()
     logits = evaluate_all(table, eval_images, batch_size=batch, jobs=job.jobs, progress=progress)
     n_sweep = min(job.sweep_images, n_eval) if sweep else 0
@@ -317,11 +317,6 @@ def _row(key):
 
 def _key(row):
     return row["method"], row["weight_bits"], row["weight_quantizer"], row["first_last_bits"]
-
-
-def _finite(value):
-    # JSON has no infinity: an exact quantization (SQNR inf) is stored as null.
-    return float(value) if np.isfinite(value) else None
 
 
 def write_memory_images(network, directory):

@@ -4,12 +4,14 @@ On a few hundred images one image is a quarter of a point and two methods differ
 quantizer's report states, for every method against the per-channel reference and against the float model, how
 sure the difference is: a paired bootstrap interval (both methods are resampled on the same images, so what they
 share cancels) and McNemar's exact test on the discordant images (the images exactly one of the two gets right).
+:func:`paired_sqnr_bootstrap` does the same for the logit SQNR of two approximations of the same reference logits.
 """
 
 import numpy as np
 from scipy.stats import binomtest
 
-__all__ = ["BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "paired_bootstrap", "mcnemar_exact", "compare"]
+__all__ = ["BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "paired_bootstrap", "mcnemar_exact", "compare",
+           "paired_sqnr_bootstrap"]
 
 #: Resamples of :func:`paired_bootstrap` in the quantizer's report.
 BOOTSTRAP_RESAMPLES = 10_000
@@ -73,3 +75,43 @@ def compare(correct_a, correct_b, *, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTR
     a_only, b_only, p = mcnemar_exact(correct_a, correct_b)
     return {"difference_pp": difference, "ci95_pp": [low, high], "only_this": a_only, "only_other": b_only,
             "mcnemar_p": p}
+
+
+def paired_sqnr_bootstrap(reference, approximation_a, approximation_b, *, resamples=BOOTSTRAP_RESAMPLES,
+                          seed=BOOTSTRAP_SEED, level=0.95, chunk=1000):
+    """Percentile bootstrap interval of ``SQNR(a) - SQNR(b)`` in dB against the same ``reference``, resampling images.
+
+    ``reference`` and the approximations are ``(images, ...)`` arrays; the SQNR of a resample is ``10 log10(sum
+    signal / sum noise)`` over the drawn images (:func:`tools.quantizer.weights.sqnr_db` on them), both methods on the
+    same draw (``chunk`` resamples at a time). Tells whether two points of a bit sweep differ by more than the
+    choice of images.
+
+    Returns:
+        ``(difference, low, high)`` in dB.
+    Raises:
+        ValueError: shapes differ, no image, an approximation without error, or a bad ``level``/``resamples``.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    a = np.asarray(approximation_a, dtype=np.float64)
+    b = np.asarray(approximation_b, dtype=np.float64)
+    if reference.ndim < 1 or reference.shape[0] == 0 or a.shape != reference.shape or b.shape != reference.shape:
+        raise ValueError(f"need a non-empty reference and two approximations of its shape, not shapes "
+                         f"{reference.shape}, {a.shape} and {b.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), not {level!r}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be positive, not {resamples!r}")
+    n = reference.shape[0]
+    # The signal of a draw is the same for both: the difference is 10 log10(noise b / noise a).
+    noise_a, noise_b = (np.sum((x - reference).reshape(n, -1) ** 2, axis=1) for x in (a, b))
+    if not noise_a.any() or not noise_b.any():
+        raise ValueError("an approximation equals the reference: its SQNR is infinite")
+    rng = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, resamples, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start)).astype(np.float64)
+        with np.errstate(divide="ignore"):          # a draw of only error-free images of a or b: +-inf dB
+            differences.append(10.0 * np.log10((counts @ noise_b) / (counts @ noise_a)))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(np.concatenate(differences), [tail, 1.0 - tail])
+    return 10.0 * float(np.log10(noise_b.sum() / noise_a.sum())), float(low), float(high)

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from tools.quantizer.statistics import compare, mcnemar_exact, paired_bootstrap
+from tools.quantizer.statistics import compare, mcnemar_exact, paired_bootstrap, paired_sqnr_bootstrap
+from tools.quantizer.weights import sqnr_db
 
 
 def _outcomes(both, a_only, b_only, neither):
@@ -92,3 +93,56 @@ def test_compare_and_bad_input():
         mcnemar_exact([], [])
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap(a, b, level=1.0)
+
+
+def _logits(n, noise_a, noise_b, seed=0):
+    rng = np.random.default_rng(seed)
+    reference = rng.standard_normal((n, 10))
+    return (reference, reference + noise_a * rng.standard_normal((n, 10)),
+            reference + noise_b * rng.standard_normal((n, 10)))
+
+
+def test_paired_sqnr_difference_and_interval():
+    # Twice the noise amplitude is 6.02 dB less SQNR: the interval holds it and excludes 0.
+    reference, a, b = _logits(2000, 0.1, 0.2)
+    difference, low, high = paired_sqnr_bootstrap(reference, a, b, resamples=2000)
+    assert difference == pytest.approx(sqnr_db(reference, a) - sqnr_db(reference, b), abs=1e-12)
+    assert low < difference < high and 0 < low and low < 20 * np.log10(2) < high and high - low < 0.6
+    # Swapped methods negate everything; the same seed gives the same interval; chunking does not matter.
+    assert paired_sqnr_bootstrap(reference, b, a, resamples=2000) == pytest.approx((-difference, -high, -low))
+    assert paired_sqnr_bootstrap(reference, a, b, resamples=2000) == (difference, low, high)
+    assert paired_sqnr_bootstrap(reference, a, b, resamples=2000, chunk=7) == pytest.approx((difference, low, high),
+                                                                                            abs=0.2)
+
+
+def test_paired_sqnr_interval_of_equal_noise_holds_zero_and_shrinks_with_images():
+    widths = []
+    for n in (100, 1600):
+        reference, a, b = _logits(n, 0.1, 0.1, seed=n)
+        _, low, high = paired_sqnr_bootstrap(reference, a, b, resamples=2000)
+        assert low < 0 < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2.5                      # about 1 / sqrt(16) = 1 / 4
+
+
+def test_paired_sqnr_interval_is_wider_when_a_few_images_carry_the_noise():
+    # The same total noise on 5 of 1000 images instead of all: the choice of images decides much more.
+    reference, a, b = _logits(1000, 0.1, 0.1, seed=4)
+    spread = a.copy()
+    spread[:5] += np.sqrt(200) * 0.1 * np.random.default_rng(5).standard_normal((5, 10))
+    _, low_even, high_even = paired_sqnr_bootstrap(reference, a, b, resamples=2000)
+    _, low, high = paired_sqnr_bootstrap(reference, spread, b, resamples=2000)
+    assert high - low > 5 * (high_even - low_even)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"level": 1.0}, "level"), ({"resamples": 0}, "resamples")])
+def test_paired_sqnr_bad_arguments(kwargs, message):
+    reference, a, b = _logits(10, 0.1, 0.2)
+    with pytest.raises(ValueError, match=message):
+        paired_sqnr_bootstrap(reference, a, b, **kwargs)
+    with pytest.raises(ValueError, match="shape"):
+        paired_sqnr_bootstrap(reference, a[:5], b)
+    with pytest.raises(ValueError, match="shape"):
+        paired_sqnr_bootstrap(reference[:0], a[:0], b[:0])
+    with pytest.raises(ValueError, match="infinite"):
+        paired_sqnr_bootstrap(reference, reference, b)
