@@ -13,6 +13,7 @@ run spends most of its time compiling. Each simulator builds in its own director
 ``tb/sim_build/<simulator>/<name>/``.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,7 +21,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import cocotb
 from amaranth.back import verilog
@@ -68,6 +68,21 @@ def _verilator_environment():
             "MAKEFLAGS": f"{makeflags} CFG_CXXFLAGS_PCH_I=-include".strip()}
 
 
+@contextlib.contextmanager
+def _environment(values):
+    """``os.environ`` with ``values`` set for the duration (the runner's build reads its tools from the environment)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_bench(component, *, name, test_module, args, toplevel="top", sim=None):
     """Build ``component`` with a simulator and run the cocotb ``test_module`` on it.
 
@@ -106,7 +121,7 @@ def run_bench(component, *, name, test_module, args, toplevel="top", sim=None):
     runner = get_runner(sim)
     started = time.perf_counter()
     verilator = sim == "verilator"
-    with mock.patch.dict(os.environ, _verilator_environment() if verilator else {}):
+    with _environment(_verilator_environment() if verilator else {}):
         runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
                      timescale=("1ns", "1ps"), build_args=_VERILATOR_ARGS if verilator else [])
     build_seconds = time.perf_counter() - started
