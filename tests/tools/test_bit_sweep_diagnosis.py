@@ -29,7 +29,7 @@ def _run(*argv, timeout=120):
 ])
 def test_bad_input_is_one_line(argv, message):
     if "--model" not in argv and not os.path.exists(pipeline.DEFAULT_MODEL):
-        pytest.skip("the built-in model is not there")
+        pytest.skip("the built-in model (models/fmnist_mobilenet.onnx) is not in this checkout")
     result = _run(*argv, "--quiet")
     assert result.returncode == 2 and result.stdout == "", argv
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
