@@ -11,14 +11,21 @@ import dataclasses
 import numpy as np
 
 from .conv import conv_output_size
-from .layouts import address_bits, groups, pack_fields, row_pitch, unpack_fields, weight_words
+from .layouts import CODE_BITS, address_bits, groups, pack_fields, row_pitch, unpack_fields, weight_words
 from .pool import MAX_POOL_COUNT
 
-__all__ = ["KINDS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
-           "check_descriptor", "layer_descriptor", "unbounded_config"]
+__all__ = ["KINDS", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
+           "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
 
 #: Layer kinds and their descriptor codes.
-KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3}
+KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4}
+
+#: Weight formats of a layer with weights: int8 words, or two-bit codes decoded by the layer's codebook (an engine
+#: with ``weight_code_bits == 2``; docs/memory.md section 2a).
+WEIGHT_FORMATS = {"int8": 0, "two_bit": 1}
+
+#: Two-bit code words per weight memory word (``8 lanes**2`` bits hold four ``2 lanes**2``-bit code words).
+CODE_WORDS_PER_WORD = 8 // CODE_BITS
 
 #: Largest padding before the input (top, left) a descriptor can hold.
 MAX_PAD = 3
@@ -45,7 +52,17 @@ class LayerDescriptor:
         First weight and bias word of the layer (unused by average pooling).
     input_zero_point, multiplier, shift, output_zero_point, qmin, qmax : int
         Requantization (docs/arithmetic.md, section 5); for average pooling from
-        :func:`golden.pool.average_pool_params`.
+        :func:`golden.pool.average_pool_params`. For a residual ``add``: the zero point of the first input, and the
+        rescaling of the sum to the output (``golden.add.AddParams`` ``output_multiplier`` / ``output_shift``).
+    in2_base, in2_row_pitch, input2_zero_point, multiplier1, shift1, multiplier2, shift2 : int
+        Only for ``add`` (``golden.add``): the second input's placement and zero point, and each input's rescaling
+        (``AddParams.multiplier1`` ...). The add's output is ``in_base``'s tensor plus ``in2_base``'s, element by
+        element; its window fields are 1x1, stride 1, no padding.
+    weight_format : int
+        :data:`WEIGHT_FORMATS` code: 0 for int8 weights; 1 for two-bit codes (an engine with
+        ``weight_code_bits == 2``), whose ``weight_base`` then counts code words (docs/memory.md section 2a).
+    codebook0, codebook1, codebook2, codebook3 : int
+        With two-bit codes: the int8 weight each code stands for (ascending); 0 otherwise.
     """
 
     kind: str
@@ -73,6 +90,18 @@ class LayerDescriptor:
     output_zero_point: int = 0
     qmin: int = -128
     qmax: int = 127
+    in2_base: int = 0
+    in2_row_pitch: int = 0
+    input2_zero_point: int = 0
+    multiplier1: int = 0
+    shift1: int = 0
+    multiplier2: int = 0
+    shift2: int = 0
+    weight_format: int = 0
+    codebook0: int = 0
+    codebook1: int = 0
+    codebook2: int = 0
+    codebook3: int = 0
 
     @property
     def in_shape(self):
@@ -94,6 +123,8 @@ class LayerDescriptor:
         """Multiply-accumulates of the layer as usually counted (padded taps included; a pool counts one per input)."""
         if self.kind == "average_pool":
             return self.in_height * self.in_width * self.in_channels
+        if self.kind == "add":
+            return 0
         window = self.kernel_height * self.kernel_width
         per_output = window if self.kind == "depthwise" else window * self.in_channels
         return self.out_height * self.out_width * self.out_channels * per_output
@@ -108,15 +139,20 @@ def descriptor_fields(config):
     dim, channels = config.dim_bits, config.channel_bits
     act = address_bits(config.act_depth)
     return (
-        ("kind", 2, False),
+        ("kind", 3, False),
         ("in_height", dim, False), ("in_width", dim, False), ("in_channels", channels, False),
         ("out_height", dim, False), ("out_width", dim, False), ("out_channels", channels, False),
         ("kernel_height", dim, False), ("kernel_width", dim, False),
         ("stride_height", 2, False), ("stride_width", 2, False), ("pad_top", 2, False), ("pad_left", 2, False),
         ("in_base", act, False), ("in_row_pitch", act, False), ("out_base", act, False), ("out_row_pitch", act, False),
-        ("weight_base", address_bits(config.weight_depth), False), ("bias_base", address_bits(config.bias_depth), False),
+        ("weight_base", weight_address_bits(config), False), ("bias_base", address_bits(config.bias_depth), False),
         ("input_zero_point", 8, True), ("multiplier", config.multiplier_bits, False),
         ("shift", config.layer_shift_bits, True), ("output_zero_point", 8, True), ("qmin", 8, True), ("qmax", 8, True),
+        ("in2_base", act, False), ("in2_row_pitch", act, False), ("input2_zero_point", 8, True),
+        ("multiplier1", config.multiplier_bits, False), ("shift1", config.layer_shift_bits, True),
+        ("multiplier2", config.multiplier_bits, False), ("shift2", config.layer_shift_bits, True),
+        ("weight_format", 1, False),
+        ("codebook0", 8, True), ("codebook1", 8, True), ("codebook2", 8, True), ("codebook3", 8, True),
     )
 
 
@@ -156,8 +192,11 @@ def check_descriptor(descriptor, config):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
             raise ValueError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
     d = descriptor
-    if d.multiplier and not 1 << 30 <= d.multiplier:
-        raise ValueError(f"multiplier must be 0 or in [2**30, 2**31), not {d.multiplier!r}")
+    for name in ("multiplier", "multiplier1", "multiplier2"):
+        if getattr(d, name) and not 1 << 30 <= getattr(d, name):
+            raise ValueError(f"{name} must be 0 or in [2**30, 2**31), not {getattr(d, name)!r}")
+    _check_add(d)
+    _check_weight_format(d, config)
     if d.qmin > d.qmax:
         raise ValueError(f"qmin {d.qmin} exceeds qmax {d.qmax}")
     for axis, size, kernel, stride, before, out in (
@@ -192,10 +231,23 @@ def check_descriptor(descriptor, config):
                              f"{config.act_depth}")
     if d.in_base < d.out_base + out_words and d.out_base < d.in_base + in_words:
         raise ValueError("the input and output tensors overlap in the activation memory")
-    if d.kind != "average_pool":
-        if d.weight_base + weight_words(d, config) > config.weight_depth:
-            raise ValueError(f"the weights ({weight_words(d, config)} words from {d.weight_base}) exceed "
-                             f"weight_depth {config.weight_depth}")
+    if d.kind == "add":
+        in2_words = d.in_height * d.in2_row_pitch
+        if d.in2_row_pitch < row_pitch(d.in_width, d.in_channels, config):
+            raise ValueError(f"in2_row_pitch {d.in2_row_pitch} is below "
+                             f"{row_pitch(d.in_width, d.in_channels, config)} words, the size of one row of "
+                             f"{d.in_width} x {d.in_channels}")
+        if d.in2_base + in2_words > config.act_depth:
+            raise ValueError(f"the second input tensor ({in2_words} words from {d.in2_base}) exceeds act_depth "
+                             f"{config.act_depth}")
+        if d.in2_base < d.out_base + out_words and d.out_base < d.in2_base + in2_words:
+            raise ValueError("the second input and output tensors overlap in the activation memory")
+    elif d.kind != "average_pool":
+        # Two-bit layers count code words, four to a memory word (docs/memory.md section 2a).
+        capacity = config.weight_depth * (CODE_WORDS_PER_WORD if d.weight_format else 1)
+        if d.weight_base + weight_words(d, config) > capacity:
+            raise ValueError(f"the weights ({weight_words(d, config)} {'code ' if d.weight_format else ''}words "
+                             f"from {d.weight_base}) exceed weight_depth {config.weight_depth}")
         if d.bias_base + groups(d.out_channels, config) > config.bias_depth:
             raise ValueError(f"the biases ({groups(d.out_channels, config)} words from {d.bias_base}) exceed "
                              f"bias_depth {config.bias_depth}")
@@ -203,11 +255,15 @@ def check_descriptor(descriptor, config):
 
 def layer_descriptor(kind, in_shape, out_channels, *, config, kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0),
                      in_base=0, out_base=0, weight_base=0, bias_base=0, input_zero_point=0, multiplier=0, shift=0,
-                     output_zero_point=0, qmin=-128, qmax=127):
+                     output_zero_point=0, qmin=-128, qmax=127, **fields):
     """A checked :class:`LayerDescriptor` with the output shape and minimal row pitches derived.
 
-    ``padding`` is ``(top, bottom, left, right)`` as in ``golden.conv``.
+    ``padding`` is ``(top, bottom, left, right)`` as in ``golden.conv``; ``fields`` are the other descriptor fields
+    (an add's ``in2_base`` ..., a two-bit layer's ``weight_format`` and codebook); an add's ``in2_row_pitch`` defaults
+    to the minimal one.
     """
+    if kind == "add":
+        fields.setdefault("in2_row_pitch", row_pitch(in_shape[1], in_shape[2], config))
     height, width, channels = in_shape
     top, bottom, left, right = padding
     out_height = conv_output_size(height, kernel[0], stride[0], top, bottom)
@@ -219,9 +275,48 @@ def layer_descriptor(kind, in_shape, out_channels, *, config, kernel=(1, 1), str
         pad_top=top, pad_left=left, in_base=in_base, in_row_pitch=row_pitch(width, channels, config),
         out_base=out_base, out_row_pitch=row_pitch(out_width, out_channels, config),
         weight_base=weight_base, bias_base=bias_base, input_zero_point=input_zero_point, multiplier=multiplier,
-        shift=shift, output_zero_point=output_zero_point, qmin=qmin, qmax=qmax)
+        shift=shift, output_zero_point=output_zero_point, qmin=qmin, qmax=qmax, **fields)
     check_descriptor(descriptor, config)
     return descriptor
+
+
+def weight_address_bits(config):
+    """Width of ``weight_base`` and of the engine's weight addresses: two more bits where code words are addressed."""
+    bits = address_bits(config.weight_depth)
+    return bits + 2 if config.weight_code_bits == CODE_BITS else bits
+
+
+def _check_add(d):
+    # An add is elementwise (1x1 window, same shapes) with rescalings below 1; other kinds leave its fields at 0.
+    add_fields = ("in2_base", "in2_row_pitch", "input2_zero_point", "multiplier1", "shift1", "multiplier2", "shift2")
+    if d.kind != "add":
+        for name in add_fields:
+            if getattr(d, name):
+                raise ValueError(f"{name} is an add's field: it must be 0 for a {d.kind} layer")
+        return
+    if d.in_shape != d.out_shape or (d.kernel_height, d.kernel_width, d.stride_height, d.stride_width,
+                                      d.pad_top, d.pad_left) != (1, 1, 1, 1, 0, 0):
+        raise ValueError("an add keeps its shape: 1x1 window, stride 1, no padding, in_* equal to out_*")
+    for name in ("shift", "shift1", "shift2"):
+        if getattr(d, name) > 0:
+            raise ValueError(f"an add's {name} must be <= 0 (a rescaling below 1), not {getattr(d, name)!r}")
+    if d.weight_base or d.bias_base or d.weight_format:
+        raise ValueError("an add has no weights or biases: weight_base, bias_base and weight_format must be 0")
+
+
+def _check_weight_format(d, config):
+    # Two-bit codes need the decoder and a layer with weights; the codebook is ascending there and 0 elsewhere.
+    codebook = [d.codebook0, d.codebook1, d.codebook2, d.codebook3]
+    if not d.weight_format:
+        if any(codebook):
+            raise ValueError("codebook0..codebook3 must be 0 for an int8 layer (weight_format 0)")
+        return
+    if config.weight_code_bits != CODE_BITS:
+        raise ValueError("weight_format 1 (two-bit codes) needs an engine with weight_code_bits 2")
+    if d.kind not in ("conv", "depthwise", "fully_connected"):
+        raise ValueError(f"a {d.kind} layer has no weights to hold as two-bit codes")
+    if any(b <= a for a, b in zip(codebook, codebook[1:])):
+        raise ValueError(f"the codebook {codebook} must be ascending")
 
 
 def unbounded_config(config):
