@@ -43,6 +43,9 @@ class NPUConfig:
     weight_code_bits : int
         Bits per stored weight: 8 (int8 weights) or 2 (two-bit codes and a per-layer 4-entry int8 codebook, decoded
         to int8 in front of the MAC array; docs/memory.md section 2a).
+    program_depth : int
+        Words of the descriptor memory: the most engine layers one program holds (``hdl/controller.py``; MobileNetV2
+        runs about 65 with its residual adds).
 
     Raises
     ------
@@ -61,12 +64,14 @@ class NPUConfig:
     dim_bits: int = 10
     channel_bits: int = 12
     weight_code_bits: int = 8
+    program_depth: int = 128
 
     def __post_init__(self):
         for name, low, high in (("lanes", 1, 256), ("acc_bits", 32, 32), ("shift_bits", 1, 5),
                                 ("multiplier_bits", 31, 31), ("layer_shift_bits", 6, 6),
                                 ("act_depth", 2, 1 << 20), ("weight_depth", 2, 1 << 20), ("bias_depth", 2, 1 << 20),
-                                ("dim_bits", 4, 16), ("channel_bits", 4, 16)):
+                                ("dim_bits", 4, 16), ("channel_bits", 4, 16),
+                                ("program_depth", 1, 1 << 16)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bounds = f"{low}" if low == high else f"in [{low}, {high}]"

@@ -156,12 +156,17 @@ def descriptor_fields(config):
     )
 
 
-def encode_descriptor(descriptor, config):
-    """The descriptor as one integer (fields of :func:`descriptor_fields`, two's complement), after checking it."""
-    check_descriptor(descriptor, config)
+def encode_descriptor(descriptor, config, *, check=True):
+    """The descriptor as one integer (fields of :func:`descriptor_fields`, two's complement), after checking it.
+
+    With ``check=False`` nothing is checked, each field keeps its low bits, and ``kind`` may also be a code (the words
+    of a corrupt program, whose checks ``golden.controller`` models).
+    """
+    if check:
+        check_descriptor(descriptor, config)
     fields = descriptor_fields(config)
-    return pack_fields(fields, {name: KINDS[descriptor.kind] if name == "kind" else getattr(descriptor, name)
-                                 for name, _, _ in fields})
+    return pack_fields(fields, {name: KINDS.get(descriptor.kind, descriptor.kind) if name == "kind"
+                                 else getattr(descriptor, name) for name, _, _ in fields})
 
 
 def decode_descriptor(value, config):

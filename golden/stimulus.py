@@ -9,7 +9,8 @@ clamp), ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 
 :func:`random_layers` draws each layer's data and parameters from one seed, places every layer's input, output, weights
 and biases in its own regions of the memories (so one engine build runs all of them, one after another) and computes
 each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``) on the drawn arrays,
-independently of the memory layouts. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
+independently of the memory layouts; :func:`chained_program` makes them one program (a layer reads the previous one's
+output where the shapes allow) and :func:`mutated_descriptor` corrupts a descriptor. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
 descriptor space (every kind, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
 channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
@@ -21,14 +22,14 @@ import dataclasses
 import numpy as np
 
 from .conv import conv2d, depthwise_conv2d, fully_connected
-from .descriptor import MAX_PAD, check_descriptor, layer_descriptor, unbounded_config
+from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weights
 from .layouts import CODE_BITS, activation_words, groups, row_pitch, weight_words
 from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from .requant import quantize_multiplier, requantize
 
 __all__ = ["Case", "Flavour", "CLAMPS", "random_layers", "two_bit_layers", "fitted_config",
-           "constrained_random_layer"]
+           "constrained_random_layer", "named_specs", "chained_program", "mutated_descriptor"]
 
 #: Clamp bounds a flavour can ask for: the whole int8 range, ReLU ``[zp, 127]``, ReLU6 ``[zp, zp + six]``, and a
 #: narrow window anywhere.
@@ -163,6 +164,47 @@ def constrained_random_layer(seed, index, config):
             break
     images, (case,), codes = _draw([spec], [place], config, rng)
     return case, images, codes if two_bit else None
+
+
+def named_specs(rows, prefix):
+    """Specs of ``(kind, input shape, output channels, kernel, stride, padding, flavour)`` rows, each named
+    ``prefix[index] kind shape->channels kKxK sSS pPPPP flavour``."""
+    return [(f"{prefix}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
+             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {flavour}",
+             kind, shape, cout, kernel, stride, padding, flavour)
+            for index, (kind, shape, cout, kernel, stride, padding, flavour) in enumerate(rows)]
+
+
+def chained_program(cases, config):
+    """The descriptors of ``cases`` as one program for ``hdl/controller.py``: a layer whose input shape is the previous
+    layer's output shape reads that output (its region and row pitch) instead of its own input; the others keep theirs.
+
+    The outputs of chained layers differ from ``case.expected``: ``golden.controller.run_program`` gives them.
+    """
+    descriptors = []
+    for case in cases:
+        d = case.descriptor
+        if descriptors and d.in_shape == descriptors[-1].out_shape:
+            d = dataclasses.replace(d, in_base=descriptors[-1].out_base, in_row_pitch=descriptors[-1].out_row_pitch)
+            check_descriptor(d, config)
+        descriptors.append(d)
+    return descriptors
+
+
+def mutated_descriptor(rng, descriptor, config):
+    """``descriptor`` with one random field set to a value its bits hold (``kind`` to a code 0..7): a corrupt
+    program's word, for ``golden.encode_descriptor(..., check=False)``. Values are drawn over the field, among 0..3,
+    or next to the field's value, so that every check of ``golden.controller.CHECKS`` is hit."""
+    name, width, signed = descriptor_fields(config)[int(rng.integers(len(descriptor_fields(config))))]
+    low = -(1 << (width - 1)) if signed else 0
+    choice = int(rng.integers(3))
+    if name == "kind" or choice == 0:
+        value = int(rng.integers(low, low + (1 << width)))
+    elif choice == 1:
+        value = int(rng.integers(0, 4))
+    else:
+        value = int(np.clip(getattr(descriptor, name) + rng.choice([-1, 1]), low, low + (1 << width) - 1))
+    return dataclasses.replace(descriptor, **{name: value})
 
 
 def _flavour(flavour, index):

@@ -8,7 +8,7 @@ cocotb module call :func:`make_bench` with the same seed and get the same layers
 
 from golden.config import NPUConfig
 from golden.layouts import CODE_BITS
-from golden.stimulus import fitted_config, random_layers, two_bit_layers
+from golden.stimulus import fitted_config, named_specs, random_layers, two_bit_layers
 
 __all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench"]
 
@@ -66,11 +66,8 @@ BENCHES = {
 
 
 def bench_specs(bench):
-    """The bench's layer specs, each named ``bench[index] kind shape->channels kKxK sSS pPPPP flavour``."""
-    return [(f"{bench}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
-             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {flavour}",
-             kind, shape, cout, kernel, stride, padding, flavour)
-            for index, (kind, shape, cout, kernel, stride, padding, flavour) in enumerate(BENCHES[bench])]
+    """The bench's layer specs (``golden.stimulus.named_specs``, prefixed with the bench's name)."""
+    return named_specs(BENCHES[bench], bench)
 
 
 def bench_config(bench, lanes=8):

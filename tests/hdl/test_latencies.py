@@ -1,11 +1,14 @@
 """The RTL's per-stage latencies add up to the constants of the golden cycle model (golden/sequencer.py).
 
 The engine's ``cycles`` counter is checked against ``golden.sequencer.layer_cycles`` by simulation
-(tests/hdl/test_engine.py, tb/); these tests point at the stages when a sum no longer matches. The MAC array's
+(tests/hdl/test_engine.py, tb/), the controller's against ``golden.controller.program_cycles``
+(tests/hdl/test_controller.py); these tests point at the stages when a sum no longer matches. The MAC array's
 latencies are checked in tests/hdl/test_mac_array.py.
 """
 
+from golden.controller import CHECK_LATENCY, DESCRIPTOR_LATENCY, LAUNCH_LATENCY, LAYER_OVERHEAD, STORE_LATENCY
 from golden.sequencer import FETCH_LATENCY, SEQUENCER_LATENCY, WRITE_LATENCY
+from hdl.controller import Controller
 from hdl.engine import Engine
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
 from hdl.requant import Requantizer
@@ -25,3 +28,10 @@ def test_write_stages_add_up_to_the_write_latency():
     stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency)
     assert sum(stages) == Engine.write_latency == WRITE_LATENCY
 
+
+
+def test_controller_stages_add_up_to_its_layer_overhead():
+    stages = (Controller.DESCRIPTOR_LATENCY, Controller.CHECK_LATENCY, Controller.LAUNCH_LATENCY,
+              Controller.STORE_LATENCY)
+    assert stages == (DESCRIPTOR_LATENCY, CHECK_LATENCY, LAUNCH_LATENCY, STORE_LATENCY)
+    assert sum(stages) == Controller.LAYER_OVERHEAD == LAYER_OVERHEAD

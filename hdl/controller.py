@@ -1,0 +1,287 @@
+"""The NPU: the convolution engine and the layer controller that runs a whole program of descriptors per ``start``.
+
+``golden/controller.py`` is its model (checks, ``run_program``, ``program_cycles``). States, per layer ``i`` of
+``0 .. layer_count - 1``::
+
+    IDLE --start--> FETCH (descriptor i read, DESCRIPTOR_LATENCY) --> CHECK (CHECK_LATENCY) --> LAUNCH --+
+                      ^                                                       (a check failed: error, done, IDLE)
+                      |                                                                                  v
+                      +---- i + 1 <---- (step: PAUSED until resume) <---- RUN (engine busy; its done: counters
+                                                                               stored at address i; last layer: done)
+
+The checks (``golden.controller.CHECKS``, in that priority) refuse every descriptor that would make the sequencer
+loop for ever or write outside the activation memory: ``layer_count`` 0 or above ``program_depth``, kind codes
+outside ``KINDS``, zero sizes, strides outside 1..2, padding not below the kernel, output sizes that do not follow
+from the input, channel and window rules of depthwise / fully connected / pool / add layers, row pitches below the
+minimum, tensor regions beyond ``act_depth`` (one registered multiply per region) and bias words beyond
+``bias_depth``. Left to ``golden.descriptor.check_descriptor`` (they cannot hang the engine or write outside its
+memories): weight bounds (reads only), overlapping regions, requantization and codebook fields.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import check_config
+from golden.controller import CHECKS
+from golden.descriptor import KINDS, descriptor_fields
+from golden.layouts import CODE_BITS, address_bits
+from hdl.engine import COUNTER_BITS, Engine, host_signature
+from hdl.memory import _registered_read
+from hdl.sequencer import descriptor_layout
+
+__all__ = ["Controller", "counter_layout"]
+
+
+def counter_layout():
+    """One layer's stored performance counters (``hdl.engine.Engine``'s, at the layer's ``done``)."""
+    return data.StructLayout({name: unsigned(COUNTER_BITS) for name in ("cycles", "active_cycles", "mac_ops")})
+
+
+class Controller(wiring.Component):
+    """The NPU top: an :class:`hdl.engine.Engine` run layer after layer from a descriptor memory.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        The hardware instance; ``program_depth`` words of descriptor memory.
+    images : golden.images.MemoryImages or None
+        The engine's initial memories (build time); ``None`` for zeros.
+    descriptors : list of int or None
+        The descriptor memory's initial words (``golden.descriptor.encode_descriptor``); ``None`` for zeros.
+    weight_codes : numpy.ndarray or None
+        A two-bit engine's initial weight codes (:class:`hdl.engine.Engine`).
+
+    Members
+    -------
+    start : ``In(1)``
+        A cycle high while idle runs layers ``0 .. layer_count - 1`` and clears ``error``.
+    layer_count : ``In(unsigned)``
+        Layers to run; hold it stable until ``done``.
+    step, resume : ``In(1)``
+        With ``step`` high the controller pauses after each layer but the last (``paused`` high) until a cycle of
+        ``resume``: the host port then reads that layer's output. Paused cycles are not counted.
+    busy, done, paused : ``Out(1)``
+        A program is running (paused included); one cycle after its last layer or an error; waiting for ``resume``.
+    layer : ``Out(unsigned)``
+        The layer running (or just run, while paused).
+    error, error_layer, error_check : ``Out``
+        A check failed (sticky until the next ``start``), at which layer, and which (index into
+        ``golden.controller.CHECKS``).
+    cycles : ``Out(unsigned(COUNTER_BITS))``
+        Cycles of the last run, paused ones excluded (``golden.controller.program_cycles``).
+    counter_address : ``In(unsigned)``, counter_data : ``Out(counter_layout())``
+        The counters stored for a layer, :attr:`COUNTER_LATENCY` cycles after its address.
+    descriptor_load : ``In(hdl.layouts.load_signature(...))``
+        Writes descriptor memory words while idle.
+    host, weight_load, bias_load : ``In``
+        The engine's ports (``hdl.engine.Engine``), passed through.
+
+    Attributes
+    ----------
+    LAYER_OVERHEAD : int
+        Cycles a layer costs beyond the engine's: the descriptor read, the checks, the launch and the store
+        (``golden.controller.LAYER_OVERHEAD``, whose constants these are).
+    """
+
+    #: Cycles from a layer's index to its descriptor: the descriptor memory's registered read.
+    DESCRIPTOR_LATENCY = 2
+    #: Cycles of the checks: products and flags registered (:meth:`_checks`), then the verdict.
+    CHECK_LATENCY = 2
+    #: The cycle in which the engine's ``start`` is high.
+    LAUNCH_LATENCY = 1
+    #: The cycle of the engine's ``done``: the layer's counters are written.
+    STORE_LATENCY = 1
+    LAYER_OVERHEAD = DESCRIPTOR_LATENCY + CHECK_LATENCY + LAUNCH_LATENCY + STORE_LATENCY
+    #: Cycles from ``counter_address`` to ``counter_data`` (a registered read).
+    COUNTER_LATENCY = 2
+
+    def __init__(self, config, *, images=None, descriptors=None, weight_codes=None):
+        self._config = check_config(config)
+        depth = config.program_depth
+        width = sum(width for _, width, _ in descriptor_fields(config))
+        descriptors = [] if descriptors is None else [int(word) for word in descriptors]
+        if len(descriptors) > depth:
+            raise ValueError(f"{len(descriptors)} descriptors exceed program_depth {depth}")
+        if any(not 0 <= word < 1 << width for word in descriptors):
+            raise ValueError(f"descriptors must be {width}-bit words")
+        self._descriptors = descriptors
+        self._engine = Engine(config, images=images, weight_codes=weight_codes)
+        bits = address_bits(depth)
+        engine_ports = self._engine.signature.members
+        super().__init__({
+            "start": In(1),
+            "layer_count": In(unsigned(depth.bit_length())),
+            "step": In(1),
+            "resume": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "paused": Out(1),
+            "layer": Out(unsigned(bits)),
+            "error": Out(1),
+            "error_layer": Out(unsigned(bits)),
+            "error_check": Out(range(len(CHECKS))),
+            "cycles": Out(unsigned(COUNTER_BITS)),
+            "counter_address": In(unsigned(bits)),
+            "counter_data": Out(counter_layout()),
+            "descriptor_load": In(wiring.Signature({"address": Out(unsigned(bits)), "data": Out(unsigned(width)),
+                                                    "write": Out(1)})),
+            "host": In(host_signature(config)),
+            "weight_load": engine_ports["weight_load"],
+            "bias_load": engine_ports["bias_load"],
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        depth = config.program_depth
+        m.submodules.engine = engine = self._engine
+        for name in ("host", "weight_load", "bias_load"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(engine, name))
+
+        width = sum(width for _, width, _ in descriptor_fields(config))
+        m.submodules.descriptors = program = memory.Memory(shape=unsigned(width), depth=depth,
+                                                           init=self._descriptors)
+        m.submodules.counters = counters = memory.Memory(shape=counter_layout(), depth=depth, init=[])
+        load = program.write_port()
+        m.d.comb += [load.addr.eq(self.descriptor_load.address), load.data.eq(self.descriptor_load.data),
+                     load.en.eq(self.descriptor_load.write & ~self.busy)]
+        d = data.View(descriptor_layout(config), _registered_read(m, program, self.layer, "descriptor"))
+        m.d.comb += engine.descriptor.eq(d)
+        if config.weight_code_bits == CODE_BITS:
+            m.d.comb += engine.codebook.eq(Cat(d.codebook0, d.codebook1, d.codebook2, d.codebook3))
+        m.d.comb += self.counter_data.eq(_registered_read(m, counters, self.counter_address, "counters"))
+        store = counters.write_port()
+        m.d.comb += [store.addr.eq(self.layer), store.data.cycles.eq(engine.cycles),
+                     store.data.active_cycles.eq(engine.active_cycles), store.data.mac_ops.eq(engine.mac_ops)]
+
+        failed, failed_check = self._checks(m, d)
+        wait = Signal(range(max(self.DESCRIPTOR_LATENCY, self.CHECK_LATENCY)))
+        last = self.layer == self.layer_count - 1
+        m.d.sync += self.done.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.error.eq(0), self.layer.eq(0), self.cycles.eq(0), wait.eq(0)]
+                    with m.If((self.layer_count == 0) | (self.layer_count > depth)):
+                        m.d.sync += [self.error.eq(1), self.error_layer.eq(0),
+                                     self.error_check.eq(CHECKS.index("layer_count")), self.done.eq(1)]
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [self.cycles.eq(self.cycles + 1), wait.eq(wait + 1)]
+                with m.If(wait == self.DESCRIPTOR_LATENCY - 1):
+                    m.d.sync += wait.eq(0)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [self.cycles.eq(self.cycles + 1), wait.eq(wait + 1)]
+                with m.If(wait == self.CHECK_LATENCY - 1):
+                    m.d.sync += wait.eq(0)
+                    m.next = "LAUNCH"
+            with m.State("LAUNCH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(failed):
+                    m.d.sync += [self.error.eq(1), self.error_layer.eq(self.layer), self.error_check.eq(failed_check),
+                                 self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += engine.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(engine.done):
+                    m.d.comb += store.en.eq(1)
+                    with m.If(last):
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Elif(self.step):
+                        m.next = "PAUSED"
+                    with m.Else():
+                        m.d.sync += self.layer.eq(self.layer + 1)
+                        m.next = "FETCH"
+            with m.State("PAUSED"):
+                m.d.comb += [self.busy.eq(1), self.paused.eq(1)]
+                with m.If(self.resume):
+                    m.d.sync += self.layer.eq(self.layer + 1)
+                    m.next = "FETCH"
+        return m
+
+    def _checks(self, m, d):
+        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: flags and region products registered, then the
+        first failing check of ``golden.controller.CHECKS`` (order of priority). Returns ``(failed, failed_check)``,
+        valid in the cycle after the two."""
+        config = self._config
+        lane_bits, lanes = config.lane_bits, config.lanes
+        kind = {name: d.kind == code for name, code in KINDS.items()}
+        is_add = kind["add"]
+        flags = {
+            "kind": d.kind >= len(KINDS),
+            "size": 0,
+            "stride": 0,
+            "padding": (d.pad_top >= d.kernel_height) | (d.pad_left >= d.kernel_width),
+            "output_size": 0,
+            "channels": (kind["depthwise"] | kind["average_pool"] | is_add) & (d.in_channels != d.out_channels),
+            "window": ((kind["fully_connected"] | kind["average_pool"])
+                       & ((d.kernel_height != d.in_height) | (d.kernel_width != d.in_width)
+                          | (d.stride_height != 1) | (d.stride_width != 1)))
+                      | (is_add & ((d.kernel_height != 1) | (d.kernel_width != 1) | (d.stride_height != 1)
+                                   | (d.stride_width != 1) | (d.pad_top != 0) | (d.pad_left != 0))),
+        }
+        for name in ("in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
+                     "kernel_height", "kernel_width"):
+            flags["size"] = flags["size"] | (d[name] == 0)
+        for size, kernel, stride, before, out in (
+                (d.in_height, d.kernel_height, d.stride_height, d.pad_top, d.out_height),
+                (d.in_width, d.kernel_width, d.stride_width, d.pad_left, d.out_width)):
+            flags["stride"] = flags["stride"] | (stride == 0) | (stride == 3)
+            # After-padding (out - 1) * stride + kernel - size - before in [0, kernel), without subtractions:
+            # out * stride < stride + size + before <= out * stride + kernel.
+            span, reach = Mux(stride == 2, out << 1, out), stride + size + before
+            flags["output_size"] = flags["output_size"] | (span >= reach) | (reach > span + kernel)
+
+        # Stage 1: flags, each region's words (height * row pitch) and minimal row pitch registered.
+        registered = {}
+        for name, flag in flags.items():
+            registered[name] = Signal(name=f"check_{name}")
+            m.d.sync += registered[name].eq(flag)
+        regions = []
+        for label, base, pitch, height, width, channels in (
+                ("in", d.in_base, d.in_row_pitch, d.in_height, d.in_width, d.in_channels),
+                ("out", d.out_base, d.out_row_pitch, d.out_height, d.out_width, d.out_channels),
+                ("in2", d.in2_base, d.in2_row_pitch, d.in_height, d.in_width, d.in_channels)):
+            words = Signal(range((1 << len(height)) * (1 << len(pitch))), name=f"check_{label}_words")
+            minimum = Signal(range(1 << (len(channels) + len(width))), name=f"check_{label}_pitch")
+            m.d.sync += [words.eq(height * pitch),
+                         minimum.eq(((channels + lanes - 1) >> lane_bits) * ((width + lanes - 1) >> lane_bits))]
+            regions.append((label, base, pitch, words, minimum))
+        add_registered = Signal(name="check_add")
+        weighted = Signal(name="check_weighted")
+        bias_end = Signal(range((1 << len(d.bias_base)) + (1 << len(d.out_channels))), name="check_bias_end")
+        m.d.sync += [add_registered.eq(is_add),
+                     weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
+                     bias_end.eq(d.bias_base + ((d.out_channels + lanes - 1) >> lane_bits))]
+
+        # Stage 2: the region checks, and the first failing check of CHECKS registered.
+        registered["row_pitch"] = registered["activation_bounds"] = 0
+        for label, base, pitch, words, minimum in regions:
+            active = add_registered if label == "in2" else 1
+            registered["row_pitch"] = registered["row_pitch"] | (active & (pitch < minimum))
+            registered["activation_bounds"] = registered["activation_bounds"] | (
+                active & (base + words > config.act_depth))
+        registered["bias_bounds"] = weighted & (bias_end > config.bias_depth)
+        failed = Signal(name="check_failed")
+        failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
+        for index, name in enumerate(CHECKS[1:], start=1):
+            with (m.If if index == 1 else m.Elif)(registered[name]):
+                m.d.sync += [failed.eq(1), failed_check.eq(index)]
+        with m.Else():
+            m.d.sync += failed.eq(0)
+        return failed, failed_check
