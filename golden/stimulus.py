@@ -21,6 +21,7 @@ import dataclasses
 
 import numpy as np
 
+from . import network
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weights
@@ -29,7 +30,7 @@ from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from .requant import quantize_multiplier, requantize
 
 __all__ = ["Case", "Flavour", "CLAMPS", "random_layers", "two_bit_layers", "fitted_config",
-           "constrained_random_layer", "named_specs", "chained_program", "mutated_descriptor"]
+           "constrained_random_layer", "named_specs", "small_network", "chained_program", "mutated_descriptor"]
 
 #: Clamp bounds a flavour can ask for: the whole int8 range, ReLU ``[zp, 127]``, ReLU6 ``[zp, zp + six]``, and a
 #: narrow window anywhere.
@@ -173,6 +174,33 @@ def named_specs(rows, prefix):
              f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {flavour}",
              kind, shape, cout, kernel, stride, padding, flavour)
             for index, (kind, shape, cout, kernel, stride, padding, flavour) in enumerate(rows)]
+
+
+def small_network(rng, config):
+    """A small quantized :class:`golden.network.Network` with random parameters, input 9x9x3 (the images' and the
+    controller's tests): conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv -> global pool -> flatten -> fully connected.
+    """
+    def weighted(cls, name, source, weights, channels, **extra):
+        return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
+                   multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
+                   channel_shift=rng.integers(0, 16, size=channels), weight_scale=np.ones(channels), **extra)
+    layers = (
+        weighted(network.Conv2D, "c0", network.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
+                 stride=(1, 1), padding=(1, 1, 1, 1)),
+        weighted(network.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
+                 stride=(2, 2), padding=(0, 1, 0, 1)),
+        weighted(network.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
+        network.AveragePool(name="p3", input="c2", output="p3"),
+        network.Flatten(name="f4", input="p3", output="f4"),
+        weighted(network.FullyConnected, "fc5", "f4", rng.integers(-127, 128, size=(10, 20)), 10),
+    )
+    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 20), "p3": (1, 1, 20),
+              "f4": (20,), "fc5": (10,)}
+    tensors = {name: network.Tensor(shape=shape, scale=0.1, zero_point=0 if name in ("c2", "p3", "f4") else
+                                    int(rng.integers(-20, 20))) for name, shape in shapes.items()}
+    tensors["p3"] = tensors["f4"] = tensors["c2"]
+    tensors = {name: dataclasses.replace(t, shape=shapes[name]) for name, t in tensors.items()}
+    return network.Network(layers=layers, tensors=tensors, output="fc5", config=config)
 
 
 def chained_program(cases, config):

@@ -1,28 +1,124 @@
-"""Verilog of the NPU's top, the convolution engine: ``python -m hdl.top generate -o npu.v [--lanes 8 ...]``.
+"""Verilog of the NPU's top, the layer controller and its engine: ``python -m hdl.top generate -o npu.v [--images DIR]``.
 
 Every field of :class:`golden.config.NPUConfig` is a command-line option with its default; a bad value is one line
-on stderr and exit code 2, and no file is written. The engine's memories start empty (zeros); benches and ROM builds
-initialise them from ``golden.images`` images.
+on stderr and exit code 2, and no file is written. Without ``--images`` the memories start empty (zeros): the load
+ports fill them, or benches build the top with ``golden.images`` images inline.
+
+``--images DIR`` takes a quantizer output folder (``golden.images.write_images``: ``memory.json``, ``weights.hex``,
+``bias.hex``, ``descriptors.hex``) and its configuration (``memory.json``'s ``descriptor_config``; only
+``--program-depth`` may be given besides, the descriptors do not depend on it). The weight, bias and descriptor
+memories then load the folder's files with ``$readmemh``: the three files are copied beside the Verilog and named
+without a folder, so a simulator runs from the Verilog's folder (yosys finds them beside the source). Amaranth has no
+``$readmemh``, so the memories are generated empty and their zero ``initial`` blocks replaced by a zero loop and a
+``$readmemh`` (:func:`load_with_readmemh`); the Verilog stays small whatever the network (amaranth#1522). A folder
+that is not a quantizer output, hex words not as wide as the memories, or a network with more layers than
+``program_depth`` is one line on stderr, exit code 2, nothing written.
 """
 
+import dataclasses
+import json
+import re
 import sys
 from pathlib import Path
 
 from amaranth.back import verilog
 
 from cli import OneLineErrorParser, add_config_arguments, config_from_args, write_file
-from hdl.engine import Engine
+from golden.config import NPUConfig
+from hdl.controller import Controller
 
-__all__ = ["build_top", "main"]
+__all__ = ["IMAGE_FILES", "build_top", "load_with_readmemh", "main"]
+
+#: The files ``--images`` loads and where: ``(file, module path below the top ("" for the top), memory name)``.
+IMAGE_FILES = (("weights.hex", "engine.weights", "mem"), ("bias.hex", "engine.biases", "mem"),
+               ("descriptors.hex", "", "descriptors"))
 
 
 def build_top(config):
-    """The top-level component for ``config``: the convolution engine (``hdl/engine.py``) with empty memories.
+    """The top-level component for ``config``: the layer controller with its engine (``hdl/controller.py``), memories
+    empty.
 
     Raises:
         ValueError: if ``config`` describes no engine (fewer than 2 lanes).
     """
-    return Engine(config)
+    return Controller(config)
+
+
+def load_with_readmemh(text, top, loads):
+    """Verilog ``text`` (of a top named ``top``) whose memories load files with ``$readmemh`` at time 0.
+
+    ``loads`` are ``(file, module path, memory name)`` (:data:`IMAGE_FILES`). Each memory must be declared exactly
+    once in its module (``reg [W-1:0] name [D-1:0];``), followed by nothing or by Amaranth's all-zero ``initial``
+    block, which is replaced by a loop writing zeros and the ``$readmemh`` (words past the file's stay 0 in every
+    simulator).
+
+    Returns:
+        ``(text, {file: (width, depth)})``: the new text and each memory's shape.
+    Raises:
+        ValueError: a module or memory not found once, or a memory with a non-zero initial value.
+    """
+    shapes = {}
+    for file, path, name in loads:
+        module = re.escape(f"{top}.{path}") if path else None
+        header = rf"^module \\{module}(?:\$\d+)? \(" if module else rf"^module {re.escape(top)}\("
+        starts = [match.start() for match in re.finditer(header, text, re.MULTILINE)]
+        if len(starts) != 1:
+            raise ValueError(f"{len(starts)} modules {top}.{path} in the Verilog, not 1")
+        end = text.index("\nendmodule", starts[0]) + 1
+        declaration = re.compile(rf"^  reg \[(\d+):0\] {re.escape(name)} \[(\d+):0\];\n"
+                                 rf"(  initial begin\n(?:    {re.escape(name)}\[\d+\] = \d+'h0+;\n)*  end\n)?",
+                                 re.MULTILINE)
+        found = list(declaration.finditer(text, starts[0], end))
+        if len(found) != 1 or text.startswith("  initial", found[0].end()):
+            raise ValueError(f"memory {name!r} of {top}.{path} not declared once with a zero initial value")
+        match = found[0]
+        width, depth = int(match[1]) + 1, int(match[2]) + 1
+        shapes[file] = (width, depth)
+        label = re.sub(r"\W", "_", f"load_{file}")
+        text = (text[:match.start()] + match.group(0).split("\n")[0] + "\n"
+                f"  initial begin : {label}\n"
+                f"    integer i;\n"
+                f"    for (i = 0; i < {depth}; i = i + 1) {name}[i] = {width}'h0;\n"
+                f"    $readmemh(\"{file}\", {name});\n"
+                f"  end\n" + text[match.end():])
+    return text, shapes
+
+
+def _images_config(parser, args):
+    """The configuration of the quantizer folder ``args.images`` (``--program-depth`` applied) and its hex files'
+    lines; exits with one line unless it is a quantizer output folder that fits ``program_depth``."""
+    folder = args.images
+    defaults = NPUConfig()
+    given = [field.name for field in dataclasses.fields(NPUConfig) if field.name != "program_depth"
+             and getattr(args, field.name) != getattr(defaults, field.name)]
+    if given:
+        parser.error(f"--images takes the configuration from {folder}/memory.json: drop "
+                     f"--{given[0].replace('_', '-')}")
+    try:
+        summary = json.loads((folder / "memory.json").read_text())
+        config = NPUConfig(**dict(summary["descriptor_config"], program_depth=args.program_depth))
+        lines = {file: (folder / file).read_text().split() for file, _, _ in IMAGE_FILES}
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as error:
+        parser.exit(2, f"{parser.prog}: error: {str(folder)!r} is not a quantizer output folder "
+                       f"(golden.images.write_images): {error}\n")
+    layers = len(lines["descriptors.hex"])
+    if not 0 < layers <= config.program_depth:
+        parser.error(f"the network's {layers} engine layers do not fit program_depth {config.program_depth}")
+    return config, lines
+
+
+def _check_hex(parser, lines, shapes):
+    """Exit with one line unless every hex file's words are as wide as its memory's and fit its depth."""
+    for file, words in lines.items():
+        width, depth = shapes[file]
+        digits = -(-width // 4)
+        bad = [word for word in words if len(word) != digits or not re.fullmatch(r"[0-9a-fA-F]+", word)
+               or int(word, 16) >> width]
+        if bad:
+            parser.error(f"{file}: word {bad[0]!r} is not a {width}-bit word of {digits} hex digits, the memory's "
+                         f"width")
+        if len(words) > depth:
+            parser.error(f"{file}: {len(words)} words exceed the memory's {depth}")
 
 
 def _parser():
@@ -32,6 +128,9 @@ def _parser():
                                    description="Write Verilog (Verilog-2005, compiles in iverilog -g2012) of the top.")
     generate.add_argument("-o", "--output", required=True, type=Path, help="Verilog file to write")
     generate.add_argument("--name", default="npu", help="Verilog module name (default: %(default)s)")
+    generate.add_argument("--images", type=Path, metavar="DIR",
+                          help="a quantizer output folder: its configuration, its memories loaded with $readmemh "
+                               "(the .hex files are copied beside the Verilog)")
     add_config_arguments(generate)
     return parser
 
@@ -39,16 +138,26 @@ def _parser():
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    config = config_from_args(parser, args)
+    if args.images is None:
+        config, lines = config_from_args(parser, args), {}
+    else:
+        config, lines = _images_config(parser, args)
+    if not args.output.parent.is_dir():
+        parser.exit(2, f"{parser.prog}: error: output directory {str(args.output.parent)!r} does not exist\n")
     try:
         top = build_top(config)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     text = verilog.convert(top, name=args.name, emit_src=False)
-    if not args.output.parent.is_dir():
-        parser.exit(2, f"{parser.prog}: error: output directory {str(args.output.parent)!r} does not exist\n")
+    if lines:
+        text, shapes = load_with_readmemh(text, args.name, IMAGE_FILES)
+        _check_hex(parser, lines, shapes)
+        for file in lines:
+            target = args.output.parent / file
+            if not (target.exists() and target.samefile(args.images / file)):
+                write_file(target, (args.images / file).read_bytes())
     write_file(args.output, text.encode())
-    print(f"wrote {args.output} ({config})")
+    print(f"wrote {args.output}{' and its .hex files' if lines else ''} ({config})")
     return 0
 
 

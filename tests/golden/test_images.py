@@ -12,33 +12,9 @@ from golden.engine import run_layer
 from golden.hexfile import read_hex
 from golden.images import read_images, read_weight_codes, store_activation, store_weights, write_images
 from golden.layouts import decode_code_words
+from golden.stimulus import small_network
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
-
-
-def small_network(rng, config):
-    """conv 3x3 -> depthwise 3x3 stride 2 -> residual-free 1x1 conv -> global pool -> flatten -> fully connected."""
-    def weighted(cls, name, source, weights, channels, **extra):
-        return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
-                   multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
-                   channel_shift=rng.integers(0, 16, size=channels), weight_scale=np.ones(channels), **extra)
-    layers = (
-        weighted(gnet.Conv2D, "c0", gnet.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
-                 stride=(1, 1), padding=(1, 1, 1, 1)),
-        weighted(gnet.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
-                 stride=(2, 2), padding=(0, 1, 0, 1)),
-        weighted(gnet.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
-        gnet.AveragePool(name="p3", input="c2", output="p3"),
-        gnet.Flatten(name="f4", input="p3", output="f4"),
-        weighted(gnet.FullyConnected, "fc5", "f4", rng.integers(-127, 128, size=(10, 20)), 10),
-    )
-    shapes = {gnet.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 20), "p3": (1, 1, 20),
-              "f4": (20,), "fc5": (10,)}
-    tensors = {name: gnet.Tensor(shape=shape, scale=0.1, zero_point=0 if name in ("c2", "p3", "f4") else
-                                 int(rng.integers(-20, 20))) for name, shape in shapes.items()}
-    tensors["p3"] = tensors["f4"] = tensors["c2"]
-    tensors = {name: dataclasses.replace(t, shape=shapes[name]) for name, t in tensors.items()}
-    return gnet.Network(layers=layers, tensors=tensors, output="fc5", config=config)
 
 
 def test_network_images_run_layer_after_layer_as_the_network(tmp_path):

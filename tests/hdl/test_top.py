@@ -1,10 +1,18 @@
-"""``python -m hdl.top generate``: Verilog that Icarus compiles, and one-line errors with exit code 2."""
+"""``python -m hdl.top generate``: Verilog that Icarus compiles, ``--images`` memories loaded by ``$readmemh``, and
+one-line errors with exit code 2 (nothing written)."""
 
+import re
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from golden.config import NPUConfig
+from golden.images import write_images
+from golden.stimulus import small_network
+from hdl.top import IMAGE_FILES, load_with_readmemh
 
 
 def generate(*args, cwd):
@@ -41,3 +49,74 @@ def test_bad_parameters_give_one_line_and_exit_2(tmp_path, args, message):
 def test_missing_output_directory(tmp_path):
     result = generate("-o", str(tmp_path / "nowhere" / "npu.v"), cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+@pytest.fixture
+def quantized(tmp_path):
+    """A quantizer output folder (golden.images.write_images) of a 5-layer network."""
+    folder = tmp_path / "quantized"
+    folder.mkdir()
+    write_images(small_network(np.random.default_rng(5), NPUConfig(act_depth=64, weight_depth=64, bias_depth=16)),
+                 folder)
+    return folder
+
+
+def test_images_are_loaded_with_readmemh(tmp_path, quantized):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = generate("--images", str(quantized), "-o", str(out / "npu.v"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (out / "npu.v").read_text()
+    assert re.findall(r'\$readmemh\("([a-z.]+)", (\w+)\);', text) == [
+        ("descriptors.hex", "descriptors"), ("bias.hex", "mem"), ("weights.hex", "mem")]
+    assert not re.search(r"^    (mem|descriptors)\[\d+\] = ", text, re.MULTILINE)   # no inline init left
+    for file, _, _ in IMAGE_FILES:
+        assert (out / file).read_bytes() == (quantized / file).read_bytes()
+    if shutil.which("iverilog"):
+        compiled = subprocess.run(["iverilog", "-g2012", "-o", str(out / "npu.vvp"), str(out / "npu.v")],
+                                  capture_output=True, text=True)
+        assert compiled.returncode == 0, compiled.stderr
+
+
+def _break(folder, file, change):
+    path = folder / file
+    path.write_text(change(path.read_text()))
+
+
+@pytest.mark.parametrize("args, damage, message", [
+    (["--program-depth", "4"], None, "the network's 5 engine layers do not fit program_depth 4"),
+    (["--lanes", "4"], None, "memory.json: drop --lanes"),
+    ([], ("memory.json", lambda text: "{}"), "is not a quantizer output folder"),
+    ([], ("descriptors.hex", lambda text: ""), "the network's 0 engine layers do not fit program_depth 128"),
+    ([], ("weights.hex", lambda text: text[1:]), "weights.hex: word"),
+    ([], ("bias.hex", lambda text: text.replace("\n", "0\n", 1)), "is not a 288-bit word of 72 hex digits"),
+    ([], ("bias.hex", lambda text: text * 20), "bias.hex: 180 words exceed the memory's 16"),
+])
+def test_bad_images_give_one_line_and_exit_2(tmp_path, quantized, args, damage, message):
+    if damage is not None:
+        _break(quantized, *damage)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = generate("--images", str(quantized), "-o", str(out / "npu.v"), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not list(out.iterdir())
+
+
+def test_not_a_folder_gives_one_line(tmp_path):
+    result = generate("--images", str(tmp_path / "missing"), "-o", str(tmp_path / "npu.v"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not a quantizer output" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+DECLARED = "module \\t.m (clk);\n  reg [7:0] mem [1:0];\n  initial begin\n    mem[0] = 8'h{};\n  end\nendmodule\n"
+
+
+def test_readmemh_replaces_a_zero_initial_block_only():
+    text, shapes = load_with_readmemh(DECLARED.format("00"), "t", [("m.hex", "m", "mem")])
+    assert shapes == {"m.hex": (8, 2)}
+    assert '$readmemh("m.hex", mem);' in text and "mem[0] = 8'h00" not in text
+    with pytest.raises(ValueError, match=r"^memory 'mem' of t.m not declared once with a zero initial value$"):
+        load_with_readmemh(DECLARED.format("01"), "t", [("m.hex", "m", "mem")])
+    with pytest.raises(ValueError, match=r"^0 modules t.other in the Verilog, not 1$"):
+        load_with_readmemh(DECLARED.format("00"), "t", [("m.hex", "other", "mem")])
