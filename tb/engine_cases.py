@@ -1,16 +1,25 @@
-"""The engine benches' layers: specs per bench, and the configuration whose memories hold them all.
+"""The engine benches' layers: specs per bench, and the configuration whose memories hold them all; the controller's
+program of the ``program`` bench.
 
 ``golden.stimulus`` draws each layer's data and parameters from a fixed seed, places every layer's input, output,
 weights and biases in its own region of the memories (one Verilog build runs all of a bench's layers one after
 another) and computes the expected output with the golden ops on the original arrays. The pytest launcher and the
-cocotb module call :func:`make_bench` with the same seed and get the same layers.
+cocotb module call :func:`make_bench` (:func:`program_bench`) with the same seed and get the same layers.
 """
 
-from golden.config import NPUConfig
-from golden.layouts import CODE_BITS
-from golden.stimulus import fitted_config, named_specs, random_layers, two_bit_layers
+import dataclasses
 
-__all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench"]
+import numpy as np
+
+from golden.config import NPUConfig
+from golden.controller import hardware_error, run_program
+from golden.descriptor import encode_descriptor
+from golden.layouts import CODE_BITS
+from golden.stimulus import chained_program, fitted_config, mutated_descriptor, named_specs, random_layers, \
+    two_bit_layers
+
+__all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench", "program_bench",
+           "corrupt_layer"]
 
 #: Codebook of each two-bit bench layer: SPTQ/MSPTQ levels {-4, -1, 1, 4} x 24, UQ levels {-3, -1, 1, 3} x 27, and
 #: the int8 extremes.
@@ -55,6 +64,17 @@ BENCHES = {
         ("conv", (6, 7, 20), 16, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
         ("fully_connected", (1, 1, 37), 10, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
+    # The controller's program (:func:`program_bench`): a small network whose layers read the previous output, but
+    # layer 3, which reads its own input.
+    "program": [
+        ("conv", (6, 6, 8), 16, (3, 3), (1, 1), (1, 1, 1, 1), "plain"),
+        ("depthwise", (6, 6, 16), 16, (3, 3), (2, 2), (0, 1, 0, 1), "relu6"),
+        ("conv", (3, 3, 16), 24, (1, 1), (1, 1), (0, 0, 0, 0), "saturate"),
+        ("conv", (4, 4, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
+        ("depthwise", (4, 4, 8), 8, (3, 3), (1, 1), (1, 1, 1, 1), "plain"),
+        ("average_pool", (4, 4, 8), 8, (4, 4), (1, 1), (0, 0, 0, 0), "plain"),
+        ("fully_connected", (1, 1, 8), 10, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+    ],
     # Channel counts that are multiples of the lanes: the utilization targets, and the >= 100,000-MAC speed check.
     "utilization": [
         ("conv", (8, 8, 32), 32, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
@@ -88,3 +108,24 @@ def two_bit_bench(config, seed):
     random codes stored as codes (``codes``), the expected output from the decoded int8 weights.
     """
     return two_bit_layers(bench_specs("two_bit"), TWO_BIT_CODEBOOKS, config, seed)
+
+
+def program_bench(config, seed):
+    """``(descriptors, images, outputs)`` of the ``program`` bench: its layers as one chained program
+    (``golden.stimulus.chained_program``), the images and every layer's output (``golden.controller.run_program``)."""
+    cases, images = make_bench("program", config, seed)
+    descriptors = chained_program(cases, config)
+    model = dataclasses.replace(images, activation=images.activation.copy())
+    return descriptors, images, run_program(descriptors, model, config)
+
+
+def corrupt_layer(descriptors, config, seed):
+    """``(layer, word, check)``: the middle layer's descriptor corrupted (``golden.stimulus.mutated_descriptor``) into a
+    word the controller refuses, and the check that refuses it (``golden.controller.hardware_error``)."""
+    rng = np.random.default_rng(seed)
+    layer = len(descriptors) // 2
+    while True:
+        bad = mutated_descriptor(rng, descriptors[layer], config)
+        check = hardware_error(bad, config)
+        if check is not None:
+            return layer, encode_descriptor(bad, config, check=False), check

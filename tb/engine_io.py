@@ -1,7 +1,9 @@
-"""What the engine benches share: run one layer on the engine's ports, read a tensor back, name the first mismatch.
+"""What the engine benches share: run one layer on the engine's ports, or a program on the controller's; write and
+read tensors through the host port; read the controller's counters; name the first mismatch.
 
 ``tb/engine_bench.py`` (fixed benches) and ``tb/regress_bench.py`` (the constrained-random regression) drive the
-emitted Verilog of ``hdl/engine.py`` through these.
+emitted Verilog of ``hdl/engine.py`` through these, ``tb/controller_bench.py`` that of ``hdl/controller.py`` (whose
+host port has the engine's names).
 """
 
 import time
@@ -13,9 +15,11 @@ from golden.descriptor import encode_descriptor
 from golden.images import load_activation
 from golden.layouts import activation_location, groups, pack_words
 from golden.sequencer import layer_cycles
-from sim import unpack_lanes
+from hdl.engine import COUNTER_BITS
+from sim import pack_lanes, unpack_lanes
 
-__all__ = ["COUNTERS", "run_layer", "load_words", "read_tensor", "first_mismatch"]
+__all__ = ["COUNTERS", "run_layer", "start_program", "wait_for", "read_counters", "load_words",
+           "write_tensor", "read_tensor", "first_mismatch"]
 
 #: The engine's performance counters.
 COUNTERS = ("cycles", "active_cycles", "mac_ops")
@@ -43,6 +47,29 @@ async def run_layer(dut, descriptor, config, codebook=None):
     return counters, seconds
 
 
+async def start_program(dut, layer_count, *, step=0):
+    """From a falling edge: the controller's ``layer_count`` and ``step`` set, ``start`` pulsed for one cycle."""
+    dut.layer_count.value, dut.step.value, dut.start.value = layer_count, step, 1
+    await FallingEdge(dut.clk)
+    dut.start.value = 0
+
+
+async def wait_for(dut, signal, cycles):
+    """Wait for a rising edge of ``signal`` (e.g. ``"done"``), at most ``cycles`` clock cycles (a hang fails); returns
+    at the next falling edge."""
+    await with_timeout(RisingEdge(getattr(dut, signal)), 10 * cycles, "ns")
+    await FallingEdge(dut.clk)
+
+
+async def read_counters(dut, layer):
+    """The counters the controller stored for ``layer`` (``counter_data``, 2 cycles after ``counter_address``)."""
+    dut.counter_address.value = layer
+    await FallingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    values = unpack_lanes(dut.counter_data.value.to_unsigned(), COUNTER_BITS, len(COUNTERS), signed=False)
+    return dict(zip(COUNTERS, values))
+
+
 async def load_words(dut, port, base, words):
     """Write ``words`` (Python ints) from address ``base`` through the load port ``port`` (``"weight_load"`` or
     ``"bias_load"``), one word per cycle from a falling edge; leaves the port idle."""
@@ -53,16 +80,24 @@ async def load_words(dut, port, base, words):
     write.value = 0
 
 
+async def write_tensor(dut, x, *, base, pitch, config):
+    """Write an int8 tensor ``(H, W, C)`` at ``base`` through the host port, one word per cycle from a falling edge."""
+    height, width, channels = x.shape
+    padded = np.zeros((height, width, groups(channels, config) * config.lanes), dtype=np.int64)
+    padded[..., :channels] = x
+    for (bank, address), word in zip(_locations(x.shape, base, pitch, config), padded.reshape(-1, config.lanes)):
+        dut.host__bank.value, dut.host__address.value = bank, address
+        dut.host__write_data.value, dut.host__write.value = pack_lanes(word, 8), 1
+        await FallingEdge(dut.clk)
+    dut.host__write.value = 0
+
+
 async def read_tensor(dut, descriptor, config):
     """The output tensor of ``descriptor``, read word by word through the host port (one word per cycle)."""
     d = descriptor
-    y, x, g = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), np.arange(groups(d.out_channels, config)),
-                          indexing="ij")
-    banks, addresses = activation_location(y.ravel(), x.ravel(), g.ravel(), base=d.out_base, pitch=d.out_row_pitch,
-                                           width=d.out_width, config=config)
     image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
     latency = 2
-    words = list(zip(banks.tolist(), addresses.tolist()))
+    words = _locations(d.out_shape, d.out_base, d.out_row_pitch, config)
     for cycle in range(len(words) + latency):
         await FallingEdge(dut.clk)
         if cycle >= latency:
@@ -71,6 +106,15 @@ async def read_tensor(dut, descriptor, config):
         if cycle < len(words):
             dut.host__bank.value, dut.host__address.value = words[cycle]
     return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+
+
+def _locations(shape, base, pitch, config):
+    # (bank, address) of every word of a tensor, pixel by pixel, channel group innermost.
+    height, width, channels = shape
+    y, x, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(groups(channels, config)), indexing="ij")
+    banks, addresses = activation_location(y.ravel(), x.ravel(), g.ravel(), base=base, pitch=pitch, width=width,
+                                           config=config)
+    return list(zip(banks.tolist(), addresses.tolist()))
 
 
 def first_mismatch(case, got):

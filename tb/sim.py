@@ -83,13 +83,14 @@ def _environment(values):
                 os.environ[name] = value
 
 
-def run_bench(component, *, name, test_module, args, toplevel="top", sim=None):
+def run_bench(component, *, name, test_module, args, toplevel="top", sim=None, files=None):
     """Build ``component`` with a simulator and run the cocotb ``test_module`` on it.
 
     Parameters
     ----------
-    component : wiring.Component
-        The design; its Verilog goes to ``tb/sim_build/<sim>/<name>/<toplevel>.v``.
+    component : wiring.Component or str
+        The design, or its Verilog text (a module named ``toplevel``); its Verilog goes to
+        ``tb/sim_build/<sim>/<name>/<toplevel>.v``.
     name : str
         Unique per parametrization (it names the build directory, so parallel runs never share one).
     test_module : str
@@ -98,6 +99,8 @@ def run_bench(component, *, name, test_module, args, toplevel="top", sim=None):
         JSON-serialisable arguments, available in the bench through :func:`bench_args`. ``build_dir`` is added.
     sim : str, optional
         ``"icarus"`` or ``"verilator"``; by default :func:`simulator` (the ``SIM`` environment variable).
+    files : dict, optional
+        ``{name: bytes}`` written beside the Verilog, where the simulation runs (``$readmemh`` files).
 
     Returns
     -------
@@ -114,7 +117,10 @@ def run_bench(component, *, name, test_module, args, toplevel="top", sim=None):
     build_dir = SIM_BUILD / sim / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
-    source.write_text(verilog.convert(component, name=toplevel, emit_src=False))
+    source.write_text(component if isinstance(component, str) else
+                      verilog.convert(component, name=toplevel, emit_src=False))
+    for file, content in (files or {}).items():
+        (build_dir / file).write_bytes(content)
     summary_path = build_dir / "summary.json"
     summary_path.unlink(missing_ok=True)
 
