@@ -152,7 +152,9 @@ class Conv2D(_Weighted):
     groups : int
         1 for a regular convolution.
     qmin, qmax : int
-        Clamp bounds of the fused activation; ``activation`` names it (``None``, ``"relu"``, ``"relu6"``).
+        Clamp bounds of the fused activation; ``activation`` names it (``None``, ``"relu"``, ``"relu6"``, or
+        ``"hard_sigmoid"``: a HardSigmoid folded into the weights, clamped like ``"relu"`` with the output range
+        [0, 1]).
     source : str
         The ONNX node it came from.
     codebook : numpy.ndarray or None
