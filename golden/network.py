@@ -3,7 +3,7 @@
 A :class:`Network` is what the quantizer produces and what the RTL and its testbenches consume: int8 weights, int32
 biases, one ``(multiplier, shift)`` per layer plus a per-output-channel WESS shift ``k_c``, and one scale and zero
 point per activation tensor. :func:`run` executes it on a batch with the golden ops (``golden.conv``, ``golden.pool``,
-``golden.add``) and :func:`golden.requant.requantize` — integers only, exactly docs/arithmetic.md.
+``golden.add``, ``golden.activation``, ``golden.concat``, ``golden.mul``) and :func:`golden.requant.requantize` — integers only, exactly docs/arithmetic.md.
 
 Tensors are NHWC int8 (``(N, H, W, C)``, or ``(N, F)`` after a flatten); each tensor is named after the layer that
 writes it, the image input is :data:`INPUT`. On disk a network is ``manifest.json`` (structure, scales, integer
@@ -22,15 +22,19 @@ from typing import ClassVar
 
 import numpy as np
 
+from .activation import FUNCTIONS, lookup
 from .add import AddParams, add
+from .concat import concatenate
 from .config import NPUConfig
 from .conv import conv2d, depthwise_conv2d, fully_connected
-from .pool import average_pool2d, global_average_pool
+from .mul import MulParams, mul
+from .pool import average_pool2d, global_average_pool, max_pool2d
 from .requant import requantize, round_half_away_from_zero
 
 __all__ = [
     "INPUT", "MANIFEST", "ARRAYS", "FORMAT_VERSION",
-    "Tensor", "Conv2D", "DepthwiseConv2D", "FullyConnected", "Add", "AveragePool", "Flatten", "Network", "Trace",
+    "Tensor", "Conv2D", "DepthwiseConv2D", "FullyConnected", "Add", "AveragePool", "MaxPool", "Activation", "Concat",
+    "Mul", "Flatten", "Network", "Trace",
     "run", "quantize_input", "dequantize", "save", "load", "array_sha256",
 ]
 
@@ -148,7 +152,9 @@ class Conv2D(_Weighted):
     groups : int
         1 for a regular convolution.
     qmin, qmax : int
-        Clamp bounds of the fused activation; ``activation`` names it (``None``, ``"relu"``, ``"relu6"``).
+        Clamp bounds of the fused activation; ``activation`` names it (``None``, ``"relu"``, ``"relu6"``, or
+        ``"hard_sigmoid"``: a HardSigmoid folded into the weights, clamped like ``"relu"`` with the output range
+        [0, 1]).
     source : str
         The ONNX node it came from.
     codebook : numpy.ndarray or None
@@ -179,24 +185,29 @@ class FullyConnected(_Weighted):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class Add:
-    """Residual add of two int8 tensors (``golden.add``); ``params`` from :func:`golden.add.add_params`."""
+class _Binary:
+    """A layer of two int8 inputs with fixed-point ``params`` and a fused activation's clamp ``[qmin, qmax]``."""
     name: str
     inputs: tuple
     output: str
-    params: AddParams
     qmin: int = -128
     qmax: int = 127
     activation: str = None
     source: str = ""
 
-    kind: ClassVar[str] = "add"
-
     def __post_init__(self):
         if len(self.inputs) != 2:
-            raise ValueError(f"{self.name}: an add has two inputs, not {self.inputs!r}")
+            raise ValueError(f"{self.name}: {self.kind} has two inputs, not {self.inputs!r}")
         _check_int(self.qmin, "qmin", -128, 127)
         _check_int(self.qmax, "qmax", self.qmin, 127)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Add(_Binary):
+    """Residual add of two int8 tensors (``golden.add``); ``params`` from :func:`golden.add.add_params`."""
+    params: AddParams
+
+    kind: ClassVar[str] = "add"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -210,12 +221,69 @@ class AveragePool(_Unary):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class MaxPool(_Unary):
+    """Max pooling (``golden.pool.max_pool2d``); padding never wins. Output quantization = input's."""
+    kernel: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+
+    kind: ClassVar[str] = "max_pool"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Activation(_Unary):
+    """An int8 elementwise activation as a 256-entry table (``golden.activation``): ``output = table[input + 128]``.
+
+    ``function`` (one of :data:`golden.activation.FUNCTIONS`) and ``alpha`` (LeakyReLU's slope, else ``None``) say
+    what the table holds, which LiteRT op the export writes and how it is checked; ``table`` is the int8 values.
+    """
+    function: str
+    table: np.ndarray
+    alpha: float = None
+
+    kind: ClassVar[str] = "activation"
+
+    def __post_init__(self):
+        if self.function not in FUNCTIONS:
+            raise ValueError(f"{self.name}: function must be one of {', '.join(FUNCTIONS)}, not {self.function!r}")
+        table = np.asarray(self.table)
+        if table.shape != (256,) or not np.issubdtype(table.dtype, np.integer) or table.min() < -128 \
+                or table.max() > 127:
+            raise ValueError(f"{self.name}: table must be 256 integers in [-128, 127]")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Concat:
+    """Channel concatenation (``golden.concat``); every input is quantized as the output (LiteRT's int8 rule)."""
+    name: str
+    inputs: tuple
+    output: str
+    source: str = ""
+
+    kind: ClassVar[str] = "concat"
+
+    def __post_init__(self):
+        if len(self.inputs) < 2:
+            raise ValueError(f"{self.name}: a concatenation has two or more inputs, not {self.inputs!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Mul(_Binary):
+    """Elementwise Mul (``golden.mul``), the second input broadcast over H and W when it is ``(1, 1, C)`` (a
+    squeeze-and-excitation gate); ``params`` from :func:`golden.mul.mul_params`."""
+    params: MulParams
+
+    kind: ClassVar[str] = "mul"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class Flatten(_Unary):
     """``(N, H, W, C) -> (N, H*W*C)`` in NHWC order; the quantization is the input's."""
     kind: ClassVar[str] = "flatten"
 
 
-_LAYERS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, FullyConnected, Add, AveragePool, Flatten)}
+_LAYERS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, FullyConnected, Add, AveragePool, MaxPool, Activation,
+                                     Concat, Mul, Flatten)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -314,6 +382,14 @@ def run(network, x, *, keep=False):
                 result = global_average_pool(source)
             else:
                 result = average_pool2d(source, layer.kernel, stride=layer.stride, padding=layer.padding)
+        elif isinstance(layer, MaxPool):
+            result = max_pool2d(values[layer.input], layer.kernel, stride=layer.stride, padding=layer.padding)
+        elif isinstance(layer, Activation):
+            result = lookup(values[layer.input], layer.table)
+        elif isinstance(layer, Concat):
+            result = concatenate([values[name] for name in layer.inputs])
+        elif isinstance(layer, Mul):
+            result = mul(values[layer.inputs[0]], values[layer.inputs[1]], layer.params, layer.qmin, layer.qmax)
         else:
             source = values[layer.input]
             result = source.reshape(source.shape[0], -1)
@@ -431,12 +507,16 @@ def save(network, directory, *, extra=None, files=()):
                 arrays[key] = array
                 entry["arrays"][name] = {"key": key, "dtype": str(array.dtype), "shape": list(array.shape),
                                          "sha256": array_sha256(array)}
-        elif isinstance(layer, Add):
+        elif isinstance(layer, _Binary):
             entry.update(activation=layer.activation, qmin=layer.qmin, qmax=layer.qmax,
                          params=dataclasses.asdict(layer.params))
         elif isinstance(layer, AveragePool):
             entry.update(kernel=None if layer.kernel is None else list(layer.kernel), stride=list(layer.stride),
                          padding=list(layer.padding))
+        elif isinstance(layer, MaxPool):
+            entry.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
+        elif isinstance(layer, Activation):
+            entry.update(function=layer.function, alpha=layer.alpha, table=[int(v) for v in layer.table])
         layers.append(entry)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -506,13 +586,22 @@ def load(directory):
             if cls is Conv2D:
                 fields["groups"] = entry["groups"]
             layers.append(cls(**fields))
-        elif cls is Add:
-            layers.append(Add(**common, inputs=tuple(entry["inputs"]), params=AddParams(**entry["params"]),
-                              qmin=entry["qmin"], qmax=entry["qmax"], activation=entry["activation"]))
+        elif issubclass(cls, _Binary):
+            params = (AddParams if cls is Add else MulParams)(**entry["params"])
+            layers.append(cls(**common, inputs=tuple(entry["inputs"]), params=params, qmin=entry["qmin"],
+                              qmax=entry["qmax"], activation=entry["activation"]))
         elif cls is AveragePool:
             layers.append(AveragePool(**common, input=entry["inputs"][0],
                                       kernel=None if entry["kernel"] is None else tuple(entry["kernel"]),
                                       stride=tuple(entry["stride"]), padding=tuple(entry["padding"])))
+        elif cls is MaxPool:
+            layers.append(MaxPool(**common, input=entry["inputs"][0], kernel=tuple(entry["kernel"]),
+                                  stride=tuple(entry["stride"]), padding=tuple(entry["padding"])))
+        elif cls is Activation:
+            layers.append(Activation(**common, input=entry["inputs"][0], function=entry["function"],
+                                     alpha=entry["alpha"], table=np.asarray(entry["table"], dtype=np.int64)))
+        elif cls is Concat:
+            layers.append(Concat(**common, inputs=tuple(entry["inputs"])))
         else:
             layers.append(Flatten(**common, input=entry["inputs"][0]))
     tensors = {name: Tensor(shape=tuple(t["shape"]), scale=float(t["scale"]), zero_point=int(t["zero_point"]))

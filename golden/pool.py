@@ -16,7 +16,7 @@ import numpy as np
 
 from .conv import _activation, _centred_padded, _clamp_bounds, _padding, _stride, _taps
 
-__all__ = ["average_pool2d", "global_average_pool", "rounding_divide", "GAP_WEIGHT", "MAX_POOL_COUNT",
+__all__ = ["average_pool2d", "global_average_pool", "max_pool2d", "rounding_divide", "GAP_WEIGHT", "MAX_POOL_COUNT",
            "average_pool_params"]
 
 #: Weight the engine gives every input of a global average pool (2**6: the sum gains 6 fraction bits).
@@ -66,10 +66,7 @@ def average_pool2d(x, kernel, *, stride=(1, 1), padding=(0, 0, 0, 0), qmin=-128,
     Raises:
         ValueError: for a bad shape or parameter, or a window that lies entirely in the padding.
     """
-    x = _activation(x, 4)
-    kernel, stride = _stride(kernel, "kernel"), _stride(stride)
-    top, bottom, left, right = _padding(padding)
-    qmin, qmax = _clamp_bounds(qmin, qmax)
+    x, kernel, stride, (top, bottom, left, right), qmin, qmax = _window_operands(x, kernel, stride, padding, qmin, qmax)
     padded, (ho, wo) = _centred_padded(x, 0, kernel, stride, (top, bottom, left, right), np.int64)
     total = sum(tap for _, _, tap in _taps(padded, kernel, stride, (ho, wo)))
     h, w = x.shape[1:3]
@@ -79,6 +76,26 @@ def average_pool2d(x, kernel, *, stride=(1, 1), padding=(0, 0, 0, 0), qmin=-128,
     if np.any(count == 0):
         raise ValueError("a pooling window lies entirely in the padding")
     return np.clip(rounding_divide(total, count[None, :, :, None]), qmin, qmax)
+
+
+def max_pool2d(x, kernel, *, stride=(1, 1), padding=(0, 0, 0, 0), qmin=-128, qmax=127):
+    """int8 max pooling, NHWC: the largest element inside the input of each window, then clamped.
+
+    Padding never wins: a padded tap reads -128, the smallest int8, which equals the true maximum only when every
+    element inside the window is -128 too (TFLite's MAX_POOL_2D skips padded taps; an explicit padding is written
+    as a PADV2 with -128 before a VALID pool, docs/arithmetic.md "Max pooling"). Input and output share one scale
+    and zero point.
+
+    Arguments, result and errors as :func:`average_pool2d`'s.
+    """
+    x, kernel, stride, (top, bottom, left, right), qmin, qmax = _window_operands(x, kernel, stride, padding, qmin, qmax)
+    # x + 128 >= 0, padded with 0: the padding reads -128 after the shift back.
+    padded, (ho, wo) = _centred_padded(x, -128, kernel, stride, (top, bottom, left, right), np.int64)
+    h, w = x.shape[1:3]
+    if not (_inside(h, kernel[0], stride[0], top, ho).all() and _inside(w, kernel[1], stride[1], left, wo).all()):
+        raise ValueError("a pooling window lies entirely in the padding")
+    largest = np.maximum.reduce([tap for _, _, tap in _taps(padded, kernel, stride, (ho, wo))])
+    return np.clip(largest - 128, qmin, qmax)
 
 
 def global_average_pool(x, *, qmin=-128, qmax=127):
@@ -122,6 +139,12 @@ def average_pool_params(count):
     ceil_log2 = (odd - 1).bit_length()
     multiplier = ((1 << (30 + ceil_log2)) + odd // 2) // odd
     return multiplier, -(twos + 5 + ceil_log2)
+
+
+def _window_operands(x, kernel, stride, padding, qmin, qmax):
+    # The validated operands of a pooling window: x, kernel, stride, padding, qmin, qmax.
+    return (_activation(x, 4), _stride(kernel, "kernel"), _stride(stride), _padding(padding),
+            *_clamp_bounds(qmin, qmax))
 
 
 def _inside(size, kernel, stride, pad_before, out_size):

@@ -13,6 +13,11 @@ graph and points (ONNX external data, by offset) into one shared ``weights.bin``
 debugging notes (stack traces) are dropped. Each also carries the committed
 model's ``metadata_props`` (its preprocessing contract), so ``tools/quantize.py --model`` runs on it as on the
 original. torch (and onnxscript, for the dynamo exporter) are needed here only.
+
+The folder ``layers`` holds small random-weight networks with the layers beyond the reference architecture
+(:data:`LAYER_FORMS`: MaxPool, LeakyReLU, Sigmoid, HardSwish, HardSigmoid, Tanh, squeeze-and-excitation Mul,
+Concat), each in both exporters, weights inline (a few kB each); tests/tools/quantizer/test_layer_fixtures.py
+quantizes them and checks the .tflite exports against LiteRT's reference kernels.
 """
 
 import dataclasses
@@ -29,11 +34,11 @@ from onnx import numpy_helper
 from torch import nn
 
 from cli import OneLineErrorParser, atomic_folder
-from tools.quantizer.frontend import Conv, FullyConnected, load_graph
+from tools.quantizer.frontend import Conv, FullyConnected, fold_batch_norm, load_graph
 from tools.quantizer.pipeline import DEFAULT_MODEL
 from tools.training.models import FashionMobileNet
 
-__all__ = ["FORMS", "main"]
+__all__ = ["FORMS", "LAYER_FORMS", "LAYER_INPUT", "ResNetStyle", "MobileNetV3Style", "layer_network", "main"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FIXTURES = os.path.join(_ROOT, "tests", "fixtures", "onnx")
@@ -104,6 +109,89 @@ FORMS = (
 )
 
 
+class ResNetStyle(nn.Module):
+    """A small ResNet-style net: conv stem, MaxPool 3x3/2 (padding 1), a residual block with LeakyReLU, a
+    squeeze-and-excitation gate with Sigmoid, global pool, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, padding=1))
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                                   nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1),
+                                  nn.Sigmoid())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = torch.relu(x + self.block(x))
+        return self.head(y * self.gate(y))
+
+
+class MobileNetV3Style(nn.Module):
+    """A small MobileNetV3-style net: conv stem with HardSwish, depthwise conv, a squeeze-and-excitation gate with
+    HardSigmoid, a SqueezeNet fire block (two expand branches joined by Concat), Tanh, global pool, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                                  nn.Hardswish())
+        self.depthwise = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8),
+                                       nn.ReLU())
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1),
+                                  nn.Hardsigmoid())
+        self.squeeze = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU())
+        self.expand1 = nn.Sequential(nn.Conv2d(4, 6, 1), nn.ReLU())
+        self.expand3 = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(12, 8, 1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                  nn.Linear(8, 4))
+
+    def forward(self, x):
+        x = self.depthwise(self.stem(x))
+        x = self.squeeze(x * self.gate(x))
+        return self.head(torch.cat([self.expand1(x), self.expand3(x)], 1))
+
+
+#: The layer fixtures (folder ``layers`` of the fixtures): random-weight networks (seeded, batch norm folded) in both
+#: exporters; the legacy opset 13 export writes HardSwish as HardSigmoid and Mul.
+LAYER_FORMS = (
+    ("resnet_style", ResNetStyle, Form("legacy_op13", "legacy", 13, True)),
+    ("resnet_style", ResNetStyle, Form("dynamo_op18", "dynamo", 18, False)),
+    ("mobilenetv3_style", MobileNetV3Style, Form("legacy_op13", "legacy", 13, True)),
+    ("mobilenetv3_style", MobileNetV3Style, Form("dynamo_op18", "dynamo", 18, False)),
+)
+
+#: The layer fixtures' input, C x H x W.
+LAYER_INPUT = (3, 16, 16)
+
+
+def layer_network(cls, seed=0):
+    """``cls()`` with seeded random weights and batch-norm statistics, each batch norm folded into its convolution as
+    the front end folds it (so that every exporter writes bit-identical weights), in eval mode."""
+    torch.manual_seed(seed)
+    model = cls()
+    with torch.no_grad():
+        for unit in model.modules():
+            if not isinstance(unit, nn.Sequential):
+                continue
+            for index in range(len(unit) - 1):
+                conv, norm = unit[index], unit[index + 1]
+                if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+                    continue
+                statistics = [torch.empty(conv.out_channels).uniform_(*bounds)
+                              for bounds in ((0.5, 1.5), (-0.2, 0.2), (-0.2, 0.2), (0.5, 2.0))]
+                bias = np.zeros(conv.out_channels, np.float32) if conv.bias is None else conv.bias.numpy()
+                weights, bias = fold_batch_norm(conv.weight.numpy(), bias, *(t.numpy() for t in statistics),
+                                                norm.eps)
+                folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                   groups=conv.groups, bias=True)
+                folded.weight.copy_(torch.from_numpy(weights))
+                folded.bias.copy_(torch.from_numpy(bias))
+                unit[index], unit[index + 1] = folded, nn.Identity()
+    return model.eval()
+
+
 def folded_reference(path=DEFAULT_MODEL):
     """``FashionMobileNet`` holding ``path``'s weights as the front end imports them: every convolution with its
     folded float32 weights and bias, batch norm an identity."""
@@ -139,8 +227,8 @@ def _with_head(model, form):
     return nn.Sequential(*layers).eval()
 
 
-def _export(model, form, path):
-    x = torch.zeros(1, 1, 28, 28)
+def _export(model, form, path, shape=(1, 28, 28)):
+    x = torch.zeros(1, *shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if form.exporter == "legacy":
@@ -209,14 +297,23 @@ def main(argv=None):
             _drop_debug_info(model)
             shared.externalize(model)
             models[form.name] = model
+        for network, cls, form in LAYER_FORMS:
+            path = os.path.join(scratch, f"{network}_{form.name}.onnx")
+            _export(layer_network(cls), form, path, LAYER_INPUT)
+            model = onnx.load(path)
+            _drop_debug_info(model)
+            models[f"layers/{network}_{form.name}"] = model
     with atomic_folder(args.out) as temporary:
+        os.mkdir(os.path.join(temporary, "layers"))
         with open(os.path.join(temporary, WEIGHTS), "wb") as f:
             f.write(shared.blob)
         for name, model in models.items():
-            onnx.save(model, os.path.join(temporary, name + ".onnx"))
+            onnx.save(model, os.path.join(temporary, name + ".onnx"))       # layer fixtures: weights inline
             onnx.checker.check_model(os.path.join(temporary, name + ".onnx"))
-    for name in sorted(os.listdir(args.out)):
-        print(f"{name}: {os.path.getsize(os.path.join(args.out, name))} bytes")
+    for folder, _, names in sorted(os.walk(args.out)):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            print(f"{os.path.relpath(path, args.out)}: {os.path.getsize(path)} bytes")
     return 0
 
 

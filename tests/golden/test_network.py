@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from golden import network as gnet
+from golden.activation import activation_table, lookup
 from golden.add import add_params
 from golden.config import NPUConfig
+from golden.mul import mul, mul_params
+from golden.placement import plan_network
+from golden.pool import max_pool2d
+from golden.requant import quantize_multiplier
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -374,3 +379,56 @@ def test_spatial_flatten_into_fully_connected_matches_float():
     network, _ = build_network(ir, cal.calibrate(ir, x, progress=False), method="wess")
     assert sqnr_db(float_logits(model, x, progress=False),
                    evaluate(network, x, progress=False)) > 25
+
+
+def _host_layer_network(seed):
+    """conv0 -> max pool -> HardSwish and LeakyReLU tables -> concat -> global pool -> logistic gate -> SE mul."""
+    rng = np.random.default_rng(seed)
+    q = gnet.Tensor(shape=(3, 3, 4), scale=0.05, zero_point=-3)
+    tensors = {gnet.INPUT: gnet.Tensor(shape=(6, 5, 2), scale=0.02, zero_point=4),
+               "conv0": gnet.Tensor(shape=(6, 5, 4), scale=0.1, zero_point=-20)}
+    multiplier, shift = quantize_multiplier(float(np.float32(0.02)) * float(np.float32(0.01)) / float(np.float32(0.1)))
+    layers = [gnet.Conv2D(name="conv0", input=gnet.INPUT, output="conv0", weights=rng.integers(-127, 128, (4, 1, 1, 2)),
+                          bias=rng.integers(-500, 500, 4), multiplier=multiplier, shift=shift,
+                          channel_shift=np.zeros(4, np.int64), weight_scale=np.full(4, 0.01)),
+              gnet.MaxPool(name="max1", input="conv0", output="max1", kernel=(3, 3), stride=(2, 2),
+                           padding=(1, 1, 1, 1))]
+    tensors["max1"] = gnet.Tensor(shape=(3, 3, 4), scale=0.1, zero_point=-20)
+    for name, function, alpha in (("act2", "hard_swish", None), ("act3", "leaky_relu", 0.1)):
+        layers.append(gnet.Activation(name=name, input="max1", output=name, function=function, alpha=alpha,
+                                      table=activation_table(function, 0.1, -20, q.scale, q.zero_point, alpha=alpha)))
+        tensors[name] = q
+    layers.append(gnet.Concat(name="cat4", inputs=("act2", "act3"), output="cat4"))
+    tensors["cat4"] = gnet.Tensor(shape=(3, 3, 8), scale=q.scale, zero_point=q.zero_point)
+    layers.append(gnet.AveragePool(name="gap5", input="cat4", output="gap5"))
+    tensors["gap5"] = gnet.Tensor(shape=(1, 1, 8), scale=q.scale, zero_point=q.zero_point)
+    layers.append(gnet.Activation(name="gate6", input="gap5", output="gate6", function="logistic",
+                                  table=activation_table("logistic", q.scale, q.zero_point, 1 / 256, -128)))
+    tensors["gate6"] = gnet.Tensor(shape=(1, 1, 8), scale=1 / 256, zero_point=-128)
+    out = gnet.Tensor(shape=(3, 3, 8), scale=0.04, zero_point=1)
+    layers.append(gnet.Mul(name="mul7", inputs=("cat4", "gate6"), output="mul7",
+                           params=mul_params(q.scale, q.zero_point, 1 / 256, -128, out.scale, out.zero_point)))
+    tensors["mul7"] = out
+    network = gnet.Network(layers=tuple(layers), tensors=tensors, output="mul7", config=NPUConfig(shift_bits=4))
+    x = rng.integers(-128, 128, (2, 6, 5, 2))
+    return network, x
+
+
+def test_host_layers_run_save_load_and_place(tmp_path):
+    network, x = _host_layer_network(3)
+    output, trace = gnet.run(network, x, keep=True)
+    t = trace.tensors
+    np.testing.assert_array_equal(t["max1"], max_pool2d(t["conv0"], (3, 3), stride=(2, 2), padding=(1, 1, 1, 1)))
+    np.testing.assert_array_equal(t["act2"], lookup(t["max1"], network.layer("act2").table))
+    np.testing.assert_array_equal(t["cat4"][..., 4:], t["act3"])
+    np.testing.assert_array_equal(output, mul(t["cat4"], t["gate6"], network.layer("mul7").params))
+    assert len(np.unique(output)) > 10                               # the gate and the products are not degenerate
+    gnet.save(network, tmp_path)
+    loaded = gnet.load(tmp_path)
+    assert [layer.kind for layer in loaded.layers] == ["conv", "max_pool", "activation", "activation", "concat",
+                                                       "average_pool", "activation", "mul"]
+    assert loaded.layer("act3").alpha == 0.1 and loaded.layer("mul7").params == network.layer("mul7").params
+    np.testing.assert_array_equal(gnet.run(loaded, x), output)
+    plan = plan_network(network, NPUConfig())
+    assert [entry["name"] for entry in plan["host_layers"]] == ["max1", "act2", "act3", "cat4", "gate6", "mul7"]
+    assert set(plan["tensors"]) == set(network.tensors)

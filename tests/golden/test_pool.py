@@ -1,5 +1,5 @@
-"""golden/pool.py against a loop reimplementation of TFLite's reference int8 AveragePool, plus rounding ties and
-the pooling reciprocal."""
+"""golden/pool.py against loop reimplementations of TFLite's reference int8 AveragePool and MaxPool, plus rounding
+ties and the pooling reciprocal."""
 
 from fractions import Fraction
 
@@ -8,7 +8,7 @@ import pytest
 
 from golden.conv import same_padding
 from golden.pool import (GAP_WEIGHT, MAX_POOL_COUNT, average_pool2d, average_pool_params, global_average_pool,
-                         rounding_divide)
+                         max_pool2d, rounding_divide)
 from golden.requant import requantize
 
 
@@ -144,3 +144,44 @@ def test_average_pool_params_are_exact_over_every_window_sum():
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- max pooling ------------------------------------------------------------------------------------------------------
+
+def ref_max_pool(x, kernel, stride, padding, qmin=-128, qmax=127):
+    """Per-element loops over the taps that fall inside the input (TFLite's MaxPool): padding never takes part."""
+    n, h, w, c = x.shape
+    top, bottom, left, right = padding
+    ho = (h + top + bottom - kernel[0]) // stride[0] + 1
+    wo = (w + left + right - kernel[1]) // stride[1] + 1
+    out = np.zeros((n, ho, wo, c), dtype=np.int64)
+    for b, oy, ox, ch in np.ndindex(out.shape):
+        taps = [int(x[b, iy, ix, ch])
+                for iy in range(oy * stride[0] - top, oy * stride[0] - top + kernel[0])
+                for ix in range(ox * stride[1] - left, ox * stride[1] - left + kernel[1])
+                if 0 <= iy < h and 0 <= ix < w]
+        out[b, oy, ox, ch] = min(max(max(taps), qmin), qmax)
+    return out
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 3), (2, 2), (1, 1, 1, 1)), ((2, 2), (2, 2), (0, 0, 0, 0)),
+                                                     ((3, 3), (1, 1), (1, 1, 1, 1)), ((3, 2), (2, 1), (0, 2, 1, 0)),
+                                                     ((5, 5), (1, 1), (2, 2, 2, 2))])
+def test_max_pool_matches_loop_reference(kernel, stride, padding):
+    rng = np.random.default_rng(sum(kernel) + 7 * sum(padding))
+    x = rng.integers(-128, 128, (2, 7, 6, 3))
+    x[0, :3, :3, :] = -128                               # windows whose every element is -128, next to the padding
+    for qmin, qmax in ((-128, 127), (-20, 90)):
+        got = max_pool2d(x, kernel, stride=stride, padding=padding, qmin=qmin, qmax=qmax)
+        np.testing.assert_array_equal(got, ref_max_pool(x, kernel, stride, padding, qmin, qmax))
+
+
+def test_max_pool_padding_never_wins():
+    # Every element -100: a zero-point or zero padding would win at the borders; -128 padding never does.
+    x = np.full((1, 4, 4, 1), -100)
+    np.testing.assert_array_equal(max_pool2d(x, (3, 3), stride=(2, 2), padding=(1, 1, 1, 1)), np.full((1, 2, 2, 1), -100))
+
+
+def test_max_pool_refuses_a_window_in_the_padding():
+    with pytest.raises(ValueError, match="lies entirely in the padding"):
+        max_pool2d(np.zeros((1, 2, 2, 1), np.int8), (2, 2), stride=(2, 2), padding=(2, 0, 0, 0))

@@ -17,9 +17,11 @@ import dataclasses
 import numpy as np
 
 from golden import network as gnet
+from golden.activation import FIXED_OUTPUT, activation_table
 from golden.add import add_params
 from golden.config import NPUConfig
 from golden.conv import accumulator_bound
+from golden.mul import mul_params
 from golden.requant import INT32_MAX, activation_bounds, quantize_multiplier, round_half_away_from_zero
 
 from . import frontend as ir
@@ -38,14 +40,30 @@ def layer_names(graph):
     names = {}
     for index, node in enumerate(graph.nodes):
         kind = {ir.Conv: "depthwise" if getattr(node, "depthwise", False) else "conv", ir.FullyConnected: "fc",
-                ir.Add: "add", ir.Pool: "pool", ir.Flatten: "flatten"}[type(node)]
+                ir.Add: "add", ir.Pool: "pool", ir.Flatten: "flatten", ir.MaxPool: "maxpool",
+                ir.Activation: getattr(node, "function", ""), ir.Concat: "concat", ir.Mul: "mul"}[type(node)]
         names[node.output] = f"{kind}{index}"
     return names
+
+
+def _shared_ranges(graph, ranges):
+    """``ranges`` with each Concat's inputs and output given the union of their ranges (LiteRT's int8 CONCATENATION
+    requires one quantization for all of them), and the [0, 1] of every folded HardSigmoid."""
+    ranges = dict(ranges)
+    for node in graph.nodes:
+        if getattr(node, "activation", None) == "hard_sigmoid":
+            ranges[node.output] = (0.0, 1.0)
+        if isinstance(node, ir.Concat):
+            members = (*node.inputs, node.output)
+            union = (min(ranges[t][0] for t in members), max(ranges[t][1] for t in members))
+            ranges.update({t: union for t in members})
+    return ranges
 
 
 def _tensor_table(graph, ranges, names, input_range):
     """IR tensor name -> (layer tensor name, Tensor)."""
     table = {}
+    ranges = _shared_ranges(graph, ranges)
     low, high = input_range if input_range is not None else ranges[graph.input]
     scale, zero_point = activation_quantization(low, high)
     c, h, w = graph.shapes[graph.input]
@@ -53,9 +71,11 @@ def _tensor_table(graph, ranges, names, input_range):
     for node in graph.nodes:
         shape = graph.shapes[node.output]
         shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
-        if isinstance(node, (ir.Pool, ir.Flatten)):
+        if isinstance(node, (ir.Pool, ir.MaxPool, ir.Flatten)):
             source = table[node.input][1]       # pooling and flattening keep the input's quantization
             scale, zero_point = source.scale, source.zero_point
+        elif isinstance(node, ir.Activation) and node.function in FIXED_OUTPUT:
+            scale, zero_point = FIXED_OUTPUT[node.function]
         else:
             scale, zero_point = activation_quantization(*ranges[node.output])
         table[node.output] = (names[node.output], gnet.Tensor(shape=tuple(int(d) for d in shape), scale=scale,
@@ -134,9 +154,35 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
             qmin, qmax = activation_bounds(node.activation, out.scale, out.zero_point)
             layers.append(gnet.Add(name=name, inputs=(a, b), output=name, params=params, qmin=qmin, qmax=qmax,
                                    activation=node.activation, source=node.name))
+        elif isinstance(node, ir.Mul):
+            (a, ta), (b, tb) = (table[t] for t in node.inputs)
+            params = mul_params(ta.scale, ta.zero_point, tb.scale, tb.zero_point, out.scale, out.zero_point)
+            qmin, qmax = activation_bounds(node.activation, out.scale, out.zero_point)
+            layers.append(gnet.Mul(name=name, inputs=(a, b), output=name, params=params, qmin=qmin, qmax=qmax,
+                                   activation=node.activation, source=node.name))
         elif isinstance(node, ir.Pool):
             layers.append(gnet.AveragePool(name=name, input=table[node.input][0], output=name, kernel=node.kernel,
                                            stride=node.stride, padding=node.padding, source=node.name))
+        elif isinstance(node, ir.MaxPool):
+            layers.append(gnet.MaxPool(name=name, input=table[node.input][0], output=name, kernel=node.kernel,
+                                       stride=node.stride, padding=node.padding, source=node.name))
+        elif isinstance(node, ir.Activation):
+            source, t_in = table[node.input]
+            try:
+                values = activation_table(node.function, t_in.scale, t_in.zero_point, out.scale, out.zero_point,
+                                          alpha=node.alpha)
+            except ValueError as error:
+                raise QuantizationError(f"layer {name} ({node.name}): {error}") from None
+            layers.append(gnet.Activation(name=name, input=source, output=name, function=node.function,
+                                          alpha=node.alpha, table=values, source=node.name))
+        elif isinstance(node, ir.Concat):
+            for tensor in node.inputs:
+                if table[tensor][1].scale != out.scale or table[tensor][1].zero_point != out.zero_point:
+                    raise QuantizationError(f"layer {name} ({node.name}): input {table[tensor][0]} keeps its "
+                                            f"producer's quantization, not the concatenation's (LiteRT's int8 "
+                                            f"CONCATENATION does not requantize)")
+            layers.append(gnet.Concat(name=name, inputs=tuple(table[t][0] for t in node.inputs), output=name,
+                                      source=node.name))
         else:
             layers.append(gnet.Flatten(name=name, input=table[node.input][0], output=name, source=node.name))
     tensors = dict(table.values())
@@ -182,7 +228,9 @@ def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, i
         shift = np.array([e for _, e in pairs], dtype=np.int64)
     else:
         multiplier, shift = quantize_multiplier(t_in.scale * wq.layer_scale / t_out.scale)
-    qmin, qmax = activation_bounds(node.activation, t_out.scale, t_out.zero_point)
+    # A folded HardSigmoid clamps at 0 (ReLU) and at 1, the top of its fixed [0, 1] output range (int8 saturation).
+    qmin, qmax = activation_bounds("relu" if node.activation == "hard_sigmoid" else node.activation, t_out.scale,
+                                   t_out.zero_point)
     common = dict(name=name, input=source, output=name, bias=bias, multiplier=multiplier, shift=shift,
                   channel_shift=wq.shifts, weight_scale=wq.scales, qmin=qmin, qmax=qmax,
                   activation=node.activation, source=node.name, codebook=wq.codebook)

@@ -38,7 +38,8 @@ def equalization_pairs(graph):
             readers.setdefault(tensor, []).append(index)
     pairs = []
     for index, node in enumerate(graph.nodes):
-        if not isinstance(node, ir.Conv) or node.output == graph.output or not (node.groups == 1 or node.depthwise):
+        if not isinstance(node, ir.Conv) or node.output == graph.output or not (node.groups == 1 or node.depthwise) \
+                or node.activation == "hard_sigmoid":         # its clamp at 1 does not scale with the weights
             continue
         following = readers.get(node.output, [])
         if len(following) != 1:

@@ -27,7 +27,8 @@ from onnx import helper, numpy_helper
 from .normalize import normalize
 
 __all__ = [
-    "UnsupportedModelError", "Conv", "FullyConnected", "Add", "Pool", "Flatten", "Graph",
+    "UnsupportedModelError", "Conv", "FullyConnected", "Add", "Pool", "MaxPool", "Activation", "Concat", "Mul",
+    "Flatten", "Graph",
     "load_graph", "fold_batch_norm", "SUPPORTED_OPS",
 ]
 
@@ -36,7 +37,12 @@ class UnsupportedModelError(ValueError):
     """The model file cannot be read, or holds an op, attribute or structure the quantizer does not support."""
 
 
-ACTIVATIONS = (None, "relu", "relu6")
+#: Fused activations of Conv, Gemm, Add and Mul nodes; ``hard_sigmoid`` (Conv and Gemm only) is the clamp to [0, 1]
+#: of a HardSigmoid whose affine part is folded into the weights (docs/arithmetic.md, section 9b).
+ACTIVATIONS = (None, "relu", "relu6", "hard_sigmoid")
+
+#: ONNX elementwise activation op -> golden.activation function (a table layer of its own).
+TABLE_OPS = {"HardSwish": "hard_swish", "LeakyRelu": "leaky_relu", "Sigmoid": "logistic", "Tanh": "tanh"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -56,7 +62,7 @@ class Conv(_Unary):
     """2-D convolution (regular, depthwise or grouped) with its folded bias and fused activation.
 
     ``weights`` float32 ``(O, I/groups, KH, KW)``, ``bias`` float32 ``(O,)``; ``padding`` is
-    ``(top, bottom, left, right)``; ``activation`` one of ``None``, ``"relu"``, ``"relu6"``.
+    ``(top, bottom, left, right)``; ``activation`` one of :data:`ACTIVATIONS`.
     """
     weights: np.ndarray
     bias: np.ndarray
@@ -97,6 +103,40 @@ class Pool(_Unary):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class MaxPool(_Unary):
+    """Max pooling (ceil_mode 0); padded taps never win."""
+    kernel: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Activation(_Unary):
+    """An elementwise activation with an int8 table of its own: ``function`` a value of :data:`TABLE_OPS`,
+    ``alpha`` LeakyReLU's slope (else ``None``)."""
+    function: str
+    alpha: float = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Concat:
+    """Concatenation of NCHW tensors along channels."""
+    name: str
+    inputs: tuple
+    output: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Mul:
+    """Elementwise product of a tensor and one of its shape or a per-channel ``(C, 1, 1)`` gate (second input),
+    with fused activation."""
+    name: str
+    inputs: tuple
+    output: str
+    activation: str = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class Flatten(_Unary):
     """``[N, C, H, W] -> [N, C*H*W]`` (ONNX order); a no-op on the NPU when ``H = W = 1``."""
 
@@ -112,7 +152,8 @@ class Graph:
     output : str
         Name of the logits tensor.
     nodes : tuple
-        :class:`Conv`, :class:`FullyConnected`, :class:`Add`, :class:`Pool`, :class:`Flatten`, in topological order.
+        :class:`Conv`, :class:`FullyConnected`, :class:`Add`, :class:`Pool`, :class:`MaxPool`, :class:`Activation`,
+        :class:`Concat`, :class:`Mul`, :class:`Flatten`, in topological order.
     shapes : dict
         Every tensor's shape without the batch axis: ``(C, H, W)`` or ``(F,)``.
     metadata : dict
@@ -150,8 +191,9 @@ class Graph:
             if node.activation == "relu":
                 nodes.append(helper.make_node("Relu", [pre], [node.output]))
             else:
+                top = 1.0 if node.activation == "hard_sigmoid" else 6.0
                 nodes.append(helper.make_node("Clip", [pre, constant(f"{node.name}/clip_min", 0.0),
-                                                       constant(f"{node.name}/clip_max", 6.0)], [node.output]))
+                                                       constant(f"{node.name}/clip_max", top)], [node.output]))
 
         for node in self.nodes:
             pre = node.output if getattr(node, "activation", None) is None else f"{node.output}/pre_activation"
@@ -165,8 +207,18 @@ class Graph:
                 nodes.append(helper.make_node(
                     "Gemm", [node.input, constant(f"{node.name}/W", node.weights), constant(f"{node.name}/B", node.bias)],
                     [pre], transB=1))
-            elif isinstance(node, Add):
-                nodes.append(helper.make_node("Add", list(node.inputs), [pre]))
+            elif isinstance(node, (Add, Mul)):
+                nodes.append(helper.make_node(type(node).__name__, list(node.inputs), [pre]))
+            elif isinstance(node, Concat):
+                nodes.append(helper.make_node("Concat", list(node.inputs), [pre], axis=1))
+            elif isinstance(node, Activation):
+                op = {function: op for op, function in TABLE_OPS.items()}[node.function]
+                nodes.append(helper.make_node(op, [node.input], [pre],
+                                              **({} if node.alpha is None else {"alpha": node.alpha})))
+            elif isinstance(node, MaxPool):
+                top, bottom, left, right = node.padding
+                nodes.append(helper.make_node("MaxPool", [node.input], [pre], kernel_shape=list(node.kernel),
+                                              strides=list(node.stride), pads=[top, left, bottom, right]))
             elif isinstance(node, Pool) and node.kernel is None:
                 nodes.append(helper.make_node("GlobalAveragePool", [node.input], [pre]))
             elif isinstance(node, Pool):
@@ -227,6 +279,15 @@ SUPPORTED_OPS = {
     "AveragePool": {"auto_pad": _AUTO_PAD, "ceil_mode": _equal(0), "count_include_pad": _equal(0),
                     "dilations": _all_ones, "kernel_shape": _any, "pads": _any, "strides": _any},
     "Flatten": {"axis": _equal(1)},
+    "MaxPool": {"auto_pad": _AUTO_PAD, "ceil_mode": _equal(0), "dilations": _all_ones, "kernel_shape": _any,
+                "pads": _any, "storage_order": _equal(0), "strides": _any},
+    "Concat": {"axis": _one_of(1, -3)},
+    "Mul": {},
+    "HardSwish": {},
+    "HardSigmoid": {"alpha": _any, "beta": _any},
+    "LeakyRelu": {"alpha": _any},
+    "Sigmoid": {},
+    "Tanh": {},
     "Gemm": {"alpha": _any, "beta": _any, "transA": _equal(0), "transB": _any},
 }
 
@@ -240,8 +301,10 @@ _HINTS = {
     "Constant": "only numeric Constant values are supported",
 }
 _SUPPORTED = ("the quantizer imports Conv, BatchNormalization, Relu, Clip (ReLU/ReLU6), Add, GlobalAveragePool, "
-              "AveragePool, ReduceMean over H and W, Flatten/Reshape/Squeeze to [N, C*H*W], Gemm, MatMul (+ Add), "
-              "Identity and Dropout: replace it in the model (docs/quantizer.md lists the supported layers)")
+              "AveragePool, MaxPool, Concat (channels), Mul (same shape or a per-channel gate), HardSwish, "
+              "HardSigmoid (after a Conv or Gemm), LeakyRelu, Sigmoid, Tanh, ReduceMean over H and W, "
+              "Flatten/Reshape/Squeeze to [N, C*H*W], Gemm, MatMul (+ Add), Identity and Dropout: replace it in the "
+              "model (docs/quantizer.md lists the supported layers)")
 
 
 def load_graph(model):
@@ -414,8 +477,9 @@ class _Importer:
     def _activation(self, node, label, kind):
         source = self._tensor(node.input[0], label)
         index, producer = self._fusable(source, label, node.op_type)
-        if producer is None or isinstance(producer, (Pool, Flatten)):
-            raise UnsupportedModelError(f"{label}: {node.op_type} must follow a Conv, Gemm/MatMul or Add "
+        if producer is None or not isinstance(producer, (Conv, FullyConnected, Add, Mul)) \
+                or producer.activation == "hard_sigmoid":
+            raise UnsupportedModelError(f"{label}: {node.op_type} must follow a Conv, Gemm/MatMul, Add or Mul "
                                         f"to be fused into it")
         combined = "relu6" if "relu6" in (producer.activation, kind) else "relu"
         self._replace(index, dataclasses.replace(producer, output=node.output[0], activation=combined),
@@ -552,6 +616,79 @@ class _Importer:
         if any(p >= k for p, k in zip(padding, (kernel[0], kernel[0], kernel[1], kernel[1]))):
             raise UnsupportedModelError(f"{label}: AveragePool padding {padding} must be smaller than the kernel")
         self._pool(node, label, kernel, stride, padding)
+
+    def _MaxPool(self, node, label):
+        self._only_output(node, label)
+        attributes = _attributes(node)
+        kernel = tuple(attributes["kernel_shape"])
+        stride = tuple(attributes.get("strides", (1, 1)))
+        source = self._tensor(node.input[0], label)
+        shape = self.shapes[source]
+        if len(kernel) != 2 or len(stride) != 2 or len(shape) != 3:
+            raise UnsupportedModelError(f"{label}: only 2-D MaxPool of an NCHW tensor is supported")
+        padding = self._pads(attributes, shape[1:], kernel, stride, label)
+        if any(p >= k for p, k in zip(padding, (kernel[0], kernel[0], kernel[1], kernel[1]))):
+            raise UnsupportedModelError(f"{label}: MaxPool padding {padding} must be smaller than the kernel")
+        out = (shape[0], self._out_size(shape[1], kernel[0], stride[0], padding[0], padding[1], label),
+               self._out_size(shape[2], kernel[1], stride[1], padding[2], padding[3], label))
+        self._emit(MaxPool(name=node.name or node.output[0], input=source, output=node.output[0], kernel=kernel,
+                           stride=stride, padding=padding), node.output[0], out)
+
+    def _table(self, node, label, alpha=None):
+        source = self._tensor(node.input[0], label)
+        self._emit(Activation(name=node.name or node.output[0], input=source, output=node.output[0],
+                              function=TABLE_OPS[node.op_type], alpha=alpha), node.output[0], self.shapes[source])
+
+    def _HardSwish(self, node, label):
+        self._table(node, label)
+
+    def _Sigmoid(self, node, label):
+        self._table(node, label)
+
+    def _Tanh(self, node, label):
+        self._table(node, label)
+
+    def _LeakyRelu(self, node, label):
+        alpha = float(_attributes(node).get("alpha", 0.01))
+        if not alpha >= 0:
+            raise UnsupportedModelError(f"{label}: LeakyRelu alpha {alpha} must be non-negative")
+        self._table(node, label, alpha)
+
+    def _HardSigmoid(self, node, label):
+        attributes = _attributes(node)
+        alpha, beta = float(attributes.get("alpha", 0.2)), float(attributes.get("beta", 0.5))
+        source = self._tensor(node.input[0], label)
+        index, producer = self._fusable(source, label, "HardSigmoid")
+        if not isinstance(producer, (Conv, FullyConnected)) or producer.activation is not None or not alpha > 0:
+            raise UnsupportedModelError(f"{label}: HardSigmoid is supported with alpha > 0 directly after a Conv or "
+                                        f"Gemm/MatMul, into which it is folded (a squeeze-and-excitation gate)")
+        weights = (producer.weights.astype(np.float64) * alpha).astype(np.float32)
+        bias = (producer.bias.astype(np.float64) * alpha + beta).astype(np.float32)
+        self._replace(index, dataclasses.replace(producer, output=node.output[0], weights=weights, bias=bias,
+                                                 activation="hard_sigmoid"), node.output[0])
+
+    def _Concat(self, node, label):
+        sources = [self._tensor(name, label) for name in node.input]
+        shapes = [self.shapes[name] for name in sources]
+        if len(sources) < 2 or any(len(shape) != 3 or shape[1:] != shapes[0][1:] for shape in shapes):
+            raise UnsupportedModelError(f"{label}: Concat joins two or more NCHW tensors of one H and W along "
+                                        f"channels, not {shapes}")
+        self._emit(Concat(name=node.name or node.output[0], inputs=tuple(sources), output=node.output[0]),
+                   node.output[0], (sum(shape[0] for shape in shapes), *shapes[0][1:]))
+
+    def _Mul(self, node, label):
+        if any(name in self.constants for name in node.input):
+            raise UnsupportedModelError(f"{label}: Mul by a constant is unsupported (fold it into the preceding "
+                                        f"layer's weights)")
+        a, b = (self._tensor(name, label) for name in node.input)
+        if self.shapes[a] != self.shapes[b] and self.shapes[a] == (self.shapes[b][0], 1, 1):
+            a, b = b, a                                      # the per-channel gate second
+        shape, gate = self.shapes[a], self.shapes[b]
+        if gate != shape and not (len(shape) == 3 and gate == (shape[0], 1, 1)):
+            raise UnsupportedModelError(f"{label}: Mul of shapes {shape} and {gate}: only one shape or a "
+                                        f"per-channel (C, 1, 1) gate is supported")
+        self._emit(Mul(name=node.name or node.output[0], inputs=(a, b), output=node.output[0]), node.output[0],
+                   shape)
 
     def _Flatten(self, node, label):
         source = self._tensor(node.input[0], label)

@@ -10,7 +10,10 @@ exactly what ``golden/`` computes:
   zero point, which is what the golden conv's padded taps read) followed by a VALID conv;
 * fully connected -> RESHAPE, 1x1 CONV_2D, RESHAPE (LiteRT's FULLY_CONNECTED reference requantizes in float);
 * residual add -> ADD; average pooling -> AVERAGE_POOL_2D (VALID or SAME windows only: a PAD would change the
-  divisor);
+  divisor); max pooling -> MAX_POOL_2D (another padding: PADV2 with -128, then VALID);
+* elementwise activation tables -> HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU (the table must be the one the kernel
+  computes from the file's float32 scales, golden.activation); concatenation -> CONCATENATION (inputs quantized as
+  the output); squeeze-and-excitation multiply -> MUL (broadcasting a ``(N, 1, 1, C)`` gate);
 * the clamp ``(qmin, qmax)`` -> the fused activation (NONE, RELU, RELU6) whose LiteRT clamp is exactly that
   (:func:`fused_activation`).
 
@@ -27,11 +30,13 @@ import numpy as np
 import tflite
 
 from golden import network as gnet
+from golden.activation import activation_table
 from golden.add import add_params
+from golden.mul import mul_params
 from golden.conv import conv_output_size, same_padding
 from golden.requant import INT32_MAX, INT32_MIN, activation_bounds, quantize_multiplier
 
-__all__ = ["ModelBuilder", "fused_activation", "litert_activation_bounds", "export_network", "export_layer",
+__all__ = ["ModelBuilder", "ACTIVATION_OPS", "fused_activation", "litert_activation_bounds", "export_network", "export_layer",
            "check_quantization", "run_reference", "benchmark", "format_benchmark"]
 
 _INT8 = tflite.TensorType.INT8
@@ -45,7 +50,18 @@ _OPCODES = {
     "AVERAGE_POOL_2D": (tflite.BuiltinOperator.AVERAGE_POOL_2D, 2),
     "RESHAPE": (tflite.BuiltinOperator.RESHAPE, 1),
     "PAD": (tflite.BuiltinOperator.PAD, 2),
+    "PADV2": (tflite.BuiltinOperator.PADV2, 2),
+    "MAX_POOL_2D": (tflite.BuiltinOperator.MAX_POOL_2D, 2),
+    "HARD_SWISH": (tflite.BuiltinOperator.HARD_SWISH, 1),
+    "LOGISTIC": (tflite.BuiltinOperator.LOGISTIC, 2),
+    "TANH": (tflite.BuiltinOperator.TANH, 2),
+    "LEAKY_RELU": (tflite.BuiltinOperator.LEAKY_RELU, 2),
+    "CONCATENATION": (tflite.BuiltinOperator.CONCATENATION, 2),
+    "MUL": (tflite.BuiltinOperator.MUL, 2),
 }
+
+#: golden.activation function -> the LiteRT op whose int8 kernel its table reproduces.
+ACTIVATION_OPS = {"hard_swish": "HARD_SWISH", "logistic": "LOGISTIC", "tanh": "TANH", "leaky_relu": "LEAKY_RELU"}
 
 
 def litert_activation_bounds(activation, scale, zero_point):
@@ -103,7 +119,7 @@ class _Operator:
     opcode: str
     inputs: tuple
     outputs: tuple
-    options_table: str      # the builtin options table, e.g. "Conv2DOptions"
+    options_table: str      # the builtin options table, e.g. "Conv2DOptions"; None for an op without options
     options: tuple          # (field adder, value) pairs, or () for a table without fields
 
 
@@ -219,16 +235,71 @@ class ModelBuilder:
         if mode is None:
             raise ValueError(f"average pooling padding {padding} is neither VALID nor SAME for input {h}x{w}, "
                              f"kernel {kernel}, stride {stride}")
-        top, bottom, left, right = padding
-        out_shape = (n, conv_output_size(h, kernel[0], stride[0], top, bottom),
-                     conv_output_size(w, kernel[1], stride[1], left, right), c)
-        out = self._activation(name, out_shape, *self.quantization(x))
+        return self._pool("AVERAGE_POOL_2D", x, kernel, stride, padding, mode, qmin, qmax, name)
+
+    def max_pool2d(self, x, kernel, *, stride=(1, 1), padding=(0, 0, 0, 0), qmin=-128, qmax=127, name):
+        """MAX_POOL_2D (golden.pool.max_pool2d); the output shares the input's scale and zero point.
+
+        A padding that is neither VALID nor SAME becomes a PADV2 filling with -128 (which never beats a value inside
+        the window) followed by a VALID pool.
+        """
+        n, h, w, c = self._nhwc(x)
+        kernel, stride, padding = _pair(kernel, "kernel"), _pair(stride, "stride"), _padding(padding)
+        mode = self._padding_mode((h, w), kernel, stride, padding)
+        if mode is None:
+            x = self.pad(x, padding, value=-128, name=f"{name}/pad")
+            padding, mode = (0, 0, 0, 0), tflite.Padding.VALID
+        return self._pool("MAX_POOL_2D", x, kernel, stride, padding, mode, qmin, qmax, name)
+
+    def activation(self, x, function, *, output_scale, output_zero_point, alpha=None, name):
+        """An elementwise int8 activation (golden.activation): HARD_SWISH, LOGISTIC, TANH or LEAKY_RELU (``alpha``).
+
+        Args:
+            function: a key of :data:`ACTIVATION_OPS`.
+            output_scale, output_zero_point: the output's quantization (LOGISTIC's kernel requires 1/256 and -128).
+        """
+        if function not in ACTIVATION_OPS:
+            raise ValueError(f"function must be one of {', '.join(ACTIVATION_OPS)}, not {function!r}")
+        if (alpha is not None) != (function == "leaky_relu"):
+            raise ValueError(f"alpha is given for leaky_relu and only for it, not {alpha!r} for {function}")
+        out = self._activation(name, self._tensor(x).shape, output_scale, output_zero_point)
+        if function == "leaky_relu":
+            options = ("LeakyReluOptions", ((tflite.LeakyReluOptionsAddAlpha, float(np.float32(alpha))),))
+        elif function == "hard_swish":
+            options = ("HardSwishOptions", ())
+        else:
+            options = (None, ())
+        self._operators.append(_Operator(ACTIVATION_OPS[function], (x,), (out,), *options))
+        return out
+
+    def concatenation(self, inputs, *, name):
+        """CONCATENATION of NHWC tensors along channels (golden.concat); every input must be quantized as the first,
+        which the output takes (LiteRT's int8 kernel copies values and refuses other quantizations)."""
+        inputs = tuple(inputs)
+        if len(inputs) < 2:
+            raise ValueError(f"a concatenation joins two or more tensors, not {len(inputs)}")
+        shapes = [self._nhwc(x) for x in inputs]
+        if any(shape[:3] != shapes[0][:3] for shape in shapes):
+            raise ValueError(f"concatenation inputs must share N, H, W, not {shapes}")
+        if any(self.quantization(x) != self.quantization(inputs[0]) for x in inputs):
+            raise ValueError(f"concatenation inputs must share one scale and zero point, not "
+                             f"{[self.quantization(x) for x in inputs]}")
+        out = self._activation(name, (*shapes[0][:3], sum(shape[3] for shape in shapes)),
+                               *self.quantization(inputs[0]))
+        self._operators.append(_Operator("CONCATENATION", inputs, (out,), "ConcatenationOptions", (
+            (tflite.ConcatenationOptionsAddAxis, 3),
+            (tflite.ConcatenationOptionsAddFusedActivationFunction, tflite.ActivationFunctionType.NONE))))
+        return out
+
+    def mul(self, x1, x2, *, output_scale, output_zero_point, qmin=-128, qmax=127, name):
+        """MUL of two int8 tensors (golden.mul); ``x2`` may be ``(N, 1, 1, C)`` against ``x1``'s ``(N, H, W, C)``."""
+        shape, other = self._tensor(x1).shape, self._tensor(x2).shape
+        if len(other) != len(shape) or any(b not in (1, a) for a, b in zip(shape, other)):
+            raise ValueError(f"the second mul input {other} must broadcast to the first {shape}")
+        out = self._activation(name, shape, output_scale, output_zero_point)
         activation = fused_activation(qmin, qmax, *self.quantization(out))
-        self._operators.append(_Operator("AVERAGE_POOL_2D", (x,), (out,), "Pool2DOptions", (
-            (tflite.Pool2DOptionsAddPadding, mode), (tflite.Pool2DOptionsAddStrideH, stride[0]),
-            (tflite.Pool2DOptionsAddStrideW, stride[1]), (tflite.Pool2DOptionsAddFilterHeight, kernel[0]),
-            (tflite.Pool2DOptionsAddFilterWidth, kernel[1]),
-            (tflite.Pool2DOptionsAddFusedActivationFunction, activation))))
+        self._operators.append(_Operator("MUL", (x1, x2), (out,), "MulOptions",
+                                         ((tflite.MulOptionsAddFusedActivationFunction, activation),)))
         return out
 
     def reshape(self, x, shape, *, name):
@@ -242,14 +313,20 @@ class ModelBuilder:
         self._operators.append(_Operator("RESHAPE", (x, new_shape), (out,), "ReshapeOptions", ()))
         return out
 
-    def pad(self, x, padding, *, name):
-        """PAD of the spatial axes by ``(top, bottom, left, right)``; int8 PAD fills with the zero point."""
+    def pad(self, x, padding, *, value=None, name):
+        """PAD of the spatial axes by ``(top, bottom, left, right)``; int8 PAD fills with the zero point, PADV2 (with
+        an int8 ``value``) with that value, a constant quantized as ``x`` as LiteRT requires."""
         n, h, w, c = self._nhwc(x)
         top, bottom, left, right = _padding(padding)
         paddings = np.asarray([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
-        constant = self._constant(f"{name}/paddings", paddings, _INT32)
+        inputs = (x, self._constant(f"{name}/paddings", paddings, _INT32))
+        if value is not None:
+            scale, zero_point = self.quantization(x)
+            inputs += (self._constant(f"{name}/value", _integers([value], "pad value", -128, 127).astype(np.int8),
+                                      _INT8, scale=(scale,), zero_point=(zero_point,)),)
         out = self._activation(name, (n, h + top + bottom, w + left + right, c), *self.quantization(x))
-        self._operators.append(_Operator("PAD", (x, constant), (out,), "PadOptions", ()))
+        self._operators.append(_Operator("PAD" if value is None else "PADV2", inputs, (out,),
+                                         "PadOptions" if value is None else "PadV2Options", ()))
         return out
 
     # --- output ------------------------------------------------------------------------------------------------
@@ -366,6 +443,20 @@ class ModelBuilder:
         self._operators.append(_Operator(opcode, (x, weights_handle, bias_handle), (out,), *options))
         return out
 
+    def _pool(self, opcode, x, kernel, stride, padding, mode, qmin, qmax, name):
+        n, h, w, c = self._nhwc(x)
+        top, bottom, left, right = padding
+        out_shape = (n, conv_output_size(h, kernel[0], stride[0], top, bottom),
+                     conv_output_size(w, kernel[1], stride[1], left, right), c)
+        out = self._activation(name, out_shape, *self.quantization(x))
+        activation = fused_activation(qmin, qmax, *self.quantization(out))
+        self._operators.append(_Operator(opcode, (x,), (out,), "Pool2DOptions", (
+            (tflite.Pool2DOptionsAddPadding, mode), (tflite.Pool2DOptionsAddStrideH, stride[0]),
+            (tflite.Pool2DOptionsAddStrideW, stride[1]), (tflite.Pool2DOptionsAddFilterHeight, kernel[0]),
+            (tflite.Pool2DOptionsAddFilterWidth, kernel[1]),
+            (tflite.Pool2DOptionsAddFusedActivationFunction, activation))))
+        return out
+
     @staticmethod
     def _padding_mode(size, kernel, stride, padding):
         # TFLite's Padding for an explicit (top, bottom, left, right), or None if it is neither.
@@ -446,16 +537,18 @@ class ModelBuilder:
     def _write_operator(builder, operator, opcode_index):
         inputs, outputs = _int32s(builder, operator.inputs), _int32s(builder, operator.outputs)
         table = operator.options_table
-        getattr(tflite, f"{table}Start")(builder)
-        for add, value in operator.options:
-            add(builder, value)
-        options = getattr(tflite, f"{table}End")(builder)
+        if table is not None:
+            getattr(tflite, f"{table}Start")(builder)
+            for add, value in operator.options:
+                add(builder, value)
+            options = getattr(tflite, f"{table}End")(builder)
         tflite.OperatorStart(builder)
         tflite.OperatorAddOpcodeIndex(builder, opcode_index)
         tflite.OperatorAddInputs(builder, inputs)
         tflite.OperatorAddOutputs(builder, outputs)
-        tflite.OperatorAddBuiltinOptionsType(builder, getattr(tflite.BuiltinOptions, table))
-        tflite.OperatorAddBuiltinOptions(builder, options)
+        if table is not None:                                # LOGISTIC, TANH: no options table
+            tflite.OperatorAddBuiltinOptionsType(builder, getattr(tflite.BuiltinOptions, table))
+            tflite.OperatorAddBuiltinOptions(builder, options)
         return tflite.OperatorEnd(builder)
 
     @staticmethod
@@ -512,23 +605,40 @@ def _emit(builder, network, layer, handles):
     if isinstance(layer, gnet.Flatten):
         shape = builder.shape(handles[layer.input])
         return builder.reshape(handles[layer.input], (shape[0], int(np.prod(shape[1:]))), name=layer.output)
-    if isinstance(layer, gnet.Add):
+    if isinstance(layer, (gnet.Add, gnet.Mul)):
+        derive, method = (add_params, builder.add) if isinstance(layer, gnet.Add) else (mul_params, builder.mul)
         inputs = [network.tensors[t] for t in layer.inputs]
-        params = add_params(inputs[0].scale, inputs[0].zero_point, inputs[1].scale, inputs[1].zero_point,
-                            out.scale, out.zero_point)
+        params = derive(inputs[0].scale, inputs[0].zero_point, inputs[1].scale, inputs[1].zero_point,
+                        out.scale, out.zero_point)
         if params != layer.params:
             raise ValueError(f"{label}: LiteRT derives {params} from the float32 scales, the layer has {layer.params}")
-        return builder.add(*(handles[t] for t in layer.inputs), output_scale=out.scale,
-                           output_zero_point=out.zero_point, qmin=layer.qmin, qmax=layer.qmax, name=layer.output)
+        return method(*(handles[t] for t in layer.inputs), output_scale=out.scale, output_zero_point=out.zero_point,
+                      qmin=layer.qmin, qmax=layer.qmax, name=layer.output)
+    if isinstance(layer, (gnet.AveragePool, gnet.MaxPool, gnet.Concat)):
+        for name in layer.inputs:
+            source = network.tensors[name]
+            if (np.float32(source.scale), source.zero_point) != (np.float32(out.scale), out.zero_point):
+                raise ValueError(f"{label}: LiteRT's int8 {layer.kind} needs its output quantized as its inputs")
     if isinstance(layer, gnet.AveragePool):
-        source = network.tensors[layer.input]
-        if (np.float32(source.scale), source.zero_point) != (np.float32(out.scale), out.zero_point):
-            raise ValueError(f"{label}: LiteRT's AVERAGE_POOL_2D needs the output quantized as its input")
-        kernel = source.shape[:2] if layer.kernel is None else layer.kernel
+        kernel = network.tensors[layer.input].shape[:2] if layer.kernel is None else layer.kernel
         padding = (0, 0, 0, 0) if layer.kernel is None else layer.padding
         stride = (1, 1) if layer.kernel is None else layer.stride
         return builder.average_pool2d(handles[layer.input], kernel, stride=stride, padding=padding,
                                       name=layer.output)
+    if isinstance(layer, gnet.MaxPool):
+        return builder.max_pool2d(handles[layer.input], layer.kernel, stride=layer.stride, padding=layer.padding,
+                                  name=layer.output)
+    if isinstance(layer, gnet.Concat):
+        return builder.concatenation([handles[name] for name in layer.inputs], name=layer.output)
+    if isinstance(layer, gnet.Activation):
+        source = network.tensors[layer.input]
+        table = activation_table(layer.function, source.scale, source.zero_point, out.scale, out.zero_point,
+                                 alpha=layer.alpha)
+        if not np.array_equal(table, layer.table):
+            raise ValueError(f"{label}: LiteRT's {ACTIVATION_OPS[layer.function]} computes another table from the "
+                             f"float32 scales than the layer holds")
+        return builder.activation(handles[layer.input], layer.function, output_scale=out.scale,
+                                  output_zero_point=out.zero_point, alpha=layer.alpha, name=layer.output)
     source = network.tensors[layer.input]
     _check_multipliers(layer, source.scale, out.scale, label)
     # The file holds s_w and k_c as the NPU does: the builder writes channel scales s_w * 2**-k_c (exact).
@@ -626,13 +736,15 @@ def check_quantization(model, network):
         operator = graph.Operators(i)
         opcode = opcodes.get(root.OperatorCodes(operator.OpcodeIndex()).BuiltinCode())
         inputs, (output, *_) = operator.InputsAsNumpy().tolist(), operator.OutputsAsNumpy().tolist()
-        if opcode in ("RESHAPE", "PAD", "AVERAGE_POOL_2D"):
+        if opcode in ("RESHAPE", "PAD", "PADV2", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
             source = _read_quantization(tensors[inputs[0]])
             if source is None or len(source[0]) != 1:
                 problems.append(f"tensor {names[inputs[0]]!r}: expected one scale and zero point")
             else:
                 expect(output, _INT8, source[0], source[1])
-            for constant in inputs[1:]:
+                if opcode == "PADV2":                        # the fill value: int8, quantized as the input
+                    expect(inputs[2], _INT8, source[0], source[1])
+            for constant in inputs[1:2]:
                 expect(constant, _INT32, None, None)
         elif opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             layer = layers.get(names[output])
@@ -653,7 +765,8 @@ def check_quantization(model, network):
             zeros = np.zeros(layer.channels, np.int64)
             expect(inputs[1], _INT8, channel_scale, zeros, 3 if opcode == "DEPTHWISE_CONV_2D" else 0)
             expect(inputs[2], _INT32, s_in * channel_scale, zeros)
-        elif opcode != "ADD":                                # ADD: its tensors are the network's, checked above
+        elif opcode not in ("ADD", "MUL", "CONCATENATION", *ACTIVATION_OPS.values()):
+            # the others read and write only the network's tensors, checked above
             problems.append(f"operator {i}: unexpected builtin code "
                             f"{root.OperatorCodes(operator.OpcodeIndex()).BuiltinCode()}")
     problems += [f"tensor {names[i]!r}: no rule checks its quantization" for i in range(len(tensors))

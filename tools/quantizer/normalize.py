@@ -5,7 +5,8 @@ Exporters write one network in many ways. torch's legacy exporter writes a globa
 ``torch.flatten`` as Flatten and ReLU6's bounds as Constant nodes; the dynamo exporter writes ReduceMean over H and W,
 a Reshape and initializers; ``x.mean((2, 3))`` is a ReduceMean without keepdims, ``nn.AvgPool2d(7)`` on a 7x7 map an
 AveragePool over the whole map, ``squeeze`` a Squeeze, ``x.view(x.size(0), -1)`` a Reshape of a computed shape,
-a hand-written ``x @ W.T + b`` a MatMul and an Add. As hls4ml's optimizer passes do, each pass of :data:`PASSES`
+a hand-written ``x @ W.T + b`` a MatMul and an Add, and the legacy exporter's HardSwish before opset 14
+``x * HardSigmoid(x)``. As hls4ml's optimizer passes do, each pass of :data:`PASSES`
 rewrites one form into the canonical one, on a copy of the model, in that order. Every rewrite computes the same float function, so every form of one network gives the same IR
 and the same integers. A node that no pass recognises is left as it is: the importer's op check then refuses it with
 a one-line error that says what is supported instead.
@@ -20,7 +21,7 @@ from onnx import helper, numpy_helper
 
 __all__ = ["PASSES", "normalize", "constants_to_initializers", "drop_identity", "reduce_mean_to_global_pool",
            "whole_map_average_pool_to_global", "drop_unused_count_include_pad", "squeeze_to_flatten",
-           "computed_shape_to_constant", "reshape_to_flatten", "matmul_add_to_gemm"]
+           "computed_shape_to_constant", "reshape_to_flatten", "matmul_add_to_gemm", "hard_sigmoid_mul_to_hard_swish"]
 
 
 class _Model:
@@ -364,10 +365,34 @@ def matmul_add_to_gemm(model):
     _rewrite_each(model, rewrite)
 
 
+def hard_sigmoid_mul_to_hard_swish(model):
+    """``x * HardSigmoid(x)`` with alpha 1/6 and beta 1/2 (the legacy exporter's HardSwish before opset 14) becomes
+    one HardSwish, when nothing else reads the HardSigmoid."""
+    gates = {node.output[0]: node for node in model.nodes if node.op_type == "HardSigmoid"
+             and np.isclose(_attributes(node).get("alpha", 0.2), 1 / 6, rtol=1e-6)
+             and np.isclose(_attributes(node).get("beta", 0.5), 0.5, rtol=1e-6)
+             and len(model.consumers(node.output[0])) == 1 and not model.is_output(node.output[0])}
+    fused = set()
+    for node in model.nodes:
+        if node.op_type == "Mul" and len(node.input) == 2:
+            for gate, other in (node.input, node.input[::-1]):
+                if gate in gates and gates[gate].input[0] == other:
+                    fused.add(gate)
+
+    def rewrite(node):
+        if node.op_type == "HardSigmoid" and node.output[0] in fused:
+            return []
+        if node.op_type == "Mul" and len(node.input) == 2 and fused & set(node.input):
+            gate = next(name for name in node.input if name in fused)
+            return [_like(node, "HardSwish", [gates[gate].input[0]], [node.output[0]])]
+        return None
+    _rewrite_each(model, rewrite)
+
+
 #: The passes in the order :func:`normalize` runs them (each sees the result of the ones before).
 PASSES = (constants_to_initializers, drop_identity, reduce_mean_to_global_pool, whole_map_average_pool_to_global,
           drop_unused_count_include_pad, squeeze_to_flatten, computed_shape_to_constant, reshape_to_flatten,
-          matmul_add_to_gemm)
+          matmul_add_to_gemm, hard_sigmoid_mul_to_hard_swish)
 
 
 def normalize(model):

@@ -50,6 +50,8 @@ def _run(graph, images):
 def test_pairs_are_single_reader_convolutions():
     # t2 is read by c3 and by the add (a residual): not a pair; t3 feeds the add only.
     assert equalization_pairs(_graph()) == [(0, 1), (1, 2)]
+    # A folded HardSigmoid clamps at 1 whatever its weights' scale: never scaled.
+    assert equalization_pairs(_graph("hard_sigmoid")) == [(1, 2)]
 
 
 def test_relu_graph_is_unchanged_and_ranges_equalized():

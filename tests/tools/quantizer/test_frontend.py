@@ -221,12 +221,12 @@ def test_grouped_conv():
 
 def test_unsupported_op_is_refused_before_any_work():
     # The structure is broken early (BatchNormalization after a Relu) and an unsupported op sits at the end: the op
-    # check runs over every node first, so the error names the Sigmoid.
+    # check runs over every node first, so the error names the Softsign.
     b = _Builder()
     r = b.node("Relu", [b.conv("x", 3, 4)])
     bn = b.batch_norm(r, 4)
-    out = b.node("Sigmoid", [bn])
-    with pytest.raises(UnsupportedModelError, match=r"^unsupported op Sigmoid \(node 'Sigmoid\d+'\): the quantizer "
+    out = b.node("Softsign", [bn])
+    with pytest.raises(UnsupportedModelError, match=r"^unsupported op Softsign \(node 'Softsign\d+'\): the quantizer "
                                                     r"imports Conv, .*docs/quantizer.md lists the supported layers\)$"):
         load_graph(b.model((3, 8, 8), out))
     with pytest.raises(UnsupportedModelError, match="BatchNormalization must directly follow a Conv"):
@@ -296,3 +296,56 @@ def test_imagenet_mobilenet_v2_imports():
     assert len(convs) == 52 and sum(n.depthwise for n in convs) == 17
     assert sum(isinstance(n, Add) for n in graph.nodes) == 10
     assert sum(n.activation == "relu6" for n in convs) == 35
+
+
+# --- MaxPool, activation tables, HardSigmoid folding, Concat, Mul -----------------------------------------------------
+
+def _float_outputs(model, graph, x):
+    """The original ONNX model's output and the IR's (re-exported) on ``x``, both by onnxruntime."""
+    original = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    ir = ort.InferenceSession(graph.to_onnx(expose_all=False).SerializeToString()).run(None, {"x": x})[0]
+    return original, ir
+
+
+def test_new_layers_import_and_keep_the_float_function():
+    b = _Builder(11)
+    stem = b.conv("x", 3, 4, bias=True)
+    pooled = b.node("MaxPool", [stem], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    swish = b.node("Mul", [pooled, b.node("HardSigmoid", [pooled], alpha=1 / 6, beta=0.5)])   # legacy HardSwish
+    leaky = b.node("LeakyRelu", [b.conv(swish, 4, 4)], alpha=0.2)
+    joined = b.node("Concat", [leaky, b.node("Tanh", [b.conv(swish, 4, 2)])], axis=1)
+    gate = b.node("HardSigmoid", [b.conv(b.node("GlobalAveragePool", [joined]), 6, 6, kernel=1, bias=True)],
+                  alpha=0.2, beta=0.5)
+    out = b.node("Mul", [gate, joined])                                   # the gate first: the importer swaps them
+    out = b.node("Sigmoid", [out])
+    model = b.model((3, 9, 9), out)
+    graph = load_graph(model)
+    kinds = [type(node).__name__ for node in graph.nodes]
+    assert kinds == ["Conv", "MaxPool", "Activation", "Conv", "Activation", "Conv", "Activation", "Concat", "Pool",
+                     "Conv", "Mul", "Activation"]
+    assert [node.function for node in graph.nodes if type(node).__name__ == "Activation"] == \
+        ["hard_swish", "leaky_relu", "tanh", "logistic"]
+    assert graph.nodes[9].activation == "hard_sigmoid" and graph.shapes[graph.nodes[1].output] == (4, 5, 5)
+    assert graph.nodes[10].inputs == (graph.nodes[7].output, graph.nodes[9].output)
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    original, ir = _float_outputs(model, graph, x)
+    np.testing.assert_allclose(ir, original, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda b: b.node("HardSigmoid", ["x"]), "HardSigmoid is supported with alpha > 0 directly after a Conv"),
+    (lambda b: b.node("Mul", [b.conv("x", 3, 3), b.const(np.ones((1, 3, 1, 1)))]), "Mul by a constant"),
+    (lambda b: b.node("Mul", [b.conv("x", 3, 3), b.node("GlobalAveragePool", [b.conv("x", 3, 1)])]),
+     r"Mul of shapes \(3, 8, 8\) and \(1, 1, 1\)"),
+    (lambda b: b.node("Concat", [b.conv("x", 3, 3), b.conv("x", 3, 3, stride=2)], axis=1), "Concat joins two or more"),
+    (lambda b: b.node("Relu", [b.node("MaxPool", [b.conv("x", 3, 3)], kernel_shape=[2, 2])]),
+     "Relu must follow a Conv, Gemm/MatMul, Add or Mul"),
+    (lambda b: b.node("MaxPool", ["x"], kernel_shape=[2, 2], ceil_mode=1), "MaxPool attribute ceil_mode=1"),
+    (lambda b: b.node("Concat", [b.conv("x", 3, 3), b.conv("x", 3, 3)], axis=2), "Concat attribute axis=2"),
+])
+def test_new_layers_refused_in_one_line(make, message):
+    b = _Builder(3)
+    out = make(b)
+    with pytest.raises(UnsupportedModelError, match=message) as error:
+        load_graph(b.model((3, 8, 8), out))
+    assert "\n" not in str(error.value)

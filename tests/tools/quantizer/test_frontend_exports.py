@@ -17,14 +17,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tools.quantizer import normalize
 from tools.quantizer.build import build_network
-from tools.quantizer.calibrate import calibrate
+from tools.quantizer.calibrate import activation_quantization, calibrate
 from tools.quantizer.evaluate import float_logits
-from tools.quantizer.frontend import Conv, Flatten, FullyConnected, Pool, UnsupportedModelError, load_graph
+from golden.network import quantize_input
+from tools.quantizer.frontend import (Activation, Concat, Conv, Flatten, FullyConnected, Pool, UnsupportedModelError,
+                                      load_graph)
 from tools.quantizer.pipeline import DEFAULT_MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "onnx")
-FORMS = sorted(name for name in os.listdir(FIXTURES) if name.endswith(".onnx"))
+FORMS = sorted(name for name in os.listdir(FIXTURES) if name.endswith(".onnx"))   # the reference architecture
 
 
 def _images(count, shape, seed=0):
@@ -271,8 +273,8 @@ def test_static_batch_model_float_reference_runs_every_image(tmp_path):
     ([helper.make_node("Dropout", ["conv_out", "ratio", "training"], ["y"], name="dropout")],
      {"ratio": np.array(0.5, np.float32), "training": np.array(True)},
      r"^unsupported op Dropout \(node 'dropout'\): only inference-mode Dropout .*export the model in eval mode$"),
-    ([helper.make_node("MaxPool", ["conv_out"], ["y"], name="stem_pool", kernel_shape=[2, 2])], {},
-     r"^unsupported op MaxPool \(node 'stem_pool'\): the quantizer imports Conv, .* replace it in the model "
+    ([helper.make_node("GlobalMaxPool", ["conv_out"], ["y"], name="stem_pool")], {},
+     r"^unsupported op GlobalMaxPool \(node 'stem_pool'\): the quantizer imports Conv, .* replace it in the model "
      r"\(docs/quantizer.md lists the supported layers\)$"),
 ])
 def test_unsupported_forms_are_refused_in_one_line(nodes, initializers, match):
@@ -287,7 +289,78 @@ def test_fixtures_are_what_the_generator_writes(tmp_path):
     pytest.importorskip("onnxscript")
     from tools.make_onnx_fixtures import main
     assert main(["--out", str(tmp_path / "onnx")]) == 0
-    assert sorted(os.listdir(tmp_path / "onnx")) == sorted(os.listdir(FIXTURES))
-    for name in os.listdir(FIXTURES):
+    names = sorted(os.path.relpath(os.path.join(folder, name), FIXTURES)
+                   for folder, _, files in os.walk(FIXTURES) for name in files)
+    assert names == sorted(os.path.relpath(os.path.join(folder, name), tmp_path / "onnx")
+                           for folder, _, files in os.walk(tmp_path / "onnx") for name in files)
+    for name in names:
         with open(os.path.join(FIXTURES, name), "rb") as committed, open(tmp_path / "onnx" / name, "rb") as new:
             assert committed.read() == new.read(), name
+
+
+# --- the layer fixtures: ResNet- and MobileNetV3-style networks in both exporters, against LiteRT REF -----------------
+
+LAYER_FIXTURES = os.path.join(FIXTURES, "layers")
+LAYER_NETWORKS = {"resnet_style": {"conv", "max_pool", "activation", "add", "average_pool", "mul", "flatten",
+                                   "fully_connected"},
+                  "mobilenetv3_style": {"conv", "depthwise", "activation", "average_pool", "mul", "concat",
+                                        "flatten", "fully_connected"}}
+
+
+@pytest.fixture(scope="module")
+def layer_networks():
+    """``{fixture: (graph, images, {method: network})}`` of every layer fixture, calibrated on 16 random images."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    result = {}
+    for name in sorted(os.listdir(LAYER_FIXTURES)):
+        graph = load_graph(os.path.join(LAYER_FIXTURES, name))
+        images = _images(16, tuple(graph.shapes[graph.input]), seed=4)
+        ranges = calibrate(graph, images, progress=False)
+        result[name] = graph, images, {method: build_network(graph, ranges, method=method)[0]
+                                       for method in ("wess", "channel")}
+    return result
+
+
+def test_layer_fixtures_match_litert_reference(layer_networks, oracle_counts):
+    """Each quantized fixture as one .tflite model: every layer's tensor and the quantization of every tensor."""
+    from tools.quantizer.litert import benchmark
+    layers = elements = mismatches = 0
+    for name, (graph, images, networks) in layer_networks.items():
+        for method, network in networks.items():
+            result = benchmark(network, quantize_input(network, images[:8]))
+            assert result["quantization_problems"] == [] and result["mismatching_layers"] == [], (name, method)
+            layers, elements, mismatches = (layers + result["layers"], elements + result["elements"],
+                                            mismatches + result["mismatches"])
+        kinds = {layer.kind for layer in networks["wess"].layers}
+        assert kinds == LAYER_NETWORKS[name.split("_legacy")[0].split("_dynamo")[0]], name
+    oracle_counts("LiteRT REF vs golden, layer fixtures (ResNet/MobileNetV3-style, wess and channel, 8 images)",
+                  layers=layers, elements=elements, mismatches=mismatches)
+    assert mismatches == 0
+
+
+@pytest.mark.parametrize("network", sorted(LAYER_NETWORKS))
+def test_layer_fixture_exports_quantize_identically(layer_networks, network):
+    """The legacy (opset 13: HardSwish as HardSigmoid * x) and dynamo (opset 18) exports give the same integers."""
+    (legacy_graph, _, legacy), (dynamo_graph, _, dynamo) = (layer_networks[f"{network}_{form}.onnx"]
+                                                            for form in ("legacy_op13", "dynamo_op18"))
+    _assert_same_ir(legacy_graph, dynamo_graph)
+    _assert_same_network(legacy["wess"], dynamo["wess"])
+    for layer in legacy["wess"].layers:                  # a folded HardSigmoid's output range is [0, 1] exactly
+        if getattr(layer, "activation", None) == "hard_sigmoid":
+            tensor = legacy["wess"].tensors[layer.output]
+            assert (tensor.scale, tensor.zero_point) == activation_quantization(0.0, 1.0)
+            assert (layer.qmin, layer.qmax) == (tensor.zero_point, 127)
+
+
+def test_layer_fixture_ir():
+    """The layers each fixture is meant to carry, as the importer sees them."""
+    resnet = load_graph(os.path.join(LAYER_FIXTURES, "resnet_style_legacy_op13.onnx"))
+    assert [type(node).__name__ for node in resnet.nodes] == [
+        "Conv", "MaxPool", "Conv", "Activation", "Conv", "Add", "Pool", "Conv", "Conv", "Activation", "Mul", "Pool",
+        "Flatten", "FullyConnected"]
+    assert resnet.nodes[1].padding == (1, 1, 1, 1) and resnet.nodes[3].alpha == pytest.approx(0.1)
+    mobile = load_graph(os.path.join(LAYER_FIXTURES, "mobilenetv3_style_legacy_op13.onnx"))
+    functions = [node.function for node in mobile.nodes if isinstance(node, Activation)]
+    assert functions == ["hard_swish", "tanh"]
+    assert [node.activation for node in mobile.nodes if isinstance(node, Conv)].count("hard_sigmoid") == 1
+    assert any(isinstance(node, Concat) for node in mobile.nodes)

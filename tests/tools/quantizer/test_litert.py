@@ -19,8 +19,12 @@ from golden import network as gnet
 from golden.config import NPUConfig
 from golden.add import add, add_params
 from golden.conv import conv2d, depthwise_conv2d, fully_connected, same_padding
-from golden.pool import average_pool2d
-from golden.requant import INT32_MIN, activation_bounds, quantize_multiplier, requantize, round_half_away_from_zero
+from golden.activation import FIXED_OUTPUT, FUNCTIONS, activation_table, lookup
+from golden.concat import concatenate
+from golden.mul import mul, mul_params
+from golden.pool import average_pool2d, max_pool2d
+from golden.requant import (INT32_MIN, activation_bounds, multiply_by_quantized_multiplier, quantize_multiplier,
+                            requantize, round_half_away_from_zero)
 from tools.quantizer.litert import (ModelBuilder, check_quantization, export_layer, export_network, fused_activation,
                                    litert_activation_bounds, run_reference)
 
@@ -287,6 +291,16 @@ def test_litert_edge_layers(oracle_counts):
     assert not tally.failing, f"{message}; the first: {_describe(layers[tally.failing[0]])}"
 
 
+def _litert_binary(op, x1, x2, quantization, qmin=-128, qmax=127):
+    """LiteRT REF's ADD or MUL (``op``) of ``x1`` and ``x2`` quantized as ``(s1, zp1, s2, zp2, s_out, zp_out)``."""
+    s1, zp1, s2, zp2, s_out, zp_out = quantization
+    builder = ModelBuilder()
+    a = builder.input("a", x1.shape, scale=s1, zero_point=zp1)
+    b = builder.input("b", x2.shape, scale=s2, zero_point=zp2)
+    y = getattr(builder, op)(a, b, output_scale=s_out, output_zero_point=zp_out, qmin=qmin, qmax=qmax, name="y")
+    return run_reference(builder.build([y]), [x1, x2])[0]
+
+
 def test_litert_random_add_layers(oracle_counts):
     rng = np.random.default_rng(11)
     tally = Tally()
@@ -301,11 +315,8 @@ def test_litert_random_add_layers(oracle_counts):
             qmin, qmax = activation_bounds(activation, float(s_out), zp_out)
             expected = add(x1, x2, add_params(s1, zp1, s2, zp2, s_out, zp_out), qmin, qmax)
 
-            builder = ModelBuilder()
-            a = builder.input("a", shape, scale=s1, zero_point=zp1)
-            b = builder.input("b", shape, scale=s2, zero_point=zp2)
-            y = builder.add(a, b, output_scale=s_out, output_zero_point=zp_out, qmin=qmin, qmax=qmax, name="y")
-            tally.check((activation, ratio, shape), run_reference(builder.build([y]), [x1, x2])[0], expected)
+            actual = _litert_binary("add", x1, x2, (s1, zp1, s2, zp2, s_out, zp_out), qmin, qmax)
+            tally.check((activation, ratio, shape), actual, expected)
     message = tally.record(oracle_counts, "random ADD layers")
     assert tally.layers >= 40 and not tally.failing, message
 
@@ -333,6 +344,154 @@ def test_litert_random_average_pool_layers(oracle_counts):
             tally.check((window, stride, mode, activation), run_reference(builder.build([y]), [x])[0], expected)
     message = tally.record(oracle_counts, "random AVERAGE_POOL_2D layers")
     assert tally.layers >= 40 and not tally.failing, message
+
+
+def test_litert_random_max_pool_layers(oracle_counts):
+    rng = np.random.default_rng(17)
+    tally = Tally()
+    windows = ((2, 2, "VALID"), (3, 2, "SAME"), (3, 1, "SAME"), (3, 2, "explicit"), (3, 1, "explicit"),
+               (5, 1, "explicit"))
+    for (kernel, stride, mode), activation in itertools.product(windows, ACTIVATIONS):
+        for _ in range(3):
+            n, h, w, c = (int(rng.integers(1, 3)), *(int(s) for s in rng.integers(3, 12, size=2)),
+                          int(rng.integers(1, 9)))
+            padding = _padding(rng, (h, w), kernel, stride, mode) if mode != "explicit" else \
+                (kernel // 2,) * 4                          # ResNet's MaxPool 3x3/2 pads 1 on every side
+            scale, zp = np.float32(2.0 ** rng.uniform(-8, 0)), _zero_point(rng)
+            qmin, qmax = activation_bounds(activation, float(scale), zp)
+            x = _int8_input(rng, (n, h, w, c))
+            x[0, :2, :2] = -128                             # a corner of -128 beside the padding
+            expected = max_pool2d(x, (kernel, kernel), stride=(stride, stride), padding=padding, qmin=qmin, qmax=qmax)
+
+            builder = ModelBuilder()
+            xi = builder.input("x", x.shape, scale=scale, zero_point=zp)
+            y = builder.max_pool2d(xi, (kernel, kernel), stride=(stride, stride), padding=padding, qmin=qmin,
+                                   qmax=qmax, name="y")
+            tally.check((kernel, stride, padding, activation), run_reference(builder.build([y]), [x])[0], expected)
+    message = tally.record(oracle_counts, "random MAX_POOL_2D layers (explicit padding as PADV2 -128)")
+    assert tally.layers >= 50 and not tally.failing, message
+
+
+def _activation_quantizations(rng, function, draws):
+    """``(s_in, zp_in, s_out, zp_out, alpha)``: the zero-point extremes first, then random ones."""
+    cases = []
+    for index in range(draws):
+        s_in = np.float32(2.0 ** rng.uniform(-9, 1))
+        zp_in = [-128, 127, 0][index] if index < 3 else _zero_point(rng)
+        if function in FIXED_OUTPUT:
+            s_out, zp_out = FIXED_OUTPUT[function]
+        else:
+            s_out, zp_out = np.float32(s_in * 2.0 ** rng.uniform(-1.5, 3)), _zero_point(rng)
+        alpha = float(rng.choice([0.01, 0.1, 0.2, 0.25, 1 / 3])) if function == "leaky_relu" else None
+        cases.append((s_in, zp_in, s_out, zp_out, alpha))
+    return cases
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_litert_activation_tables_every_input(function, oracle_counts):
+    """Each table against LiteRT's own kernel, on all 256 int8 inputs, for 40 quantizations per function."""
+    rng = np.random.default_rng(FUNCTIONS.index(function) + 30)
+    tally = Tally()
+    x = np.arange(-128, 128).reshape(1, 1, 16, 16)
+    for s_in, zp_in, s_out, zp_out, alpha in _activation_quantizations(rng, function, 40):
+        if function == "hard_swish" and s_in / 128 >= s_out:
+            continue                                        # LiteRT refuses it; so does activation_table
+        table = activation_table(function, s_in, zp_in, s_out, zp_out, alpha=alpha)
+        builder = ModelBuilder()
+        xi = builder.input("x", x.shape, scale=s_in, zero_point=zp_in)
+        y = builder.activation(xi, function, output_scale=s_out, output_zero_point=zp_out, alpha=alpha, name="y")
+        tally.check((float(s_in), zp_in, float(s_out), zp_out, alpha), run_reference(builder.build([y]), [x])[0],
+                    lookup(x, table))
+    message = tally.record(oracle_counts, f"{function} tables, every int8 input")
+    assert tally.layers >= 30 and not tally.failing, message
+
+
+@pytest.mark.parametrize("quantization, x, expected", [
+    ((0.014103823341429234, -128, 0.0259300097823143, 0.1), 20, 80),
+    ((0.16728857159614563, -128, 0.545764148235321, 0.01), -13, 36),
+])
+def test_leaky_relu_multiplier_is_formed_in_float32(quantization, x, expected):
+    """LEAKY_RELU's Prepare divides the float scales in float32; the double quotient gives a multiplier whose product
+    rounds to ``expected -+ 1`` here (found by search, pinned by running LiteRT)."""
+    s_in, zp_in, s_out, alpha = quantization
+    assert activation_table("leaky_relu", s_in, zp_in, s_out, 0, alpha=alpha)[x + 128] == expected
+    double = quantize_multiplier(float(np.float32(s_in)) / float(np.float32(s_out)))
+    assert multiply_by_quantized_multiplier(x - zp_in, *double) != expected
+    builder = ModelBuilder()
+    xi = builder.input("x", (1, 1), scale=s_in, zero_point=zp_in)
+    y = builder.activation(xi, "leaky_relu", output_scale=s_out, output_zero_point=0, alpha=alpha, name="y")
+    assert run_reference(builder.build([y]), [np.array([[x]])])[0].item() == expected
+
+
+def test_activation_tables_are_not_trivial():
+    # A table that ignored its function or its quantization would pass a test that only compares it with itself.
+    hs = activation_table("hard_swish", 0.05, 0, 0.03, -40)
+    assert hs[128] == -40 and hs[0] == -40 and hs[255] > 100          # hswish(0) = 0, hswish(-6.4) = 0, large x = x
+    lr = activation_table("leaky_relu", 0.1, 0, 0.1, 0, alpha=0.1)
+    assert lr[128 - 100] == -10 and lr[128 + 100] == 100
+    lg = activation_table("logistic", 0.1, 0, *FIXED_OUTPUT["logistic"])
+    assert lg[128] == 0 and lg[0] == -128 + 0 and lg[255] == 127      # sigmoid(0) = 1/2 -> 128 - 128
+    th = activation_table("tanh", 0.05, 10, *FIXED_OUTPUT["tanh"])
+    assert th[128 + 10] == 0 and th[0] == -128 and th[255] == 127      # tanh(-6.9) * 128 rounds to -128
+    with pytest.raises(ValueError, match="needs the output scale 0.00390625 and zero point -128"):
+        activation_table("logistic", 0.1, 0, 0.1, 0)
+    with pytest.raises(ValueError, match="HARD_SWISH needs s_in / 128 < s_out"):
+        activation_table("hard_swish", 1.0, 0, 0.001, 0)
+
+
+def test_litert_random_mul_layers(oracle_counts):
+    rng = np.random.default_rng(19)
+    tally = Tally()
+    for activation, broadcast in itertools.product(ACTIVATIONS, (True, False)):
+        for _ in range(8):
+            shape = (int(rng.integers(1, 3)), *(int(s) for s in rng.integers(1, 7, size=2)), int(rng.integers(1, 17)))
+            gate = (shape[0], 1, 1, shape[3]) if broadcast else shape
+            s1, s2 = np.float32(2.0 ** rng.uniform(-8, 0)), np.float32(2.0 ** rng.uniform(-8, 0))
+            s_out = np.float32(s1 * s2 * 2.0 ** rng.uniform(3, 9))
+            zp1, zp2, zp_out = _zero_point(rng), _zero_point(rng), _zero_point(rng)
+            qmin, qmax = activation_bounds(activation, float(s_out), zp_out)
+            x1, x2 = _int8_input(rng, shape), _int8_input(rng, gate)
+            expected = mul(x1, x2, mul_params(s1, zp1, s2, zp2, s_out, zp_out), qmin, qmax)
+
+            actual = _litert_binary("mul", x1, x2, (s1, zp1, s2, zp2, s_out, zp_out), qmin, qmax)
+            tally.check((activation, shape, gate), actual, expected)
+    message = tally.record(oracle_counts, "random MUL layers (broadcast gates too)")
+    assert tally.layers >= 48 and not tally.failing, message
+
+
+@pytest.mark.parametrize("quantization, x1, x2, expected", [
+    ((0.017061863094568253, -128, 0.07256902009248734, 127, 1.2510042190551758), 105, -118, -56),
+    ((0.19978712499141693, -128, 0.011554347351193428, 127, 1.1484105587005615), -71, -113, -28),
+])
+def test_mul_multiplier_is_formed_in_float32(quantization, x1, x2, expected):
+    """LiteRT's MUL forms ``s1 * s2 / s_out`` in float32; from the double product the multiplier differs in its last
+    bits and these products round to ``expected -+ 1`` (values found by search, pinned by running LiteRT)."""
+    s1, zp1, s2, zp2, s_out = quantization
+    params = mul_params(s1, zp1, s2, zp2, s_out, 0)
+    assert mul(np.int8(x1), np.int8(x2), params) == expected
+    double = quantize_multiplier(s1 * s2 / s_out)
+    assert double != (params.multiplier, params.shift)
+    assert mul(np.int8(x1), np.int8(x2), dataclasses.replace(params, multiplier=double[0], shift=double[1])) != expected
+    assert _litert_binary("mul", np.array([[x1]]), np.array([[x2]]), (s1, zp1, s2, zp2, s_out, 0)).item() == expected
+
+
+def test_litert_concatenation_copies_and_refuses_requantization(oracle_counts):
+    rng = np.random.default_rng(23)
+    tally = Tally()
+    for count in (2, 3, 4):
+        shapes = [(2, 5, 4, int(c)) for c in rng.integers(1, 9, size=count)]
+        xs = [_int8_input(rng, shape) for shape in shapes]
+        builder = ModelBuilder()
+        handles = [builder.input(f"x{i}", shape, scale=0.05, zero_point=-7) for i, shape in enumerate(shapes)]
+        y = builder.concatenation(handles, name="y")
+        tally.check(count, run_reference(builder.build([y]), xs)[0], concatenate(xs))
+    message = tally.record(oracle_counts, "CONCATENATION layers")
+    assert not tally.failing, message
+    builder = ModelBuilder()
+    a = builder.input("a", (1, 2, 2, 3), scale=0.05, zero_point=-7)
+    b = builder.input("b", (1, 2, 2, 3), scale=0.06, zero_point=-7)
+    with pytest.raises(ValueError, match="must share one scale and zero point"):
+        builder.concatenation([a, b], name="y")
 
 
 def test_litert_builder_refuses_bad_layers():
