@@ -16,7 +16,7 @@ from .descriptor import decode_descriptor, descriptor_fields, encode_descriptor
 from .hexfile import read_hex, write_hex
 from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, activation_location, bias_word_width, groups,
                       join_code_words, pack_bias_words, pack_words, row_pitch, split_code_words, unpack_bias_words,
-                      unpack_words, weight_codes)
+                      unpack_words, weight_codes, weight_word_span, weight_words)
 from .placement import plan_network
 
 __all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_weight_codes",
@@ -217,14 +217,13 @@ def write_images(network, directory):
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)
             if descriptor.weight_format:
-                count = store_weight_codes(images.weights, descriptor.kind, weight_codes(weights, entry["codebook"]),
-                                           base=descriptor.weight_base, config=config)
-                bits["two_bit_layers"] += -(-count // CODE_WORDS_PER_WORD) * word_bits
+                store_weight_codes(images.weights, descriptor.kind, weight_codes(weights, entry["codebook"]),
+                                   base=descriptor.weight_base, config=config)
             else:
-                count = store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base,
-                                      config=config)
-                bits["int8_layers"] += count * word_bits
-            bits["all_int8"] += count * word_bits
+                store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base, config=config)
+            first, end = weight_word_span(descriptor, config)
+            bits["two_bit_layers" if descriptor.weight_format else "int8_layers"] += (end - first) * word_bits
+            bits["all_int8"] += weight_words(descriptor, config) * word_bits
             store_bias(images.bias, images.channel_shift, layer.bias, layer.channel_shift,
                        base=descriptor.bias_base, config=config)
         descriptors.append(encode_descriptor(descriptor, big))

@@ -22,7 +22,7 @@ reads whole images with these layouts.
 import numpy as np
 
 __all__ = [
-    "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words",
+    "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words", "weight_word_span",
     "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
     "CODE_BITS", "CODE_WORDS_PER_WORD", "join_code_words", "split_code_words", "weight_codes", "decode_code_words",
@@ -73,6 +73,16 @@ def weight_words(descriptor, config):
     if descriptor.kind == "depthwise":
         return -(-descriptor.out_channels // config.macs) * window
     return groups(descriptor.out_channels, config) * window * groups(descriptor.in_channels, config)
+
+
+def weight_word_span(descriptor, config):
+    """``(first, end)``: the weight memory words a layer's weights occupy, ``[first, end)`` (words holding any of a
+    two-bit layer's code words, whose ``weight_base`` counts code words: docs/memory.md section 2a)."""
+    count = weight_words(descriptor, config)
+    if not descriptor.weight_format:
+        return descriptor.weight_base, descriptor.weight_base + count
+    return (descriptor.weight_base // CODE_WORDS_PER_WORD,
+            -(-(descriptor.weight_base + count) // CODE_WORDS_PER_WORD))
 
 
 def pack_words(values, width):
