@@ -41,8 +41,9 @@ class NPUConfig:
     channel_bits : int
         Width of the layer descriptor's channel-count fields: up to ``2**channel_bits - 1`` channels.
     weight_code_bits : int
-        Bits per stored weight: 8 (int8 weights) or 2 (two-bit codes and a per-layer 4-entry int8 codebook, decoded
-        to int8 in front of the MAC array; docs/memory.md section 2a).
+        8: every layer's weights are int8 words. 2: the engine also has the two-bit decoder: a layer whose
+        descriptor says ``weight_format`` 1 stores its weights as two-bit codes, four code words to a weight word,
+        decoded to int8 in front of the MAC array with the descriptor's 4-entry codebook (docs/memory.md section 2a).
     program_depth : int
         Words of the descriptor memory: the most engine layers one program holds (``hdl/controller.py``; MobileNetV2
         runs about 65 with its residual adds).

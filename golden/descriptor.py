@@ -11,7 +11,8 @@ import dataclasses
 import numpy as np
 
 from .conv import conv_output_size
-from .layouts import CODE_BITS, address_bits, groups, pack_fields, row_pitch, unpack_fields, weight_words
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, address_bits, groups, pack_fields, row_pitch, unpack_fields,
+                      weight_words)
 from .pool import MAX_POOL_COUNT
 
 __all__ = ["KINDS", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
@@ -23,9 +24,6 @@ KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "ad
 #: Weight formats of a layer with weights: int8 words, or two-bit codes decoded by the layer's codebook (an engine
 #: with ``weight_code_bits == 2``; docs/memory.md section 2a).
 WEIGHT_FORMATS = {"int8": 0, "two_bit": 1}
-
-#: Two-bit code words per weight memory word (``8 lanes**2`` bits hold four ``2 lanes**2``-bit code words).
-CODE_WORDS_PER_WORD = 8 // CODE_BITS
 
 #: Largest padding before the input (top, left) a descriptor can hold.
 MAX_PAD = 3

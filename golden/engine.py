@@ -2,14 +2,16 @@
 
 :func:`run_layer` is what ``hdl/engine.py`` does to its memories, computed with the golden ops (``golden.conv``,
 ``golden.pool``, ``golden.requant``) on the tensors that ``golden.images`` reads out of the images. A global average
-pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``.
+pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``; a two-bit layer's
+code words are decoded with its descriptor's codebook (``golden.layouts.decode_code_words``).
 """
 
 import numpy as np
 
 from .conv import conv2d, depthwise_conv2d
 from .descriptor import check_descriptor
-from .images import load_activation, store_activation
+from .images import load_activation, read_code_words, store_activation
+from .layouts import decode_code_words, weight_words
 from .pool import GAP_WEIGHT, global_average_pool
 from .requant import requantize
 
@@ -52,15 +54,21 @@ def run_layer(descriptor, images, config):
 
 
 def _weights(d, images, config):
-    # The layer's weights read back out of the weight image, in the golden ops' layouts.
+    # The layer's weights read back out of the weight image (int8 words, or code words decoded), in the golden ops'
+    # layouts. Only the layer's own elements are kept: padding elements (code 0 decodes to codebook[0], not 0) are
+    # never used, so the model computes the layer whatever the padding holds.
     lanes = config.lanes
     kh, kw = d.kernel_height, d.kernel_width
+    count = weight_words(d, config)
+    if d.weight_format:
+        codebook = [d.codebook0, d.codebook1, d.codebook2, d.codebook3]
+        words = decode_code_words(read_code_words(images.weights, d.weight_base, count, config), codebook, config)
+    else:
+        words = images.weights[d.weight_base:d.weight_base + count]
     if d.kind == "depthwise":
         blocks = -(-d.out_channels // config.macs)
-        words = images.weights[d.weight_base:d.weight_base + blocks * kh * kw]
         flat = words.reshape(blocks, kh, kw, config.macs).transpose(1, 2, 0, 3).reshape(kh, kw, -1)
         return flat[..., :d.out_channels].astype(np.int64)
     gout, gin = -(-d.out_channels // lanes), -(-d.in_channels // lanes)
-    words = images.weights[d.weight_base:d.weight_base + gout * kh * kw * gin]
     ohwi = words.reshape(gout, kh, kw, gin, lanes, lanes).transpose(0, 4, 1, 2, 3, 5)
     return ohwi.reshape(gout * lanes, kh, kw, gin * lanes)[:d.out_channels, :, :, :d.in_channels].astype(np.int64)

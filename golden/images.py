@@ -2,7 +2,7 @@
 
 Images are NumPy arrays (:class:`MemoryImages`) in the layouts of ``golden.layouts``; :func:`write_images` writes the
 ROM images of a whole :class:`golden.network.Network` (placed by ``golden.placement``) as ``$readmemh`` files
-(``golden.hexfile``) and :func:`read_images` / :func:`read_weight_codes` read them back (docs/memory.md).
+(``golden.hexfile``) and :func:`read_images` reads them back (docs/memory.md).
 """
 
 import dataclasses
@@ -14,13 +14,13 @@ import numpy as np
 from .config import NPUConfig
 from .descriptor import decode_descriptor, descriptor_fields, encode_descriptor
 from .hexfile import read_hex, write_hex
-from .layouts import (CODE_BITS, activation_location, bias_word_width, codebook_fields, decode_codebook_entry,
-                      encode_codebook_entry, groups, pack_bias_words, pack_words, row_pitch, unpack_bias_words,
-                      unpack_words, weight_codes)
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, activation_location, bias_word_width, groups,
+                      join_code_words, pack_bias_words, pack_words, row_pitch, split_code_words, unpack_bias_words,
+                      unpack_words, weight_codes, weight_word_span, weight_words)
 from .placement import plan_network
 
-__all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_bias", "write_images",
-           "read_images", "read_weight_codes"]
+__all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_weight_codes",
+           "read_code_words", "store_bias", "write_images", "read_images"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -32,7 +32,9 @@ class MemoryImages:
     activation : numpy.ndarray
         int8 ``(lanes, act_depth, lanes)``: bank, address, channel lane.
     weights : numpy.ndarray
-        int8 ``(weight_depth, lanes, lanes)``: address, row, column (see :func:`store_weights`).
+        int8 ``(weight_depth, lanes, lanes)``: address, row, column (see :func:`store_weights`); the word's
+        ``8 lanes**2`` bits, lane ``r*lanes + c`` at bits ``[8(r*lanes + c) + 7 : 8(r*lanes + c)]``, so that words
+        holding two-bit code words (:func:`store_weight_codes`) are the same bits.
     bias, channel_shift : numpy.ndarray
         int64 ``(bias_depth, lanes)``: int32 bias and WESS shift k_c of each lane.
     """
@@ -96,6 +98,45 @@ def store_weights(weights_image, kind, weights, *, base, config):
 
     Missing channels (counts not multiple of ``L``) are zeros.
     """
+    words = _layer_words(kind, weights, config)
+    if base + len(words) > len(weights_image):
+        raise ValueError(f"{len(words)} weight words at {base} exceed the {len(weights_image)}-word weight memory")
+    weights_image[base:base + len(words)] = words
+    return len(words)
+
+
+def store_weight_codes(weights_image, kind, codes, *, base, config):
+    """Write a two-bit layer's codes (0..3, :func:`golden.layouts.weight_codes`) into a weight image from code word
+    ``base``; returns the number of code words.
+
+    Code word ``base + n`` holds what int8 word ``n`` of :func:`store_weights` would (missing channels code 0), two
+    bits per element; it is quarter ``(base + n) mod 4`` of memory word ``(base + n) div 4``
+    (:func:`golden.layouts.join_code_words`). The other quarters of the words it touches keep their contents.
+    """
+    words = _layer_words(kind, codes, config)
+    first, offset = divmod(base, CODE_WORDS_PER_WORD)
+    end = -(-(base + len(words)) // CODE_WORDS_PER_WORD)
+    if end > len(weights_image):
+        raise ValueError(f"{len(words)} code words at {base} exceed the {len(weights_image)}-word weight memory")
+    code_words = read_code_words(weights_image, first * CODE_WORDS_PER_WORD, (end - first) * CODE_WORDS_PER_WORD,
+                                 config)
+    code_words[offset:offset + len(words)] = pack_words(words.reshape(len(words), -1), CODE_BITS)
+    weights_image[first:end] = unpack_words(join_code_words(code_words, config), 8, config.macs).reshape(
+        end - first, config.lanes, config.lanes)
+    return len(words)
+
+
+def read_code_words(weights_image, base, count, config):
+    """Code words ``base .. base + count - 1`` of a weight image, packed (``golden.layouts.decode_code_words`` decodes
+    them)."""
+    first, offset = divmod(base, CODE_WORDS_PER_WORD)
+    end = -(-(base + count) // CODE_WORDS_PER_WORD)
+    words = pack_words(weights_image[first:end].reshape(end - first, -1), 8)
+    return split_code_words(words, config)[offset:offset + count]
+
+
+def _layer_words(kind, weights, config):
+    # A layer's weights (or codes) in weight word order (store_weights), (words, lanes, lanes), missing channels 0.
     lanes = config.lanes
     weights = np.asarray(weights)
     if kind == "fully_connected" and weights.ndim == 2:
@@ -114,11 +155,7 @@ def store_weights(weights_image, kind, weights, *, base, config):
         words = padded.reshape(kh, kw, blocks, lanes, lanes).transpose(2, 0, 1, 3, 4)
     else:
         raise ValueError(f"kind must be conv, fully_connected or depthwise, not {kind!r}")
-    words = words.reshape(-1, lanes, lanes)
-    if base + len(words) > len(weights_image):
-        raise ValueError(f"{len(words)} weight words at {base} exceed the {len(weights_image)}-word weight memory")
-    weights_image[base:base + len(words)] = words
-    return len(words)
+    return words.reshape(-1, lanes, lanes)
 
 
 def store_bias(bias_image, shift_image, bias, channel_shift, *, base, config):
@@ -143,23 +180,22 @@ def write_images(network, directory):
     Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool) gets
     its weights and biases placed one after another and a descriptor; activation tensors get regions of the
     activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`). Files:
-    ``weights.hex`` (``lanes**2 * 8``-bit words), ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then
-    shifts, :func:`golden.layouts.bias_word_fields`), ``descriptors.hex`` (one
-    :func:`golden.descriptor.encode_descriptor` word per engine layer) and ``memory.json`` (the summary). A network
-    with two-bit layers (a ``codebook``) also gets ``weight_codes.hex`` (``lanes**2 * 2``-bit code words of those
-    layers, one layer after another) and ``codebooks.hex`` (one :func:`golden.layouts.encode_codebook_entry` word per
-    engine layer); ``weights.hex`` still holds every layer as int8. Layers the engine does not run (residual adds,
-    other pools) are listed under ``host_layers``; memories larger than the configuration are reported with
-    ``fits: false`` rather than refused, so that a network too large for the on-chip memories still gets its images.
+    ``weights.hex`` (``lanes**2 * 8``-bit words: int8 layers' weight words and, on an engine with
+    ``weight_code_bits == 2``, the two-bit layers' code words four to a word, docs/memory.md section 2a),
+    ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then shifts, :func:`golden.layouts.bias_word_fields`),
+    ``descriptors.hex`` (one :func:`golden.descriptor.encode_descriptor` word per engine layer, a two-bit layer's
+    codebook in it) and ``memory.json`` (the summary). Layers the engine does not run (residual adds, other pools) are
+    listed under ``host_layers``; memories larger than the configuration are reported with ``fits: false`` rather
+    than refused, so that a network too large for the on-chip memories still gets its images.
 
     Args:
         network: a :class:`golden.network.Network`.
         directory: an existing folder.
     Returns:
-        dict: ``config``, ``files``, ``layers`` (descriptor fields, ``codebook`` and ``code_base`` by layer),
-        ``tensors`` (placement), ``host_layers``, ``words_needed`` (``weight_codes`` too), ``weight_memory_bits``
-        (``int8``: every layer as int8; ``int8_layers``, ``codes``, ``codebooks``: what an engine decoding the codes
-        stores) and ``fits``.
+        dict: ``config``, ``files``, ``layers`` (descriptor fields and the layer's ``codebook`` by layer),
+        ``tensors`` (placement), ``host_layers``, ``words_needed`` (of each memory), ``weight_memory_bits``
+        (``stored``: the weight memory's words as placed, ``int8_layers`` and ``two_bit_layers`` its words of each
+        format, ``all_int8``: every layer as int8 words) and ``fits``.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -171,45 +207,40 @@ def write_images(network, directory):
                           weights=np.zeros((plan["words"]["weights"], config.lanes, config.lanes), dtype=np.int8),
                           bias=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64),
                           channel_shift=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64))
-    codes = np.zeros((plan["words"]["weight_codes"], config.lanes, config.lanes), dtype=np.int8)
-    descriptors, entries = [], []
+    descriptors = []
+    word_bits = config.macs * 8
+    bits = {"int8_layers": 0, "two_bit_layers": 0, "all_int8": 0}
     for entry in plan["layers"]:
         layer, descriptor = entry["layer"], entry["descriptor"]
         if descriptor.kind != "average_pool":
             weights = layer.weights
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)
-            store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base, config=config)
+            if descriptor.weight_format:
+                store_weight_codes(images.weights, descriptor.kind, weight_codes(weights, entry["codebook"]),
+                                   base=descriptor.weight_base, config=config)
+            else:
+                store_weights(images.weights, descriptor.kind, weights, base=descriptor.weight_base, config=config)
+            first, end = weight_word_span(descriptor, config)
+            bits["two_bit_layers" if descriptor.weight_format else "int8_layers"] += (end - first) * word_bits
+            bits["all_int8"] += weight_words(descriptor, config) * word_bits
             store_bias(images.bias, images.channel_shift, layer.bias, layer.channel_shift,
                        base=descriptor.bias_base, config=config)
-            if entry["codebook"] is not None:
-                # Padding elements get code 0 (they decode to codebook[0], not 0: docs/memory.md section 2).
-                store_weights(codes, descriptor.kind, weight_codes(weights, entry["codebook"]),
-                              base=entry["code_base"], config=config)
         descriptors.append(encode_descriptor(descriptor, big))
-        entries.append(encode_codebook_entry(entry["codebook"], entry["code_base"], big))
-    files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), config.macs * 8),
+    files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), word_bits),
              "bias.hex": (pack_bias_words(images.bias, images.channel_shift, config), bias_word_width(config)),
              "descriptors.hex": (descriptors, sum(width for _, width, _ in descriptor_fields(big)))}
-    two_bit = [entry for entry in plan["layers"] if entry["codebook"] is not None]
-    if two_bit:
-        files["weight_codes.hex"] = (pack_words(codes.reshape(len(codes), -1), CODE_BITS), config.macs * CODE_BITS)
-        files["codebooks.hex"] = (entries, sum(width for _, width, _ in codebook_fields(big)))
-    int8_words = plan["words"]["weights"] - plan["words"]["weight_codes"]
     summary = {
         "config": json.loads(config.to_json()),
         "descriptor_config": json.loads(big.to_json()),
         "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
         "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
-                    "codebook": None if entry["codebook"] is None else entry["codebook"].tolist(),
-                    "code_base": entry["code_base"]} for entry in plan["layers"]],
+                    "codebook": None if entry["codebook"] is None else entry["codebook"].tolist()}
+                   for entry in plan["layers"]],
         "tensors": plan["tensors"],
         "host_layers": plan["host_layers"],
         "words_needed": plan["words"],
-        "weight_memory_bits": {"int8": plan["words"]["weights"] * config.macs * 8,
-                               "int8_layers": int8_words * config.macs * 8,
-                               "codes": plan["words"]["weight_codes"] * config.macs * CODE_BITS,
-                               "codebooks": len(two_bit) * 32},
+        "weight_memory_bits": {"stored": plan["words"]["weights"] * word_bits, **bits},
         "fits": plan["words"]["activation"] <= config.act_depth and plan["words"]["weights"] <= config.weight_depth
         and plan["words"]["bias"] <= config.bias_depth,
     }
@@ -245,20 +276,3 @@ def read_images(directory):
     images.bias[:len(words)], images.channel_shift[:len(words)] = unpack_bias_words(words, config)
     descriptors = [decode_descriptor(word, config) for word in read_hex(directory / "descriptors.hex")]
     return config, images, descriptors, summary
-
-
-def read_weight_codes(directory):
-    """Read the two-bit files :func:`write_images` wrote: ``(config, words, entries)``.
-
-    ``words`` are the packed code words of ``weight_codes.hex`` (decode with :func:`golden.layouts.decode_code_words`),
-    ``entries`` the ``(codebook, code_base)`` of every engine layer in descriptor order (``(None, 0)`` for int8 layers
-    and pools).
-
-    Raises:
-        FileNotFoundError: the network has no two-bit layer (no ``weight_codes.hex``).
-    """
-    directory = Path(directory)
-    config = NPUConfig(**json.loads((directory / "memory.json").read_text())["descriptor_config"])
-    words = read_hex(directory / "weight_codes.hex")
-    entries = [decode_codebook_entry(word, config) for word in read_hex(directory / "codebooks.hex")]
-    return config, words, entries

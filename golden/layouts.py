@@ -10,9 +10,10 @@ Pure NumPy. The engine (``hdl/engine.py``) has three on-chip memories:
 * **weight memory**: ``config.weight_depth`` words of ``lanes x lanes`` int8 weights.
 * **bias memory**: ``config.bias_depth`` words of ``lanes`` int32 biases plus their ``lanes`` WESS shifts k_c
   (:func:`bias_word_fields`, the one definition of the word; ``hdl.layouts.bias_word`` is built from it).
-* **two-bit weight codes** (layers with a codebook, ``golden.network.Conv2D.codebook``): the weight words of those
-  layers as ``lanes x lanes`` two-bit codes, plus a 4-entry int8 codebook per layer; :func:`decode_code_words` is the
-  decoder that turns a code word into the int8 weight word.
+* **two-bit weight codes** (layers with a codebook, ``golden.network.Conv2D.codebook``, on an engine with
+  ``weight_code_bits == 2``): such a layer's weight words are ``lanes x lanes`` two-bit code words, four to a weight
+  memory word (:func:`join_code_words`); :func:`decode_code_words` is the decoder that turns a code word into the
+  int8 weight word with the layer's 4-entry codebook (which its descriptor carries).
 
 Words are Python integers, lane 0 in the least significant bits (:func:`pack_words`). ``golden.images`` writes and
 reads whole images with these layouts.
@@ -21,16 +22,18 @@ reads whole images with these layouts.
 import numpy as np
 
 __all__ = [
-    "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words",
+    "address_bits", "groups", "row_pitch", "activation_words", "activation_location", "weight_words", "weight_word_span",
     "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
-    "CODE_BITS", "codebook_fields", "encode_codebook_entry", "decode_codebook_entry", "weight_codes",
-    "decode_code_words",
+    "CODE_BITS", "CODE_WORDS_PER_WORD", "join_code_words", "split_code_words", "weight_codes", "decode_code_words",
 ]
 
 #: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
 #: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
 CODE_BITS = 2
+
+#: Two-bit code words per weight memory word (``8 lanes**2`` bits hold four ``2 lanes**2``-bit code words).
+CODE_WORDS_PER_WORD = 8 // CODE_BITS
 
 
 def address_bits(depth):
@@ -70,6 +73,16 @@ def weight_words(descriptor, config):
     if descriptor.kind == "depthwise":
         return -(-descriptor.out_channels // config.macs) * window
     return groups(descriptor.out_channels, config) * window * groups(descriptor.in_channels, config)
+
+
+def weight_word_span(descriptor, config):
+    """``(first, end)``: the weight memory words a layer's weights occupy, ``[first, end)`` (words holding any of a
+    two-bit layer's code words, whose ``weight_base`` counts code words: docs/memory.md section 2a)."""
+    count = weight_words(descriptor, config)
+    if not descriptor.weight_format:
+        return descriptor.weight_base, descriptor.weight_base + count
+    return (descriptor.weight_base // CODE_WORDS_PER_WORD,
+            -(-(descriptor.weight_base + count) // CODE_WORDS_PER_WORD))
 
 
 def pack_words(values, width):
@@ -153,42 +166,27 @@ def unpack_bias_words(words, config):
     return tuple(arrays)
 
 
-def codebook_fields(config):
-    """The fields of an engine layer's entry in ``codebooks.hex``, ``(name, width, signed)``, least significant first.
+def join_code_words(code_words, config):
+    """Weight memory words (Python ints of ``8 lanes**2`` bits) holding two-bit code words (docs/memory.md section 2a).
 
-    ``code0`` .. ``code3``: the int8 weight that code 0..3 stands for (so the low 32 bits are the codebook, code ``i``
-    at bits ``[8i + 7 : 8i]``); ``two_bit``: 1 when the layer's weights are codes in ``weight_codes.hex``;
-    ``code_base``: its first code word (as wide as ``weight_base``). An int8 layer or a pool has the entry 0.
+    Code word ``n`` is quarter ``n mod 4`` of memory word ``n div 4``: bits ``[2 lanes**2 q, 2 lanes**2 (q + 1))``
+    with ``q = n mod 4`` (:data:`CODE_WORDS_PER_WORD` code words per word); a last word short of code words gets 0s.
+
+    Examples:
+        >>> from golden.config import NPUConfig
+        >>> [hex(word) for word in join_code_words([1, 2, 3, 0xff, 5], NPUConfig(lanes=2))]
+        ['0xff030201', '0x5']
     """
-    return tuple((f"code{i}", 8, True) for i in range(4)) + (
-        ("two_bit", 1, False), ("code_base", address_bits(config.weight_depth), False))
+    width, code_words = CODE_BITS * config.macs, list(code_words)
+    return [sum(int(word) << (width * q) for q, word in enumerate(code_words[n:n + CODE_WORDS_PER_WORD]))
+            for n in range(0, len(code_words), CODE_WORDS_PER_WORD)]
 
 
-def encode_codebook_entry(codebook, code_base, config):
-    """The ``codebooks.hex`` word of a layer: ``codebook`` (4 ascending int8 values; ``None``: an int8 layer, 0).
-
-    Raises:
-        ValueError: a codebook that is not 4 ascending int8 values, or a ``code_base`` out of range.
-    """
-    if codebook is None:
-        return 0
-    codebook = np.asarray(codebook)
-    if codebook.shape != (4,) or not np.issubdtype(codebook.dtype, np.integer) or codebook.min() < -128 \
-            or codebook.max() > 127 or np.any(np.diff(codebook) <= 0):
-        raise ValueError(f"codebook must be 4 ascending int8 values, not {codebook.tolist()!r}")
-    fields = codebook_fields(config)
-    if not 0 <= code_base < 1 << fields[-1][1]:
-        raise ValueError(f"code_base must be an integer in [0, {(1 << fields[-1][1]) - 1}], not {code_base!r}")
-    return pack_fields(fields, dict({f"code{i}": v for i, v in enumerate(codebook)}, two_bit=1,
-                                     code_base=code_base))
-
-
-def decode_codebook_entry(value, config):
-    """Inverse of :func:`encode_codebook_entry`: ``(codebook, code_base)``, ``(None, 0)`` for an int8 layer."""
-    fields = unpack_fields(codebook_fields(config), value)
-    if not fields["two_bit"]:
-        return None, 0
-    return np.array([fields[f"code{i}"] for i in range(4)], dtype=np.int64), fields["code_base"]
+def split_code_words(words, config):
+    """Inverse of :func:`join_code_words`: the :data:`CODE_WORDS_PER_WORD` code words of each memory word, in order."""
+    width = CODE_BITS * config.macs
+    mask = (1 << width) - 1
+    return [(int(word) >> (width * q)) & mask for word in words for q in range(CODE_WORDS_PER_WORD)]
 
 
 def weight_codes(weights, codebook):

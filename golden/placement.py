@@ -1,6 +1,7 @@
 """Network placement: where a network's engine layers, weights, biases and tensors go in the engine's memories.
 
-Weights and biases are placed one layer after another; activation tensors get regions of the activation memory by
+Weights and biases are placed one layer after another (a two-bit layer's code words four to a weight word, from a word
+boundary); activation tensors get regions of the activation memory by
 first fit when they are written, each freed after the last layer of any kind (engine or host) that reads it, the
 network output never (docs/memory.md section 5). ``golden.images`` writes the images of a placed network.
 """
@@ -10,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from .descriptor import LayerDescriptor, layer_descriptor
-from .layouts import activation_words, groups, row_pitch, weight_words
+from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .network import INPUT
 from .pool import average_pool_params
 
@@ -21,21 +22,24 @@ def plan_network(network, config):
     """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
 
     Conv, depthwise, fully connected (after a flatten too) and global average pool layers run on the engine; their
-    weights, biases and two-bit codes (layers with a ``codebook``) are placed one layer after another, their tensors by
+    weights and biases are placed one layer after another, their tensors by
     first fit over the activation memory when they are written (host layers' outputs too: the host writes them
     there), each freed after the last layer of any kind that reads it, so that a host layer (a residual add) still
     finds its inputs; the network output is never freed. Descriptors are checked against a configuration whose
     depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
-    ``words`` say what it needs).
+    ``words`` say what it needs). On an engine with the two-bit decoder (``config.weight_code_bits == 2``) a layer with
+    a ``codebook`` is stored as two-bit codes (descriptor ``weight_format`` 1 and its codebook): its code words start
+    at a weight word boundary, four to a word, and its ``weight_base`` counts code words (docs/memory.md section 2a);
+    every other layer, and every layer of an engine without the decoder, is stored as int8 words.
 
     Args:
         network: a :class:`golden.network.Network`.
         config: the :class:`golden.config.NPUConfig` whose layouts place it.
     Returns:
         dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
-        flatten), ``flattened``, ``codebook``, ``code_base`` and ``descriptor``), ``tensors`` (by name: ``base``,
-        ``row_pitch``, ``shape``, ``words``), ``host_layers`` (``name`` and ``kind`` of the layers the engine does
-        not run), ``words`` (words needed: ``activation``, ``weights``, ``bias``, ``weight_codes``) and ``config``
+        flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none) and ``descriptor``), ``tensors`` (by
+        name: ``base``, ``row_pitch``, ``shape``, ``words``), ``host_layers`` (``name`` and ``kind`` of the layers the
+        engine does not run), ``words`` (words needed: ``activation``, ``weights``, ``bias``) and ``config``
         (``config`` with its depths raised to ``words``: the one the descriptors are checked against).
     Raises:
         ValueError: a layer with per-channel multipliers, which the engine does not store.
@@ -43,7 +47,8 @@ def plan_network(network, config):
     shapes = {name: tensor.shape for name, tensor in network.tensors.items()}
     aliases = {}
     entries, host_layers = [], []
-    weight_base = bias_base = code_base = 0
+    decoder = config.weight_code_bits == CODE_BITS
+    weight_word = bias_base = 0   # the next free weight word and bias word
     for layer in network.layers:
         kind = layer.kind
         if kind == "flatten":
@@ -52,7 +57,7 @@ def plan_network(network, config):
         source = aliases.get(layer.inputs[0], layer.inputs[0])
         in_shape = shapes[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
-        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], code_base=0,
+        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0],
                      codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
         if kind == "conv" and layer.groups == 1:
             entry.update(kind="conv", kernel=layer.weights.shape[1:3], stride=layer.stride, padding=layer.padding,
@@ -83,16 +88,21 @@ def plan_network(network, config):
                                    output_zero_point=network.tensors[layer.output].zero_point,
                                    multiplier=int(layer.multiplier), shift=int(layer.shift),
                                    qmin=int(layer.qmin), qmax=int(layer.qmax))
-            entry["weight_base"], entry["bias_base"] = weight_base, bias_base
             probe = LayerDescriptor(kind=entry["kind"], in_height=in_shape[0], in_width=in_shape[1],
                                     in_channels=in_shape[2], out_height=1, out_width=1,
                                     out_channels=entry["out_channels"], kernel_height=entry["kernel"][0],
                                     kernel_width=entry["kernel"][1])
-            weight_base += weight_words(probe, config)
+            words = weight_words(probe, config)
+            if decoder and entry["codebook"] is not None:
+                codebook = {f"codebook{i}": int(v) for i, v in enumerate(entry["codebook"])}
+                entry["params"].update(weight_format=1, **codebook)
+                entry["weight_base"] = weight_word * CODE_WORDS_PER_WORD
+                weight_word += -(-words // CODE_WORDS_PER_WORD)
+            else:
+                entry["weight_base"] = weight_word
+                weight_word += words
+            entry["bias_base"] = bias_base
             bias_base += groups(entry["out_channels"], config)
-            if entry["codebook"] is not None:
-                entry["code_base"] = code_base
-                code_base += weight_words(probe, config)
         entries.append(entry)
 
     # Activation regions: first fit over [0, inf) when written, a tensor freed after the last layer (engine or host)
@@ -120,7 +130,7 @@ def plan_network(network, config):
         for name in [name for name in live if last_read.get(name, -1) <= index and name != layer.output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
-             "weights": weight_base, "bias": bias_base, "weight_codes": code_base}
+             "weights": weight_word, "bias": bias_base}
     big = dataclasses.replace(config, act_depth=max(config.act_depth, words["activation"]),
                               weight_depth=max(config.weight_depth, words["weights"]),
                               bias_depth=max(config.bias_depth, words["bias"]))

@@ -10,7 +10,10 @@ clamp), ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 
 and biases in its own regions of the memories (so one engine build runs all of them, one after another) and computes
 each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``) on the drawn arrays,
 independently of the memory layouts; :func:`chained_program` makes them one program (a layer reads the previous one's
-output where the shapes allow) and :func:`mutated_descriptor` corrupts a descriptor. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
+output where the shapes allow) and :func:`mutated_descriptor` corrupts a descriptor. A layer whose flavour has a
+codebook has two-bit weights: on an engine with the decoder (``weight_code_bits`` 2) they are stored as codes
+(descriptor ``weight_format`` 1, code words at code-word bases that start anywhere in a weight word), else as their
+int8 values. :func:`two_bit_layers` mixes int8 and two-bit layers by a list of codebooks; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
 descriptor space (every kind, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
 channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
@@ -24,8 +27,8 @@ import numpy as np
 from . import network
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
-from .images import MemoryImages, store_activation, store_bias, store_weights
-from .layouts import CODE_BITS, activation_words, groups, row_pitch, weight_words
+from .images import MemoryImages, store_activation, store_bias, store_weight_codes, store_weights
+from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from .requant import quantize_multiplier, requantize
 
@@ -116,35 +119,37 @@ def random_layers(specs, config, seed):
         The :class:`Case` s and the :class:`golden.images.MemoryImages` holding every layer's input, weights and
         biases. Expected outputs come from the golden ops on the original arrays, independently of the layouts.
     """
-    images, cases, _ = _draw(specs, _place(specs, config)[0], config, seed)
+    images, cases = _draw(specs, _place(specs, config)[0], config, seed)
     return cases, images
 
 
 def two_bit_layers(specs, codebooks, config, seed):
-    """``(cases, images, codes)``: :func:`random_layers`' layers with two-bit weights.
+    """``(cases, images)``: :func:`random_layers`' layers, those with a codebook two-bit.
 
-    Each layer's weights are random codes of its entry of ``codebooks`` (4 ascending int8 values), stored as codes
-    (``codes``: ``(weight_depth, lanes, lanes)``, padding code 0); ``images.weights`` holds the decoded int8 weights,
-    from which the expected output comes.
+    Layer ``i``'s weights are random codes of ``codebooks[i]`` (4 ascending int8 values; ``None``: an int8 layer),
+    stored as codes on an engine with the decoder; the expected output comes from the decoded int8 weights.
 
     Raises:
-        ValueError: a layer without weights (an average pool), or not one codebook per layer.
+        ValueError: a codebook for a layer without weights (an average pool), or not one entry per layer.
     """
     specs = list(specs)
     if len(codebooks) != len(specs):
         raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
     for (name, kind, *_), codebook in zip(specs, codebooks):
-        if kind == "average_pool":
+        if kind == "average_pool" and codebook is not None:
             raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
-    two_bit = [(f"{name} codebook {list(codebook)}", *spec,
-                dataclasses.replace(_flavour(flavour, index), codebook=tuple(codebook)))
-               for index, ((name, *spec, flavour), codebook) in enumerate(zip(specs, codebooks))]
-    images, cases, codes = _draw(two_bit, _place(two_bit, config)[0], config, seed)
-    return cases, images, codes
+    mixed = []
+    for index, ((name, *rest, flavour), codebook) in enumerate(zip(specs, codebooks)):
+        if codebook is not None:
+            name, flavour = f"{name} codebook {list(codebook)}", dataclasses.replace(_flavour(flavour, index),
+                                                                                     codebook=tuple(codebook))
+        mixed.append((name, *rest, flavour))
+    images, cases = _draw(mixed, _place(mixed, config)[0], config, seed)
+    return cases, images
 
 
 def constrained_random_layer(seed, index, config):
-    """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images, codes)``.
+    """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images)``.
 
     The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
     kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool),
@@ -152,9 +157,8 @@ def constrained_random_layer(seed, index, config):
     :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
     multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
     bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
-    ``config.weight_code_bits == 2`` the weights are two-bit codes of a random codebook (pools need none) and
-    ``codes`` holds them as ``images.weights``' code words (else ``codes`` is ``None``). Always legal per
-    :func:`golden.descriptor.check_descriptor`.
+    ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
+    code word. Always legal per :func:`golden.descriptor.check_descriptor`.
     """
     rng = np.random.default_rng([seed, index])
     two_bit = config.weight_code_bits == CODE_BITS
@@ -163,8 +167,8 @@ def constrained_random_layer(seed, index, config):
         place = _random_place(rng, spec, config)
         if place is not None:
             break
-    images, (case,), codes = _draw([spec], [place], config, rng)
-    return case, images, codes if two_bit else None
+    images, (case,) = _draw([spec], [place], config, rng)
+    return case, images
 
 
 def named_specs(rows, prefix):
@@ -245,10 +249,9 @@ def _flavour(flavour, index):
 
 
 def _draw(specs, placements, config, seed):
-    # Every layer's data and parameters, drawn in spec order from one generator and stored in the images; and the
-    # two-bit code image (padding code 0).
+    # Every layer's data and parameters, drawn in spec order from one generator and stored in the images (a two-bit
+    # layer's codes too, padding code 0).
     images = MemoryImages.empty(config)
-    codes = np.zeros_like(images.weights)
     rng = np.random.default_rng(seed)
     cases = []
     for index, (spec, place) in enumerate(zip(specs, placements)):
@@ -261,6 +264,7 @@ def _draw(specs, placements, config, seed):
         in_pitch = store_activation(images.activation, x, base=place["in"], config=config, pitch=place.get("in_pitch"))
         weights = bias = None
         channel_shift = np.zeros(cout, dtype=np.int64)
+        fields = {}
         if kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
             out_zero_point = 0
@@ -269,9 +273,11 @@ def _draw(specs, placements, config, seed):
             weights, layer_codes = _weights(rng, f, kind, shape, cout, kernel, channel_shift)
             raw = _op(kind)(x[None], weights, None, stride=stride, padding=padding, input_zero_point=zero_point)[0]
             bias, multiplier, shift = _requant_params(rng, f, raw, channel_shift)
-            store_weights(images.weights, kind, weights, base=place["weights"], config=config)
-            if layer_codes is not None:
-                store_weights(codes, kind, layer_codes, base=place["weights"], config=config)
+            if _coded(f, config):
+                store_weight_codes(images.weights, kind, layer_codes, base=place["weights"], config=config)
+                fields = dict(weight_format=1, **{f"codebook{i}": int(v) for i, v in enumerate(f.codebook)})
+            else:
+                store_weights(images.weights, kind, weights, base=place["weights"], config=config)
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
             out_zero_point = int(rng.integers(-80, 81))
         qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
@@ -279,14 +285,19 @@ def _draw(specs, placements, config, seed):
                                       padding=padding, in_base=place["in"], out_base=place["out"],
                                       weight_base=place["weights"], bias_base=place["bias"],
                                       input_zero_point=zero_point, multiplier=multiplier, shift=shift,
-                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax)
+                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax, **fields)
         descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
                                          out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
         check_descriptor(descriptor, config)
         layer = dict(x=x, weights=weights, bias=bias, channel_shift=channel_shift, stride=stride, padding=padding,
                      descriptor=descriptor)
         cases.append(_case(layer, name, f.codebook))
-    return images, cases, codes
+    return images, cases
+
+
+def _coded(flavour, config):
+    # The layer's weights are stored as two-bit codes: it has a codebook and the engine the decoder.
+    return flavour.codebook is not None and config.weight_code_bits == CODE_BITS
 
 
 def _weights(rng, f, kind, shape, cout, kernel, channel_shift):
@@ -373,15 +384,22 @@ def _probe(spec, config):
 
 def _place(specs, config):
     # Regions for every layer: inputs and outputs one after another, then weights and biases; and the words needed.
+    # A two-bit layer's code words start at quarter (index mod 4) of a fresh weight word, so that the benches read
+    # code words from every quarter.
     act = weights = bias = 0
     placements = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         probe = _probe(spec, config)
         pool = probe.kind == "average_pool"   # reads no weights and no biases
+        base = weights
+        if _coded(_flavour(spec[-1], index), config):
+            base = weights * CODE_WORDS_PER_WORD + index % CODE_WORDS_PER_WORD
+            weights = -(-(base + weight_words(probe, config)) // CODE_WORDS_PER_WORD)
+        else:
+            weights += weight_words(probe, config)
         placements.append({"in": act, "out": act + activation_words(probe.in_shape, config),
-                           "weights": 0 if pool else weights, "bias": 0 if pool else bias})
+                           "weights": 0 if pool else base, "bias": 0 if pool else bias})
         act += activation_words(probe.in_shape, config) + activation_words(probe.out_shape, config)
-        weights += weight_words(probe, config)
         bias += 0 if pool else groups(probe.out_channels, config)
     return placements, {"act": act, "weight": weights, "bias": bias}
 
@@ -396,8 +414,9 @@ def _random_place(rng, spec, config):
         words.append(height * pitch)
     (in_words, out_words), depth = words, config.act_depth
     weight_count = weight_words(probe, config)
+    weight_capacity = config.weight_depth * (CODE_WORDS_PER_WORD if _coded(spec[-1], config) else 1)
     bias_count = 0 if probe.kind == "average_pool" else groups(probe.out_channels, config)
-    if in_words + out_words > depth or weight_count > config.weight_depth or bias_count > config.bias_depth:
+    if in_words + out_words > depth or weight_count > weight_capacity or bias_count > config.bias_depth:
         return None
     in_base = int(rng.integers(0, depth - in_words - out_words + 1))
     # The output before or after the input: uniform over the bases where it fits.
@@ -405,7 +424,7 @@ def _random_place(rng, spec, config):
     out_base = int(rng.integers(0, before + depth - out_words - in_base - in_words + 1))
     out_base = out_base if out_base < before else out_base - before + in_base + in_words
     return {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
-            "weights": int(rng.integers(0, config.weight_depth - max(weight_count, 1) + 1)),
+            "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
 
 
@@ -446,12 +465,13 @@ def _random_spec(rng, config, two_bit):
         kernel, cout = shape[:2], shape[2]
     style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
     zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
-    span = 0 if two_bit or kind == "average_pool" else int(rng.integers(0, 4 if style == "ties" else 7))
+    coded = two_bit and kind != "average_pool" and rng.random() < 0.5   # half the weighted layers two-bit
+    span = 0 if coded or kind == "average_pool" else int(rng.integers(0, 4 if style == "ties" else 7))
     ties = int(rng.integers(0, 6 - span)) if style == "ties" else None   # weights up to 2**6
     flavour = Flavour(input_zero_point=zero_point, tiny_inputs=style in ("ties", "tiny"),
                       gain=float(2.0 ** rng.uniform(10, 13) if style == "saturate" else 2.0 ** rng.uniform(3, 6)),
                       clamp=str(rng.choice(CLAMPS)), k_low=int(rng.integers(0, 16 - span)), k_span=span, ties=ties,
-                      codebook=_random_codebook(rng, ties) if two_bit and kind != "average_pool" else None,
+                      codebook=_random_codebook(rng, ties) if coded else None,
                       zero_multiplier=bool(rng.random() < 0.01))
     name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
             f"p{''.join(map(str, padding))} {style}")

@@ -18,16 +18,16 @@ minimum, tensor regions beyond ``act_depth`` (one registered multiply per region
 memories): weight bounds (reads only), overlapping regions, requantization and codebook fields.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.controller import CHECKS
 from golden.descriptor import KINDS, descriptor_fields
-from golden.layouts import CODE_BITS, address_bits
+from golden.layouts import address_bits
 from hdl.engine import COUNTER_BITS, Engine, host_signature
-from hdl.memory import _registered_read
+from hdl.memory import registered_read
 from hdl.sequencer import descriptor_layout
 
 __all__ = ["Controller", "counter_layout"]
@@ -49,8 +49,6 @@ class Controller(wiring.Component):
         The engine's initial memories (build time); ``None`` for zeros.
     descriptors : list of int or None
         The descriptor memory's initial words (``golden.descriptor.encode_descriptor``); ``None`` for zeros.
-    weight_codes : numpy.ndarray or None
-        A two-bit engine's initial weight codes (:class:`hdl.engine.Engine`).
 
     Members
     -------
@@ -96,7 +94,7 @@ class Controller(wiring.Component):
     #: Cycles from ``counter_address`` to ``counter_data`` (a registered read).
     COUNTER_LATENCY = 2
 
-    def __init__(self, config, *, images=None, descriptors=None, weight_codes=None):
+    def __init__(self, config, *, images=None, descriptors=None):
         self._config = check_config(config)
         depth = config.program_depth
         width = sum(width for _, width, _ in descriptor_fields(config))
@@ -106,7 +104,7 @@ class Controller(wiring.Component):
         if any(not 0 <= word < 1 << width for word in descriptors):
             raise ValueError(f"descriptors must be {width}-bit words")
         self._descriptors = descriptors
-        self._engine = Engine(config, images=images, weight_codes=weight_codes)
+        self._engine = Engine(config, images=images)
         bits = address_bits(depth)
         engine_ports = self._engine.signature.members
         super().__init__({
@@ -150,11 +148,9 @@ class Controller(wiring.Component):
         load = program.write_port()
         m.d.comb += [load.addr.eq(self.descriptor_load.address), load.data.eq(self.descriptor_load.data),
                      load.en.eq(self.descriptor_load.write & ~self.busy)]
-        d = data.View(descriptor_layout(config), _registered_read(m, program, self.layer, "descriptor"))
+        d = data.View(descriptor_layout(config), registered_read(m, program, self.layer, "descriptor"))
         m.d.comb += engine.descriptor.eq(d)
-        if config.weight_code_bits == CODE_BITS:
-            m.d.comb += engine.codebook.eq(Cat(d.codebook0, d.codebook1, d.codebook2, d.codebook3))
-        m.d.comb += self.counter_data.eq(_registered_read(m, counters, self.counter_address, "counters"))
+        m.d.comb += self.counter_data.eq(registered_read(m, counters, self.counter_address, "counters"))
         store = counters.write_port()
         m.d.comb += [store.addr.eq(self.layer), store.data.cycles.eq(engine.cycles),
                      store.data.active_cycles.eq(engine.active_cycles), store.data.mac_ops.eq(engine.mac_ops)]

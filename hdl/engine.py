@@ -29,7 +29,7 @@ from golden.config import check_config
 from golden.descriptor import KINDS
 from golden.images import MemoryImages
 from golden.layouts import CODE_BITS, address_bits
-from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, stored_weight_word
+from hdl.layouts import activation_word, bias_word, load_signature, weight_word
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
 from hdl.requant import Requantizer
@@ -61,14 +61,14 @@ class Engine(wiring.Component):
         The hardware instance (``lanes`` at least 2).
     images : golden.images.MemoryImages or None
         Initial memory contents (build time); ``None`` for zeros.
-    weight_codes : numpy.ndarray or None
-        With ``config.weight_code_bits == 2``: the initial weight memory, two-bit codes 0..3
-        ``(weight_depth, lanes, lanes)`` (``images.weights`` is then unused); ``None`` for code 0.
 
     Members
     -------
     descriptor : ``In(descriptor_layout(config))``
-        The layer (``golden.descriptor.encode_descriptor``); hold it stable until ``done``.
+        The layer (``golden.descriptor.encode_descriptor``); hold it stable until ``done``. With
+        ``config.weight_code_bits == 2`` a layer with ``weight_format`` 1 has two-bit weights, decoded with the
+        descriptor's codebook (docs/memory.md section 2a); the MACs of its input channels past ``in_channels`` (code 0
+        decodes to ``codebook0``, not 0) get weight 0.
     start : ``In(1)``
         A cycle high while idle starts the layer.
     busy : ``Out(1)``
@@ -80,12 +80,8 @@ class Engine(wiring.Component):
     host : ``In(host_signature(config))``
         Activation memory access while idle.
     weight_load, bias_load : ``In(hdl.layouts.load_signature(...))``
-        Fill the weight and bias memories word by word (``golden.layouts`` word formats; code words with two-bit
-        codes); writes while busy are ignored.
-    codebook : ``In(hdl.layouts.codebook_layout())``
-        Only with ``config.weight_code_bits == 2``: the layer's four int8 weights (the low 32 bits of its
-        ``codebooks.hex`` entry); hold it stable until ``done``. Every layer's weights are then codes, and the MACs
-        of input channels past ``in_channels`` (code 0 decodes to ``codebook[0]``, not 0) get weight 0.
+        Fill the weight and bias memories word by word (``golden.layouts`` word formats; a weight word holds int8
+        weights or four code words); writes while busy are ignored.
 
     Attributes
     ----------
@@ -106,17 +102,14 @@ class Engine(wiring.Component):
     #: bias added, requantized (:meth:`_requantize`) (``golden.sequencer.WRITE_LATENCY``).
     write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency
 
-    def __init__(self, config, *, images=None, weight_codes=None):
+    def __init__(self, config, *, images=None):
         self._config = check_config(config)
         if config.lanes < 2:
             raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes!r}")
         if images is not None and not isinstance(images, MemoryImages):
             raise TypeError(f"images must be a golden.images.MemoryImages, not {images!r}")
-        if weight_codes is not None and config.weight_code_bits != CODE_BITS:
-            raise ValueError("weight_codes needs weight_code_bits 2")
         self._images = images
-        self._weight_codes = weight_codes
-        members = {
+        super().__init__({
             "descriptor": In(descriptor_layout(config)),
             "start": In(1),
             "busy": Out(1),
@@ -125,12 +118,9 @@ class Engine(wiring.Component):
             "active_cycles": Out(unsigned(COUNTER_BITS)),
             "mac_ops": Out(unsigned(COUNTER_BITS)),
             "host": In(host_signature(config)),
-            "weight_load": In(load_signature(address_bits(config.weight_depth), stored_weight_word(config))),
+            "weight_load": In(load_signature(address_bits(config.weight_depth), weight_word(config))),
             "bias_load": In(load_signature(address_bits(config.bias_depth), bias_word(config))),
-        }
-        if config.weight_code_bits == CODE_BITS:
-            members["codebook"] = In(codebook_layout())
-        super().__init__(members)
+        })
 
     @property
     def config(self):
@@ -145,9 +135,7 @@ class Engine(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(config)
         m.submodules.activations = act = ActivationMemory(
             config, init=None if images is None else images.activation)
-        two_bit = config.weight_code_bits == CODE_BITS
-        m.submodules.weights = weights = WeightMemory(
-            config, init=self._weight_codes if two_bit else None if images is None else images.weights)
+        m.submodules.weights = weights = WeightMemory(config, init=None if images is None else images.weights)
         m.submodules.biases = biases = BiasMemory(
             config, bias=None if images is None else images.bias,
             channel_shift=None if images is None else images.channel_shift)
@@ -205,7 +193,8 @@ class Engine(wiring.Component):
         act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
         weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
         if config.weight_code_bits == CODE_BITS:
-            m.d.comb += weights.codebook.eq(self.codebook)
+            m.d.comb += weights.two_bit.eq(d.weight_format)
+            m.d.comb += [weights.codebook[code].eq(d[f"codebook{code}"]) for code in range(1 << CODE_BITS)]
             weight_data = _padding_columns_zeroed(m, config, d, seq.step, weight_data, fetch_latency)
 
         m.d.comb += [
@@ -376,16 +365,17 @@ def _delayed(m, value, cycles, name):
 
 
 def _padding_columns_zeroed(m, config, d, step, weight_data, latency):
-    # Two-bit codes: the padding columns of a conv / fully connected layer's last input channel group decode to
-    # codebook[0], not 0 (docs/memory.md section 2a). The steps of a pass walk (ky, kx, gi) with gi innermost, so
-    # a counter of the steps since the pass's first one tells the last group; its column mask waits for the data.
+    # A two-bit layer (weight_format 1): the padding columns of a conv / fully connected layer's last input channel
+    # group decode to codebook0, not 0 (docs/memory.md section 2a); int8 layers store 0 there and pass unmasked.
+    # The steps of a pass walk (ky, kx, gi) with gi innermost, so a counter of the steps since the pass's first one
+    # tells the last group; its column mask waits for the data.
     lanes, lane_bits = config.lanes, config.lane_bits
     last_group = (d.in_channels - 1) >> lane_bits
     gi = Signal.like(d.in_channels, name="code_gi")
     current = Mux(step.payload.first, 0, gi)
     with m.If(step.valid):
         m.d.sync += gi.eq(Mux(current == last_group, 0, current + 1))
-    regular = (d.kind == KINDS["conv"]) | (d.kind == KINDS["fully_connected"])
+    regular = ((d.kind == KINDS["conv"]) | (d.kind == KINDS["fully_connected"])) & d.weight_format
     columns = ((d.in_channels - 1) & (lanes - 1))
     mask = Signal(lanes, name="code_columns")
     for c in range(lanes):

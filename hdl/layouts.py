@@ -12,7 +12,7 @@ from amaranth.lib.wiring import Out
 
 from golden.layouts import CODE_BITS, bias_word_fields
 
-__all__ = ["activation_word", "weight_word", "stored_weight_word", "bias_word", "codebook_layout", "load_signature"]
+__all__ = ["activation_word", "weight_word", "bias_word", "codebook_layout", "load_signature"]
 
 
 def activation_word(config):
@@ -21,13 +21,9 @@ def activation_word(config):
 
 
 def weight_word(config):
-    """One weight word: ``lanes`` rows of ``lanes`` int8 weights."""
+    """One weight word: ``lanes`` rows of ``lanes`` int8 weights (also what a weight memory word holds: its bits hold
+    four two-bit code words in a two-bit layer, docs/memory.md section 2a)."""
     return data.ArrayLayout(data.ArrayLayout(signed(8), config.lanes), config.lanes)
-
-
-def stored_weight_word(config):
-    """What one weight memory word holds: a :func:`weight_word`, or with two-bit codes ``2 lanes**2`` code bits."""
-    return weight_word(config) if config.weight_code_bits == 8 else unsigned(CODE_BITS * config.macs)
 
 
 def bias_word(config):

@@ -7,16 +7,17 @@ word by word through the write ports (the engine's host and load ports).
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, Value, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.layouts import CODE_BITS, address_bits, pack_bias_words, pack_words
-from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, stored_weight_word, weight_word
+from golden.descriptor import weight_address_bits
+from golden.layouts import CODE_BITS, CODE_WORDS_PER_WORD, address_bits, pack_bias_words, pack_words
+from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, weight_word
 from hdl.weight_decoder import WeightDecoder
 
-__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory"]
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "registered_read"]
 
 
 def _check_image(image, shape, name):
@@ -28,8 +29,9 @@ def _check_image(image, shape, name):
     return image
 
 
-def _registered_read(m, mem, address, name):
-    # A non-transparent read port and a register after it: data follows the address by two cycles.
+def registered_read(m, mem, address, name):
+    """``mem``'s data at ``address`` through a non-transparent read port and a register: two cycles after the address
+    (every memory of the NPU reads this way; the register is named ``<name>_q``)."""
     port = mem.read_port(transparent_for=())
     m.d.comb += port.addr.eq(address)
     out = Signal.like(port.data, name=f"{name}_q")
@@ -101,26 +103,30 @@ class WeightMemory(wiring.Component):
     """The weight memory: one ``lanes x lanes`` int8 word per cycle.
 
     This is the seam for other weight encodings: the memory offers ``address`` / ``data`` and its :attr:`latency`,
-    whatever it stores; the engine aligns the activations to it. With ``config.weight_code_bits == 2`` it stores
-    code words of ``2 lanes**2`` bits (docs/memory.md section 2a) and a :class:`hdl.weight_decoder.WeightDecoder`
-    between the RAM read port and the output register turns them into int8 words with the layer's ``codebook``
-    (same latency).
+    whatever it stores; the engine aligns the activations to it. Its RAM holds ``weight_depth`` words of
+    ``8 lanes**2`` bits. With ``config.weight_code_bits == 2`` it also decodes two-bit layers (docs/memory.md section
+    2a): while ``two_bit`` is high, ``address`` counts code words, the RAM reads word ``address >> 2``, a multiplexer
+    takes its quarter ``address mod 4`` and a :class:`hdl.weight_decoder.WeightDecoder` turns it into an int8 word
+    with ``codebook``, between the RAM read port and the output register (same latency as an int8 read).
 
     Parameters
     ----------
     config : NPUConfig
     init : numpy.ndarray or None
-        ``(weight_depth, lanes, lanes)``: int8 weights (``golden.images.MemoryImages.weights``), or with two-bit codes
-        the codes 0..3 (``golden.images.store_weights`` of ``golden.layouts.weight_codes``).
+        int8 ``(weight_depth, lanes, lanes)``: the words' bits (``golden.images.MemoryImages.weights``: int8 words,
+        and code words four to a word).
 
     Members
     -------
-    address : ``In(unsigned)``, data : ``Out(hdl.layouts.weight_word(config))``
-        Read port: ``data`` follows ``address`` by :attr:`latency` cycles.
-    codebook : ``In(hdl.layouts.codebook_layout())``
-        Only with two-bit codes: the running layer's four int8 weights.
+    address : ``In(unsigned(golden.descriptor.weight_address_bits(config)))``
+        Read address: an int8 word, or while ``two_bit`` a code word.
+    data : ``Out(hdl.layouts.weight_word(config))``
+        The int8 word, :attr:`latency` cycles after its address.
+    two_bit, codebook : ``In(1)``, ``In(hdl.layouts.codebook_layout())``
+        Only with two-bit codes: the running layer's ``weight_format`` and its four int8 weights; hold them stable
+        while it runs.
     load : ``In(hdl.layouts.load_signature(...))``
-        Write port, to load a network's weights (``hdl.layouts.stored_weight_word`` words).
+        Write port, to load a network's weight words.
     """
 
     latency = 2
@@ -128,36 +134,37 @@ class WeightMemory(wiring.Component):
     def __init__(self, config, *, init=None):
         self._config = check_config(config)
         self._init = _check_image(init, (config.weight_depth, config.lanes, config.lanes), "init")
-        bits = address_bits(config.weight_depth)
         members = {
-            "address": In(unsigned(bits)),
+            "address": In(unsigned(weight_address_bits(config))),
             "data": Out(weight_word(config)),
-            "load": In(load_signature(bits, stored_weight_word(config))),
+            "load": In(load_signature(address_bits(config.weight_depth), weight_word(config))),
         }
         if config.weight_code_bits == CODE_BITS:
-            if self._init is not None and (self._init.min(initial=0) < 0 or self._init.max(initial=0) > 3):
-                raise ValueError("init must hold two-bit codes 0..3 when weight_code_bits is 2")
+            members["two_bit"] = In(1)
             members["codebook"] = In(codebook_layout())
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        code_bits = config.weight_code_bits
-        init = [] if self._init is None else _trimmed(
-            pack_words(self._init.reshape(config.weight_depth, -1), code_bits))
-        mem = memory.Memory(shape=unsigned(config.macs * code_bits), depth=config.weight_depth, init=init)
+        init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(config.weight_depth, -1), 8))
+        mem = memory.Memory(shape=unsigned(config.macs * 8), depth=config.weight_depth, init=init)
         m.submodules.mem = mem
         _load(m, mem, self.load)
-        if code_bits == CODE_BITS:
-            m.submodules.decoder = decoder = WeightDecoder(config)
-            port = mem.read_port(transparent_for=())
-            out = Signal(weight_word(config), name="weights_q")
-            m.d.comb += [port.addr.eq(self.address), decoder.codes.eq(port.data), decoder.codebook.eq(self.codebook)]
-            m.d.sync += out.eq(decoder.weights)
-            m.d.comb += self.data.eq(out)
-        else:
-            m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "weights"))
+        if config.weight_code_bits != CODE_BITS:
+            m.d.comb += self.data.eq(registered_read(m, mem, self.address, "weights"))
+            return m
+        m.submodules.decoder = decoder = WeightDecoder(config)
+        quarter_bits = CODE_WORDS_PER_WORD.bit_length() - 1
+        port = mem.read_port(transparent_for=())
+        quarter = Signal(quarter_bits, name="weights_quarter")
+        m.d.comb += port.addr.eq(Mux(self.two_bit, self.address[quarter_bits:], self.address))
+        m.d.sync += quarter.eq(self.address[:quarter_bits])
+        out = Signal(weight_word(config), name="weights_q")
+        m.d.comb += [decoder.codes.eq(port.data.word_select(quarter, CODE_BITS * config.macs)),
+                     decoder.codebook.eq(self.codebook)]
+        m.d.sync += out.eq(Mux(self.two_bit, decoder.weights.as_value(), port.data))
+        m.d.comb += self.data.eq(out)
         return m
 
 
@@ -204,7 +211,7 @@ class BiasMemory(wiring.Component):
                             init=init)
         m.submodules.mem = mem
         _load(m, mem, self.load)
-        m.d.comb += self.data.eq(_registered_read(m, mem, self.address, "bias"))
+        m.d.comb += self.data.eq(registered_read(m, mem, self.address, "bias"))
         return m
 
 

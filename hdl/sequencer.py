@@ -33,7 +33,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
-from golden.descriptor import KINDS, descriptor_fields
+from golden.descriptor import KINDS, descriptor_fields, weight_address_bits
 from golden.layouts import address_bits
 
 __all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
@@ -68,7 +68,7 @@ def step_layout(config):
         "act_address": data.ArrayLayout(unsigned(address_bits(config.act_depth)), lanes),  # per bank
         "act_bank": data.ArrayLayout(unsigned(lane_bits), lanes),    # per row: the bank its word comes from
         "act_valid": data.ArrayLayout(unsigned(1), lanes),           # per row: the tap lies inside the input
-        "weight_address": unsigned(address_bits(config.weight_depth)),
+        "weight_address": unsigned(weight_address_bits(config)),   # int8 word or code word (weight_format)
         "weight_row": data.ArrayLayout(unsigned(lane_bits), lanes),  # per MAC row: the weight word row it uses
         "first": 1,
         "last": 1,
@@ -228,7 +228,7 @@ class Sequencer(wiring.Component):
         """
         config = self._config
         lanes, dim, channels = config.lanes, config.dim_bits, config.channel_bits
-        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        act, wbits = address_bits(config.act_depth), weight_address_bits(config)
         coord = _coordinate(config)
         d = layer.descriptor
         running = Signal()
@@ -329,7 +329,7 @@ class Sequencer(wiring.Component):
         """Stage 1, :attr:`STEP_LATENCY` cycle: the per-step values, one adder deep. Returns ``(s1, s1_valid)``."""
         config = self._config
         lanes, lane_bits = config.lanes, config.lane_bits
-        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        act, wbits = address_bits(config.act_depth), weight_address_bits(config)
         coord, count = _coordinate(config), _lane_count(config)
         d = layer.descriptor
         dw, conv, s2 = layer.dw, layer.conv, layer.s2
@@ -385,7 +385,7 @@ class Sequencer(wiring.Component):
         """
         config = self._config
         lanes, lane_bits = config.lanes, config.lane_bits
-        act, wbits = address_bits(config.act_depth), address_bits(config.weight_depth)
+        act, wbits = address_bits(config.act_depth), weight_address_bits(config)
         dw, s2 = layer.dw, layer.s2
         s2_ = Signal(data.StructLayout({
             "row": unsigned(act), "base": unsigned(lane_bits), "carry": data.ArrayLayout(1, lanes),

@@ -25,7 +25,7 @@ async def engine_matches_golden(dut):
 
     layers, failures = [], []
     for case in cases:
-        counters, seconds = await run_layer(dut, case.descriptor, config, case.codebook)
+        counters, seconds = await run_layer(dut, case.descriptor, config)
         got = await read_tensor(dut, case.descriptor, config)
         mismatches, message = first_mismatch(case, got)
         if message:

@@ -21,9 +21,10 @@ from golden.stimulus import chained_program, fitted_config, mutated_descriptor, 
 __all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench", "program_bench",
            "corrupt_layer"]
 
-#: Codebook of each two-bit bench layer: SPTQ/MSPTQ levels {-4, -1, 1, 4} x 24, UQ levels {-3, -1, 1, 3} x 27, and
-#: the int8 extremes.
-TWO_BIT_CODEBOOKS = ([-96, -24, 24, 96], [-81, -27, 27, 81], [-128, -1, 1, 127])
+#: Codebook of each ``two_bit`` bench layer (``None``: int8 weights): SPTQ/MSPTQ levels {-4, -1, 1, 4} x 24, the int8
+#: extremes, UQ levels {-3, -1, 1, 3} x 27 and an irregular one. The two-bit layers start at code words 0, 2, 3 and 1
+#: of a weight word (``golden.stimulus``: quarter index mod 4), so every quarter is read.
+TWO_BIT_CODEBOOKS = ([-96, -24, 24, 96], None, [-128, -1, 1, 127], [-81, -27, 27, 81], None, [-113, -40, 7, 90], None)
 
 # (kind, input (H, W, C), output channels, kernel, stride, padding (top, bottom, left, right), flavour)
 # Flavours: "plain" (outputs spread over int8), "saturate" (most outputs clamp), "relu6" (narrow clamp bounds),
@@ -57,12 +58,17 @@ BENCHES = {
         ("average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
         ("average_pool", (1, 1, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
-    # Two-bit weight codes (weight_code_bits 2, :func:`two_bit_bench`): input channels not multiples of the lanes, so
-    # the padding columns (code 0 -> codebook[0] != 0) must be zeroed; zero point -128 makes a leak large.
+    # int8 and two-bit layers in one engine with the decoder (weight_code_bits 2, :func:`two_bit_bench`,
+    # :data:`TWO_BIT_CODEBOOKS`): input channels not multiples of the lanes, so the padding columns of two-bit layers
+    # (code 0 -> codebook0 != 0) must be zeroed; zero point -128 makes a leak large.
     "two_bit": [
         ("conv", (7, 9, 12), 10, (3, 3), (1, 1), (1, 1, 1, 1), "plain"),
+        ("conv", (6, 5, 9), 12, (3, 3), (2, 2), (1, 1, 1, 1), "edge-zp"),
         ("conv", (6, 7, 20), 16, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
+        ("depthwise", (5, 8, 12), 12, (3, 3), (1, 1), (1, 1, 1, 1), "plain"),
+        ("average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "plain"),
         ("fully_connected", (1, 1, 37), 10, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+        ("fully_connected", (2, 3, 8), 5, (2, 3), (1, 1), (0, 0, 0, 0), "saturate"),
     ],
     # The controller's program (:func:`program_bench`): a small network whose layers read the previous output, but
     # layer 3, which reads its own input.
@@ -102,10 +108,10 @@ def make_bench(bench, config, seed):
 
 
 def two_bit_bench(config, seed):
-    """``(cases, images, codes)`` of the ``two_bit`` bench: its layers, weights codes of :data:`TWO_BIT_CODEBOOKS`.
+    """``(cases, images)`` of the ``two_bit`` bench: its layers, weights codes of :data:`TWO_BIT_CODEBOOKS` or int8.
 
-    ``golden.stimulus.two_bit_layers``: inputs, biases, shifts and descriptors are :func:`make_bench`'s, the weights
-    random codes stored as codes (``codes``), the expected output from the decoded int8 weights.
+    ``golden.stimulus.two_bit_layers``: inputs, biases and shifts drawn as :func:`make_bench` draws them, a two-bit
+    layer's weights random codes stored as codes, the expected output from the decoded int8 weights.
     """
     return two_bit_layers(bench_specs("two_bit"), TWO_BIT_CODEBOOKS, config, seed)
 

@@ -13,7 +13,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
 from golden.descriptor import encode_descriptor
 from golden.images import load_activation
-from golden.layouts import activation_location, groups, pack_words
+from golden.layouts import activation_location, groups
 from golden.sequencer import layer_cycles
 from hdl.engine import COUNTER_BITS
 from sim import pack_lanes, unpack_lanes
@@ -25,16 +25,14 @@ __all__ = ["COUNTERS", "run_layer", "start_program", "wait_for", "read_counters"
 COUNTERS = ("cycles", "active_cycles", "mac_ops")
 
 
-async def run_layer(dut, descriptor, config, codebook=None):
-    """Run one layer from a falling edge: descriptor (and a two-bit engine's codebook) set, ``start`` pulsed, ``done``
-    awaited while the simulator runs freely; returns the counters and the wall seconds of the run.
+async def run_layer(dut, descriptor, config):
+    """Run one layer from a falling edge: descriptor set, ``start`` pulsed, ``done`` awaited while the simulator runs
+    freely; returns the counters and the wall seconds of the run.
 
     The cycle model bounds the wait: a design that never finishes fails instead of hanging.
     """
     await FallingEdge(dut.clk)
     dut.descriptor.value = encode_descriptor(descriptor, config)
-    if codebook is not None:
-        dut.codebook.value = pack_words([codebook], 8)[0]
     dut.start.value = 1
     await FallingEdge(dut.clk)
     dut.start.value = 0

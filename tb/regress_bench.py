@@ -24,7 +24,7 @@ import numpy as np
 from engine_io import first_mismatch, load_words, run_layer
 from golden.config import NPUConfig
 from golden.engine import run_layer as golden_run_layer
-from golden.layouts import CODE_BITS, activation_location, groups, pack_bias_words, pack_words, weight_words
+from golden.layouts import activation_location, groups, pack_bias_words, pack_words, weight_word_span
 from golden.sequencer import layer_cycles
 from golden.stimulus import Case, constrained_random_layer
 from regress_cases import compare_memory, layer_coverage, merge_coverage, read_bundle, replay_command, write_bundle
@@ -57,8 +57,9 @@ class ActivationBanks:
             self.banks[bank][address].value = word
 
 
-async def load_layer(dut, config, case, images, codes, memory):
-    """A layer's input into the activation memory, its weights (or codes) and biases through the load ports.
+async def load_layer(dut, config, case, images, memory):
+    """A layer's input into the activation memory, its weight words (int8, or holding its code words) and biases
+    through the load ports.
 
     Returns the ``(banks, addresses)`` of the input words written.
     """
@@ -70,11 +71,8 @@ async def load_layer(dut, config, case, images, codes, memory):
     memory.write(images.activation, *written)
     if d.kind == "average_pool":
         return written
-    count = weight_words(d, config)
-    stored = images.weights if codes is None else codes
-    words = pack_words(stored[d.weight_base:d.weight_base + count].reshape(count, -1),
-                       8 if codes is None else CODE_BITS)
-    await load_words(dut, "weight_load", d.weight_base, words)
+    first, end = weight_word_span(d, config)
+    await load_words(dut, "weight_load", first, pack_words(images.weights[first:end].reshape(end - first, -1), 8))
     biases = slice(d.bias_base, d.bias_base + groups(d.out_channels, config))
     await load_words(dut, "bias_load", d.bias_base,
                      pack_bias_words(images.bias[biases], images.channel_shift[biases], config))
@@ -84,7 +82,7 @@ async def load_layer(dut, config, case, images, codes, memory):
 async def check_layer(dut, config, case, memory, before):
     """Run a loaded layer and check counters and the whole activation memory; ``(record, got, after, message)``."""
     d = case.descriptor
-    counters, seconds = await run_layer(dut, d, config, case.codebook)
+    counters, seconds = await run_layer(dut, d, config)
     after = memory.read()
     got, stray = compare_memory(before, after, d, config)
     mismatches, message = first_mismatch(case, got)
@@ -118,18 +116,17 @@ async def regression(dut):
     coverage = {}
     index = 0
     while totals["outputs"] < args["outputs"]:
-        case, images, codes = constrained_random_layer(seed, index, config)
+        case, images = constrained_random_layer(seed, index, config)
         d = case.descriptor
         # The memory before the layer: what the previous layers left, the layer's input written over it.
-        written = await load_layer(dut, config, case, images, codes, memory)
+        written = await load_layer(dut, config, case, images, memory)
         shadow[written] = images.activation[written]
         record, got, after, problem = await check_layer(dut, config, case, memory, shadow)
         if problem:
             message = f"{build} seed {seed} layer {index}: {problem}"
             if len(totals["failures"]) < MAX_BUNDLES:
                 folder = Path(args["bundles"]) / f"fail-{seed}-{build}-{index}"
-                write_bundle(folder, config, case, dataclasses.replace(images, activation=shadow.copy()), codes, got,
-                             message)
+                write_bundle(folder, config, case, dataclasses.replace(images, activation=shadow.copy()), got, message)
                 message += f"; repro bundle {folder}; run it again: {replay_command(folder)}"
             dut._log.error(message)
             totals["failures"].append(message)
@@ -148,14 +145,15 @@ async def regression(dut):
 
 async def replay_bundle(dut, config, memory, args):
     """Run a repro bundle's layer (memories initialised from the bundle) and check it against golden."""
-    _, name, descriptor, codebook, images, _ = read_bundle(args["replay"])
+    _, name, descriptor, images = read_bundle(args["replay"])
     before = images.activation.copy()
     expected, acc = golden_run_layer(descriptor, images, config)
     d = descriptor
     shifts = images.channel_shift[d.bias_base:d.bias_base + groups(d.out_channels, config)].reshape(-1)
     case = Case(name=name, descriptor=d, expected=expected, acc=acc,
                 channel_shift=np.zeros(d.out_channels, dtype=np.int64) if d.kind == "average_pool"
-                else shifts[:d.out_channels], codebook=codebook)
+                else shifts[:d.out_channels],
+                codebook=[d.codebook0, d.codebook1, d.codebook2, d.codebook3] if d.weight_format else None)
     record, _, _, problem = await check_layer(dut, config, case, memory, before)
     message = f"replay of {args['replay']}: {problem or f'{name} passes'}"
     (dut._log.error if problem else dut._log.info)(message)

@@ -2,7 +2,8 @@
 
 ``golden.stimulus.constrained_random_layer`` draws the layers (each from its own ``(seed, index)``); the cocotb module
 ``tb/regress_bench.py`` runs them on the emitted Verilog of ``hdl/engine.py``, one build per engine
-(:data:`BUILDS`: the int8 engine and the two-bit one, ``weight_code_bits`` 2); ``tb/test_regress.py`` and
+(:data:`BUILDS`: the int8 engine and the one with the two-bit decoder, ``weight_code_bits`` 2, which runs int8 and
+two-bit layers); ``tb/test_regress.py`` and
 ``tools/regress.py`` launch it with :func:`run_regression`. A layer that fails writes a repro bundle
 (:func:`write_bundle`) that :func:`replay` runs again on its own.
 """
@@ -75,7 +76,7 @@ def layer_coverage(case, config):
 
     Bins: kind, kernel, stride, padding, input zero point (extremes / middle), clamp, multiplier quarter of its
     octave, layer shift sign, channel counts multiple of the lanes, two-bit, the layer's saturation and tie shares,
-    and per channel shift k_c the outputs of its *live* channels (at least 4 distinct values, 2 for outputs of fewer
+    the engine (with the two-bit decoder or without), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct values, 2 for outputs of fewer
     than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
     """
     d = case.descriptor
@@ -96,7 +97,8 @@ def layer_coverage(case, config):
         "layer shift: " + ("< 0" if d.shift < 0 else "0" if d.shift == 0 else "> 0"): outputs,
         "in channels multiple of lanes: " + ("yes" if d.in_channels % config.lanes == 0 else "no"): outputs,
         "out channels multiple of lanes: " + ("yes" if d.out_channels % config.lanes == 0 else "no"): outputs,
-        "two-bit: " + (d.kind if config.weight_code_bits == CODE_BITS else "no"): outputs,
+        "two-bit: " + (d.kind if d.weight_format else "no"): outputs,
+        f"engine: {'two-bit decoder' if config.weight_code_bits == CODE_BITS else 'int8'}": outputs,
         f"saturation share: {_share_bin(saturated.mean())}": outputs,
         f"tie share: {_share_bin(tie.mean())}": outputs,
     }
@@ -124,12 +126,13 @@ def merge_coverage(total, bins):
     return total
 
 
-#: Bins every default run must hit (``tb/test_regress.py``): each kind on both engines (two-bit depthwise and pool
-#: included), every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both
+#: Bins every default run must hit (``tb/test_regress.py``): both engines, each weighted kind two-bit and int8 layers,
+#: every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both
 #: signs, both strides and asymmetric padding, channel counts on and off the lanes.
 REQUIRED_BINS = (
     *(f"kind: {kind}" for kind in ("conv", "depthwise", "fully_connected", "average_pool")),
-    *(f"two-bit: {kind}" for kind in ("conv", "depthwise", "fully_connected", "average_pool", "no")),
+    *(f"two-bit: {kind}" for kind in ("conv", "depthwise", "fully_connected", "no")),
+    "engine: int8", "engine: two-bit decoder",
     *(f"live k_c: {k:2d}" for k in range(16)),
     "input zero point: -128", "input zero point: 127", "input zero point: middle",
     *(f"clamp: {clamp}" for clamp in ("full", "relu", "relu6", "narrow")),
@@ -170,21 +173,19 @@ def compare_memory(before, after, descriptor, config):
     return got, [tuple(map(int, word)) for word in np.argwhere(changed)]
 
 
-def write_bundle(directory, config, case, images, codes, got, message):
-    """A failing layer's repro bundle in ``directory``: ``config.json``, ``descriptor.json`` (and the codebook),
-    ``activation.hex`` (the whole activation memory before the layer, bank after bank), ``weights.hex`` (int8
-    words), ``codes.hex`` (two-bit engine), ``bias.hex``, ``expected.npy``, ``actual.npy`` and ``mismatch.txt``."""
+def write_bundle(directory, config, case, images, got, message):
+    """A failing layer's repro bundle in ``directory``: ``config.json``, ``descriptor.json`` (a two-bit layer's
+    codebook in it), ``activation.hex`` (the whole activation memory before the layer, bank after bank),
+    ``weights.hex`` (weight words: int8, or code words four to a word), ``bias.hex``, ``expected.npy``,
+    ``actual.npy`` and ``mismatch.txt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lanes = config.lanes
     (directory / "config.json").write_text(config.to_json() + "\n")
     (directory / "descriptor.json").write_text(json.dumps(
-        {**dataclasses.asdict(case.descriptor), "name": case.name,
-         "codebook": None if case.codebook is None else list(case.codebook)}, indent=1) + "\n")
+        {**dataclasses.asdict(case.descriptor), "name": case.name}, indent=1) + "\n")
     write_hex(directory / "activation.hex", pack_words(images.activation.reshape(-1, lanes), 8), 8 * lanes)
     write_hex(directory / "weights.hex", pack_words(images.weights.reshape(len(images.weights), -1), 8), 8 * config.macs)
-    if codes is not None:
-        write_hex(directory / "codes.hex", pack_words(codes.reshape(len(codes), -1), CODE_BITS), CODE_BITS * config.macs)
     write_hex(directory / "bias.hex", pack_bias_words(images.bias, images.channel_shift, config),
               lanes * (config.acc_bits + config.shift_bits))
     np.save(directory / "expected.npy", case.expected)
@@ -193,22 +194,18 @@ def write_bundle(directory, config, case, images, codes, got, message):
 
 
 def read_bundle(directory):
-    """``(config, name, descriptor, codebook, images, codes)`` of a bundle :func:`write_bundle` wrote."""
+    """``(config, name, descriptor, images)`` of a bundle :func:`write_bundle` wrote."""
     directory = Path(directory)
     config = NPUConfig.from_json((directory / "config.json").read_text())
     fields = json.loads((directory / "descriptor.json").read_text())
-    name, codebook = fields.pop("name"), fields.pop("codebook")
+    name = fields.pop("name")
     lanes = config.lanes
     images = MemoryImages.empty(config)
     images.activation[:] = unpack_words(read_hex(directory / "activation.hex"), 8, lanes).reshape(
         images.activation.shape)
     images.weights[:] = unpack_words(read_hex(directory / "weights.hex"), 8, config.macs).reshape(images.weights.shape)
     images.bias[:], images.channel_shift[:] = unpack_bias_words(read_hex(directory / "bias.hex"), config)
-    codes = None
-    if (directory / "codes.hex").exists():
-        codes = unpack_words(read_hex(directory / "codes.hex"), CODE_BITS, config.macs, signed=False).reshape(
-            images.weights.shape)
-    return config, name, LayerDescriptor(**fields), codebook, images, codes
+    return config, name, LayerDescriptor(**fields), images
 
 
 def replay_command(directory):
@@ -243,7 +240,7 @@ def run_regression(outputs, seed, *, bundles=BUNDLES, sim="verilator", report=pr
 
 def replay(directory, *, sim=None):
     """Run a bundle's layer again on an engine built with the bundle's memories; returns the bench's summary."""
-    config, _, _, _, images, codes = read_bundle(directory)
-    return run_bench(Engine(config, images=images, weight_codes=codes), name="regress_replay",
+    config, _, _, images = read_bundle(directory)
+    return run_bench(Engine(config, images=images), name="regress_replay",
                      test_module="regress_bench", sim=sim,
                      args=dict(config=config.to_json(), replay=str(Path(directory).resolve())))

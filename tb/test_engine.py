@@ -19,12 +19,9 @@ UTILIZATION_TARGET = {"conv": 0.90, "depthwise": 0.75}
 def test_engine_bit_exact(bench, bench_report):
     config = bench_config(bench)
     seed = 2026
-    if bench == "two_bit":   # weight_code_bits 2: code words in the weight memory, decoded in front of the MAC array
-        cases, images, codes = two_bit_bench(config, seed)
-        engine = Engine(config, images=images, weight_codes=codes)
-    else:
-        cases, images = make_bench(bench, config, seed)
-        engine = Engine(config, images=images)
+    # two_bit: int8 layers and two-bit ones (code words four to a weight word, decoded in front of the MAC array)
+    cases, images = two_bit_bench(config, seed) if bench == "two_bit" else make_bench(bench, config, seed)
+    engine = Engine(config, images=images)
     summary = run_bench(engine, name=f"engine_{bench}", test_module="engine_bench",
                         args=dict(config=config.to_json(), bench=bench, seed=seed))
     layers = summary["layers"]

@@ -106,7 +106,8 @@ def weight_memory(*, calibration_images=32):
     """Weight memory of the reference model's ROM images at 8 bits and with two-bit MSPTQ layers (``write_images``).
 
     Returns a list of ``(label, summary)``: W8 (every layer int8), W2 (every layer codes) and W2 with the first and
-    last layers int8; the summary holds ``words_needed`` and ``weight_memory_bits``. The sizes depend only on the
+    last layers int8, the W2 networks placed for the engine with the two-bit decoder (``weight_code_bits`` 2, one
+    weight memory of int8 words and code words); the summary holds ``words_needed`` and ``weight_memory_bits``. The sizes depend only on the
     layer shapes and on which layers are two-bit (the activation ranges of a few images suffice).
     """
     graph = load_graph(DEFAULT_MODEL)
@@ -127,16 +128,15 @@ def weight_memory(*, calibration_images=32):
 
 def _memory_table(entries):
     lanes = entries[0][1]["config"]["lanes"]
+    word_bits = 8 * lanes * lanes
     rows = []
     for label, summary in entries:
         bits = summary["weight_memory_bits"]
-        words = summary["words_needed"]
-        stored = bits["int8_layers"] + bits["codes"] + bits["codebooks"]
         dense = 8 * (summary["weights"] - summary["two_bit_weights"]) + 2 * summary["two_bit_weights"]
-        rows.append([label, words["weights"] - words["weight_codes"], words["weight_codes"],
-                     bits["codebooks"] // 32, f"{stored // 8:,}", f"{dense // 8:,}"])
-    return markdown_table(["weights", f"int8 words ({8 * lanes * lanes} bits)",
-                           f"code words ({2 * lanes * lanes} bits)", "codebooks (32 bits)", "weight memory bytes",
+        rows.append([label, bits["int8_layers"] // word_bits, bits["two_bit_layers"] // word_bits,
+                     summary["words_needed"]["weights"], f"{bits['stored'] // 8:,}", f"{dense // 8:,}"])
+    return markdown_table(["weights", "int8 layers' words", "two-bit layers' words (4 code words each)",
+                           f"weight memory words ({word_bits} bits)", "weight memory bytes",
                            "weights x bits / 8 (no padding)"], rows)
 
 

@@ -1,5 +1,5 @@
-"""golden/images.py: a network's memory images, int8 and two-bit, written, read back and run layer after layer as
-the network."""
+"""golden/images.py: a network's memory images, int8 and mixed int8 / two-bit codes, written, read back (the hex text
+read independently) and run layer after layer as the network."""
 
 import dataclasses
 
@@ -10,8 +10,7 @@ from golden import network as gnet
 from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
-from golden.images import read_images, read_weight_codes, store_activation, store_weights, write_images
-from golden.layouts import decode_code_words
+from golden.images import read_code_words, read_images, store_activation, store_weight_codes, store_weights, write_images
 from golden.stimulus import small_network
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
@@ -27,11 +26,17 @@ def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
     read_config, images, descriptors, _ = read_images(tmp_path)
     assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "average_pool", "fully_connected"]
 
-    x = rng.integers(-128, 128, size=(9, 9, 3))
+    _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
+
+
+def _assert_runs_as_the_network(net, summary, config, images, descriptors, rng):
+    # A random input placed in the images, the descriptors run one after another (the engine's whole job) with
+    # golden.engine.run_layer: the last output is golden.network.run's.
+    x = rng.integers(-128, 128, size=net.tensors[gnet.INPUT].shape)
     placed = summary["tensors"][gnet.INPUT]
-    store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=read_config)
-    for descriptor in descriptors:          # the engine's whole job: one descriptor after another
-        output, _ = run_layer(descriptor, images, read_config)
+    store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
+    for descriptor in descriptors:
+        output, _ = run_layer(descriptor, images, config)
     np.testing.assert_array_equal(output.reshape(-1), gnet.run(net, x[None])[0])
 
 
@@ -45,8 +50,8 @@ def test_network_images_report_host_layers_and_sizes(tmp_path):
         write_images(net, tmp_path / "missing")
 
 
-def _two_bit_network(rng, config):
-    """int8 conv 3x3 (3 -> 12) -> two-bit depthwise 3x3 /2 -> two-bit 1x1 conv (12 -> 10) -> flatten -> two-bit fc."""
+def _mixed_network(rng, config):
+    """int8 conv 3x3 (3 -> 12) -> two-bit depthwise 3x3 /2 -> int8 1x1 conv (12 -> 10) -> flatten -> two-bit fc."""
     def weighted(cls, name, source, weights, channels, codebook=None, **extra):
         if codebook is not None:
             weights = codebook[rng.integers(0, 4, size=weights)]
@@ -57,10 +62,10 @@ def _two_bit_network(rng, config):
     layers = (
         weighted(gnet.Conv2D, "c0", gnet.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
                  padding=(1, 1, 1, 1)),
-        weighted(gnet.DepthwiseConv2D, "d1", "c0", (3, 3, 12), 12, SPTQ * 5, stride=(2, 2), padding=(1, 1, 1, 1)),
-        weighted(gnet.Conv2D, "c2", "d1", (10, 1, 1, 12), 10, UQ),
+        weighted(gnet.DepthwiseConv2D, "d1", "c0", (3, 3, 12), 12, SPTQ * 31, stride=(2, 2), padding=(1, 1, 1, 1)),
+        weighted(gnet.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(10, 1, 1, 12)), 10),
         gnet.Flatten(name="f3", input="c2", output="f3"),
-        weighted(gnet.FullyConnected, "fc4", "f3", (7, 250), 7, SPTQ),
+        weighted(gnet.FullyConnected, "fc4", "f3", (7, 250), 7, UQ * 42),
     )
     shapes = {gnet.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 10), "f3": (250,),
               "fc4": (7,)}
@@ -70,69 +75,86 @@ def _two_bit_network(rng, config):
     return gnet.Network(layers=layers, tensors=tensors, output="fc4", config=config)
 
 
-def test_two_bit_network_images_decode_to_the_int8_image_and_run_as_the_network(tmp_path, codes_of_word):
-    rng = np.random.default_rng(9)
-    config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16)
-    net = _two_bit_network(rng, config)
-    summary = write_images(net, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "codebooks.hex", "descriptors.hex",
-                                                          "memory.json", "weight_codes.hex", "weights.hex"]
-    lines = (tmp_path / "weight_codes.hex").read_text().splitlines()
-    assert all(len(line) == 2 * 8 * 8 // 4 for line in lines)          # 128-bit words: 32 hex digits
-    read_config, images, descriptors, _ = read_images(tmp_path)
-    code_config, words, entries = read_weight_codes(tmp_path)
-    assert code_config == read_config and len(entries) == len(descriptors) == 4
-    # Placement: the two-bit layers' words one after another in the code memory, as many as in the int8 memory.
-    layers = summary["layers"]
-    assert [entry[1] for entry in entries] == [layer["code_base"] for layer in layers] == [0, 0, 9, 13]
-    assert entries[0] == (None, 0) and [e[0].tolist() for e in entries[1:]] == [(SPTQ * 5).tolist(), UQ.tolist(),
-                                                                               SPTQ.tolist()]
-    # Words per layer (docs/memory.md section 2): depthwise 9 taps x ceil(12/64) blocks; 1x1 conv 2 output groups x
-    # 2 input groups; fc over the 5x5x10 map 1 output group x 25 taps x 2 input groups.
-    sizes = {"depthwise": 9, "conv": 4, "fully_connected": 50}
-    assert len(words) == summary["words_needed"]["weight_codes"] == 63
-    assert summary["words_needed"]["weights"] == 2 * 9 * 1 + 63            # + the int8 conv: 2 groups x 9 taps x 1
-    assert summary["weight_memory_bits"] == {"int8": 81 * 8 * 64, "int8_layers": 18 * 8 * 64, "codes": 63 * 2 * 64,
-                                             "codebooks": 3 * 32}
+def _quarter(line, q, lanes):
+    # Quarter q (bits [2 L^2 q, 2 L^2 (q + 1))) of a weights.hex line: hex digits counted from the right.
+    digits = lanes * lanes // 2
+    return int(line[len(line) - digits * (q + 1):len(line) - digits * q], 16)
 
-    decoded_images = dataclasses.replace(images, weights=images.weights.copy())
-    for descriptor, (codebook, code_base), layer in zip(descriptors, entries, net.layers[:3] + net.layers[4:]):
-        if codebook is None:
-            continue
-        n = sizes[descriptor.kind]
-        decoded = decode_code_words(words[code_base:code_base + n], codebook, read_config)
-        int8 = images.weights[descriptor.weight_base:descriptor.weight_base + n]
-        # Valid elements (where the layer's weights are stored) decode to the int8 image; padding holds code 0.
+
+def test_mixed_network_images_hold_codes_four_to_a_word_and_run_as_the_network(tmp_path, codes_of_word):
+    rng = np.random.default_rng(9)
+    config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16, weight_code_bits=2)
+    net = _mixed_network(rng, config)
+    summary = write_images(net, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    lines = (tmp_path / "weights.hex").read_text().splitlines()
+    assert all(len(line) == 8 * 8 * 8 // 4 for line in lines)          # 512-bit words: 128 hex digits
+    read_config, images, descriptors, _ = read_images(tmp_path)
+    # Words per layer (docs/memory.md section 2): conv 3x3 2 output groups x 9 taps; depthwise 9 taps x 1 block (3
+    # words of 4 code words); 1x1 conv 2 x 2 groups; fc over the 5x5x10 map 25 taps x 2 input groups (13 words). A
+    # two-bit layer starts on a word boundary, its weight_base in code words.
+    assert [d.weight_format for d in descriptors] == [0, 1, 0, 1]
+    assert [d.weight_base for d in descriptors] == [0, 4 * 18, 21, 4 * 25]
+    assert [[d.codebook0, d.codebook1, d.codebook2, d.codebook3] for d in descriptors] == [
+        [0] * 4, (SPTQ * 31).tolist(), [0] * 4, (UQ * 42).tolist()]
+    assert [layer["codebook"] for layer in summary["layers"]] == [None, (SPTQ * 31).tolist(), None,
+                                                                 (UQ * 42).tolist()]
+    assert summary["words_needed"]["weights"] == len(lines) == 38
+    assert summary["weight_memory_bits"] == {"stored": 38 * 512, "int8_layers": 22 * 512, "two_bit_layers": 16 * 512,
+                                             "all_int8": 81 * 512}
+
+    for descriptor, layer in zip(descriptors, net.layers[:3] + net.layers[4:]):
         weights = layer.weights.reshape(layer.weights.shape[0], 5, 5, 10) if descriptor.kind == "fully_connected" \
             else layer.weights
-        mask = np.zeros((n, 8, 8), dtype=np.int8)
-        store_weights(mask, descriptor.kind, np.ones_like(weights), base=0, config=read_config)
-        valid = mask.astype(bool)
-        np.testing.assert_array_equal(decoded[valid], int8[valid])
-        np.testing.assert_array_equal(decoded[~valid], codebook[0])
-        codes = np.array([codes_of_word(word, 8) for word in words[code_base:code_base + n]]).reshape(n, 8, 8)
-        assert not codes[~valid].any()
-        decoded_images.weights[descriptor.weight_base:descriptor.weight_base + n] = decoded
+        expected = np.zeros((50, 8, 8), dtype=np.int8)
+        n = store_weights(expected, descriptor.kind, weights, base=0, config=read_config)
+        if not descriptor.weight_format:        # int8 words read back as written
+            np.testing.assert_array_equal(images.weights[descriptor.weight_base:descriptor.weight_base + n],
+                                          expected[:n])
+            continue
+        # Code word k of the layer: quarter k mod 4 of line weight_base / 4 + k div 4, read off the hex text.
+        codes = np.array([codes_of_word(_quarter(lines[descriptor.weight_base // 4 + k // 4], k % 4, 8), 8)
+                          for k in range(n)]).reshape(n, 8, 8)
+        valid = np.zeros((n, 8, 8), dtype=np.int8)
+        store_weights(valid, descriptor.kind, np.ones_like(weights), base=0, config=read_config)
+        valid = valid.astype(bool)
+        np.testing.assert_array_equal(layer.codebook[codes][valid], expected[:n][valid])
+        assert not codes[~valid].any()                                     # padding: code 0
+        np.testing.assert_array_equal([_quarter(lines[descriptor.weight_base // 4 + k // 4], k % 4, 8)
+                                       for k in range(n, -(-n // 4) * 4)], 0)   # the last word's spare quarters
 
-    # The engine model on the DECODED weights (padding decoded to codebook[0], never read) = the network.
-    x = rng.integers(-128, 128, size=(9, 9, 3))
-    placed = summary["tensors"][gnet.INPUT]
-    store_activation(decoded_images.activation, x, base=placed["base"], pitch=placed["row_pitch"],
-                     config=read_config)
-    for descriptor in descriptors:
-        output, _ = run_layer(descriptor, decoded_images, read_config)
-    np.testing.assert_array_equal(output.reshape(-1), gnet.run(net, x[None])[0])
+    # The engine model on the images as read back (int8 words, code words decoded) = the network.
+    _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
 
 
-def test_int8_network_writes_no_code_files(tmp_path):
+def test_an_engine_without_the_decoder_stores_every_layer_as_int8(tmp_path):
     rng = np.random.default_rng(3)
-    net = _two_bit_network(rng, NPUConfig(act_depth=64, weight_depth=64, bias_depth=16))
-    plain = dataclasses.replace(net, layers=tuple(dataclasses.replace(layer, codebook=None)
-                                                  if hasattr(layer, "codebook") else layer for layer in net.layers))
-    summary = write_images(plain, tmp_path)
-    assert "weight_codes.hex" not in summary["files"] and not (tmp_path / "codebooks.hex").exists()
-    assert summary["words_needed"]["weight_codes"] == 0
-    assert summary["weight_memory_bits"]["int8"] == summary["weight_memory_bits"]["int8_layers"]
-    with pytest.raises(FileNotFoundError):
-        read_weight_codes(tmp_path)
-    assert read_hex(tmp_path / "weights.hex")
+    net = _mixed_network(rng, NPUConfig(act_depth=64, weight_depth=64, bias_depth=16))
+    summary = write_images(net, tmp_path)
+    read_config, images, descriptors, _ = read_images(tmp_path)
+    assert [d.weight_format for d in descriptors] == [0, 0, 0, 0]
+    assert [d.weight_base for d in descriptors] == [0, 18, 27, 31]
+    assert summary["words_needed"]["weights"] == 81
+    assert summary["weight_memory_bits"] == {"stored": 81 * 512, "int8_layers": 81 * 512, "two_bit_layers": 0,
+                                             "all_int8": 81 * 512}
+    d1 = descriptors[1]
+    expected = np.zeros((9, 8, 8), dtype=np.int8)
+    store_weights(expected, "depthwise", net.layers[1].weights, base=0, config=read_config)
+    np.testing.assert_array_equal(images.weights[d1.weight_base:d1.weight_base + 9], expected)
+    _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
+
+
+def test_code_words_stored_at_any_base_keep_the_other_quarters():
+    config = NPUConfig(lanes=2, weight_depth=4, weight_code_bits=2)
+    rng = np.random.default_rng(4)
+    image = rng.integers(-128, 128, size=(4, 2, 2)).astype(np.int8)
+    before = read_code_words(image, 0, 16, config)
+    codes = rng.integers(0, 4, size=(3, 1, 1, 2))                          # a 1x1 conv 2 -> 3: 2 code words
+    assert store_weight_codes(image, "conv", codes, base=7, config=config) == 2
+    after = read_code_words(image, 0, 16, config)
+    assert after[:7] == before[:7] and after[9:] == before[9:]
+    # Code word 7 is quarter 3 of word 1 (output channels 0, 1), code word 8 quarter 0 of word 2 (channel 2, padding).
+    for k, rows in ((7, codes[:2, 0, 0]), (8, np.concatenate([codes[2:, 0, 0], [[0, 0]]]))):
+        assert after[k] == sum(int(code) << 2 * i for i, code in enumerate(rows.reshape(-1)))
+    with pytest.raises(ValueError, match="2 code words at 15 exceed the 4-word weight memory"):
+        store_weight_codes(image, "conv", codes, base=15, config=config)

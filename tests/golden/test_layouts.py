@@ -1,13 +1,13 @@
 """golden/layouts.py: the activation layout (round trip, bijection, conflict-free banks) and the two-bit weight
-codes (packing against string arithmetic, codebook positions, codebook entries)."""
+codes (packing against string arithmetic, codebook positions, code words four to a weight word)."""
 
 import numpy as np
 import pytest
 
 from golden.config import NPUConfig
 from golden.images import MemoryImages, load_activation, store_activation
-from golden.layouts import (CODE_BITS, activation_location, codebook_fields, decode_code_words, decode_codebook_entry,
-                            encode_codebook_entry, pack_words, row_pitch, weight_codes)
+from golden.layouts import (CODE_BITS, activation_location, decode_code_words, join_code_words, pack_words, row_pitch,
+                            split_code_words, weight_codes)
 
 CONFIG = NPUConfig(act_depth=512, weight_depth=256, bias_depth=32)
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
@@ -80,20 +80,19 @@ def test_weight_codes_are_codebook_positions():
             weight_codes(np.array(bad), SPTQ)
 
 
-def test_codebook_entry_fields_and_round_trip():
-    config = NPUConfig()            # weight_depth 1024: code_base has 10 bits
-    fields = codebook_fields(config)
-    assert [(name, width) for name, width, _ in fields] == [("code0", 8), ("code1", 8), ("code2", 8), ("code3", 8),
-                                                             ("two_bit", 1), ("code_base", 10)]
-    word = encode_codebook_entry(np.array([-128, -1, 1, 127]), 1023, config)
-    # Independent: the bytes 0x80, 0xff, 0x01, 0x7f from bit 0, then the flag, then the base.
-    assert word == 0x80 | 0xFF << 8 | 0x01 << 16 | 0x7F << 24 | 1 << 32 | 1023 << 33
-    codebook, base = decode_codebook_entry(word, config)
-    assert codebook.tolist() == [-128, -1, 1, 127] and base == 1023
-    assert encode_codebook_entry(None, 0, config) == 0 and decode_codebook_entry(0, config) == (None, 0)
-    with pytest.raises(ValueError, match="codebook must be 4 ascending int8 values"):
-        encode_codebook_entry(np.array([1, -1, 2, 3]), 0, config)
-    with pytest.raises(ValueError, match="codebook must be 4 ascending int8 values"):
-        encode_codebook_entry(np.array([-1, 1, 3, 128]), 0, config)
-    with pytest.raises(ValueError, match=r"code_base must be an integer in \[0, 1023\], not 1024"):
-        encode_codebook_entry(SPTQ, 1024, config)
+@pytest.mark.parametrize("lanes", [1, 2, 8])
+def test_code_words_are_quarters_of_weight_words_against_strings(lanes):
+    # Code word n is quarter n mod 4 of weight word n div 4: in the word's binary string (most significant bit first)
+    # quarter q is the (4 - q)-th block of 2 * lanes**2 characters; a short last word is padded with 0s.
+    rng = np.random.default_rng(lanes)
+    config = NPUConfig(lanes=lanes)
+    width = 2 * lanes * lanes
+    code_words = [(1 << width) - 1, 0] + [int(v) for v in rng.integers(0, 1 << min(width, 62), size=7)]
+    words = join_code_words(code_words, config)
+    assert len(words) == 3
+    for m, word in enumerate(words):
+        bits = format(word, f"0{4 * width}b")
+        assert len(bits) == 4 * width                       # fits the 8 * lanes**2-bit weight word
+        quarters = [int(bits[(3 - q) * width:(4 - q) * width], 2) for q in range(4)]
+        assert quarters == (code_words[4 * m:4 * m + 4] + [0, 0, 0])[:4]
+    assert split_code_words(words, config) == code_words + [0, 0, 0]

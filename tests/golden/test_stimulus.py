@@ -34,19 +34,30 @@ def test_fitted_config_holds_the_layers_and_the_golden_engine_reproduces_them():
     assert all(np.array_equal(a.expected, b.expected) for a, b in zip(cases, again))
 
 
-def test_two_bit_layers_decode_to_their_codebooks():
-    specs = [spec for spec in SPECS if spec[1] != "average_pool"]
-    codebooks = ([-96, -24, 24, 96], [-81, -27, 27, 81], [-128, -1, 1, 127])
-    config = dataclasses.replace(fitted_config(specs, NPUConfig()), weight_code_bits=2)
-    cases, images, codes = two_bit_layers(specs, codebooks, config, 3)
-    assert codes.min() >= 0 and codes.max() <= 3
-    for case, codebook in zip(cases, codebooks):
-        d = case.descriptor
-        decoded = dataclasses.replace(images, weights=np.asarray(codebook, dtype=np.int8)[codes])
-        np.testing.assert_array_equal(run_layer(d, decoded, config)[0], case.expected)
-        assert case.name.endswith(f"codebook {codebook}")
+def test_mixed_layers_store_codes_at_every_quarter_and_the_golden_engine_decodes_them():
+    codebooks = ([-96, -24, 24, 96], None, [-128, -1, 1, 127], None)
+    for code_bits in (2, 8):
+        config = dataclasses.replace(fitted_config(SPECS, NPUConfig()), weight_code_bits=code_bits)
+        cases, images = two_bit_layers(SPECS, codebooks, config, 3)
+        formats = [case.descriptor.weight_format for case in cases]
+        assert formats == ([1, 0, 1, 0] if code_bits == 2 else [0, 0, 0, 0])
+        for case, codebook in zip(cases, codebooks):
+            d = case.descriptor
+            # Expected outputs come from the golden ops on the drawn weights, independently of the layouts.
+            np.testing.assert_array_equal(run_layer(d, images, config)[0], case.expected)
+            assert case.codebook == (None if codebook is None else tuple(codebook))
+            if d.weight_format:
+                assert [d.codebook0, d.codebook1, d.codebook2, d.codebook3] == codebook
+                # Layer i's code words start at quarter i mod 4 of a weight word.
+                assert d.weight_base % 4 == cases.index(case) % 4
+                # Read as int8 words (from the word holding the first code word), the codes give another output.
+                as_int8 = dataclasses.replace(d, weight_format=0, weight_base=d.weight_base // 4, codebook0=0,
+                                              codebook1=0, codebook2=0, codebook3=0)
+                assert not np.array_equal(run_layer(as_int8, images, config)[0], case.expected)
     with pytest.raises(ValueError, match=r"^layer 'pool' has no weights to give two-bit codes$"):
-        two_bit_layers(SPECS, codebooks + ([-3, -1, 1, 3],), config, 3)
+        two_bit_layers(SPECS, codebooks[:3] + ([-3, -1, 1, 3],), config, 3)
+    with pytest.raises(ValueError, match=r"^3 codebooks for 4 layers$"):
+        two_bit_layers(SPECS, codebooks[:3], config, 3)
 
 
 def _stream(config, count, seed=5):
@@ -56,10 +67,10 @@ def _stream(config, count, seed=5):
 def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random():
     config = dataclasses.replace(NPUConfig(), act_depth=1024)
     layers = _stream(config, 120)
-    descriptors = [case.descriptor for case, _, _ in layers]
-    for case, images, codes in layers:
+    descriptors = [case.descriptor for case, _ in layers]
+    for case, images in layers:
         check_descriptor(case.descriptor, config)
-        assert codes is None
+        assert not case.descriptor.weight_format
         output, acc = run_layer(case.descriptor, images, config)   # golden through the layouts
         np.testing.assert_array_equal(output, case.expected)
         np.testing.assert_array_equal(acc, case.acc)
@@ -81,7 +92,7 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
 def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
     config = dataclasses.replace(NPUConfig(), act_depth=1024)
     live, ties, ratios = set(), 0, []
-    for case, _, _ in _stream(config, 200):
+    for case, _ in _stream(config, 200):
         d = case.descriptor
         k = case.channel_shift
         if d.kind in ("conv", "depthwise") and d.multiplier != 1 << 30 and d.out_height * d.out_width >= 16 \
@@ -102,16 +113,18 @@ def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
     assert len(ratios) >= 20 and np.median(ratios) < 10
 
 
-def test_two_bit_constrained_random_layers_decode_their_codes():
+def test_two_bit_constrained_random_layers_mix_formats_and_decode_their_codes():
     config = dataclasses.replace(NPUConfig(), act_depth=1024, weight_code_bits=2)
-    kinds = set()
-    for case, images, codes in _stream(config, 60):
+    kinds, quarters = {0: set(), 1: set()}, set()
+    for case, images in _stream(config, 80):
         d = case.descriptor
-        kinds.add(d.kind)
-        if d.kind == "average_pool":
-            assert case.codebook is None
-            continue
-        assert len(case.codebook) == 4 and list(case.codebook) == sorted(set(case.codebook))
-        decoded = dataclasses.replace(images, weights=np.asarray(case.codebook, dtype=np.int8)[codes])
-        np.testing.assert_array_equal(run_layer(d, decoded, config)[0], case.expected)
-    assert kinds == {"conv", "depthwise", "fully_connected", "average_pool"}
+        kinds[d.weight_format].add(d.kind)
+        assert (case.codebook is not None) == bool(d.weight_format)
+        if d.weight_format:
+            assert list(case.codebook) == sorted(set(case.codebook)) == [d.codebook0, d.codebook1, d.codebook2,
+                                                                          d.codebook3]
+            quarters.add(d.weight_base % 4)
+        np.testing.assert_array_equal(run_layer(d, images, config)[0], case.expected)
+    assert kinds == {0: {"conv", "depthwise", "fully_connected", "average_pool"},
+                     1: {"conv", "depthwise", "fully_connected"}}
+    assert quarters == {0, 1, 2, 3}

@@ -1,5 +1,5 @@
 """Amaranth-simulator tests of hdl/memory.py against golden images: every bank and address of the activation, weight
-(int8 and two-bit codes) and bias memories, filled at build time or through the write ports, read back exactly
+(int8 words, and on the engine with the decoder every code word of every quarter too) and bias memories, filled at build time or through the write ports, read back exactly
 ``latency`` cycles after its address, one read a cycle; ``rtl_*`` (the simulated RTL) equals ``ref_*`` (the golden
 words). Constructor errors are pinned."""
 
@@ -12,8 +12,8 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
-from golden.images import MemoryImages, store_activation, store_bias, store_weights
-from golden.layouts import CODE_BITS, decode_code_words, pack_bias_words, pack_words, unpack_bias_words, weight_codes
+from golden.images import MemoryImages, read_code_words, store_activation, store_bias, store_weights
+from golden.layouts import CODE_BITS, decode_code_words, pack_bias_words, pack_words, unpack_bias_words
 from golden.requant import INT32_MAX, INT32_MIN
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
 
@@ -26,11 +26,12 @@ SEED = 2026
 
 
 def golden_images(config, seed):
-    """Images that golden writes into every word: ``(MemoryImages, two-bit code image)``.
+    """Images that golden writes into every word (:class:`MemoryImages`).
 
     A 16 x 4 x 8 tensor fills the activation memory (2 words a row in each bank), an 8 x 2 x 2 x 8 conv layer the
     weight memory (2 output groups x 4 taps x 2 input groups), 32 channels' biases and shifts the bias memory; the first
-    words hold the extremes (int8 -128 and 127, INT32_MIN and INT32_MAX, k_c 0 and 15, codes 0 and 3).
+    words hold the extremes (int8 -128 and 127, INT32_MIN and INT32_MAX, k_c 0 and 15). Read as code words (four to a
+    weight word), the weight image's random bytes hold every code in every quarter.
     """
     rng = np.random.default_rng(seed)
     images = MemoryImages.empty(config)
@@ -45,11 +46,7 @@ def golden_images(config, seed):
     channel_shift = rng.integers(0, config.max_channel_shift + 1, size=channels)
     bias[:2], channel_shift[:2] = (INT32_MIN, INT32_MAX), (0, config.max_channel_shift)
     store_bias(images.bias, images.channel_shift, bias, channel_shift, base=0, config=config)
-    two_bit = CODEBOOK[rng.integers(0, 4, size=weights.shape)]
-    two_bit[0, 0, 0, :2] = CODEBOOK[0], CODEBOOK[3]
-    codes = np.zeros_like(images.weights)
-    store_weights(codes, "conv", weight_codes(two_bit, CODEBOOK), base=0, config=config)
-    return images, codes
+    return images
 
 
 def simulate(dut, enable, writes, reads, *, put, select, sample, setup=None):
@@ -123,13 +120,13 @@ def rtl_activation_reads(config, reads, *, init=None, writes=()):
 
 
 def test_activation_memory_reads_its_init_image():
-    images, _ = golden_images(CONFIG, SEED)
+    images = golden_images(CONFIG, SEED)
     reads = activation_reads(CONFIG)
     assert rtl_activation_reads(CONFIG, reads, init=images.activation) == ref_activation_reads(images.activation, reads)
 
 
 def test_activation_memory_loaded_through_its_write_port():
-    images, _ = golden_images(CONFIG, SEED + 1)
+    images = golden_images(CONFIG, SEED + 1)
     targets = [(bank, address) for bank in range(CONFIG.lanes) for address in range(CONFIG.act_depth)]
     words = [pack_words(images.activation[bank, address][None], 8)[0] for bank, address in targets]
     writes = loads(targets, words, np.random.default_rng(SEED))
@@ -139,20 +136,27 @@ def test_activation_memory_loaded_through_its_write_port():
 
 # --- WeightMemory: one lanes x lanes word a cycle, int8 or decoded from two-bit codes ------------------------------
 
-def ref_weight_reads(image, reads):
-    """Each read's int8 weight word from a golden weight image."""
+def ref_weight_reads(image, reads, config, two_bit):
+    """Each read's int8 weight word from a golden weight image: word ``address``, or code word ``address`` decoded
+    with :data:`CODEBOOK` (``golden.images.read_code_words``, ``golden.layouts.decode_code_words``)."""
+    if two_bit:
+        return [decode_code_words(read_code_words(image, address, 1, config), CODEBOOK, config)[0].tolist()
+                for address in reads]
     return [image[address].tolist() for address in reads]
 
 
-def rtl_weight_reads(config, reads, *, init=None, writes=(), codebook=None):
+def rtl_weight_reads(config, reads, *, init=None, writes=(), two_bit=False):
     """Each read's int8 weight word from the RTL memory built with ``init`` and then written with ``writes``
-    (``(enable, address, stored word)``); with two-bit codes ``codebook`` is held on its codebook input."""
+    (``(enable, address, weight word)``); on the engine with the decoder ``two_bit`` (the layer's format) and
+    :data:`CODEBOOK` are held on their inputs."""
     dut = WeightMemory(config, init=init)
     lanes = config.lanes
 
     def setup(ctx):
-        for code, value in enumerate([] if codebook is None else codebook):
-            ctx.set(dut.codebook[code], int(value))
+        if config.weight_code_bits == CODE_BITS:
+            ctx.set(dut.two_bit, two_bit)
+            for code, value in enumerate(CODEBOOK):
+                ctx.set(dut.codebook[code], int(value))
 
     def put(ctx, address, word):
         ctx.set(dut.load.address, address)
@@ -167,31 +171,33 @@ def rtl_weight_reads(config, reads, *, init=None, writes=(), codebook=None):
     return simulate(dut, dut.load.write, writes, reads, put=put, select=select, sample=sample, setup=setup)
 
 
-def decoded(codes, config):
-    """The int8 weight image that golden's decoder gives for a two-bit code image and :data:`CODEBOOK`."""
-    return decode_code_words(pack_words(codes.reshape(len(codes), -1), CODE_BITS), CODEBOOK, config)
+#: The weight memory's reads: an int8 engine, and the engine with the decoder reading int8 words and code words.
+WEIGHT_READS = pytest.mark.parametrize("config, two_bit", [(CONFIG, False), (TWO_BIT, False), (TWO_BIT, True)],
+                                       ids=["int8", "decoder int8 words", "decoder code words"])
 
 
-@pytest.mark.parametrize("config", [CONFIG, TWO_BIT], ids=["int8", "two_bit"])
-def test_weight_memory_reads_its_init_image(config):
-    images, codes = golden_images(config, SEED)
-    two_bit = config.weight_code_bits == CODE_BITS
-    init, image = (codes, decoded(codes, config)) if two_bit else (images.weights, images.weights)
-    reads = np.random.default_rng(SEED).permutation(config.weight_depth).tolist()
-    got = rtl_weight_reads(config, reads, init=init, codebook=CODEBOOK if two_bit else None)
-    assert got == ref_weight_reads(image, reads)
+def weight_reads(config, two_bit, seed):
+    """Every word (or code word: four per word) once, in a random order."""
+    count = config.weight_depth * (4 if two_bit else 1)
+    return np.random.default_rng(seed).permutation(count).tolist()
 
 
-@pytest.mark.parametrize("config", [CONFIG, TWO_BIT], ids=["int8", "two_bit"])
-def test_weight_memory_loaded_through_its_load_port(config):
-    images, codes = golden_images(config, SEED + 1)
-    two_bit = config.weight_code_bits == CODE_BITS
-    stored, bits, image = (codes, CODE_BITS, decoded(codes, config)) if two_bit else (images.weights, 8, images.weights)
-    words = pack_words(stored.reshape(config.weight_depth, -1), bits)
+@WEIGHT_READS
+def test_weight_memory_reads_its_init_image(config, two_bit):
+    images = golden_images(config, SEED)
+    reads = weight_reads(config, two_bit, SEED)
+    got = rtl_weight_reads(config, reads, init=images.weights, two_bit=two_bit)
+    assert got == ref_weight_reads(images.weights, reads, config, two_bit)
+
+
+@WEIGHT_READS
+def test_weight_memory_loaded_through_its_load_port(config, two_bit):
+    images = golden_images(config, SEED + 1)
+    words = pack_words(images.weights.reshape(config.weight_depth, -1), 8)
     writes = loads(list(range(config.weight_depth)), words, np.random.default_rng(SEED))
-    reads = np.random.default_rng(SEED + 1).permutation(config.weight_depth).tolist()
-    got = rtl_weight_reads(config, reads, writes=writes, codebook=CODEBOOK if two_bit else None)
-    assert got == ref_weight_reads(image, reads)
+    reads = weight_reads(config, two_bit, SEED + 1)
+    got = rtl_weight_reads(config, reads, writes=writes, two_bit=two_bit)
+    assert got == ref_weight_reads(images.weights, reads, config, two_bit)
 
 
 # --- BiasMemory: lanes int32 biases and their shifts k_c a word -------------------------------------------------
@@ -220,13 +226,13 @@ def rtl_bias_reads(config, reads, *, images=None, writes=()):
 
 
 def test_bias_memory_reads_its_init_image():
-    images, _ = golden_images(CONFIG, SEED)
+    images = golden_images(CONFIG, SEED)
     reads = np.random.default_rng(SEED).permutation(CONFIG.bias_depth).tolist()
     assert rtl_bias_reads(CONFIG, reads, images=images) == ref_bias_reads(images, reads)
 
 
 def test_bias_memory_loaded_through_its_load_port():
-    images, _ = golden_images(CONFIG, SEED + 1)
+    images = golden_images(CONFIG, SEED + 1)
     words = pack_bias_words(images.bias, images.channel_shift, CONFIG)
     writes = loads(list(range(CONFIG.bias_depth)), words, np.random.default_rng(SEED))
     reads = np.random.default_rng(SEED + 1).permutation(CONFIG.bias_depth).tolist()
@@ -234,12 +240,14 @@ def test_bias_memory_loaded_through_its_load_port():
 
 
 def test_golden_images_hold_the_extremes():
-    images, codes = golden_images(CONFIG, SEED)
+    images = golden_images(CONFIG, SEED)
     assert images.activation.min() == -128 and images.activation.max() == 127
     assert images.weights.min() == -128 and images.weights.max() == 127
     assert images.bias.min() == INT32_MIN and images.bias.max() == INT32_MAX
     assert images.channel_shift.min() == 0 and images.channel_shift.max() == 15
-    assert codes.min() == 0 and codes.max() == 3
+    codes = np.array([[(word >> 2 * lane) & 3 for lane in range(CONFIG.macs)]
+                      for word in read_code_words(images.weights, 0, 4 * CONFIG.weight_depth, CONFIG)])
+    assert all(set(codes[quarter::4].reshape(-1).tolist()) == {0, 1, 2, 3} for quarter in range(4))
 
 
 # --- constructor errors ---------------------------------------------------------------------------------------------
@@ -252,10 +260,6 @@ def test_golden_images_hold_the_extremes():
      r"^init must be an integer array of shape \(4, 32, 4\), not int8 \(4, 31, 4\)$"),
     (lambda: WeightMemory(CONFIG, init=np.zeros((16, 4, 4))), ValueError,
      r"^init must be an integer array of shape \(16, 4, 4\), not float64 \(16, 4, 4\)$"),
-    (lambda: WeightMemory(TWO_BIT, init=np.full((16, 4, 4), 4)), ValueError,
-     r"^init must hold two-bit codes 0\.\.3 when weight_code_bits is 2$"),
-    (lambda: WeightMemory(TWO_BIT, init=np.full((16, 4, 4), -1)), ValueError,
-     r"^init must hold two-bit codes 0\.\.3 when weight_code_bits is 2$"),
     (lambda: BiasMemory(CONFIG, bias=np.zeros((8, 4), dtype=np.int64)), ValueError,
      r"^bias and channel_shift must be given together$"),
     (lambda: BiasMemory(CONFIG, channel_shift=np.zeros((8, 4), dtype=np.int64)), ValueError,
@@ -264,8 +268,7 @@ def test_golden_images_hold_the_extremes():
      ValueError, r"^bias must be an integer array of shape \(8, 4\), not int64 \(8, 3\)$"),
     (lambda: BiasMemory(CONFIG, bias=np.zeros((8, 4), dtype=np.int64), channel_shift=np.zeros((8, 4))),
      ValueError, r"^channel_shift must be an integer array of shape \(8, 4\), not float64 \(8, 4\)$"),
-], ids=["activation config", "weight config", "bias config", "activation shape", "weight dtype", "code above 3",
-        "code below 0", "bias alone", "channel_shift alone", "bias shape", "channel_shift dtype"])
+], ids=["activation config", "weight config", "bias config", "activation shape", "weight dtype", "bias alone", "channel_shift alone", "bias shape", "channel_shift dtype"])
 def test_bad_arguments(build, error, message):
     with pytest.raises(error, match=message) as raised:
         build()

@@ -12,6 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from golden import network as gnet
+from golden.add import add
+from golden.engine import run_layer
+from golden.images import load_activation, read_images, store_activation
 from tools import quantize
 from tools.quantizer import pipeline
 from tools.quantizer.build import build_network
@@ -372,8 +375,8 @@ def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
         assert sqnr[("wess", 2, "uq", 8)][layer] == sqnr[("wess", 8, "uniform", None)][layer]
     assert sqnr[("wess", 2, "uq", 8)]["conv1"] == sqnr[("wess", 2, "uq", None)]["conv1"] < 15
     assert "Weight SQNR per layer" in (out / "report.md").read_text()
-    # The 8-bit network is the one written; no two-bit files.
-    assert results["deployed"]["weight_quantizer"] == "uniform" and "codebooks.hex" not in os.listdir(out)
+    # The 8-bit network is the one written, for an engine without the two-bit decoder.
+    assert results["deployed"]["weight_quantizer"] == "uniform" and gnet.load(out).config.weight_code_bits == 8
 
     # A two-bit network written: codebooks in the manifest and the memory images, weights the codebook's levels.
     out2 = tmp_path / "msptq"
@@ -388,9 +391,38 @@ def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
     assert [None if layer.codebook is None else layer.codebook.tolist() for layer in convs] == [
         None, [-4, -1, 1, 4], None]
     assert set(np.unique(convs[1].weights).tolist()) <= {-4, -1, 1, 4}
-    assert {"weight_codes.hex", "codebooks.hex"} <= set(os.listdir(out2))
+    # Its images are for the engine with the two-bit decoder: the middle layer as codes, first and last as int8; they
+    # run, descriptor by descriptor, as the network.
+    assert network.config.weight_code_bits == 2
     memory = json.loads((out2 / "memory.json").read_text())
     assert [layer["codebook"] for layer in memory["layers"]] == [None, [-4, -1, 1, 4], None, None]
+    assert [layer["weight_format"] for layer in memory["layers"]] == [0, 1, 0, 0]
+    x = np.random.default_rng(3).integers(-128, 128, size=(4, 8, 8, 3))
+    for image in x:
+        np.testing.assert_array_equal(_run_images(out2, image).reshape(-1), gnet.run(network, image[None])[0])
+
+
+def _run_images(folder, x):
+    """The network of a quantizer output folder run on one input from its memory images: its descriptors through
+    golden.engine.run_layer, host layers (residual adds) with golden.add on the side."""
+    config, images, descriptors, summary = read_images(folder)
+    network, tensors = gnet.load(folder), summary["tensors"]
+    host = {layer["name"] for layer in summary["host_layers"]}
+
+    def place(name):
+        return dict(base=tensors[name]["base"], pitch=tensors[name]["row_pitch"], config=config)
+
+    store_activation(images.activation, x, **place(gnet.INPUT))
+    descriptors = iter(descriptors)
+    for layer in network.layers:
+        if layer.name in host:
+            assert layer.kind == "add"
+            a, b = (load_activation(images.activation, tensors[name]["shape"], **place(name)) for name in layer.inputs)
+            store_activation(images.activation, add(a[None], b[None], layer.params, layer.qmin, layer.qmax)[0],
+                             **place(layer.output))
+        elif layer.kind != "flatten":
+            output, _ = run_layer(next(descriptors), images, config)
+    return output
 
 
 def test_litert_quantizer_export_tflite_option(tmp_path, capsys):

@@ -76,14 +76,19 @@ def test_weight_memory_of_the_reference_model():
     words = [_words(n) for n in nodes]
     entries = dict(two_bit_table.weight_memory(calibration_images=4))
     w8, w2, ends = entries["W8 (int8)"], entries["W2 (MSPTQ codes)"], entries["W2, first/last W8"]
-    assert w8["words_needed"]["weights"] == sum(words) and w8["words_needed"]["weight_codes"] == 0
-    assert w8["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": sum(words) * 512, "codes": 0,
-                                        "codebooks": 0}
-    assert w2["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": 0, "codes": sum(words) * 128,
-                                        "codebooks": len(nodes) * 32}
+    # Two-bit layers: a layer's code words start on a word boundary, four to a word.
+    quarters = [-(-count // 4) for count in words]
+    assert w8["words_needed"]["weights"] == sum(words)
+    assert w8["weight_memory_bits"] == {"stored": sum(words) * 512, "int8_layers": sum(words) * 512,
+                                        "two_bit_layers": 0, "all_int8": sum(words) * 512}
+    assert w2["words_needed"]["weights"] == sum(quarters)
+    assert w2["weight_memory_bits"] == {"stored": sum(quarters) * 512, "int8_layers": 0,
+                                        "two_bit_layers": sum(quarters) * 512, "all_int8": sum(words) * 512}
     ends_words = words[0] + words[-1]
-    assert ends["weight_memory_bits"] == {"int8": sum(words) * 512, "int8_layers": ends_words * 512,
-                                          "codes": (sum(words) - ends_words) * 128, "codebooks": (len(nodes) - 2) * 32}
+    middle = sum(quarters[1:-1])
+    assert ends["words_needed"]["weights"] == ends_words + middle
+    assert ends["weight_memory_bits"] == {"stored": (ends_words + middle) * 512, "int8_layers": ends_words * 512,
+                                          "two_bit_layers": middle * 512, "all_int8": sum(words) * 512}
     assert w8["weights"] == sum(n.weights.size for n in nodes) == w2["two_bit_weights"]
 
 
@@ -99,4 +104,4 @@ def test_memory_only_command_and_bad_input(tmp_path):
     if os.path.exists(pipeline.DEFAULT_MODEL):
         result = subprocess.run([sys.executable, script, "--memory-only"], capture_output=True, text=True,
                                 timeout=120)
-        assert result.returncode == 0 and "| W2 (MSPTQ codes) | 0 | 592 | 14 | 9,528 | 8,848 |" in result.stdout
+        assert result.returncode == 0 and "| W2 (MSPTQ codes) | 0 | 152 | 152 | 9,728 | 8,848 |" in result.stdout

@@ -21,6 +21,7 @@ from golden.activation import FIXED_OUTPUT, activation_table
 from golden.add import add_params
 from golden.config import NPUConfig
 from golden.conv import accumulator_bound
+from golden.layouts import CODE_BITS
 from golden.mul import mul_params
 from golden.requant import INT32_MAX, activation_bounds, quantize_multiplier, round_half_away_from_zero
 
@@ -109,7 +110,9 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     is stored in the network with the input scale and zero point added.
 
     ``weight_quantizer`` is one of :data:`tools.quantizer.weights.QUANTIZERS`: a two-bit one (``uq``, ``sptq``,
-    ``msptq``, with ``weight_bits=2``) gives every weighted layer its codebook (:attr:`golden.network.Conv2D.codebook`).
+    ``msptq``, with ``weight_bits=2``) gives every weighted layer its codebook (:attr:`golden.network.Conv2D.codebook`)
+    and the network an engine with the two-bit decoder (``weight_code_bits`` 2), whose images store those layers as
+    codes (docs/memory.md section 2a).
     ``first_last_bits``, if given, quantizes the first and the last weighted layer with the uniform grid of that many
     bits instead (the usual exception of low-bit networks).
 
@@ -130,7 +133,7 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
         raise ValueError(f"weight quantizer must be one of {', '.join(QUANTIZERS)}, not {weight_quantizer!r}")
     if weight_quantizer != "uniform" and weight_bits != 2:
         raise ValueError(f"the two-bit quantizer {weight_quantizer} needs 2 weight bits, not {weight_bits!r}")
-    config = NPUConfig(shift_bits=shift_bits)
+    config = NPUConfig(shift_bits=shift_bits, weight_code_bits=8 if weight_quantizer == "uniform" else CODE_BITS)
     names = layer_names(graph)
     table = _tensor_table(graph, ranges, names, input_range)
     weighted = [node for node in graph.nodes if isinstance(node, (ir.Conv, ir.FullyConnected))]
