@@ -140,17 +140,18 @@ def store_bias(bias_image, shift_image, bias, channel_shift, *, base, config):
 def write_images(network, directory):
     """Write the engine's ROM images of a quantized network into ``directory``; return a JSON-able summary.
 
-    Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool) gets
-    its weights and biases placed one after another and a descriptor; activation tensors get regions of the
-    activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`). Files:
+    Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool,
+    residual add) gets its weights and biases placed one after another and a descriptor; activation tensors get
+    regions of the activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
+    Files:
     ``weights.hex`` (``lanes**2 * 8``-bit words), ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then
     shifts, :func:`golden.layouts.bias_word_fields`), ``descriptors.hex`` (one
     :func:`golden.descriptor.encode_descriptor` word per engine layer) and ``memory.json`` (the summary). A network
     with two-bit layers (a ``codebook``) also gets ``weight_codes.hex`` (``lanes**2 * 2``-bit code words of those
     layers, one layer after another) and ``codebooks.hex`` (one :func:`golden.layouts.encode_codebook_entry` word per
-    engine layer); ``weights.hex`` still holds every layer as int8. Layers the engine does not run (residual adds,
-    other pools) are listed under ``host_layers``; memories larger than the configuration are reported with
-    ``fits: false`` rather than refused, so that a network too large for the on-chip memories still gets its images.
+    engine layer); ``weights.hex`` still holds every layer as int8. Layers the engine does not run (pools other than
+    the global average, broadcasting adds) are listed under ``host_layers``; memories larger than the configuration are
+    reported with ``fits: false`` rather than refused, so that a network too large for the on-chip memories still gets its images.
 
     Args:
         network: a :class:`golden.network.Network`.
@@ -175,7 +176,7 @@ def write_images(network, directory):
     descriptors, entries = [], []
     for entry in plan["layers"]:
         layer, descriptor = entry["layer"], entry["descriptor"]
-        if descriptor.kind != "average_pool":
+        if descriptor.kind not in ("average_pool", "add"):
             weights = layer.weights
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)

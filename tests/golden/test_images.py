@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from golden import network as gnet
+from golden.add import add_params
 from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
@@ -17,28 +18,33 @@ UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
 
 
 def small_network(rng, config):
-    """conv 3x3 -> depthwise 3x3 stride 2 -> residual-free 1x1 conv -> global pool -> flatten -> fully connected."""
-    def weighted(cls, name, source, weights, channels, **extra):
+    """conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own
+    scales and zero points) -> 1x1 conv -> global pool -> flatten -> fully connected."""
+    def weighted(cls, name, source, weights, channels, k_max=15, **extra):
         return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
-                   channel_shift=rng.integers(0, 16, size=channels), weight_scale=np.ones(channels), **extra)
+                   channel_shift=rng.integers(0, k_max + 1, size=channels), weight_scale=np.ones(channels), **extra)
+    shapes = {gnet.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
+              "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
+    tensors = {name: gnet.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)),
+                                 zero_point=int(rng.integers(-20, 20))) for name, shape in shapes.items()}
+    tensors["p5"] = dataclasses.replace(tensors["c4"], shape=shapes["p5"], zero_point=0)
+    tensors["c4"] = dataclasses.replace(tensors["c4"], zero_point=0)
+    tensors["f6"] = dataclasses.replace(tensors["p5"], shape=shapes["f6"])
+    t = {name: (tensors[name].scale, tensors[name].zero_point) for name in ("d1", "e2", "a3")}
     layers = (
         weighted(gnet.Conv2D, "c0", gnet.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
                  stride=(1, 1), padding=(1, 1, 1, 1)),
         weighted(gnet.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
-                 stride=(2, 2), padding=(0, 1, 0, 1)),
-        weighted(gnet.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
-        gnet.AveragePool(name="p3", input="c2", output="p3"),
-        gnet.Flatten(name="f4", input="p3", output="f4"),
-        weighted(gnet.FullyConnected, "fc5", "f4", rng.integers(-127, 128, size=(10, 20)), 10),
+                 stride=(2, 2), padding=(1, 1, 1, 1), k_max=1),      # the add's inputs spread over int8
+        weighted(gnet.Conv2D, "e2", "d1", rng.integers(-127, 128, size=(12, 1, 1, 12)), 12, k_max=1),
+        gnet.Add(name="a3", inputs=("d1", "e2"), output="a3", params=add_params(*t["d1"], *t["e2"], *t["a3"])),
+        weighted(gnet.Conv2D, "c4", "a3", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
+        gnet.AveragePool(name="p5", input="c4", output="p5"),
+        gnet.Flatten(name="f6", input="p5", output="f6"),
+        weighted(gnet.FullyConnected, "fc7", "f6", rng.integers(-127, 128, size=(10, 20)), 10),
     )
-    shapes = {gnet.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 20), "p3": (1, 1, 20),
-              "f4": (20,), "fc5": (10,)}
-    tensors = {name: gnet.Tensor(shape=shape, scale=0.1, zero_point=0 if name in ("c2", "p3", "f4") else
-                                 int(rng.integers(-20, 20))) for name, shape in shapes.items()}
-    tensors["p3"] = tensors["f4"] = tensors["c2"]
-    tensors = {name: dataclasses.replace(t, shape=shapes[name]) for name, t in tensors.items()}
-    return gnet.Network(layers=layers, tensors=tensors, output="fc5", config=config)
+    return gnet.Network(layers=layers, tensors=tensors, output="fc7", config=config)
 
 
 def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
@@ -49,14 +55,18 @@ def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
     assert summary["fits"] and not summary["host_layers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
     read_config, images, descriptors, _ = read_images(tmp_path)
-    assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "average_pool", "fully_connected"]
+    assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "add", "conv", "average_pool",
+                                             "fully_connected"]
 
     x = rng.integers(-128, 128, size=(9, 9, 3))
     placed = summary["tensors"][gnet.INPUT]
     store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=read_config)
-    for descriptor in descriptors:          # the engine's whole job: one descriptor after another
+    _, trace = gnet.run(net, x[None], keep=True)
+    engine_layers = [layer for layer in net.layers if layer.kind != "flatten"]
+    for descriptor, layer in zip(descriptors, engine_layers):   # the engine's whole job: one descriptor after another
         output, _ = run_layer(descriptor, images, read_config)
-    np.testing.assert_array_equal(output.reshape(-1), gnet.run(net, x[None])[0])
+        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[layer.output][0].reshape(-1), layer.name)
+    assert len(np.unique(trace.tensors["a3"])) > 20        # the add's outputs spread: a live check of its arithmetic
 
 
 def test_network_images_report_host_layers_and_sizes(tmp_path):
