@@ -33,9 +33,10 @@ DRAIN_LATENCY = 4
 WRITE_LATENCY = 13
 #: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
 ADD_SEQUENCER_LATENCY = 2
-#: Cycles from an add's operand words leaving the activation memory to the write of their sum
-#: (``hdl.engine.Engine.add_write_latency``): bank select 1, add unit 7 (``hdl.add.AddUnit.latency``), requantizer 9.
-ADD_WRITE_LATENCY = 17
+#: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
+#: (``hdl.engine.Engine.add_write_latency``): add unit 7 (``hdl.add.AddUnit.latency``: bank select and centring,
+#: products, high half, rounding right shift 3, sum), requantizer 9.
+ADD_WRITE_LATENCY = 16
 
 
 @dataclasses.dataclass(frozen=True)

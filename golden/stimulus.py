@@ -8,10 +8,12 @@ clamp), ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 
 
 :func:`random_layers` draws each layer's data and parameters from one seed, places every layer's input, output, weights
 and biases in its own regions of the memories (so one engine build runs all of them, one after another) and computes
-each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``) on the drawn arrays,
-independently of the memory layouts. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
+each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``, ``golden.add``) on the
+drawn arrays, independently of the memory layouts. A residual ``add`` spec (kernel 1x1, stride 1, no padding, output
+channels = input channels) draws two inputs with their own scales and zero points and an output scale that the
+flavour's gain spreads or saturates. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
-descriptor space (every kind, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
+descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
 channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
 stimulus (``tb/regress_bench.py``).
 """
@@ -20,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from .add import add, add_descriptor_fields, add_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weights
@@ -62,6 +65,9 @@ class Flavour:
         Four ascending int8 weights: a two-bit layer (weights drawn as codes; ``k_span`` should be 0).
     zero_multiplier : bool
         Multiplier 0: every output is the clamped zero point.
+    scale_ratio : float or None
+        A residual add's ``log2(scale2 / scale1)``; ``None`` draws it in ``[-6, 6]``. Beyond about 30 the smaller
+        input's rescaling has shift -31, beyond 32 multiplier 0.
     """
 
     input_zero_point: object = None
@@ -73,6 +79,7 @@ class Flavour:
     ties: object = None
     codebook: object = None
     zero_multiplier: bool = False
+    scale_ratio: object = None
 
 
 #: The benches' flavours by name (``"edge-zp"`` alternates its input zero point between -128 and 127 by layer index).
@@ -126,13 +133,13 @@ def two_bit_layers(specs, codebooks, config, seed):
     from which the expected output comes.
 
     Raises:
-        ValueError: a layer without weights (an average pool), or not one codebook per layer.
+        ValueError: a layer without weights (an average pool, an add), or not one codebook per layer.
     """
     specs = list(specs)
     if len(codebooks) != len(specs):
         raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
     for (name, kind, *_), codebook in zip(specs, codebooks):
-        if kind == "average_pool":
+        if kind in ("average_pool", "add"):
             raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
     two_bit = [(f"{name} codebook {list(codebook)}", *spec,
                 dataclasses.replace(_flavour(flavour, index), codebook=tuple(codebook)))
@@ -145,12 +152,13 @@ def constrained_random_layer(seed, index, config):
     """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images, codes)``.
 
     The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
-    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool),
+    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool,
+    residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift -31 or multiplier 0),
     strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
     :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
     multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
     bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
-    ``config.weight_code_bits == 2`` the weights are two-bit codes of a random codebook (pools need none) and
+    ``config.weight_code_bits == 2`` the weights are two-bit codes of a random codebook (pools and adds need none) and
     ``codes`` holds them as ``images.weights``' code words (else ``codes`` is ``None``). Always legal per
     :func:`golden.descriptor.check_descriptor`.
     """
@@ -186,12 +194,18 @@ def _draw(specs, placements, config, seed):
         f = _flavour(flavour, index)
         zero_point = 0 if kind == "average_pool" else \
             int(rng.integers(-128, 128)) if f.input_zero_point is None else f.input_zero_point
-        x = np.clip(zero_point + rng.integers(-3, 4, size=shape), -128, 127) if f.tiny_inputs \
-            else rng.integers(-128, 128, size=shape)
+        x = _inputs(rng, f, zero_point, shape)
         in_pitch = store_activation(images.activation, x, base=place["in"], config=config, pitch=place.get("in_pitch"))
-        weights = bias = None
+        weights = bias = x2 = params = None
         channel_shift = np.zeros(cout, dtype=np.int64)
-        if kind == "average_pool":
+        fields = {}
+        if kind == "add":
+            x2, params = _add_operands(rng, f, x, zero_point, place)
+            fields = dict(add_descriptor_fields(params), in2_base=place["in2"],
+                          in2_row_pitch=store_activation(images.activation, x2, base=place["in2"], config=config,
+                                                         pitch=place.get("in2_pitch")))
+            multiplier, shift, out_zero_point = params.output_multiplier, params.output_shift, params.output_zero_point
+        elif kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
             out_zero_point = 0
         else:
@@ -205,18 +219,43 @@ def _draw(specs, placements, config, seed):
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
             out_zero_point = int(rng.integers(-80, 81))
         qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
+        fields = dict(dict(input_zero_point=zero_point, multiplier=multiplier, shift=shift,
+                           output_zero_point=out_zero_point), **fields)
         descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
                                       padding=padding, in_base=place["in"], out_base=place["out"],
-                                      weight_base=place["weights"], bias_base=place["bias"],
-                                      input_zero_point=zero_point, multiplier=multiplier, shift=shift,
-                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax)
+                                      weight_base=place["weights"], bias_base=place["bias"], qmin=qmin, qmax=qmax,
+                                      **fields)
         descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
                                          out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
         check_descriptor(descriptor, config)
-        layer = dict(x=x, weights=weights, bias=bias, channel_shift=channel_shift, stride=stride, padding=padding,
-                     descriptor=descriptor)
+        layer = dict(x=x, x2=x2, params=params, weights=weights, bias=bias, channel_shift=channel_shift,
+                     stride=stride, padding=padding, descriptor=descriptor)
         cases.append(_case(layer, name, f.codebook))
     return images, cases, codes
+
+
+def _inputs(rng, f, zero_point, shape):
+    # An input tensor: int8 over its range, or (tiny inputs) within 3 of its zero point.
+    if f.tiny_inputs:
+        return np.clip(zero_point + rng.integers(-3, 4, size=shape), -128, 127)
+    return rng.integers(-128, 128, size=shape)
+
+
+def _add_operands(rng, f, x, zero_point, place):
+    # An add's second input and its golden.add.AddParams. Input 2 has its own zero point (the other extreme beside an
+    # extreme input 1's) and its scale the flavour's ratio to input 1's; the output scale spreads the real sums' 90th
+    # percentile over the flavour's gain. An input 2 placed on input 1 (same base) is input 1 (x + x).
+    if place["in2"] == place["in"] and place.get("in2_pitch") == place.get("in_pitch"):
+        zero_point2, x2 = zero_point, x
+    else:
+        zero_point2 = {-128: 127, 127: -128}.get(f.input_zero_point, int(rng.integers(-128, 128)))
+        x2 = _inputs(rng, f, zero_point2, x.shape)
+    scale1 = 2.0 ** rng.uniform(-10, -1)
+    scale2 = scale1 * 2.0 ** (rng.uniform(-6, 6) if f.scale_ratio is None else f.scale_ratio)
+    real = scale1 * (x - zero_point) + scale2 * (x2 - zero_point2)
+    typical = max(float(np.percentile(np.abs(real), 90)), min(scale1, scale2))
+    scale_out = typical / (f.gain * 2.0 ** rng.uniform(-0.5, 0.5))
+    return x2, add_params(scale1, zero_point, scale2, zero_point2, scale_out, int(rng.integers(-80, 81)))
 
 
 def _weights(rng, f, kind, shape, cout, kernel, channel_shift):
@@ -274,7 +313,10 @@ def _clamp(rng, clamp, zero_point):
 def _case(layer, name, codebook):
     # The layer's expected output and accumulators from the golden ops on its drawn int8 weights.
     d, x, weights = layer["descriptor"], layer["x"], layer["weights"]
-    if d.kind == "average_pool":
+    if d.kind == "add":
+        acc = rescaled_sum(x, layer["x2"], layer["params"])
+        expected = add(x, layer["x2"], layer["params"], d.qmin, d.qmax)
+    elif d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
     else:
@@ -302,31 +344,35 @@ def _probe(spec, config):
 
 
 def _place(specs, config):
-    # Regions for every layer: inputs and outputs one after another, then weights and biases; and the words needed.
+    # Regions for every layer: inputs (an add's two) and outputs one after another, then weights and biases; and the
+    # words needed.
     act = weights = bias = 0
     placements = []
     for spec in specs:
         probe = _probe(spec, config)
-        pool = probe.kind == "average_pool"   # reads no weights and no biases
-        placements.append({"in": act, "out": act + activation_words(probe.in_shape, config),
-                           "weights": 0 if pool else weights, "bias": 0 if pool else bias})
-        act += activation_words(probe.in_shape, config) + activation_words(probe.out_shape, config)
+        unweighted = probe.kind in ("average_pool", "add")   # reads no weights and no biases
+        in_words = activation_words(probe.in_shape, config)
+        inputs = 2 if probe.kind == "add" else 1
+        placements.append({"in": act, "in2": act + in_words, "out": act + inputs * in_words,
+                           "weights": 0 if unweighted else weights, "bias": 0 if unweighted else bias})
+        act += inputs * in_words + activation_words(probe.out_shape, config)
         weights += weight_words(probe, config)
-        bias += 0 if pool else groups(probe.out_channels, config)
+        bias += 0 if unweighted else groups(probe.out_channels, config)
     return placements, {"act": act, "weight": weights, "bias": bias}
 
 
 def _random_place(rng, spec, config):
     # One layer's regions at random bases, row pitches of the minimum or up to 3 words more; None if it does not fit.
+    # An add's input 2 is input 1 itself now and then, else anywhere off the output (over input 1 or not).
     probe = _probe(spec, config)
     pitches, words = [], []
-    for height, width, channels in (probe.in_shape, probe.out_shape):
+    for height, width, channels in (probe.in_shape, probe.out_shape, probe.in_shape):
         pitch = row_pitch(width, channels, config) + (int(rng.integers(1, 4)) if rng.random() < 0.5 else 0)
         pitches.append(pitch)
         words.append(height * pitch)
-    (in_words, out_words), depth = words, config.act_depth
+    (in_words, out_words, in2_words), depth = words, config.act_depth
     weight_count = weight_words(probe, config)
-    bias_count = 0 if probe.kind == "average_pool" else groups(probe.out_channels, config)
+    bias_count = 0 if probe.kind in ("average_pool", "add") else groups(probe.out_channels, config)
     if in_words + out_words > depth or weight_count > config.weight_depth or bias_count > config.bias_depth:
         return None
     in_base = int(rng.integers(0, depth - in_words - out_words + 1))
@@ -334,15 +380,27 @@ def _random_place(rng, spec, config):
     before = max(0, in_base - out_words + 1)
     out_base = int(rng.integers(0, before + depth - out_words - in_base - in_words + 1))
     out_base = out_base if out_base < before else out_base - before + in_base + in_words
-    return {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
-            "weights": int(rng.integers(0, config.weight_depth - max(weight_count, 1) + 1)),
-            "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+    place = {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
+             "weights": int(rng.integers(0, config.weight_depth - max(weight_count, 1) + 1)),
+             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+    if probe.kind == "add":
+        place.update(weights=0, bias=0)                  # an add's descriptor holds none
+        if rng.random() < 0.15:
+            place.update(in2=in_base, in2_pitch=pitches[0])
+        else:
+            free = [base for base in range(depth - in2_words + 1)
+                    if base + in2_words <= out_base or base >= out_base + out_words]
+            if not free:
+                return None
+            place.update(in2=int(rng.choice(free)), in2_pitch=pitches[2])
+    return place
 
 
 def _random_spec(rng, config, two_bit):
     # A spec over the legal descriptor space (see constrained_random_layer), sized for a regression's memories.
     lanes = config.lanes
-    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool"], p=[0.45, 0.35, 0.1, 0.1]))
+    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add"],
+                          p=[0.42, 0.32, 0.09, 0.09, 0.08]))
 
     def channels(most):
         # A multiple of the lanes, or any count.
@@ -371,18 +429,24 @@ def _random_spec(rng, config, two_bit):
     elif kind == "fully_connected":
         shape = (1, 1, channels(128)) if rng.random() < 0.6 else (*(int(v) for v in rng.integers(1, 5, size=2)), channels(24))
         kernel, cout = shape[:2], channels(48)
-    else:
+    elif kind == "average_pool":
         shape = (*(int(v) for v in rng.integers(1, 10, size=2)), channels(64))
         kernel, cout = shape[:2], shape[2]
+    else:
+        shape = (int(rng.integers(1, 13)), int(rng.integers(1, 21)), channels(72))
+        kernel, cout = (1, 1), shape[2]
     style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
     zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
-    span = 0 if two_bit or kind == "average_pool" else int(rng.integers(0, 4 if style == "ties" else 7))
-    ties = int(rng.integers(0, 6 - span)) if style == "ties" else None   # weights up to 2**6
+    unweighted = kind in ("average_pool", "add")
+    span = 0 if two_bit or unweighted else int(rng.integers(0, 4 if style == "ties" else 7))
+    ties = int(rng.integers(0, 6 - span)) if style == "ties" and kind != "add" else None   # weights up to 2**6
     flavour = Flavour(input_zero_point=zero_point, tiny_inputs=style in ("ties", "tiny"),
                       gain=float(2.0 ** rng.uniform(10, 13) if style == "saturate" else 2.0 ** rng.uniform(3, 6)),
                       clamp=str(rng.choice(CLAMPS)), k_low=int(rng.integers(0, 16 - span)), k_span=span, ties=ties,
-                      codebook=_random_codebook(rng, ties) if two_bit and kind != "average_pool" else None,
-                      zero_multiplier=bool(rng.random() < 0.01))
+                      codebook=_random_codebook(rng, ties) if two_bit and not unweighted else None,
+                      zero_multiplier=bool(rng.random() < 0.01),
+                      # an add's input rescalings: now and then of shift -31 or multiplier 0 (2**-30.5, 2**-34)
+                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None)
     name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
             f"p{''.join(map(str, padding))} {style}")
     return name, kind, shape, cout, kernel, stride, padding, flavour

@@ -17,13 +17,15 @@ SPECS = [
     ("depthwise", "depthwise", (6, 7, 20), 20, (3, 3), (2, 2), (0, 1, 0, 1), "relu6"),
     ("fully connected", "fully_connected", (1, 1, 37), 10, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
     ("pool", "average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
+    ("add", "add", (3, 7, 13), 13, (1, 1), (1, 1), (0, 0, 0, 0), "saturate"),
 ]
 
 
 def test_fitted_config_holds_the_layers_and_the_golden_engine_reproduces_them():
     config = fitted_config(SPECS, NPUConfig())
-    # 54 activation words, 55 weight words, 7 bias words: the next powers of two, 16 at least.
-    assert (config.act_depth, config.weight_depth, config.bias_depth) == (64, 64, 16)
+    # 54 + 3 x 6 (the add's two inputs and output) activation words, 55 weight words, 7 bias words: the next powers
+    # of two, 16 at least.
+    assert (config.act_depth, config.weight_depth, config.bias_depth) == (128, 64, 16)
     cases, images = random_layers(SPECS, config, 3)
     assert [case.name for case in cases] == [spec[0] for spec in SPECS]
     for case in cases:
@@ -35,7 +37,7 @@ def test_fitted_config_holds_the_layers_and_the_golden_engine_reproduces_them():
 
 
 def test_two_bit_layers_decode_to_their_codebooks():
-    specs = [spec for spec in SPECS if spec[1] != "average_pool"]
+    specs = [spec for spec in SPECS if spec[1] not in ("average_pool", "add")]
     codebooks = ([-96, -24, 24, 96], [-81, -27, 27, 81], [-128, -1, 1, 127])
     config = dataclasses.replace(fitted_config(specs, NPUConfig()), weight_code_bits=2)
     cases, images, codes = two_bit_layers(specs, codebooks, config, 3)
@@ -45,8 +47,9 @@ def test_two_bit_layers_decode_to_their_codebooks():
         decoded = dataclasses.replace(images, weights=np.asarray(codebook, dtype=np.int8)[codes])
         np.testing.assert_array_equal(run_layer(d, decoded, config)[0], case.expected)
         assert case.name.endswith(f"codebook {codebook}")
-    with pytest.raises(ValueError, match=r"^layer 'pool' has no weights to give two-bit codes$"):
-        two_bit_layers(SPECS, codebooks + ([-3, -1, 1, 3],), config, 3)
+    for spec in SPECS[3:]:
+        with pytest.raises(ValueError, match=rf"^layer '{spec[0]}' has no weights to give two-bit codes$"):
+            two_bit_layers([spec], codebooks[:1], config, 3)
 
 
 def _stream(config, count, seed=5):
@@ -65,7 +68,13 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
         np.testing.assert_array_equal(acc, case.acc)
     again = constrained_random_layer(5, 77, config)[0]
     assert again.descriptor == descriptors[77] and np.array_equal(again.expected, layers[77][0].expected)
-    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool"}
+    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool", "add"}
+    adds = [d for d in descriptors if d.kind == "add"]
+    assert any((d.in2_base, d.in2_row_pitch) == (d.in_base, d.in_row_pitch) for d in adds)      # x + x
+    assert any(d.in2_base != d.in_base for d in adds)
+    assert {0, -31} <= {shift for d in adds for shift in (d.shift1, d.shift2)}
+    assert any(0 in (d.multiplier1, d.multiplier2) for d in adds)
+    assert any(d.in_channels % config.lanes for d in adds) and any(d.in_width % config.lanes for d in adds)
     convs = [d for d in descriptors if d.kind in ("conv", "depthwise")]
     assert {d.kernel_height for d in convs} == set(range(1, 8))
     assert {(d.stride_height, d.stride_width) for d in convs} == {(1, 1), (1, 2), (2, 1), (2, 2)}
@@ -92,7 +101,7 @@ def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
         for channel in range(d.out_channels if d.kind != "average_pool" else 0):
             if d.out_height * d.out_width >= 8 and len(np.unique(case.expected[..., channel])) >= 4:
                 live.add(int(case.channel_shift[channel]))
-        if d.multiplier == 1 << 30 and d.kind != "average_pool":
+        if d.multiplier == 1 << 30 and d.kind not in ("average_pool", "add"):
             # A tie layer: channel c's final rounding right shift r = k_c - shift; acc = 2**r mod 2**(r + 1).
             r = case.channel_shift - d.shift
             on_tie = np.where(r > 0, case.acc % (np.int64(2) << r) == np.int64(1) << r, case.acc % 2 == 1)
@@ -108,10 +117,10 @@ def test_two_bit_constrained_random_layers_decode_their_codes():
     for case, images, codes in _stream(config, 60):
         d = case.descriptor
         kinds.add(d.kind)
-        if d.kind == "average_pool":
+        if d.kind in ("average_pool", "add"):
             assert case.codebook is None
             continue
         assert len(case.codebook) == 4 and list(case.codebook) == sorted(set(case.codebook))
         decoded = dataclasses.replace(images, weights=np.asarray(case.codebook, dtype=np.int8)[codes])
         np.testing.assert_array_equal(run_layer(d, decoded, config)[0], case.expected)
-    assert kinds == {"conv", "depthwise", "fully_connected", "average_pool"}
+    assert kinds == {"conv", "depthwise", "fully_connected", "average_pool", "add"}

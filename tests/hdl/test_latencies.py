@@ -5,10 +5,12 @@ The engine's ``cycles`` counter is checked against ``golden.sequencer.layer_cycl
 latencies are checked in tests/hdl/test_mac_array.py.
 """
 
-from golden.sequencer import FETCH_LATENCY, SEQUENCER_LATENCY, WRITE_LATENCY
+from golden.sequencer import (ADD_SEQUENCER_LATENCY, ADD_WRITE_LATENCY, FETCH_LATENCY, SEQUENCER_LATENCY,
+                              WRITE_LATENCY)
+from hdl.add import AddSequencer, AddUnit
 from hdl.engine import Engine
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
-from hdl.requant import Requantizer
+from hdl.requant import ROUNDING_SHIFT_LATENCY, Requantizer
 from hdl.sequencer import Sequencer
 
 
@@ -25,3 +27,10 @@ def test_write_stages_add_up_to_the_write_latency():
     stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency)
     assert sum(stages) == Engine.write_latency == WRITE_LATENCY
 
+
+
+def test_add_stages_add_up_to_the_add_latencies():
+    assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
+    # AddUnit: centre, products, high half, the requantizer's rounding right shift with its result register, sum.
+    assert 3 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
+    assert AddUnit.latency + Requantizer.latency == Engine.add_write_latency == ADD_WRITE_LATENCY
