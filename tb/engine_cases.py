@@ -8,7 +8,7 @@ cocotb module call :func:`make_bench` with the same seed and get the same layers
 
 from golden.config import NPUConfig
 from golden.layouts import CODE_BITS
-from golden.stimulus import fitted_config, random_layers, two_bit_layers
+from golden.stimulus import Flavour, fitted_config, random_layers, two_bit_layers
 
 __all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench"]
 
@@ -48,6 +48,17 @@ BENCHES = {
         ("average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
         ("average_pool", (1, 1, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
+    # Residual adds (kernel 1x1, output channels = input channels): widths and channel counts on and off the lanes,
+    # input 1 from any bank; zero points at the extremes; an input rescaling of shift -31, one of multiplier 0.
+    "add": [
+        ("add", (6, 7, 16), 16, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+        ("add", (5, 8, 12), 12, (1, 1), (1, 1), (0, 0, 0, 0), "saturate"),
+        ("add", (4, 9, 20), 20, (1, 1), (1, 1), (0, 0, 0, 0), "relu6"),
+        ("add", (3, 5, 3), 3, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
+        ("add", (2, 11, 9), 9, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(input_zero_point=-128, scale_ratio=30.5)),
+        ("add", (3, 4, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(input_zero_point=127, scale_ratio=-34)),
+        ("add", (1, 1, 1), 1, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+    ],
     # Two-bit weight codes (weight_code_bits 2, :func:`two_bit_bench`): input channels not multiples of the lanes, so
     # the padding columns (code 0 -> codebook[0] != 0) must be zeroed; zero point -128 makes a leak large.
     "two_bit": [
@@ -68,9 +79,16 @@ BENCHES = {
 def bench_specs(bench):
     """The bench's layer specs, each named ``bench[index] kind shape->channels kKxK sSS pPPPP flavour``."""
     return [(f"{bench}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
-             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {flavour}",
+             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {_label(flavour)}",
              kind, shape, cout, kernel, stride, padding, flavour)
             for index, (kind, shape, cout, kernel, stride, padding, flavour) in enumerate(BENCHES[bench])]
+
+
+def _label(flavour):
+    # A flavour's name in a layer's name (the add bench's Flavour objects: zero point and scale ratio).
+    if isinstance(flavour, str):
+        return flavour
+    return f"zp {flavour.input_zero_point} scale ratio 2**{flavour.scale_ratio:g}"
 
 
 def bench_config(bench, lanes=8):
