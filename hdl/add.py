@@ -7,7 +7,8 @@ channel shift 0, output zero point and clamp — exactly golden's final MBQM, ze
 
 The activation layout puts channel group ``g`` of pixel ``(y, x)`` of both inputs and of the output in one bank,
 ``(x + g) mod lanes``, so a word of input 1 and the matching word of input 2 are read in consecutive cycles from the
-same bank: one output word every two cycles (adds are well under 1 % of MobileNetV2's cycles, ``tools/bench_engine.py``).
+same bank: one output word every two cycles (MobileNetV2 224²'s 10 adds: 1.07 % of its cycles,
+``python tools/bench_engine.py --no-sim``).
 Since the words alternate, one set of rescaling lanes serves both inputs. Per lane (``AddUnit``)::
 
     1  c = x - zp_i                                          (9 bits; the bank's word selected in front)
@@ -195,7 +196,7 @@ class AddUnit(wiring.Component):
         valid = [flags[2 * k] for k in range(self.latency)]
         second = [flags[2 * k + 1] for k in range(self.latency)]
         m.d.comb += [self.o.valid.eq(valid[-1] & second[-1]), self.o.payload.meta.eq(metas[-1]),
-                     self.busy.eq(flags.any())]
+                     self.busy.eq(Cat(*valid).any())]
         # 1 (in front): the bank's word, one multiplexer per word as in the MAC array.
         word = activation_word(config)(Signal(config.lanes * 8, name="word"))
         words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))

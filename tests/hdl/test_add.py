@@ -61,6 +61,7 @@ def rtl_sums(params, x1, x2, *, gaps=None):
             if valid:
                 assert payload.meta == len(sums)
                 sums.append([payload.sum[lane] for lane in range(CONFIG.lanes)])
+        assert not ctx.get(dut.busy)              # idle once the last sum is out, whatever the idle payload holds
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
