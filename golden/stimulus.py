@@ -363,7 +363,8 @@ def _place(specs, config):
 
 def _random_place(rng, spec, config):
     # One layer's regions at random bases, row pitches of the minimum or up to 3 words more; None if it does not fit.
-    # An add's input 2 is input 1 itself now and then, else anywhere off the output (over input 1 or not).
+    # An add's input 2 is input 1 itself now and then, else anywhere off the output and input 1 (two live tensors
+    # never share words).
     probe = _probe(spec, config)
     pitches, words = [], []
     for height, width, channels in (probe.in_shape, probe.out_shape, probe.in_shape):
@@ -389,7 +390,8 @@ def _random_place(rng, spec, config):
             place.update(in2=in_base, in2_pitch=pitches[0])
         else:
             free = [base for base in range(depth - in2_words + 1)
-                    if base + in2_words <= out_base or base >= out_base + out_words]
+                    if all(base + in2_words <= start or base >= start + words
+                           for start, words in ((out_base, out_words), (in_base, in_words)))]
             if not free:
                 return None
             place.update(in2=int(rng.choice(free)), in2_pitch=pitches[2])

@@ -87,6 +87,16 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
     assert {d.shift > 0 for d in descriptors} == {True, False}
 
 
+def test_constrained_random_adds_of_two_tensors_place_them_apart():
+    # Two live tensors never share words: input 2 is input 1 itself, or lies apart from it (as from the output).
+    config = dataclasses.replace(NPUConfig(), act_depth=1024)
+    adds = [d for d in (case.descriptor for case, _, _ in _stream(config, 400, seed=6)) if d.kind == "add"]
+    assert len(adds) > 25
+    for d in adds:
+        assert d.in2_base == d.in_base or d.in2_base >= d.in_base + d.in_height * d.in_row_pitch \
+            or d.in_base >= d.in2_base + d.in_height * d.in2_row_pitch, d
+
+
 def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
     config = dataclasses.replace(NPUConfig(), act_depth=1024)
     live, ties, ratios = set(), 0, []
