@@ -150,8 +150,9 @@ def write_images(network, directory):
     with two-bit layers (a ``codebook``) also gets ``weight_codes.hex`` (``lanes**2 * 2``-bit code words of those
     layers, one layer after another) and ``codebooks.hex`` (one :func:`golden.layouts.encode_codebook_entry` word per
     engine layer); ``weights.hex`` still holds every layer as int8. Layers the engine does not run (pools other than
-    the global average, broadcasting adds) are listed under ``host_layers``; memories larger than the configuration are
-    reported with ``fits: false`` rather than refused, so that a network too large for the on-chip memories still gets its images.
+    the global average, broadcasting adds) are listed under ``host_layers``; memories larger than the configuration
+    are reported with ``fits: false`` rather than refused, so that a network too large for the on-chip memories still
+    gets its images.
 
     Args:
         network: a :class:`golden.network.Network`.

@@ -13,9 +13,9 @@ drawn arrays, independently of the memory layouts. A residual ``add`` spec (kern
 channels = input channels) draws two inputs with their own scales and zero points and an output scale that the
 flavour's gain spreads or saturates. :func:`two_bit_layers` gives layers two-bit weights; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
-descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
-channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
-stimulus (``tb/regress_bench.py``).
+descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points,
+clamps, live channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine
+regression's stimulus (``tb/regress_bench.py``).
 """
 
 import dataclasses

@@ -220,8 +220,8 @@ class AddUnit(wiring.Component):
         # Lane-local copies of the parameters; right shifts -shift_i (shifts are <= 0).
         zero_point = [stage(signed(8), getattr(params, f"zero_point{i}"), f"param_zero_point{i}") for i in (1, 2)]
         multiplier = [stage(unsigned(31), getattr(params, f"multiplier{i}"), f"param_multiplier{i}") for i in (1, 2)]
-        right = [stage(unsigned(6), Mux(getattr(params, f"shift{i}")[-1], -getattr(params, f"shift{i}"), 0), f"param_right{i}")
-                 for i in (1, 2)]
+        shifts = [getattr(params, f"shift{i}") for i in (1, 2)]
+        right = [stage(unsigned(6), Mux(shift[-1], -shift, 0), f"param_right{i}") for i, shift in zip((1, 2), shifts)]
 
         # 1: centred input and its input's rescaling.
         centred = stage(signed(9), x - Mux(second_in, zero_point[1], zero_point[0]), "centred")

@@ -22,7 +22,8 @@ from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/re
 activation memory at the addresses the sequencer computed for their pass.
 
 Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
-array was given a step, or an add a word read) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs`` counts them).
+array was given a step, or an add a word read) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs``
+counts them).
 The host port reads and writes activation words while the engine is idle (read data after 2 cycles); the load
 ports fill the weight and bias memories, so one build runs any network whose images fit.
 """

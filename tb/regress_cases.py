@@ -75,8 +75,9 @@ def layer_coverage(case, config):
 
     Bins: kind, kernel, stride, padding, input zero point (extremes / middle), clamp, multiplier quarter of its
     octave, layer shift sign, channel counts multiple of the lanes, two-bit, the layer's saturation and tie shares,
-    an add's inputs (one tensor or two) and input rescalings (multiplier 0, shift -31), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct values, 2 for outputs of fewer
-    than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
+    an add's inputs (one tensor or two) and input rescalings (multiplier 0, shift -31), and per channel shift k_c
+    the outputs of its *live* channels (at least 4 distinct values, 2 for outputs of fewer than 8 pixels): k_c 15
+    must spread its outputs, not give the constant zero point.
     """
     d = case.descriptor
     outputs = int(case.expected.size)

@@ -8,7 +8,8 @@ for MobileNetV2's layers at ``--resolution`` (the 52 convolutions, the 10 residu
 or for the layers of an ONNX model given with ``--model``, with each layer's and each kind's share of the cycles.
 
 Utilization is the layer's MACs (as usually counted, ``LayerDescriptor.macs``) over ``lanes**2`` times the cycles the
-engine is busy, pipeline fill and drain included; a residual add does no MACs (0 %), it reads two words per output word. Build files go to ``build/bench_engine/``.
+engine is busy, pipeline fill and drain included; a residual add does no MACs (0 %), it reads two words per output
+word. Build files go to ``build/bench_engine/``.
 """
 
 import re
