@@ -369,7 +369,8 @@ def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
     assert set(np.unique(convs[1].weights).tolist()) <= {-4, -1, 1, 4}
     assert {"weight_codes.hex", "codebooks.hex"} <= set(os.listdir(out2))
     memory = json.loads((out2 / "memory.json").read_text())
-    assert [layer["codebook"] for layer in memory["layers"]] == [None, [-4, -1, 1, 4], None, None]
+    assert [(layer["kind"], layer["codebook"]) for layer in memory["layers"]] == [
+        ("conv", None), ("conv", [-4, -1, 1, 4]), ("add", None), ("average_pool", None), ("fully_connected", None)]
 
 
 def test_litert_quantizer_export_tflite_option(tmp_path, capsys):
