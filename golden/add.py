@@ -2,7 +2,9 @@
 
 The inputs have their own scales and zero points, so each is rescaled to a common fixed-point scale before the sum,
 and the sum is rescaled to the output (docs/arithmetic.md, "Residual Add"). :func:`add_params` is the float-to-fixed
-step, done once per layer through :func:`golden.requant.quantize_multiplier`; :func:`add` is integers only.
+step, done once per layer through :func:`golden.requant.quantize_multiplier`; :func:`add` is integers only, and in the
+engine's form: :func:`rescaled_sum` (``hdl/add.py``) followed by the requantizer with channel shift 0. An add layer's
+descriptor holds the :class:`AddParams` (:func:`add_descriptor_fields`, :func:`descriptor_params`).
 """
 
 import dataclasses
@@ -10,9 +12,9 @@ import dataclasses
 import numpy as np
 
 from .conv import _clamp_bounds, _int_array, _zero_point
-from .requant import multiply_by_quantized_multiplier, quantize_multiplier
+from .requant import multiply_by_quantized_multiplier, quantize_multiplier, requantize
 
-__all__ = ["AddParams", "add_params", "add"]
+__all__ = ["AddParams", "add_params", "add", "rescaled_sum", "add_descriptor_fields", "descriptor_params"]
 
 #: Left shift applied to both centred inputs before rescaling: headroom that keeps the rescaled inputs precise
 #: (255 * 2**20 < 2**28 leaves the int32 sum room); TFLite uses 20 for 8-bit tensors.
@@ -92,17 +94,53 @@ def add(x1, x2, params, qmin=-128, qmax=127):
     Returns:
         int64 array of int8 values.
     """
+    qmin, qmax = _clamp_bounds(qmin, qmax)
+    return requantize(rescaled_sum(x1, x2, params), params.output_multiplier, params.output_shift, 0,
+                      params.output_zero_point, qmin, qmax)
+
+
+def rescaled_sum(x1, x2, params):
+    """``MBQM(c1, m1, sh1) + MBQM(c2, m2, sh2)``: the sum of the rescaled inputs that :func:`add` requantizes.
+
+    What the engine's add unit hands the requantizer (``hdl/add.py``); ``|sum| < 2**29``, int32 with room to spare.
+    Returns an int64 array.
+    """
     if not isinstance(params, AddParams):
         raise TypeError(f"params must be an AddParams, not {params!r}")
-    qmin, qmax = _clamp_bounds(qmin, qmax)
     x1 = _int_array(x1, "x1", -128, 127).astype(np.int64)
     x2 = _int_array(x2, "x2", -128, 127).astype(np.int64)
     scaled1 = multiply_by_quantized_multiplier((x1 - params.zero_point1) << params.left_shift,
                                                params.multiplier1, params.shift1)
     scaled2 = multiply_by_quantized_multiplier((x2 - params.zero_point2) << params.left_shift,
                                                params.multiplier2, params.shift2)
-    raw = multiply_by_quantized_multiplier(scaled1 + scaled2, params.output_multiplier, params.output_shift)
-    return np.clip(raw + params.output_zero_point, qmin, qmax)
+    return scaled1 + scaled2
+
+
+def add_descriptor_fields(params):
+    """The layer descriptor fields of an add with ``params`` (``golden.descriptor.LayerDescriptor``).
+
+    Input 1's zero point is ``input_zero_point``, the output rescaling ``multiplier`` / ``shift``; the engine's left
+    shift is fixed at :data:`LEFT_SHIFT`. Inverse of :func:`descriptor_params`.
+
+    Raises:
+        ValueError: ``params.left_shift`` is not :data:`LEFT_SHIFT`.
+    """
+    if not isinstance(params, AddParams):
+        raise TypeError(f"params must be an AddParams, not {params!r}")
+    if params.left_shift != LEFT_SHIFT:
+        raise ValueError(f"the engine's add shifts its inputs left by {LEFT_SHIFT}, not {params.left_shift}")
+    return dict(input_zero_point=params.zero_point1, input2_zero_point=params.zero_point2,
+                multiplier1=params.multiplier1, shift1=params.shift1, multiplier2=params.multiplier2,
+                shift2=params.shift2, multiplier=params.output_multiplier, shift=params.output_shift,
+                output_zero_point=params.output_zero_point)
+
+
+def descriptor_params(descriptor):
+    """The :class:`AddParams` an add layer's descriptor holds (inverse of :func:`add_descriptor_fields`)."""
+    d = descriptor
+    return AddParams(zero_point1=d.input_zero_point, multiplier1=d.multiplier1, shift1=d.shift1,
+                     zero_point2=d.input2_zero_point, multiplier2=d.multiplier2, shift2=d.shift2,
+                     output_zero_point=d.output_zero_point, output_multiplier=d.multiplier, output_shift=d.shift)
 
 
 def _quantize_smaller_than_one(real, name):

@@ -3,11 +3,13 @@
 :func:`run_layer` is what ``hdl/engine.py`` does to its memories, computed with the golden ops (``golden.conv``,
 ``golden.pool``, ``golden.requant``) on the tensors that ``golden.images`` reads out of the images. A global average
 pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``; a two-bit layer's
-code words are decoded with its descriptor's codebook (``golden.layouts.decode_code_words``).
+code words are decoded with its descriptor's codebook (``golden.layouts.decode_code_words``); a residual add reads its
+second input too and hands the requantizer ``golden.add.rescaled_sum`` with channel shift 0.
 """
 
 import numpy as np
 
+from .add import descriptor_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d
 from .descriptor import check_descriptor
 from .images import load_activation, read_code_words, store_activation
@@ -23,14 +25,19 @@ def run_layer(descriptor, images, config):
 
     Returns:
         ``(output, accumulators)``: the int8 output tensor ``(Ho, Wo, Cout)`` and the int32 values the requantizer
-        received (bias included; for a pool ``GAP_WEIGHT`` times the window sums).
+        received (bias included; for a pool ``GAP_WEIGHT`` times the window sums; for an add the rescaled sum).
     """
     check_descriptor(descriptor, config)
     d = descriptor
     x = load_activation(images.activation, d.in_shape, base=d.in_base, pitch=d.in_row_pitch, config=config)
     lanes = config.lanes
     channels = d.out_channels
-    if d.kind == "average_pool":
+    expected = None
+    if d.kind == "add":
+        x2 = load_activation(images.activation, d.in_shape, base=d.in2_base, pitch=d.in2_row_pitch, config=config)
+        acc = rescaled_sum(x, x2, descriptor_params(d))
+        channel_shift = np.zeros(channels, dtype=np.int64)
+    elif d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         channel_shift = np.zeros(channels, dtype=np.int64)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
@@ -45,7 +52,6 @@ def run_layer(descriptor, images, config):
         else:
             acc = conv2d(x[None], weights, bias, stride=(d.stride_height, d.stride_width), padding=d.padding,
                          input_zero_point=d.input_zero_point)[0]
-        expected = None
     output = requantize(acc, d.multiplier, d.shift, channel_shift, d.output_zero_point, d.qmin, d.qmax)
     if expected is not None and not np.array_equal(output, expected):
         raise AssertionError("average_pool_params is not exact for this window")  # the proof above says never

@@ -177,16 +177,17 @@ def store_bias(bias_image, shift_image, bias, channel_shift, *, base, config):
 def write_images(network, directory):
     """Write the engine's ROM images of a quantized network into ``directory``; return a JSON-able summary.
 
-    Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool) gets
-    its weights and biases placed one after another and a descriptor; activation tensors get regions of the
-    activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`). Files:
-    ``weights.hex`` (``lanes**2 * 8``-bit words: int8 layers' weight words and, on an engine with
+    Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool,
+    residual add) gets its weights and biases placed one after another and a descriptor; activation tensors get
+    regions of the activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
+    Files: ``weights.hex`` (``lanes**2 * 8``-bit words: int8 layers' weight words and, on an engine with
     ``weight_code_bits == 2``, the two-bit layers' code words four to a word, docs/memory.md section 2a),
     ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then shifts, :func:`golden.layouts.bias_word_fields`),
     ``descriptors.hex`` (one :func:`golden.descriptor.encode_descriptor` word per engine layer, a two-bit layer's
-    codebook in it) and ``memory.json`` (the summary). Layers the engine does not run (residual adds, other pools) are
-    listed under ``host_layers``; memories larger than the configuration are reported with ``fits: false`` rather
-    than refused, so that a network too large for the on-chip memories still gets its images.
+    codebook in it) and ``memory.json`` (the summary). Layers the engine does not run (pools other than the global
+    average, broadcasting adds, the layers of issue 14 not yet in hardware) are listed under ``host_layers``; memories
+    larger than the configuration are reported with ``fits: false`` rather than refused, so that a network too large
+    for the on-chip memories still gets its images.
 
     Args:
         network: a :class:`golden.network.Network`.
@@ -212,7 +213,7 @@ def write_images(network, directory):
     bits = {"int8_layers": 0, "two_bit_layers": 0, "all_int8": 0}
     for entry in plan["layers"]:
         layer, descriptor = entry["layer"], entry["descriptor"]
-        if descriptor.kind != "average_pool":
+        if descriptor.kind not in ("average_pool", "add"):
             weights = layer.weights
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)

@@ -66,9 +66,10 @@ def activation_location(y, x, group, *, base, pitch, width, config):
 
 
 def weight_words(descriptor, config):
-    """Weight memory words of a layer: ``Gout*KH*KW*Gin`` (conv, fully connected) or ``ceil(C/lanes**2)*KH*KW``."""
+    """Weight memory words of a layer: ``Gout*KH*KW*Gin`` (conv, fully connected) or ``ceil(C/lanes**2)*KH*KW``
+    (depthwise); 0 for pools and adds."""
     window = descriptor.kernel_height * descriptor.kernel_width
-    if descriptor.kind == "average_pool":
+    if descriptor.kind in ("average_pool", "add"):
         return 0
     if descriptor.kind == "depthwise":
         return -(-descriptor.out_channels // config.macs) * window

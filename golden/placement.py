@@ -3,13 +3,15 @@
 Weights and biases are placed one layer after another (a two-bit layer's code words four to a weight word, from a word
 boundary); activation tensors get regions of the activation memory by
 first fit when they are written, each freed after the last layer of any kind (engine or host) that reads it, the
-network output never (docs/memory.md section 5). ``golden.images`` writes the images of a placed network.
+network output never (docs/memory.md section 5); a residual add's two inputs both live until the add.
+``golden.images`` writes the images of a placed network.
 """
 
 import dataclasses
 
 import numpy as np
 
+from .add import add_descriptor_fields
 from .descriptor import LayerDescriptor, layer_descriptor
 from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .network import INPUT
@@ -21,11 +23,11 @@ __all__ = ["plan_network"]
 def plan_network(network, config):
     """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
 
-    Conv, depthwise, fully connected (after a flatten too) and global average pool layers run on the engine; their
-    weights and biases are placed one layer after another, their tensors by
-    first fit over the activation memory when they are written (host layers' outputs too: the host writes them
-    there), each freed after the last layer of any kind that reads it, so that a host layer (a residual add) still
-    finds its inputs; the network output is never freed. Descriptors are checked against a configuration whose
+    Conv, depthwise, fully connected (after a flatten too), global average pool and residual add layers run on the
+    engine; their weights and biases are placed one layer after another, their tensors by first fit over the
+    activation memory when they are written (host layers' outputs too: the host writes them there), each freed after
+    the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
+    freed. Descriptors are checked against a configuration whose
     depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
     ``words`` say what it needs). On an engine with the two-bit decoder (``config.weight_code_bits == 2``) a layer with
     a ``codebook`` is stored as two-bit codes (descriptor ``weight_format`` 1 and its codebook): its code words start
@@ -57,9 +59,13 @@ def plan_network(network, config):
         source = aliases.get(layer.inputs[0], layer.inputs[0])
         in_shape = shapes[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
-        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0],
+        entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], input2=None,
                      codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
-        if kind == "conv" and layer.groups == 1:
+        if kind == "add" and tuple(shapes[aliases.get(layer.inputs[1], layer.inputs[1])]) == tuple(shapes[source]) \
+                == tuple(shapes[layer.output]):     # elementwise (a broadcasting add stays a host layer)
+            entry.update(kind="add", kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), out_channels=in_shape[2],
+                         input2=aliases.get(layer.inputs[1], layer.inputs[1]))
+        elif kind == "conv" and layer.groups == 1:
             entry.update(kind="conv", kernel=layer.weights.shape[1:3], stride=layer.stride, padding=layer.padding,
                          out_channels=layer.weights.shape[0])
         elif kind == "depthwise":
@@ -76,7 +82,9 @@ def plan_network(network, config):
             host_layers.append({"name": layer.name, "kind": kind})
             continue
         entry["in_shape"] = in_shape
-        if entry["kind"] == "average_pool":
+        if entry["kind"] == "add":
+            entry["params"] = dict(add_descriptor_fields(layer.params), qmin=int(layer.qmin), qmax=int(layer.qmax))
+        elif entry["kind"] == "average_pool":
             count = in_shape[0] * in_shape[1]
             multiplier, shift = average_pool_params(count)
             entry["params"] = dict(input_zero_point=0, output_zero_point=0, multiplier=multiplier, shift=shift,
@@ -136,6 +144,9 @@ def plan_network(network, config):
                               bias_depth=max(config.bias_depth, words["bias"]))
     for entry in entries:
         source, output = tensors[entry["input"]], tensors[entry["layer"].output]
+        if entry["input2"] is not None:
+            second = tensors[entry["input2"]]
+            entry["params"].update(in2_base=second["base"], in2_row_pitch=second["row_pitch"])
         entry["descriptor"] = layer_descriptor(
             entry["kind"], entry["in_shape"], entry["out_channels"], config=big, kernel=tuple(entry["kernel"]),
             stride=tuple(entry["stride"]), padding=tuple(entry["padding"]), in_base=source["base"],

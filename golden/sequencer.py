@@ -3,7 +3,9 @@
 :func:`steps` lists what every step of the MAC array reads, computed directly from the layer's geometry and the
 memory layouts of ``golden.layouts`` (the RTL keeps the same values with incremental counters). :func:`layer_cycles`
 is the engine's cycle model: the exact value of its ``cycles`` counter for any descriptor, in closed form, so that
-``tools/bench_engine.py`` can count whole networks and the testbenches can check the RTL against it.
+``tools/bench_engine.py`` can count whole networks and the testbenches can check the RTL against it. A residual add
+does not use the MAC array: :func:`add_steps` is its walk (``hdl.add.AddSequencer``), two activation words per output
+word.
 """
 
 import dataclasses
@@ -11,8 +13,9 @@ import dataclasses
 from .descriptor import check_descriptor
 from .layouts import activation_location, groups
 
-__all__ = ["Step", "steps", "issue_cycles", "layer_cycles", "pixels_per_pass", "groups_per_pass",
-           "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY"]
+__all__ = ["Step", "steps", "AddStep", "add_steps", "issue_cycles", "layer_cycles", "pixels_per_pass",
+           "groups_per_pass", "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY",
+           "ADD_SEQUENCER_LATENCY", "ADD_WRITE_LATENCY"]
 
 # The RTL sums these from named pipeline stages (hdl.sequencer.Sequencer, hdl.engine.Engine); a test checks each sum.
 #: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``): setup 3
@@ -28,6 +31,12 @@ DRAIN_LATENCY = 4
 #: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
 #: bias memory 2, bias add 1, requantizer 9.
 WRITE_LATENCY = 13
+#: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
+ADD_SEQUENCER_LATENCY = 2
+#: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
+#: (``hdl.engine.Engine.add_write_latency``): add unit 7 (``hdl.add.AddUnit.latency``: bank select and centring,
+#: products, high half, rounding right shift 3, sum), requantizer 9.
+ADD_WRITE_LATENCY = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,48 @@ class Step:
     out: object
 
 
+@dataclasses.dataclass(frozen=True)
+class AddStep:
+    """One step of a residual add: one activation word read.
+
+    Members
+    -------
+    bank, address : int
+        The word read: channel group ``g`` of pixel ``(y, x)`` of input 1, or of input 2 (``second``), which share
+        its bank.
+    second : bool
+        The word is input 2's; the step before read input 1's word of the same pixel and group.
+    out_address : int
+        Where the output word of the pixel and group goes (in the same bank).
+    """
+
+    bank: int
+    address: int
+    second: bool
+    out_address: int
+
+
+def add_steps(descriptor, config):
+    """Yield the :class:`AddStep` s of an add layer in the order ``hdl.add.AddSequencer`` issues them.
+
+    For each row ``y``, channel group ``g`` and column ``x``: input 1's word, then input 2's. The three tensors share
+    the word's bank ``(x + g) mod lanes`` and its offset ``g * ceil(W / lanes) + x // lanes`` within their rows.
+    """
+    check_descriptor(descriptor, config)
+    d = descriptor
+    if d.kind != "add":
+        raise ValueError(f"add_steps walks an add layer, not a {d.kind} layer")
+    for y in range(d.in_height):
+        for g in range(groups(d.in_channels, config)):
+            for x in range(d.in_width):
+                places = [activation_location(y, x, g, base=base, pitch=pitch, width=d.in_width, config=config)
+                          for base, pitch in ((d.in_base, d.in_row_pitch), (d.in2_base, d.in2_row_pitch),
+                                              (d.out_base, d.out_row_pitch))]
+                (bank, first), (_, second), (_, out) = ((int(b), int(a)) for b, a in places)
+                yield AddStep(bank=bank, address=first, second=False, out_address=out)
+                yield AddStep(bank=bank, address=second, second=True, out_address=out)
+
+
 def pixels_per_pass(descriptor, config):
     """Output pixels of one pass: ``lanes`` (depthwise stride 1), ``lanes / 2`` (depthwise stride 2) or 1."""
     if descriptor.kind != "depthwise":
@@ -74,9 +125,14 @@ def groups_per_pass(descriptor):
 
 
 def steps(descriptor, config):
-    """Yield the :class:`Step` s of a layer in the order the sequencer issues them (bubbles not included)."""
+    """Yield the :class:`Step` s of a layer in the order the sequencer issues them (bubbles not included).
+
+    An add has no MAC-array steps: its walk is :func:`add_steps`.
+    """
     check_descriptor(descriptor, config)
     d, lanes = descriptor, config.lanes
+    if d.kind == "add":
+        raise ValueError("an add layer does not use the MAC array: its steps are add_steps")
     gin, gout = groups(d.in_channels, config), groups(d.out_channels, config)
     igp, ogp = -(-d.in_width // lanes), -(-d.out_width // lanes)
     tile, pair_groups = pixels_per_pass(d, config), groups_per_pass(d)
@@ -129,6 +185,8 @@ def steps(descriptor, config):
 def issue_cycles(descriptor, config):
     """Cycles the sequencer spends issuing steps: one per step, plus bubbles that space short depthwise passes.
 
+    An add issues two steps per output word (:func:`add_steps`).
+
     A depthwise pass leaves the MAC array as ``lanes`` words, one per cycle, so a pass may end only ``lanes``
     cycles after the previous one: a pass shorter than ``lanes`` steps (a kernel under ``lanes`` taps) is followed by
     ``lanes - KH*KW`` bubbles, except the last.
@@ -136,6 +194,8 @@ def issue_cycles(descriptor, config):
     d, lanes = descriptor, config.lanes
     kernel = d.kernel_height * d.kernel_width
     gin, gout = groups(d.in_channels, config), groups(d.out_channels, config)
+    if d.kind == "add":
+        return 2 * d.in_height * d.in_width * gin
     if d.kind == "depthwise":
         tile = pixels_per_pass(d, config)
         passes = d.out_height * -(-d.out_width // tile) * -(-gout // groups_per_pass(d))
@@ -149,10 +209,13 @@ def layer_cycles(descriptor, config):
 
     ``SEQUENCER_LATENCY + issue_cycles + FETCH_LATENCY + (result latency of the last pass) + WRITE_LATENCY``; the last
     pass's result latency is ``REDUCE_LATENCY + log2(lanes)``, or for depthwise ``DRAIN_LATENCY`` plus the index of
-    its last word that lies inside the output (words of pixels beyond the output width are not written).
+    its last word that lies inside the output (words of pixels beyond the output width are not written). An add:
+    ``ADD_SEQUENCER_LATENCY + issue_cycles + FETCH_LATENCY + ADD_WRITE_LATENCY``.
     """
     check_descriptor(descriptor, config)
     d, lanes = descriptor, config.lanes
+    if d.kind == "add":
+        return ADD_SEQUENCER_LATENCY + issue_cycles(d, config) + FETCH_LATENCY + ADD_WRITE_LATENCY
     if d.kind == "depthwise":
         tile, pair_groups = pixels_per_pass(d, config), groups_per_pass(d)
         pixels = d.out_width - (-(-d.out_width // tile) - 1) * tile

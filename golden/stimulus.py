@@ -8,16 +8,18 @@ clamp), ``"relu6"`` (narrow clamp bounds), ``"edge-zp"`` (input zero point -128 
 
 :func:`random_layers` draws each layer's data and parameters from one seed, places every layer's input, output, weights
 and biases in its own regions of the memories (so one engine build runs all of them, one after another) and computes
-each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``) on the drawn arrays,
-independently of the memory layouts; :func:`chained_program` makes them one program (a layer reads the previous one's
-output where the shapes allow) and :func:`mutated_descriptor` corrupts a descriptor. A layer whose flavour has a
-codebook has two-bit weights: on an engine with the decoder (``weight_code_bits`` 2) they are stored as codes
-(descriptor ``weight_format`` 1, code words at code-word bases that start anywhere in a weight word), else as their
-int8 values. :func:`two_bit_layers` mixes int8 and two-bit layers by a list of codebooks; :func:`fitted_config`
+each expected output with the golden ops (``golden.conv``, ``golden.pool``, ``golden.requant``, ``golden.add``) on the
+drawn arrays, independently of the memory layouts; :func:`chained_program` makes them one program (a layer reads the
+previous one's output where the shapes allow) and :func:`mutated_descriptor` corrupts a descriptor. A residual ``add``
+spec (kernel 1x1, stride 1, no padding, output channels = input channels) draws two inputs with their own scales and
+zero points and an output scale that the flavour's gain spreads or saturates. A layer whose flavour has a codebook has
+two-bit weights: on an engine with the decoder (``weight_code_bits`` 2) they are stored as codes (descriptor
+``weight_format`` 1, code words at code-word bases that start anywhere in a weight word), else as their int8 values.
+:func:`two_bit_layers` mixes int8 and two-bit layers by a list of codebooks; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
-descriptor space (every kind, kernels 1-7, strides, asymmetric padding, channel counts, zero points, clamps, live
-channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine regression's
-stimulus (``tb/regress_bench.py``).
+descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points,
+clamps, live channel shifts k_c 0..15, saturation and rounding ties) at random bases and row pitches: the engine
+regression's stimulus (``tb/regress_bench.py``).
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ import dataclasses
 import numpy as np
 
 from . import network
+from .add import add, add_descriptor_fields, add_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weight_codes, store_weights
@@ -67,6 +70,9 @@ class Flavour:
         Four ascending int8 weights: a two-bit layer (weights drawn as codes; ``k_span`` should be 0).
     zero_multiplier : bool
         Multiplier 0: every output is the clamped zero point.
+    scale_ratio : float or None
+        A residual add's ``log2(scale2 / scale1)``; ``None`` draws it in ``[-6, 6]``. Beyond about 30 the smaller
+        input's rescaling has shift -31, beyond 32 multiplier 0.
     """
 
     input_zero_point: object = None
@@ -78,6 +84,7 @@ class Flavour:
     ties: object = None
     codebook: object = None
     zero_multiplier: bool = False
+    scale_ratio: object = None
 
 
 #: The benches' flavours by name (``"edge-zp"`` alternates its input zero point between -128 and 127 by layer index).
@@ -130,13 +137,13 @@ def two_bit_layers(specs, codebooks, config, seed):
     stored as codes on an engine with the decoder; the expected output comes from the decoded int8 weights.
 
     Raises:
-        ValueError: a codebook for a layer without weights (an average pool), or not one entry per layer.
+        ValueError: a codebook for a layer without weights (an average pool, an add), or not one entry per layer.
     """
     specs = list(specs)
     if len(codebooks) != len(specs):
         raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
     for (name, kind, *_), codebook in zip(specs, codebooks):
-        if kind == "average_pool" and codebook is not None:
+        if kind in ("average_pool", "add") and codebook is not None:
             raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
     mixed = []
     for index, ((name, *rest, flavour), codebook) in enumerate(zip(specs, codebooks)):
@@ -152,13 +159,14 @@ def constrained_random_layer(seed, index, config):
     """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images)``.
 
     The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
-    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool),
+    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool,
+    residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift -31 or multiplier 0),
     strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
     :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
     multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
     bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
     ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
-    code word. Always legal per :func:`golden.descriptor.check_descriptor`.
+    code word (pools and adds have no weights). Always legal per :func:`golden.descriptor.check_descriptor`.
     """
     rng = np.random.default_rng([seed, index])
     two_bit = config.weight_code_bits == CODE_BITS
@@ -173,38 +181,47 @@ def constrained_random_layer(seed, index, config):
 
 def named_specs(rows, prefix):
     """Specs of ``(kind, input shape, output channels, kernel, stride, padding, flavour)`` rows, each named
-    ``prefix[index] kind shape->channels kKxK sSS pPPPP flavour``."""
+    ``prefix[index] kind shape->channels kKxK sSS pPPPP flavour`` (a :class:`Flavour` object by its input zero
+    point and scale ratio)."""
+    def label(flavour):
+        if isinstance(flavour, str):
+            return flavour
+        return f"zp {flavour.input_zero_point} scale ratio 2**{flavour.scale_ratio:g}"
     return [(f"{prefix}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
-             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {flavour}",
+             f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {label(flavour)}",
              kind, shape, cout, kernel, stride, padding, flavour)
             for index, (kind, shape, cout, kernel, stride, padding, flavour) in enumerate(rows)]
 
 
 def small_network(rng, config):
     """A small quantized :class:`golden.network.Network` with random parameters, input 9x9x3 (the images' and the
-    controller's tests): conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv -> global pool -> flatten -> fully connected.
-    """
-    def weighted(cls, name, source, weights, channels, **extra):
+    controller's tests): conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own
+    scales and zero points) -> 1x1 conv -> global pool -> flatten -> fully connected."""
+    def weighted(cls, name, source, weights, channels, k_max=15, **extra):
         return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
-                   channel_shift=rng.integers(0, 16, size=channels), weight_scale=np.ones(channels), **extra)
+                   channel_shift=rng.integers(0, k_max + 1, size=channels), weight_scale=np.ones(channels), **extra)
+    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
+              "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
+    tensors = {name: network.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)),
+                                 zero_point=int(rng.integers(-20, 20))) for name, shape in shapes.items()}
+    tensors["p5"] = dataclasses.replace(tensors["c4"], shape=shapes["p5"], zero_point=0)
+    tensors["c4"] = dataclasses.replace(tensors["c4"], zero_point=0)
+    tensors["f6"] = dataclasses.replace(tensors["p5"], shape=shapes["f6"])
+    t = {name: (tensors[name].scale, tensors[name].zero_point) for name in ("d1", "e2", "a3")}
     layers = (
         weighted(network.Conv2D, "c0", network.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
                  stride=(1, 1), padding=(1, 1, 1, 1)),
         weighted(network.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
-                 stride=(2, 2), padding=(0, 1, 0, 1)),
-        weighted(network.Conv2D, "c2", "d1", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
-        network.AveragePool(name="p3", input="c2", output="p3"),
-        network.Flatten(name="f4", input="p3", output="f4"),
-        weighted(network.FullyConnected, "fc5", "f4", rng.integers(-127, 128, size=(10, 20)), 10),
+                 stride=(2, 2), padding=(1, 1, 1, 1), k_max=1),      # the add's inputs spread over int8
+        weighted(network.Conv2D, "e2", "d1", rng.integers(-127, 128, size=(12, 1, 1, 12)), 12, k_max=1),
+        network.Add(name="a3", inputs=("d1", "e2"), output="a3", params=add_params(*t["d1"], *t["e2"], *t["a3"])),
+        weighted(network.Conv2D, "c4", "a3", rng.integers(-127, 128, size=(20, 1, 1, 12)), 20),
+        network.AveragePool(name="p5", input="c4", output="p5"),
+        network.Flatten(name="f6", input="p5", output="f6"),
+        weighted(network.FullyConnected, "fc7", "f6", rng.integers(-127, 128, size=(10, 20)), 10),
     )
-    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "c2": (5, 5, 20), "p3": (1, 1, 20),
-              "f4": (20,), "fc5": (10,)}
-    tensors = {name: network.Tensor(shape=shape, scale=0.1, zero_point=0 if name in ("c2", "p3", "f4") else
-                                    int(rng.integers(-20, 20))) for name, shape in shapes.items()}
-    tensors["p3"] = tensors["f4"] = tensors["c2"]
-    tensors = {name: dataclasses.replace(t, shape=shapes[name]) for name, t in tensors.items()}
-    return network.Network(layers=layers, tensors=tensors, output="fc5", config=config)
+    return network.Network(layers=layers, tensors=tensors, output="fc7", config=config)
 
 
 def chained_program(cases, config):
@@ -259,13 +276,18 @@ def _draw(specs, placements, config, seed):
         f = _flavour(flavour, index)
         zero_point = 0 if kind == "average_pool" else \
             int(rng.integers(-128, 128)) if f.input_zero_point is None else f.input_zero_point
-        x = np.clip(zero_point + rng.integers(-3, 4, size=shape), -128, 127) if f.tiny_inputs \
-            else rng.integers(-128, 128, size=shape)
+        x = _inputs(rng, f, zero_point, shape)
         in_pitch = store_activation(images.activation, x, base=place["in"], config=config, pitch=place.get("in_pitch"))
-        weights = bias = None
+        weights = bias = x2 = params = None
         channel_shift = np.zeros(cout, dtype=np.int64)
         fields = {}
-        if kind == "average_pool":
+        if kind == "add":
+            x2, params = _add_operands(rng, f, x, zero_point, place)
+            fields = dict(add_descriptor_fields(params), in2_base=place["in2"],
+                          in2_row_pitch=store_activation(images.activation, x2, base=place["in2"], config=config,
+                                                         pitch=place.get("in2_pitch")))
+            multiplier, shift, out_zero_point = params.output_multiplier, params.output_shift, params.output_zero_point
+        elif kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
             out_zero_point = 0
         else:
@@ -281,16 +303,17 @@ def _draw(specs, placements, config, seed):
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
             out_zero_point = int(rng.integers(-80, 81))
         qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
+        fields = dict(dict(input_zero_point=zero_point, multiplier=multiplier, shift=shift,
+                           output_zero_point=out_zero_point), **fields)
         descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
                                       padding=padding, in_base=place["in"], out_base=place["out"],
-                                      weight_base=place["weights"], bias_base=place["bias"],
-                                      input_zero_point=zero_point, multiplier=multiplier, shift=shift,
-                                      output_zero_point=out_zero_point, qmin=qmin, qmax=qmax, **fields)
+                                      weight_base=place["weights"], bias_base=place["bias"], qmin=qmin, qmax=qmax,
+                                      **fields)
         descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
                                          out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
         check_descriptor(descriptor, config)
-        layer = dict(x=x, weights=weights, bias=bias, channel_shift=channel_shift, stride=stride, padding=padding,
-                     descriptor=descriptor)
+        layer = dict(x=x, x2=x2, params=params, weights=weights, bias=bias, channel_shift=channel_shift,
+                     stride=stride, padding=padding, descriptor=descriptor)
         cases.append(_case(layer, name, f.codebook))
     return images, cases
 
@@ -298,6 +321,30 @@ def _draw(specs, placements, config, seed):
 def _coded(flavour, config):
     # The layer's weights are stored as two-bit codes: it has a codebook and the engine the decoder.
     return flavour.codebook is not None and config.weight_code_bits == CODE_BITS
+
+
+def _inputs(rng, f, zero_point, shape):
+    # An input tensor: int8 over its range, or (tiny inputs) within 3 of its zero point.
+    if f.tiny_inputs:
+        return np.clip(zero_point + rng.integers(-3, 4, size=shape), -128, 127)
+    return rng.integers(-128, 128, size=shape)
+
+
+def _add_operands(rng, f, x, zero_point, place):
+    # An add's second input and its golden.add.AddParams. Input 2 has its own zero point (the other extreme beside an
+    # extreme input 1's) and its scale the flavour's ratio to input 1's; the output scale spreads the real sums' 90th
+    # percentile over the flavour's gain. An input 2 placed on input 1 (same base) is input 1 (x + x).
+    if place["in2"] == place["in"] and place.get("in2_pitch") == place.get("in_pitch"):
+        zero_point2, x2 = zero_point, x
+    else:
+        zero_point2 = {-128: 127, 127: -128}.get(f.input_zero_point, int(rng.integers(-128, 128)))
+        x2 = _inputs(rng, f, zero_point2, x.shape)
+    scale1 = 2.0 ** rng.uniform(-10, -1)
+    scale2 = scale1 * 2.0 ** (rng.uniform(-6, 6) if f.scale_ratio is None else f.scale_ratio)
+    real = scale1 * (x - zero_point) + scale2 * (x2 - zero_point2)
+    typical = max(float(np.percentile(np.abs(real), 90)), min(scale1, scale2))
+    scale_out = typical / (f.gain * 2.0 ** rng.uniform(-0.5, 0.5))
+    return x2, add_params(scale1, zero_point, scale2, zero_point2, scale_out, int(rng.integers(-80, 81)))
 
 
 def _weights(rng, f, kind, shape, cout, kernel, channel_shift):
@@ -355,7 +402,10 @@ def _clamp(rng, clamp, zero_point):
 def _case(layer, name, codebook):
     # The layer's expected output and accumulators from the golden ops on its drawn int8 weights.
     d, x, weights = layer["descriptor"], layer["x"], layer["weights"]
-    if d.kind == "average_pool":
+    if d.kind == "add":
+        acc = rescaled_sum(x, layer["x2"], layer["params"])
+        expected = add(x, layer["x2"], layer["params"], d.qmin, d.qmax)
+    elif d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
     else:
@@ -383,39 +433,43 @@ def _probe(spec, config):
 
 
 def _place(specs, config):
-    # Regions for every layer: inputs and outputs one after another, then weights and biases; and the words needed.
-    # A two-bit layer's code words start at quarter (index mod 4) of a fresh weight word, so that the benches read
-    # code words from every quarter.
+    # Regions for every layer: inputs (an add's two) and outputs one after another, then weights and biases; and the
+    # words needed. A two-bit layer's code words start at quarter (index mod 4) of a fresh weight word, so that the
+    # benches read code words from every quarter.
     act = weights = bias = 0
     placements = []
     for index, spec in enumerate(specs):
         probe = _probe(spec, config)
-        pool = probe.kind == "average_pool"   # reads no weights and no biases
+        unweighted = probe.kind in ("average_pool", "add")   # reads no weights and no biases
         base = weights
         if _coded(_flavour(spec[-1], index), config):
             base = weights * CODE_WORDS_PER_WORD + index % CODE_WORDS_PER_WORD
             weights = -(-(base + weight_words(probe, config)) // CODE_WORDS_PER_WORD)
         else:
             weights += weight_words(probe, config)
-        placements.append({"in": act, "out": act + activation_words(probe.in_shape, config),
-                           "weights": 0 if pool else base, "bias": 0 if pool else bias})
-        act += activation_words(probe.in_shape, config) + activation_words(probe.out_shape, config)
-        bias += 0 if pool else groups(probe.out_channels, config)
+        in_words = activation_words(probe.in_shape, config)
+        inputs = 2 if probe.kind == "add" else 1
+        placements.append({"in": act, "in2": act + in_words, "out": act + inputs * in_words,
+                           "weights": 0 if unweighted else base, "bias": 0 if unweighted else bias})
+        act += inputs * in_words + activation_words(probe.out_shape, config)
+        bias += 0 if unweighted else groups(probe.out_channels, config)
     return placements, {"act": act, "weight": weights, "bias": bias}
 
 
 def _random_place(rng, spec, config):
     # One layer's regions at random bases, row pitches of the minimum or up to 3 words more; None if it does not fit.
+    # An add's input 2 is input 1 itself now and then, else anywhere off the output and input 1 (two live tensors
+    # never share words).
     probe = _probe(spec, config)
     pitches, words = [], []
-    for height, width, channels in (probe.in_shape, probe.out_shape):
+    for height, width, channels in (probe.in_shape, probe.out_shape, probe.in_shape):
         pitch = row_pitch(width, channels, config) + (int(rng.integers(1, 4)) if rng.random() < 0.5 else 0)
         pitches.append(pitch)
         words.append(height * pitch)
-    (in_words, out_words), depth = words, config.act_depth
+    (in_words, out_words, in2_words), depth = words, config.act_depth
     weight_count = weight_words(probe, config)
     weight_capacity = config.weight_depth * (CODE_WORDS_PER_WORD if _coded(spec[-1], config) else 1)
-    bias_count = 0 if probe.kind == "average_pool" else groups(probe.out_channels, config)
+    bias_count = 0 if probe.kind in ("average_pool", "add") else groups(probe.out_channels, config)
     if in_words + out_words > depth or weight_count > weight_capacity or bias_count > config.bias_depth:
         return None
     in_base = int(rng.integers(0, depth - in_words - out_words + 1))
@@ -423,15 +477,28 @@ def _random_place(rng, spec, config):
     before = max(0, in_base - out_words + 1)
     out_base = int(rng.integers(0, before + depth - out_words - in_base - in_words + 1))
     out_base = out_base if out_base < before else out_base - before + in_base + in_words
-    return {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
-            "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
-            "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+    place = {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
+             "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
+             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+    if probe.kind == "add":
+        place.update(weights=0, bias=0)                  # an add's descriptor holds none
+        if rng.random() < 0.15:
+            place.update(in2=in_base, in2_pitch=pitches[0])
+        else:
+            free = [base for base in range(depth - in2_words + 1)
+                    if all(base + in2_words <= start or base >= start + words
+                           for start, words in ((out_base, out_words), (in_base, in_words)))]
+            if not free:
+                return None
+            place.update(in2=int(rng.choice(free)), in2_pitch=pitches[2])
+    return place
 
 
 def _random_spec(rng, config, two_bit):
     # A spec over the legal descriptor space (see constrained_random_layer), sized for a regression's memories.
     lanes = config.lanes
-    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool"], p=[0.45, 0.35, 0.1, 0.1]))
+    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add"],
+                          p=[0.42, 0.32, 0.09, 0.09, 0.08]))
 
     def channels(most):
         # A multiple of the lanes, or any count.
@@ -460,19 +527,25 @@ def _random_spec(rng, config, two_bit):
     elif kind == "fully_connected":
         shape = (1, 1, channels(128)) if rng.random() < 0.6 else (*(int(v) for v in rng.integers(1, 5, size=2)), channels(24))
         kernel, cout = shape[:2], channels(48)
-    else:
+    elif kind == "average_pool":
         shape = (*(int(v) for v in rng.integers(1, 10, size=2)), channels(64))
         kernel, cout = shape[:2], shape[2]
+    else:
+        shape = (int(rng.integers(1, 13)), int(rng.integers(1, 21)), channels(72))
+        kernel, cout = (1, 1), shape[2]
     style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
     zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
-    coded = two_bit and kind != "average_pool" and rng.random() < 0.5   # half the weighted layers two-bit
-    span = 0 if coded or kind == "average_pool" else int(rng.integers(0, 4 if style == "ties" else 7))
-    ties = int(rng.integers(0, 6 - span)) if style == "ties" else None   # weights up to 2**6
+    unweighted = kind in ("average_pool", "add")
+    coded = two_bit and not unweighted and rng.random() < 0.5   # half the weighted layers two-bit
+    span = 0 if coded or unweighted else int(rng.integers(0, 4 if style == "ties" else 7))
+    ties = int(rng.integers(0, 6 - span)) if style == "ties" and kind != "add" else None   # weights up to 2**6
     flavour = Flavour(input_zero_point=zero_point, tiny_inputs=style in ("ties", "tiny"),
                       gain=float(2.0 ** rng.uniform(10, 13) if style == "saturate" else 2.0 ** rng.uniform(3, 6)),
                       clamp=str(rng.choice(CLAMPS)), k_low=int(rng.integers(0, 16 - span)), k_span=span, ties=ties,
                       codebook=_random_codebook(rng, ties) if coded else None,
-                      zero_multiplier=bool(rng.random() < 0.01))
+                      zero_multiplier=bool(rng.random() < 0.01),
+                      # an add's input rescalings: now and then of shift -31 or multiplier 0 (2**-30.5, 2**-34)
+                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None)
     name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
             f"p{''.join(map(str, padding))} {style}")
     return name, kind, shape, cout, kernel, stride, padding, flavour

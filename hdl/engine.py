@@ -9,6 +9,12 @@
                                                                                                |
                                                      ActivationMemory write port <-- int8 words
 
+A residual add (``hdl/add.py``) takes the other path into the requantizer: its AddSequencer reads input 1's and input
+2's word of a pixel in consecutive cycles (one bank, every bank given the address), the AddUnit rescales and sums
+them, and the requantizer applies the output rescaling (channel shift 0)::
+
+    AddSequencer --step--> ActivationMemory --word--> AddUnit --sum (+ output address)--> Requantizer --> write
+
 Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
 zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word; a global average pool
 uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool). Result words get their bias and channel shifts
@@ -16,7 +22,8 @@ from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/re
 activation memory at the addresses the sequencer computed for their pass.
 
 Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
-array was given a step) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs`` counts them).
+array was given a step, or an add a word read) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs``
+counts them).
 The host port reads and writes activation words while the engine is idle (read data after 2 cycles); the load
 ports fill the weight and bias memories, so one build runs any network whose images fit.
 """
@@ -29,6 +36,7 @@ from golden.config import check_config
 from golden.descriptor import KINDS
 from golden.images import MemoryImages
 from golden.layouts import CODE_BITS, address_bits
+from hdl.add import AddSequencer, AddUnit
 from hdl.layouts import activation_word, bias_word, load_signature, weight_word
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
@@ -89,6 +97,9 @@ class Engine(wiring.Component):
         The pipeline around the MAC array. A layer's ``cycles`` are ``Sequencer.latency`` + the steps and bubbles
         issued + ``fetch_latency`` + the MAC array's latency of the last pass + ``write_latency``
         (``golden.sequencer.layer_cycles``, whose constants these are).
+    add_write_latency : int
+        An add's pipeline after the memory read: its ``cycles`` are ``AddSequencer.latency`` + 2 steps per output word
+        + ``fetch_latency`` + ``add_write_latency``.
     """
 
     #: Result word to its write-back bank and address and its bias address (:meth:`_locate`).
@@ -101,6 +112,9 @@ class Engine(wiring.Component):
     #: Cycles from a result word leaving the MAC array to its write: located, bias memory read (:meth:`_bias_read`),
     #: bias added, requantized (:meth:`_requantize`) (``golden.sequencer.WRITE_LATENCY``).
     write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency
+    #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word: add unit
+    #: (bank select, rescaling, sum), requantizer (``golden.sequencer.ADD_WRITE_LATENCY``).
+    add_write_latency = AddUnit.latency + Requantizer.latency
 
     def __init__(self, config, *, images=None):
         self._config = check_config(config)
@@ -141,25 +155,32 @@ class Engine(wiring.Component):
             channel_shift=None if images is None else images.channel_shift)
         m.submodules.mac_array = mac = MACArray(config, pass_layout(config))
         m.submodules.requantizer = requant = Requantizer(config)
+        m.submodules.add_sequencer = add_seq = AddSequencer(config)
+        m.submodules.add_unit = add_unit = AddUnit(config, _target_layout(config))
 
         launch = self.start & ~self.busy
-        m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch)]
+        adding = d.kind == KINDS["add"]          # the descriptor is held stable until done
+        m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch & ~adding),
+                     add_seq.descriptor.eq(d), add_seq.start.eq(launch & adding)]
 
         # The stages in dataflow order (the MAC array between fetch and locate). Each appends the valid flags of
         # its registers to `pending`: the engine is busy while a step or a word is in flight.
         pending = []
-        self._fetch(m, seq, act, weights, mac, pending)                                  # fetch_latency
+        self._fetch(m, seq, add_seq, adding, act, weights, mac, pending)                 # fetch_latency
+        self._add(m, add_seq, act, add_unit, pending)                                    # fetch_latency
         located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
         self._load_ports(m, weights, biases)
         located, valid = self._bias_read(m, located, valid, biases, pending)             # BiasMemory.latency
         biased, channel_shift, valid = self._bias_add(m, located, valid, biases, pending)  # BIAS_ADD_LATENCY
-        target = self._requantize(m, requant, biased, channel_shift, valid, pending)     # Requantizer.latency
+        target = self._requantize(m, requant, biased, channel_shift, valid, add_unit, adding,  # Requantizer.latency
+                                  pending)
         self._activation_ports(m, act, requant, target)
-        self._counters(m, launch, seq, mac, pending)
+        self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
         return m
 
-    def _fetch(self, m, seq, act, weights, mac, pending):
-        """Memories read at the step's addresses; the step's control waits :attr:`fetch_latency` cycles for the data.
+    def _fetch(self, m, seq, add_seq, adding, act, weights, mac, pending):
+        """Memories read at the step's addresses (an add step's address in every bank); the step's control waits
+        :attr:`fetch_latency` cycles for the data.
 
         Drives the MAC array's inputs.
         """
@@ -168,7 +189,8 @@ class Engine(wiring.Component):
         d = self.descriptor
         step = seq.step.payload
         for bank in range(lanes):
-            m.d.comb += act.read_address[bank].eq(Mux(self.busy, step.act_address[bank], self.host.address))
+            address = Mux(adding, add_seq.step.payload.address, step.act_address[bank])
+            m.d.comb += act.read_address[bank].eq(Mux(self.busy, address, self.host.address))
         m.d.comb += weights.address.eq(step.weight_address)
 
         # The step's control waits for the memories' data; the last stage holds it in the MAC array's input layout,
@@ -203,6 +225,35 @@ class Engine(wiring.Component):
             mac.words.eq(act_data),
             mac.weights.eq(weight_data),
             mac.zero_point.eq(d.input_zero_point),
+        ]
+
+    def _add(self, m, add_seq, act, add_unit, pending):
+        """An add step's control waits :attr:`fetch_latency` cycles for its word; then the add unit takes it.
+
+        Drives the add unit's inputs and parameters.
+        """
+        config = self._config
+        d = self.descriptor
+        step = add_seq.step.payload
+        layout = data.StructLayout({"bank": unsigned(max(1, config.lane_bits)), "second": 1,
+                                    "meta": _target_layout(config)})
+        control = Signal(layout, name="add_fetch0", reset_less=True)
+        control_valid = add_seq.step.valid
+        m.d.comb += [control.bank.eq(step.bank), control.second.eq(step.second), control.meta.bank.eq(step.bank),
+                     control.meta.address.eq(step.out_address)]
+        control, control_valid = _carried(m, control, control_valid, self.fetch_latency, "add_fetch", pending)
+        m.d.comb += [
+            add_unit.i.valid.eq(control_valid),
+            add_unit.i.payload.words.eq(_delayed(m, act.read_data, self.fetch_latency - act.latency, "add_words")),
+            add_unit.i.payload.bank.eq(control.bank),
+            add_unit.i.payload.second.eq(control.second),
+            add_unit.i.payload.meta.eq(control.meta),
+            add_unit.params.zero_point1.eq(d.input_zero_point),
+            add_unit.params.zero_point2.eq(d.input2_zero_point),
+            add_unit.params.multiplier1.eq(d.multiplier1),
+            add_unit.params.multiplier2.eq(d.multiplier2),
+            add_unit.params.shift1.eq(d.shift1),
+            add_unit.params.shift2.eq(d.shift2),
         ]
 
     def _locate(self, m, mac, biases, pending):
@@ -279,17 +330,20 @@ class Engine(wiring.Component):
         pending.append(biased_valid)
         return biased, channel_shift, biased_valid
 
-    def _requantize(self, m, requant, biased, channel_shift, biased_valid, pending):
+    def _requantize(self, m, requant, biased, channel_shift, biased_valid, add_unit, adding, pending):
         """``Requantizer.latency`` cycles: the requantizer, with the word's write address travelling beside it.
 
-        Returns the write target (``bank``, ``address``) of the requantizer's output.
+        Its input is the biased MAC-array word, or for an add the add unit's sum with channel shift 0. Returns the
+        write target (``bank``, ``address``) of the requantizer's output.
         """
         config = self._config
         d = self.descriptor
+        summed = add_unit.o.payload
+        for c in range(config.lanes):
+            m.d.comb += [requant.i.payload.acc[c].eq(Mux(adding, summed.sum[c], biased.acc[c])),
+                         requant.i.payload.channel_shift[c].eq(Mux(adding, 0, channel_shift[c]))]
         m.d.comb += [
-            requant.i.valid.eq(biased_valid),
-            requant.i.payload.acc.eq(biased.acc),
-            requant.i.payload.channel_shift.eq(channel_shift),
+            requant.i.valid.eq(biased_valid | add_unit.o.valid),
             requant.o.ready.eq(1),
             requant.params.multiplier.eq(d.multiplier),
             requant.params.shift.eq(d.shift),
@@ -297,18 +351,11 @@ class Engine(wiring.Component):
             requant.params.qmin.eq(d.qmin),
             requant.params.qmax.eq(d.qmax),
         ]
-        target = data.StructLayout({"bank": unsigned(max(1, config.lane_bits)),
-                                    "address": unsigned(address_bits(config.act_depth))})
+        target = _target_layout(config)
         where = Signal(target, name="requant_target0")
-        m.d.comb += [where.bank.eq(biased.bank), where.address.eq(biased.address)]
-        valid = biased_valid
-        for index in range(requant.latency):
-            delayed = Signal(target, name=f"requant_target{index + 1}", reset_less=True)
-            delayed_valid = Signal(name=f"requant_valid{index + 1}")
-            m.d.sync += [delayed.eq(where), delayed_valid.eq(valid)]
-            pending.append(delayed_valid)
-            where, valid = delayed, delayed_valid
-        return where
+        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank)),
+                     where.address.eq(Mux(adding, summed.meta.address, biased.address))]
+        return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)[0]
 
     def _activation_ports(self, m, act, requant, target):
         """The activation memory's write port (requantizer results while busy, the host while idle) and host reads.
@@ -328,9 +375,9 @@ class Engine(wiring.Component):
             host_bank = delayed
         m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(self._config.lanes))[host_bank])
 
-    def _counters(self, m, launch, seq, mac, pending):
+    def _counters(self, m, launch, seq, add_seq, mac, add_unit, pending):
         """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight."""
-        active = seq.busy | mac.busy
+        active = seq.busy | mac.busy | add_seq.busy | add_unit.busy
         for valid in pending:
             active = active | valid
         m.d.sync += self.done.eq(0)
@@ -338,11 +385,18 @@ class Engine(wiring.Component):
             m.d.sync += [self.busy.eq(1), self.cycles.eq(0), self.active_cycles.eq(0), self.mac_ops.eq(0)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(seq.step.valid | add_seq.step.valid):
+                m.d.sync += self.active_cycles.eq(self.active_cycles + 1)
             with m.If(seq.step.valid):
-                m.d.sync += [self.active_cycles.eq(self.active_cycles + 1),
-                             self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)]
+                m.d.sync += self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)
             with m.If(~active):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+
+
+def _target_layout(config):
+    """A result word's write-back place: bank and address."""
+    return data.StructLayout({"bank": unsigned(max(1, config.lane_bits)),
+                              "address": unsigned(address_bits(config.act_depth))})
 
 
 def _located_layout(config):
@@ -353,6 +407,17 @@ def _located_layout(config):
         "address": unsigned(address_bits(config.act_depth)),
         "pool": 1,
     })
+
+
+def _carried(m, value, valid, cycles, name, pending):
+    # `value` (a layout's view, no reset) and its valid flag delayed by `cycles` registers; the flags join `pending`.
+    for index in range(cycles):
+        delayed = Signal(value.shape(), name=f"{name}{index + 1}", reset_less=True)
+        delayed_valid = Signal(name=f"{name}{index + 1}_valid")
+        m.d.sync += [delayed.eq(value), delayed_valid.eq(valid)]
+        pending.append(delayed_valid)
+        value, valid = delayed, delayed_valid
+    return value, valid
 
 
 def _delayed(m, value, cycles, name):

@@ -28,7 +28,10 @@ from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 
-__all__ = ["RequantParams", "requant_input_layout", "Requantizer"]
+__all__ = ["RequantParams", "requant_input_layout", "Requantizer", "rounding_right_shift", "ROUNDING_SHIFT_LATENCY"]
+
+#: Registers of :func:`rounding_right_shift` (stages 6 and 7; stage 8 registers its result).
+ROUNDING_SHIFT_LATENCY = 2
 
 
 class RequantParams(data.Struct):
@@ -46,6 +49,24 @@ def requant_input_layout(config):
         "acc": data.ArrayLayout(signed(config.acc_bits), config.lanes),
         "channel_shift": data.ArrayLayout(unsigned(config.shift_bits), config.lanes),
     })
+
+
+def rounding_right_shift(stage, value, right):
+    """RoundingDivideByPOT(``value``, ``right``) for ``0 <= right <= 32``, over :data:`ROUNDING_SHIFT_LATENCY`
+    registers: stages 6 and 7 of the pipeline above; returns stage 8's shifted value before its register.
+
+    ``stage(shape, value, suffix)`` builds one pipeline register (the caller's, so that it follows the caller's
+    enable); ``value`` is signed and below ``2**32`` in magnitude. Shared by :class:`Requantizer` and
+    ``hdl.add.AddUnit``.
+    """
+    # 6: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
+    half = (Const(1, 34) << right)[1:]
+    rounded = stage(signed(34), value + half - ((value < 0) & (right != 0)), "rounded")
+    right_6 = stage(unsigned(6), right, "right6")
+    # 7, 8: the arithmetic right shift, split into a coarse and a fine barrel shifter.
+    coarse = stage(signed(34), rounded >> (right_6 & 0b111000), "coarse")
+    right_7 = stage(unsigned(3), right_6[:3], "right7")
+    return coarse >> right_7
 
 
 class Requantizer(wiring.Component):
@@ -157,17 +178,9 @@ class Requantizer(wiring.Component):
         high = stage(signed(32), product[31:63].as_signed(), "high")
         right_5 = stage(unsigned(6), right_4, "right5")
 
-        # 6: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
-        half = (Const(1, 34) << right_5)[1:]
-        rounded = stage(signed(34), high + half - ((high < 0) & (right_5 != 0)), "rounded")
-        right_6 = stage(unsigned(6), right_5, "right6")
-
-        # 7, 8: the arithmetic right shift, split into a coarse and a fine barrel shifter.
-        coarse = stage(signed(34), rounded >> (right_6 & 0b111000), "coarse")
-        right_7 = stage(unsigned(3), right_6[:3], "right7")
-        # Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and keeps stage 9 narrow; the range
-        # test reduces the top bits (LUT trees, no carry chain).
-        fine = coarse >> right_7
+        # 6, 7, 8: RoundingDivideByPOT. Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and
+        # keeps stage 9 narrow; the range test reduces the top bits (LUT trees, no carry chain).
+        fine = rounding_right_shift(stage, high, right_5)
         top = fine[9:]
         scaled = stage(signed(10), Mux(~top.any() | top.all(), fine[:10].as_signed(), Mux(fine[-1], -512, 511)),
                        "scaled")

@@ -15,7 +15,7 @@ from golden.config import NPUConfig
 from golden.controller import hardware_error, run_program
 from golden.descriptor import encode_descriptor
 from golden.layouts import CODE_BITS
-from golden.stimulus import chained_program, fitted_config, mutated_descriptor, named_specs, random_layers, \
+from golden.stimulus import Flavour, chained_program, fitted_config, mutated_descriptor, named_specs, random_layers, \
     two_bit_layers
 
 __all__ = ["BENCHES", "TWO_BIT_CODEBOOKS", "bench_config", "make_bench", "two_bit_bench", "program_bench",
@@ -58,6 +58,17 @@ BENCHES = {
         ("average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
         ("average_pool", (1, 1, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
+    # Residual adds (kernel 1x1, output channels = input channels): widths and channel counts on and off the lanes,
+    # input 1 from any bank; zero points at the extremes; an input rescaling of shift -31, one of multiplier 0.
+    "add": [
+        ("add", (6, 7, 16), 16, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+        ("add", (5, 8, 12), 12, (1, 1), (1, 1), (0, 0, 0, 0), "saturate"),
+        ("add", (4, 9, 20), 20, (1, 1), (1, 1), (0, 0, 0, 0), "relu6"),
+        ("add", (3, 5, 3), 3, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
+        ("add", (2, 11, 9), 9, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(input_zero_point=-128, scale_ratio=30.5)),
+        ("add", (3, 4, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(input_zero_point=127, scale_ratio=-34)),
+        ("add", (1, 1, 1), 1, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+    ],
     # int8 and two-bit layers in one engine with the decoder (weight_code_bits 2, :func:`two_bit_bench`,
     # :data:`TWO_BIT_CODEBOOKS`): input channels not multiples of the lanes, so the padding columns of two-bit layers
     # (code 0 -> codebook0 != 0) must be zeroed; zero point -128 makes a leak large.
@@ -94,6 +105,7 @@ BENCHES = {
 def bench_specs(bench):
     """The bench's layer specs (``golden.stimulus.named_specs``, prefixed with the bench's name)."""
     return named_specs(BENCHES[bench], bench)
+
 
 
 def bench_config(bench, lanes=8):

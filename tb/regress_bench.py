@@ -58,18 +58,20 @@ class ActivationBanks:
 
 
 async def load_layer(dut, config, case, images, memory):
-    """A layer's input into the activation memory, its weight words (int8, or holding its code words) and biases
-    through the load ports.
+    """A layer's input (an add's two) into the activation memory, its weight words (int8, or holding its code words)
+    and biases through the load ports.
 
     Returns the ``(banks, addresses)`` of the input words written.
     """
     d = case.descriptor
     y, x, g = np.meshgrid(np.arange(d.in_height), np.arange(d.in_width), np.arange(groups(d.in_channels, config)),
                           indexing="ij")
-    written = activation_location(y.ravel(), x.ravel(), g.ravel(), base=d.in_base, pitch=d.in_row_pitch,
-                                  width=d.in_width, config=config)
+    inputs = [(d.in_base, d.in_row_pitch)] + ([(d.in2_base, d.in2_row_pitch)] if d.kind == "add" else [])
+    places = [activation_location(y.ravel(), x.ravel(), g.ravel(), base=base, pitch=pitch, width=d.in_width,
+                                  config=config) for base, pitch in inputs]
+    written = tuple(np.concatenate(axis) for axis in zip(*places))
     memory.write(images.activation, *written)
-    if d.kind == "average_pool":
+    if d.kind in ("average_pool", "add"):
         return written
     first, end = weight_word_span(d, config)
     await load_words(dut, "weight_load", first, pack_words(images.weights[first:end].reshape(end - first, -1), 8))
@@ -151,7 +153,7 @@ async def replay_bundle(dut, config, memory, args):
     d = descriptor
     shifts = images.channel_shift[d.bias_base:d.bias_base + groups(d.out_channels, config)].reshape(-1)
     case = Case(name=name, descriptor=d, expected=expected, acc=acc,
-                channel_shift=np.zeros(d.out_channels, dtype=np.int64) if d.kind == "average_pool"
+                channel_shift=np.zeros(d.out_channels, dtype=np.int64) if d.kind in ("average_pool", "add")
                 else shifts[:d.out_channels],
                 codebook=[d.codebook0, d.codebook1, d.codebook2, d.codebook3] if d.weight_format else None)
     record, _, _, problem = await check_layer(dut, config, case, memory, before)

@@ -76,8 +76,9 @@ def layer_coverage(case, config):
 
     Bins: kind, kernel, stride, padding, input zero point (extremes / middle), clamp, multiplier quarter of its
     octave, layer shift sign, channel counts multiple of the lanes, two-bit, the layer's saturation and tie shares,
-    the engine (with the two-bit decoder or without), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct values, 2 for outputs of fewer
-    than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
+    the engine (with the two-bit decoder or without), an add's inputs (one tensor or two) and input rescalings
+    (multiplier 0, shift -31), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct
+    values, 2 for outputs of fewer than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
     """
     d = case.descriptor
     outputs = int(case.expected.size)
@@ -86,8 +87,8 @@ def layer_coverage(case, config):
     bins = {
         f"kind: {d.kind}": outputs,
         f"kernel: {d.kernel_height}x{d.kernel_width}" if d.kind in ("conv", "depthwise") and d.kernel_height ==
-        d.kernel_width else f"kernel: {d.kind} {'rectangular' if d.kind in ('conv', 'depthwise') else 'whole input'}":
-            outputs,
+        d.kernel_width else "kernel: add elementwise" if d.kind == "add" else
+        f"kernel: {d.kind} {'rectangular' if d.kind in ('conv', 'depthwise') else 'whole input'}": outputs,
         f"stride: {d.stride_height}x{d.stride_width}": outputs,
         "padding: " + ("none" if not any(d.padding) else "symmetric" if top == bottom and left == right
                        else "asymmetric"): outputs,
@@ -108,7 +109,14 @@ def layer_coverage(case, config):
                 bins[f"tie outputs: acc {sign}"] = int((tie & mask).sum())
     if saturated.any():
         bins["saturated outputs"] = int(saturated.sum())
-    if d.kind != "average_pool":
+    if d.kind == "add":
+        bins["add: input 2 is input 1"
+             if (d.in2_base, d.in2_row_pitch) == (d.in_base, d.in_row_pitch) else "add: two tensors"] = outputs
+        for name in ("shift1", "shift2"):
+            multiplier = getattr(d, name.replace("shift", "multiplier"))
+            rescaling = "multiplier 0" if not multiplier else "shift -31" if getattr(d, name) == -31 else "other"
+            bins[f"add input rescaling: {rescaling}"] = outputs
+    if d.kind not in ("average_pool", "add"):
         pixels = d.out_height * d.out_width
         for channel in range(d.out_channels):
             values = case.expected[..., channel]
@@ -126,13 +134,16 @@ def merge_coverage(total, bins):
     return total
 
 
-#: Bins every default run must hit (``tb/test_regress.py``): both engines, each weighted kind two-bit and int8 layers,
-#: every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both
-#: signs, both strides and asymmetric padding, channel counts on and off the lanes.
+#: Bins every default run must hit (``tb/test_regress.py``): both engines, each kind, each weighted kind two-bit and
+#: int8, every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both signs,
+#: both strides and asymmetric padding, channel counts on and off the lanes, an add of a tensor to itself and add
+#: input rescalings of multiplier 0 and of shift -31.
 REQUIRED_BINS = (
-    *(f"kind: {kind}" for kind in ("conv", "depthwise", "fully_connected", "average_pool")),
+    *(f"kind: {kind}" for kind in ("conv", "depthwise", "fully_connected", "average_pool", "add")),
     *(f"two-bit: {kind}" for kind in ("conv", "depthwise", "fully_connected", "no")),
     "engine: int8", "engine: two-bit decoder",
+    "add: input 2 is input 1", "add: two tensors", "add input rescaling: multiplier 0",
+    "add input rescaling: shift -31",
     *(f"live k_c: {k:2d}" for k in range(16)),
     "input zero point: -128", "input zero point: 127", "input zero point: middle",
     *(f"clamp: {clamp}" for clamp in ("full", "relu", "relu6", "narrow")),

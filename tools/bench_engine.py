@@ -4,11 +4,12 @@
 runs each layer alone in Icarus from a self-running Verilog testbench (no Python in the loop), checks the RTL's cycle
 counter against the cycle model (``golden/sequencer.py``) and its whole output against the golden model, and prints
 MACs, cycles, MAC utilization and simulated cycles per second. Then it prints the same table, from the cycle model,
-for MobileNetV2's layers at ``--resolution`` (the 52 convolutions, the pool and the classifier), or for the layers of
-an ONNX model given with ``--model``.
+for MobileNetV2's layers at ``--resolution`` (the 52 convolutions, the 10 residual adds, the pool and the classifier),
+or for the layers of an ONNX model given with ``--model``, with each layer's and each kind's share of the cycles.
 
 Utilization is the layer's MACs (as usually counted, ``LayerDescriptor.macs``) over ``lanes**2`` times the cycles the
-engine is busy, pipeline fill and drain included. Build files go to ``build/bench_engine/``.
+engine is busy, pipeline fill and drain included; a residual add does no MACs (0 %), it reads two words per output
+word. Build files go to ``build/bench_engine/``.
 """
 
 import re
@@ -40,6 +41,7 @@ KIND_LAYERS = [
     ("depthwise 3x3 s2", "depthwise", (28, 28, 32), 32, (3, 3), (2, 2), (0, 1, 0, 1)),
     ("fully connected", "fully_connected", (1, 1, 256), 64, (1, 1), (1, 1), (0, 0, 0, 0)),
     ("global average pool", "average_pool", (7, 7, 64), 64, (7, 7), (1, 1), (0, 0, 0, 0)),
+    ("residual add", "add", (14, 14, 64), 64, (1, 1), (1, 1), (0, 0, 0, 0)),
 ]
 
 BUILD = Path("build/bench_engine")
@@ -49,8 +51,9 @@ def mobilenet_v2_layers(resolution=224):
     """MobileNetV2 (width 1.0) as ``(name, kind, input (H, W, C), output channels, kernel, stride, padding)``.
 
     The 52 convolutions (stem 3x3/2, 17 inverted residual blocks of expand 1x1, depthwise 3x3, project 1x1 — the
-    first without expansion —, final 1x1 to 1280), the global average pool and the 1000-class classifier; padding as
-    PyTorch's export (symmetric 1 for the 3x3 layers). Residual adds run outside the engine.
+    first without expansion —, final 1x1 to 1280), the 10 residual adds (blocks of stride 1 that keep their
+    channels), the global average pool and the 1000-class classifier; padding as PyTorch's export (symmetric 1 for
+    the 3x3 layers).
     """
     layers = []
     size, channels = resolution, 3
@@ -67,12 +70,14 @@ def mobilenet_v2_layers(resolution=224):
     for expansion, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
         for repeat in range(repeats):
-            hidden = channels * expansion
+            block_in, hidden = channels, channels * expansion
             if expansion != 1:
                 conv(f"features.{block} expand 1x1", "conv", hidden, 1, 1)
             conv(f"features.{block} depthwise 3x3/{stride if repeat == 0 else 1}", "depthwise", hidden, 3,
                  stride if repeat == 0 else 1)
             conv(f"features.{block} project 1x1", "conv", cout, 1, 1)
+            if repeat and block_in == cout:
+                layers.append((f"features.{block} add", "add", (size, size, cout), cout, (1, 1), (1, 1), (0,) * 4))
             block += 1
     conv("features.18 conv 1x1", "conv", 1280, 1, 1)
     layers.append(("pool", "average_pool", (size, size, channels), channels, (size, size), (1, 1), (0,) * 4))
@@ -100,6 +105,10 @@ def model_layers(path):
         elif kind == "Pool" and node.kernel is None:
             c, h, w = shape
             layers.append((node.name, "average_pool", (h, w, c), c, (h, w), (1, 1), (0,) * 4))
+        elif kind == "Add" and len({tuple(graph.shapes[name]) for name in node.inputs}) == 1 \
+                and len(graph.shapes[node.inputs[0]]) == 3:
+            c, h, w = graph.shapes[node.inputs[0]]
+            layers.append((node.name, "add", (h, w, c), c, (1, 1), (1, 1), (0,) * 4))
     return layers
 
 
@@ -202,15 +211,20 @@ endmodule
 """
 
 
-def _table(rows, config, *, sim=False):
-    # rows: dicts with name, macs, cycles[, rtl_cycles, cycles_per_second, mismatches]
+def _table(rows, config, *, sim=False, total_cycles=None):
+    # rows: dicts with name, macs, cycles[, rtl_cycles, cycles_per_second, mismatches]; with total_cycles a column of
+    # each row's share of them
     head = f"{'layer':<34} {'MACs':>14} {'cycles':>12} {'utilization':>11}"
+    if total_cycles:
+        head += f" {'cycle share':>11}"
     if sim:
         head += f" {'RTL cycles':>11} {'mismatches':>10} {'sim cycles/s':>12}"
     lines = [head, "-" * len(head)]
     for row in rows:
         line = (f"{row['name']:<34} {row['macs']:>14,} {row['cycles']:>12,} "
                 f"{row['macs'] / (config.macs * row['cycles']):>11.1%}")
+        if total_cycles:
+            line += f" {row['cycles'] / total_cycles:>11.2%}"
         if sim:
             line += f" {row['rtl_cycles']:>11,} {row['mismatches']:>10,} {row['cycles_per_second']:>12,.0f}"
         lines.append(line)
@@ -253,7 +267,7 @@ def main(argv=None):
         title = f"{args.model.name}: engine layers"
     else:
         layers = mobilenet_v2_layers(args.resolution)
-        title = f"MobileNetV2 {args.resolution}x{args.resolution}: 52 convolutions, pool, classifier"
+        title = f"MobileNetV2 {args.resolution}x{args.resolution}: 52 convolutions, 10 residual adds, pool, classifier"
     if not args.no_sim and (shutil.which("iverilog") is None or shutil.which("vvp") is None):
         parser.error("iverilog and vvp are needed for the RTL run (apt install iverilog), or pass --no-sim")
 
@@ -288,7 +302,7 @@ def main(argv=None):
         totals["macs"] += descriptor.macs
         totals["cycles"] += rows[-1]["cycles"]
     print(f"\n{title} (cycle model)")
-    print(_table(rows + [dict(name="total", **totals)], config))
+    print(_table(rows + [dict(name="total", **totals)], config, total_cycles=totals["cycles"]))
     by_kind = {}
     for (_, kind, *_), row in zip(layers, rows):
         entry = by_kind.setdefault(kind, {"macs": 0, "cycles": 0, "layers": 0})
@@ -297,7 +311,7 @@ def main(argv=None):
         entry["layers"] += 1
     print("\nby kind")
     print(_table([dict(name=f"{kind} ({entry['layers']} layers)", macs=entry["macs"], cycles=entry["cycles"])
-                  for kind, entry in by_kind.items()], config))
+                  for kind, entry in by_kind.items()], config, total_cycles=totals["cycles"]))
     return 0
 
 

@@ -6,7 +6,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden.add import AddParams, add, add_params
+from golden.add import AddParams, add, add_descriptor_fields, add_params, descriptor_params, rescaled_sum
+from golden.config import NPUConfig
+from golden.descriptor import layer_descriptor
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 
@@ -85,6 +87,34 @@ def test_add_matches_reference_on_random_layers(seed):
     x2 = rng.integers(-128, 128, (2, 3, 5, 4)).astype(np.int8)
     got = add(x1, x2, add_params(*quantization), qmin, qmax)
     np.testing.assert_array_equal(got, ref_add(x1, x2, ref_params(*quantization), qmin, qmax))
+
+
+def ref_rescaled_sum(x1, x2, p):
+    """The reference's raw sum (``ref_add`` before its output rescaling)."""
+    return np.vectorize(lambda a, b: ref_mbqm_smaller_than_one((int(a) - p["z1"]) << 20, *p["in1"])
+                        + ref_mbqm_smaller_than_one((int(b) - p["z2"]) << 20, *p["in2"]))(x1, x2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rescaled_sum_is_the_sum_the_reference_requantizes(seed):
+    rng = np.random.default_rng(seed)
+    quantization = _random_quantization(rng)
+    x1, x2 = rng.integers(-128, 128, (2, 50))
+    np.testing.assert_array_equal(rescaled_sum(x1, x2, add_params(*quantization)),
+                                  ref_rescaled_sum(x1, x2, ref_params(*quantization)))
+
+
+def test_descriptor_holds_the_add_params():
+    params = add_params(0.03, -128, 0.5, 127, 0.07, 3)
+    config = NPUConfig()
+    d = layer_descriptor("add", (2, 3, 9), 9, config=config, in_base=0, out_base=100, in2_base=50, qmin=-5, qmax=90,
+                         **add_descriptor_fields(params))
+    assert (d.input_zero_point, d.input2_zero_point, d.multiplier, d.shift, d.multiplier1, d.shift1,
+            d.output_zero_point) == (-128, 127, params.output_multiplier, params.output_shift, params.multiplier1,
+                                     params.shift1, 3)
+    assert descriptor_params(d) == params
+    with pytest.raises(ValueError, match="shifts its inputs left by 20, not 19"):
+        add_descriptor_fields(AddParams(**{**params.__dict__, "left_shift": 19}))
 
 
 @pytest.mark.parametrize("quantization", [

@@ -17,6 +17,7 @@ RUN_LAYERS = [
     ("depthwise", "depthwise", (6, 7, 70), 70, (3, 3), (2, 2), (1, 1, 1, 1), "plain"),
     ("fully_connected", "fully_connected", (2, 3, 5), 4, (2, 3), (1, 1), (0, 0, 0, 0), "plain"),
     ("average_pool", "average_pool", (4, 4, 12), 12, (4, 4), (1, 1), (0, 0, 0, 0), "plain"),
+    ("add", "add", (3, 5, 11), 11, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
 ]
 
 

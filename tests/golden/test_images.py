@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from golden import network as gnet
+from golden.add import add_params
 from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
@@ -24,9 +25,11 @@ def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
     assert summary["fits"] and not summary["host_layers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
     read_config, images, descriptors, _ = read_images(tmp_path)
-    assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "average_pool", "fully_connected"]
+    assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "add", "conv", "average_pool",
+                                             "fully_connected"]
 
-    _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
+    trace = _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
+    assert len(np.unique(trace.tensors["a3"])) > 20        # the add's outputs spread: a live check of its arithmetic
 
 
 def _assert_runs_as_the_network(net, summary, config, images, descriptors, rng):
@@ -35,9 +38,12 @@ def _assert_runs_as_the_network(net, summary, config, images, descriptors, rng):
     x = rng.integers(-128, 128, size=net.tensors[gnet.INPUT].shape)
     placed = summary["tensors"][gnet.INPUT]
     store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
-    for descriptor in descriptors:
+    _, trace = gnet.run(net, x[None], keep=True)
+    engine_layers = [layer for layer in net.layers if layer.kind != "flatten"]
+    for descriptor, layer in zip(descriptors, engine_layers):   # the engine's whole job: one descriptor after another
         output, _ = run_layer(descriptor, images, config)
-    np.testing.assert_array_equal(output.reshape(-1), gnet.run(net, x[None])[0])
+        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[layer.output][0].reshape(-1), layer.name)
+    return trace
 
 
 def test_network_images_report_host_layers_and_sizes(tmp_path):

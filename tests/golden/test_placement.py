@@ -1,6 +1,7 @@
 """golden/placement.py: no activation tensor is overwritten while a layer of any kind (engine or host) still reads
-it, on hand-made graphs, the reference model and MobileNetV2's layer graph; residual-free networks keep their
-first-fit placement."""
+it, on hand-made graphs, the reference model and MobileNetV2's layer graph; their residual adds are engine layers, and
+their images, run descriptor by descriptor with golden.engine.run_layer, give every tensor golden.network.run gives;
+residual-free networks keep their first-fit placement."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import pytest
 from golden import network as gnet
 from golden.add import add_params
 from golden.config import NPUConfig
+from golden.engine import run_layer
+from golden.images import read_images, store_activation, write_images
 from golden.layouts import activation_words
 from golden.placement import plan_network
 
@@ -75,7 +78,7 @@ class Graph:
         return name
 
     def add(self, name, first, second):
-        """A residual add (a host layer of the planner)."""
+        """A residual add."""
         self.layers.append(gnet.Add(name=name, inputs=(first, second), output=name,
                                     params=add_params(0.1, 0, 0.1, 0, 0.1, 0)))
         self.shapes[name] = self.shapes[first]
@@ -113,11 +116,11 @@ def chain(seed, shape, steps, output=None):
 RESIDUAL_BLOCK = [("c0", gnet.INPUT, 8), ("c1", "c0", 16), ("c2", "c1", 8), ("a3", ("c0", "c2")), ("c4", "a3", 8)]
 HAND_MADE = {
     "residual block": ((6, 6, 8), RESIDUAL_BLOCK, None),
-    # Two adds read c0, the second long after any engine layer read it.
+    # Two adds read c0, the second (as its second input) long after any engine layer read it.
     "two adds sharing an input": ((6, 6, 8), [("c0", gnet.INPUT, 8), ("c1", "c0", 8), ("a2", ("c0", "c1")),
-                                              ("c3", "a2", 24), ("c4", "c3", 8), ("a5", ("c0", "c4")),
+                                              ("c3", "a2", 24), ("c4", "c3", 8), ("a5", ("c4", "c0")),
                                               ("c6", "a5", 8)], None),
-    # The output is written by an add (a host layer): it must have a place.
+    # The output is written by an add: it must have a place.
     "add as output": ((4, 4, 8), [("c0", gnet.INPUT, 8), ("c1", "c0", 8), ("a2", ("c0", "c1"))], None),
     # The output c1 is written before two more layers run (a side branch): it lives to the end.
     "output before other layers": ((4, 4, 8), [("c0", gnet.INPUT, 8), ("c1", "c0", 8), ("c2", "c0", 8),
@@ -152,8 +155,32 @@ def test_mobilenet_v2_graph_keeps_live_tensors():
     network = mobilenet_v2()
     assert sum(layer.kind == "add" for layer in network.layers) == 10
     plan = plan_network(network, network.config)
-    assert [h["kind"] for h in plan["host_layers"]] == ["add"] * 10
+    assert plan["host_layers"] == []
+    assert sum(entry["descriptor"].kind == "add" for entry in plan["layers"]) == 10
     assert_no_live_tensor_overwritten(network, plan)
+
+
+def assert_images_run_as_the_network(network, x, directory):
+    """Write ``network``'s images, run its descriptors one after another with golden.engine.run_layer from the input
+    ``x`` (H, W, C) and compare every layer's output with golden.network.run's."""
+    summary = write_images(network, directory)
+    assert summary["host_layers"] == []
+    config, images, descriptors, _ = read_images(directory)
+    placed = summary["tensors"][gnet.INPUT]
+    store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
+    _, trace = gnet.run(network, x[None], keep=True)
+    layers = [layer for layer in network.layers if layer.kind != "flatten"]
+    assert [d.kind for d in descriptors] == [layer.kind for layer in layers]
+    for descriptor, layer in zip(descriptors, layers):
+        output, _ = run_layer(descriptor, images, config)
+        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[layer.output][0].reshape(-1), layer.name)
+
+
+@pytest.mark.parametrize("name", [*HAND_MADE, "mobilenet_v2"])
+def test_networks_with_adds_run_from_their_images(name, tmp_path):
+    network = mobilenet_v2(size=16) if name == "mobilenet_v2" else chain(len(HAND_MADE[name][1]), *HAND_MADE[name])
+    x = np.random.default_rng(7).integers(-128, 128, size=network.tensors[gnet.INPUT].shape)
+    assert_images_run_as_the_network(network, x, tmp_path)
 
 
 def test_reference_model_keeps_live_tensors(quantized_reference):
@@ -164,6 +191,11 @@ def test_reference_model_keeps_live_tensors(quantized_reference):
     for network in stored.values():
         assert sum(layer.kind == "add" for layer in network.layers) == 2
         assert_no_live_tensor_overwritten(network, plan_network(network, network.config))
+
+
+def test_reference_model_runs_from_its_images(quantized_reference, tmp_path):
+    networks, x = quantized_reference
+    assert_images_run_as_the_network(networks["wess"], np.asarray(x[0], dtype=np.int64), tmp_path)
 
 
 def test_checker_sees_an_overwrite():

@@ -17,13 +17,15 @@ SPECS = [
     ("depthwise", "depthwise", (6, 7, 20), 20, (3, 3), (2, 2), (0, 1, 0, 1), "relu6"),
     ("fully connected", "fully_connected", (1, 1, 37), 10, (1, 1), (1, 1), (0, 0, 0, 0), "edge-zp"),
     ("pool", "average_pool", (3, 5, 8), 8, (3, 5), (1, 1), (0, 0, 0, 0), "relu6"),
+    ("add", "add", (3, 7, 13), 13, (1, 1), (1, 1), (0, 0, 0, 0), "saturate"),
 ]
 
 
 def test_fitted_config_holds_the_layers_and_the_golden_engine_reproduces_them():
     config = fitted_config(SPECS, NPUConfig())
-    # 54 activation words, 55 weight words, 7 bias words: the next powers of two, 16 at least.
-    assert (config.act_depth, config.weight_depth, config.bias_depth) == (64, 64, 16)
+    # 54 + 3 x 6 (the add's two inputs and output) activation words, 55 weight words, 7 bias words: the next powers
+    # of two, 16 at least.
+    assert (config.act_depth, config.weight_depth, config.bias_depth) == (128, 64, 16)
     cases, images = random_layers(SPECS, config, 3)
     assert [case.name for case in cases] == [spec[0] for spec in SPECS]
     for case in cases:
@@ -35,12 +37,12 @@ def test_fitted_config_holds_the_layers_and_the_golden_engine_reproduces_them():
 
 
 def test_mixed_layers_store_codes_at_every_quarter_and_the_golden_engine_decodes_them():
-    codebooks = ([-96, -24, 24, 96], None, [-128, -1, 1, 127], None)
+    codebooks = ([-96, -24, 24, 96], None, [-128, -1, 1, 127], None, None)
     for code_bits in (2, 8):
         config = dataclasses.replace(fitted_config(SPECS, NPUConfig()), weight_code_bits=code_bits)
         cases, images = two_bit_layers(SPECS, codebooks, config, 3)
         formats = [case.descriptor.weight_format for case in cases]
-        assert formats == ([1, 0, 1, 0] if code_bits == 2 else [0, 0, 0, 0])
+        assert formats == ([1, 0, 1, 0, 0] if code_bits == 2 else [0, 0, 0, 0, 0])
         for case, codebook in zip(cases, codebooks):
             d = case.descriptor
             # Expected outputs come from the golden ops on the drawn weights, independently of the layouts.
@@ -54,9 +56,10 @@ def test_mixed_layers_store_codes_at_every_quarter_and_the_golden_engine_decodes
                 as_int8 = dataclasses.replace(d, weight_format=0, weight_base=d.weight_base // 4, codebook0=0,
                                               codebook1=0, codebook2=0, codebook3=0)
                 assert not np.array_equal(run_layer(as_int8, images, config)[0], case.expected)
-    with pytest.raises(ValueError, match=r"^layer 'pool' has no weights to give two-bit codes$"):
-        two_bit_layers(SPECS, codebooks[:3] + ([-3, -1, 1, 3],), config, 3)
-    with pytest.raises(ValueError, match=r"^3 codebooks for 4 layers$"):
+    for index in (3, 4):
+        with pytest.raises(ValueError, match=rf"^layer '{SPECS[index][0]}' has no weights to give two-bit codes$"):
+            two_bit_layers(SPECS, codebooks[:index] + ([-3, -1, 1, 3],) + codebooks[index + 1:], config, 3)
+    with pytest.raises(ValueError, match=r"^3 codebooks for 5 layers$"):
         two_bit_layers(SPECS, codebooks[:3], config, 3)
 
 
@@ -76,7 +79,13 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
         np.testing.assert_array_equal(acc, case.acc)
     again = constrained_random_layer(5, 77, config)[0]
     assert again.descriptor == descriptors[77] and np.array_equal(again.expected, layers[77][0].expected)
-    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool"}
+    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool", "add"}
+    adds = [d for d in descriptors if d.kind == "add"]
+    assert any((d.in2_base, d.in2_row_pitch) == (d.in_base, d.in_row_pitch) for d in adds)      # x + x
+    assert any(d.in2_base != d.in_base for d in adds)
+    assert {0, -31} <= {shift for d in adds for shift in (d.shift1, d.shift2)}
+    assert any(0 in (d.multiplier1, d.multiplier2) for d in adds)
+    assert any(d.in_channels % config.lanes for d in adds) and any(d.in_width % config.lanes for d in adds)
     convs = [d for d in descriptors if d.kind in ("conv", "depthwise")]
     assert {d.kernel_height for d in convs} == set(range(1, 8))
     assert {(d.stride_height, d.stride_width) for d in convs} == {(1, 1), (1, 2), (2, 1), (2, 2)}
@@ -87,6 +96,16 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
     assert len({d.in_base for d in descriptors}) > 100 and len({d.out_base for d in descriptors}) > 100
     assert any(d.out_base < d.in_base for d in descriptors) and any(d.out_base > d.in_base for d in descriptors)
     assert {d.shift > 0 for d in descriptors} == {True, False}
+
+
+def test_constrained_random_adds_of_two_tensors_place_them_apart():
+    # Two live tensors never share words: input 2 is input 1 itself, or lies apart from it (as from the output).
+    config = dataclasses.replace(NPUConfig(), act_depth=1024)
+    adds = [d for d in (case.descriptor for case, _ in _stream(config, 400, seed=6)) if d.kind == "add"]
+    assert len(adds) > 25
+    for d in adds:
+        assert d.in2_base == d.in_base or d.in2_base >= d.in_base + d.in_height * d.in_row_pitch \
+            or d.in_base >= d.in2_base + d.in_height * d.in2_row_pitch, d
 
 
 def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
@@ -103,7 +122,7 @@ def test_every_channel_shift_gives_live_outputs_and_tie_layers_sit_on_ties():
         for channel in range(d.out_channels if d.kind != "average_pool" else 0):
             if d.out_height * d.out_width >= 8 and len(np.unique(case.expected[..., channel])) >= 4:
                 live.add(int(case.channel_shift[channel]))
-        if d.multiplier == 1 << 30 and d.kind != "average_pool":
+        if d.multiplier == 1 << 30 and d.kind not in ("average_pool", "add"):
             # A tie layer: channel c's final rounding right shift r = k_c - shift; acc = 2**r mod 2**(r + 1).
             r = case.channel_shift - d.shift
             on_tie = np.where(r > 0, case.acc % (np.int64(2) << r) == np.int64(1) << r, case.acc % 2 == 1)
@@ -125,6 +144,6 @@ def test_two_bit_constrained_random_layers_mix_formats_and_decode_their_codes():
                                                                           d.codebook3]
             quarters.add(d.weight_base % 4)
         np.testing.assert_array_equal(run_layer(d, images, config)[0], case.expected)
-    assert kinds == {0: {"conv", "depthwise", "fully_connected", "average_pool"},
+    assert kinds == {0: {"conv", "depthwise", "fully_connected", "average_pool", "add"},
                      1: {"conv", "depthwise", "fully_connected"}}
     assert quarters == {0, 1, 2, 3}

@@ -32,6 +32,8 @@ LAYERS = [(f"{kind}-{'x'.join(map(str, shape))}", kind, shape, cout, kernel, str
               ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1)),
               ("depthwise", (3, 5, 4), 4, (1, 2), (1, 1), (0, 0, 0, 1)),
               ("average_pool", (3, 4, 6), 6, (3, 4), (1, 1), (0, 0, 0, 0)),
+              ("add", (3, 5, 6), 6, (1, 1), (1, 1), (0, 0, 0, 0)),
+              ("add", (1, 1, 3), 3, (1, 1), (1, 1), (0, 0, 0, 0)),      # one word: nothing else in flight
           )]
 SEED = 2026
 
@@ -120,7 +122,7 @@ def test_engine_matches_golden(index):
     assert rtl_engine(case.descriptor, images) == expected
 
 
-@pytest.mark.parametrize("index", [1, 5], ids=["conv", "depthwise"])
+@pytest.mark.parametrize("index", [1, 5, 8], ids=["conv", "depthwise", "add"])
 def test_engine_loaded_through_its_ports(index):
     cases, images = random_layers(LAYERS, CONFIG, SEED)
     case = cases[index]

@@ -7,11 +7,13 @@ latencies are checked in tests/hdl/test_mac_array.py.
 """
 
 from golden.controller import CHECK_LATENCY, DESCRIPTOR_LATENCY, LAUNCH_LATENCY, LAYER_OVERHEAD, STORE_LATENCY
-from golden.sequencer import FETCH_LATENCY, SEQUENCER_LATENCY, WRITE_LATENCY
+from golden.sequencer import (ADD_SEQUENCER_LATENCY, ADD_WRITE_LATENCY, FETCH_LATENCY, SEQUENCER_LATENCY,
+                              WRITE_LATENCY)
+from hdl.add import AddSequencer, AddUnit
 from hdl.controller import Controller
 from hdl.engine import Engine
 from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
-from hdl.requant import Requantizer
+from hdl.requant import ROUNDING_SHIFT_LATENCY, Requantizer
 from hdl.sequencer import Sequencer
 
 
@@ -35,3 +37,8 @@ def test_controller_stages_add_up_to_its_layer_overhead():
               Controller.STORE_LATENCY)
     assert stages == (DESCRIPTOR_LATENCY, CHECK_LATENCY, LAUNCH_LATENCY, STORE_LATENCY)
     assert sum(stages) == Controller.LAYER_OVERHEAD == LAYER_OVERHEAD
+def test_add_stages_add_up_to_the_add_latencies():
+    assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
+    # AddUnit: centre, products, high half, the requantizer's rounding right shift with its result register, sum.
+    assert 3 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
+    assert AddUnit.latency + Requantizer.latency == Engine.add_write_latency == ADD_WRITE_LATENCY

@@ -84,13 +84,13 @@ def _break(folder, file, change):
 
 
 @pytest.mark.parametrize("args, damage, message", [
-    (["--program-depth", "4"], None, "the network's 5 engine layers do not fit program_depth 4"),
+    (["--program-depth", "4"], None, "the network's 7 engine layers do not fit program_depth 4"),
     (["--lanes", "4"], None, "memory.json: drop --lanes"),
     ([], ("memory.json", lambda text: "{}"), "is not a quantizer output folder"),
     ([], ("descriptors.hex", lambda text: ""), "the network's 0 engine layers do not fit program_depth 128"),
     ([], ("weights.hex", lambda text: text[1:]), "weights.hex: word"),
     ([], ("bias.hex", lambda text: text.replace("\n", "0\n", 1)), "is not a 288-bit word of 72 hex digits"),
-    ([], ("bias.hex", lambda text: text * 20), "bias.hex: 180 words exceed the memory's 16"),
+    ([], ("bias.hex", lambda text: text * 20), "bias.hex: 220 words exceed the memory's 16"),
 ])
 def test_bad_images_give_one_line_and_exit_2(tmp_path, quantized, args, damage, message):
     if damage is not None:

@@ -31,10 +31,13 @@ def test_mobilenet_v2_table():
     layers = mobilenet_v2_layers(224)
     kinds = [kind for _, kind, *_ in layers]
     assert kinds.count("conv") + kinds.count("depthwise") == 52 and kinds.count("depthwise") == 17
+    assert kinds.count("add") == 10
     assert layers[-2][2] == (7, 7, 1280) and layers[-1][3] == 1000
     macs, cycles = totals(layers)
     assert macs == 300_836_992            # MobileNetV2 1.0 at 224: the usual "300M MACs"
     assert macs / (BIG.macs * cycles) > 0.9
+    adds = totals([layer for layer in layers if layer[1] == "add"])
+    assert adds[0] == 0 and adds[1] / cycles < 0.011          # 54,296 cycles, 1.07 % (two words per output word)
 
 
 @pytest.mark.skipif(not SHARED_MOBILENET.is_file(), reason="the shared MobileNetV2 ONNX model is not present")
@@ -44,7 +47,7 @@ def test_onnx_mobilenet_v2_has_the_built_in_layers():
 
 def test_reference_model_layers():
     layers = model_layers(REPO / "models" / "fmnist_mobilenet.onnx")
-    assert {kind for _, kind, *_ in layers} == {"conv", "depthwise", "average_pool", "fully_connected"}
+    assert {kind for _, kind, *_ in layers} == {"conv", "depthwise", "average_pool", "fully_connected", "add"}
 
 
 def bench(*args):
@@ -56,6 +59,7 @@ def test_command_prints_the_model_table():
     result = bench("--no-sim", "--resolution", "96")
     assert result.returncode == 0, result.stderr
     assert "MobileNetV2 96x96" in result.stdout and "depthwise (17 layers)" in result.stdout
+    assert "add (10 layers)" in result.stdout and "cycle share" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [

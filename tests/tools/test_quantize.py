@@ -12,9 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from golden import network as gnet
-from golden.add import add
 from golden.engine import run_layer
-from golden.images import load_activation, read_images, store_activation
+from golden.images import read_images, store_activation
 from tools import quantize
 from tools.quantizer import pipeline
 from tools.quantizer.build import build_network
@@ -395,33 +394,22 @@ def test_two_bit_quantizers_table_files_and_codebooks(tiny, tmp_path):
     # run, descriptor by descriptor, as the network.
     assert network.config.weight_code_bits == 2
     memory = json.loads((out2 / "memory.json").read_text())
-    assert [layer["codebook"] for layer in memory["layers"]] == [None, [-4, -1, 1, 4], None, None]
-    assert [layer["weight_format"] for layer in memory["layers"]] == [0, 1, 0, 0]
+    assert [(layer["kind"], layer["codebook"]) for layer in memory["layers"]] == [
+        ("conv", None), ("conv", [-4, -1, 1, 4]), ("add", None), ("average_pool", None), ("fully_connected", None)]
+    assert [layer["weight_format"] for layer in memory["layers"]] == [0, 1, 0, 0, 0] and not memory["host_layers"]
     x = np.random.default_rng(3).integers(-128, 128, size=(4, 8, 8, 3))
     for image in x:
         np.testing.assert_array_equal(_run_images(out2, image).reshape(-1), gnet.run(network, image[None])[0])
 
 
 def _run_images(folder, x):
-    """The network of a quantizer output folder run on one input from its memory images: its descriptors through
-    golden.engine.run_layer, host layers (residual adds) with golden.add on the side."""
+    """The network of a quantizer output folder run on one input from its memory images: its descriptors, one after
+    another, through golden.engine.run_layer."""
     config, images, descriptors, summary = read_images(folder)
-    network, tensors = gnet.load(folder), summary["tensors"]
-    host = {layer["name"] for layer in summary["host_layers"]}
-
-    def place(name):
-        return dict(base=tensors[name]["base"], pitch=tensors[name]["row_pitch"], config=config)
-
-    store_activation(images.activation, x, **place(gnet.INPUT))
-    descriptors = iter(descriptors)
-    for layer in network.layers:
-        if layer.name in host:
-            assert layer.kind == "add"
-            a, b = (load_activation(images.activation, tensors[name]["shape"], **place(name)) for name in layer.inputs)
-            store_activation(images.activation, add(a[None], b[None], layer.params, layer.qmin, layer.qmax)[0],
-                             **place(layer.output))
-        elif layer.kind != "flatten":
-            output, _ = run_layer(next(descriptors), images, config)
+    placed = summary["tensors"][gnet.INPUT]
+    store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
+    for descriptor in descriptors:
+        output, _ = run_layer(descriptor, images, config)
     return output
 
 

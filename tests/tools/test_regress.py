@@ -66,6 +66,22 @@ def test_coverage_bins_of_a_layer():
     assert bins["two-bit: no"] == bins["engine: int8"] == case.expected.size
 
 
+def test_an_add_layer_bundles_and_bins(tmp_path):
+    config = regress_config(8)
+    case, images = next(layer for layer in (constrained_random_layer(11, index, config) for index in range(60))
+                               if layer[0].descriptor.kind == "add")
+    d, outputs = case.descriptor, case.expected.size
+    bins = layer_coverage(case, config)
+    assert bins["kind: add"] == bins["kernel: add elementwise"] == outputs
+    assert bins["add: input 2 is input 1" if (d.in2_base, d.in2_row_pitch) == (d.in_base, d.in_row_pitch)
+                else "add: two tensors"] == outputs
+    assert not any(key.startswith("live k_c") for key in bins)
+    write_bundle(tmp_path, config, case, images, case.expected, "a message")
+    _, _, descriptor, read_images = read_bundle(tmp_path)
+    assert descriptor == d
+    np.testing.assert_array_equal(run_layer(descriptor, read_images, config)[0], case.expected)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--outputs", "0"], "argument --outputs: must be a positive integer, not '0'"),
     (["--seed", "-1"], "argument --seed: must be a non-negative integer, not '-1'"),

@@ -1,0 +1,247 @@
+"""The residual add's blocks: :class:`AddSequencer` walks the tensors, :class:`AddUnit` rescales and sums the inputs.
+
+``golden/add.py`` is their model: the engine (``hdl/engine.py``) runs an add descriptor as ``golden.engine.run_layer``
+does, ``golden.add.rescaled_sum`` here, then the engine's requantizer (``hdl/requant.py``) with the output rescaling,
+channel shift 0, output zero point and clamp — exactly golden's final MBQM, zero point and clamp (docs/arithmetic.md,
+"Residual Add").
+
+The activation layout puts channel group ``g`` of pixel ``(y, x)`` of both inputs and of the output in one bank,
+``(x + g) mod lanes``, so a word of input 1 and the matching word of input 2 are read in consecutive cycles from the
+same bank: one output word every two cycles (MobileNetV2 224²'s 10 adds: 1.07 % of its cycles,
+``python tools/bench_engine.py --no-sim``).
+Since the words alternate, one set of rescaling lanes serves both inputs. Per lane (``AddUnit``)::
+
+    1  c = x - zp_i                                          (9 bits; the bank's word selected in front)
+    2  c * m_i as two partial products (9 x 15, 9 x 16)      (SRDHM of (c << 20) only needs c * m_i: two DSPs, not four)
+    3  h = (c * m_i + 2**10) >> 11                           (= SRDHM(c * 2**20, m_i), exactly)
+    4-6  RoundingDivideByPOT(h, -shift_i)                    (hdl.requant.rounding_right_shift: the requantizer's 6-8)
+    7  input 1's value held; with input 2's: their sum       (|sum| < 2**29)
+"""
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import check_config
+from golden.layouts import address_bits
+from hdl.layouts import activation_word
+from hdl.requant import ROUNDING_SHIFT_LATENCY, rounding_right_shift
+from hdl.sequencer import descriptor_layout
+
+__all__ = ["add_step_layout", "AddSequencer", "AddParams", "add_unit_input_layout", "add_unit_output_layout",
+           "AddUnit"]
+
+
+def add_step_layout(config):
+    """One step of an add: the word read (bank, address; ``second``: input 2's) and its output word's address."""
+    act = address_bits(config.act_depth)
+    return data.StructLayout({"bank": unsigned(max(1, config.lane_bits)), "address": unsigned(act), "second": 1,
+                              "out_address": unsigned(act)})
+
+
+class AddSequencer(wiring.Component):
+    """Walks an add layer after ``start``: for each row, channel group and column, input 1's word, then input 2's.
+
+    ``golden.sequencer.add_steps`` is its model. The three tensors share the word's bank ``(x + g) mod lanes`` and its
+    offset ``g * ceil(W / lanes) + x // lanes`` within their rows, so counters keep one bank, one offset and three row
+    addresses, by additions only.
+
+    Parameters
+    ----------
+    config : NPUConfig
+
+    Members
+    -------
+    descriptor : ``In(hdl.sequencer.descriptor_layout(config))``
+        The add layer; hold it stable until the walk ends.
+    start : ``In(1)``
+        Starts the walk when idle.
+    busy : ``Out(1)``
+        Steps remain to be issued.
+    step : ``Out(stream.Signature(add_step_layout(config), always_ready=True))``
+        One step per cycle, the first :attr:`latency` cycles after ``start``.
+    """
+
+    #: Cycles from ``start`` to the first step (``golden.sequencer.ADD_SEQUENCER_LATENCY``): counters loaded, then the
+    #: step registered.
+    latency = 2
+
+    def __init__(self, config):
+        self._config = check_config(config)
+        super().__init__({
+            "descriptor": In(descriptor_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "step": Out(stream.Signature(add_step_layout(config), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes, lane_bits = config.lanes, config.lane_bits
+        act = unsigned(address_bits(config.act_depth))
+        d = self.descriptor
+        running, second = Signal(name="running"), Signal(name="second")
+        x_left, y_left = Signal(config.dim_bits, name="x_left"), Signal(config.dim_bits, name="y_left")
+        g_left = Signal(config.channel_bits, name="g_left")
+        bank, column, group_bank = (Signal(max(1, lane_bits), name=n) for n in ("bank", "column", "group_bank"))
+        offset, group_offset, igp = (Signal(act, name=n) for n in ("offset", "group_offset", "igp"))
+        row1, row2, row_out = (Signal(act, name=n) for n in ("row1", "row2", "row_out"))
+        last_groups = (d.in_channels - 1) >> lane_bits
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [
+                running.eq(1), second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups),
+                y_left.eq(d.in_height - 1), bank.eq(0), column.eq(0), group_bank.eq(0), offset.eq(0),
+                group_offset.eq(0), igp.eq(((d.in_width - 1) >> lane_bits) + 1), row1.eq(d.in_base),
+                row2.eq(d.in2_base), row_out.eq(d.out_base),
+            ]
+        with m.Elif(running):
+            m.d.sync += second.eq(~second)
+            with m.If(second):                                       # the pixel's two words issued: next pixel
+                with m.If(x_left != 0):
+                    m.d.sync += [x_left.eq(x_left - 1), bank.eq(bank + 1), column.eq(column + 1),
+                                 offset.eq(offset + (column == lanes - 1))]
+                with m.Else():
+                    m.d.sync += [x_left.eq(d.in_width - 1), column.eq(0)]
+                    with m.If(g_left != 0):                          # next channel group of the row
+                        m.d.sync += [g_left.eq(g_left - 1), group_bank.eq(group_bank + 1), bank.eq(group_bank + 1),
+                                     group_offset.eq(group_offset + igp), offset.eq(group_offset + igp)]
+                    with m.Else():                                   # next row
+                        m.d.sync += [g_left.eq(last_groups), group_bank.eq(0), bank.eq(0), group_offset.eq(0),
+                                     offset.eq(0)]
+                        with m.If(y_left != 0):
+                            m.d.sync += [y_left.eq(y_left - 1), row1.eq(row1 + d.in_row_pitch),
+                                         row2.eq(row2 + d.in2_row_pitch), row_out.eq(row_out + d.out_row_pitch)]
+                        with m.Else():
+                            m.d.sync += running.eq(0)
+        step = self.step.payload
+        m.d.sync += [
+            self.step.valid.eq(running),
+            step.bank.eq(bank), step.second.eq(second),
+            step.address.eq(Mux(second, row2, row1) + offset), step.out_address.eq(row_out + offset),
+        ]
+        m.d.comb += self.busy.eq(running | self.step.valid)
+        return m
+
+
+class AddParams(data.Struct):
+    """An add's input parameters (``golden.add.AddParams``): per input its zero point and rescaling (shift <= 0)."""
+    zero_point1: signed(8)
+    multiplier1: unsigned(31)
+    shift1: signed(6)
+    zero_point2: signed(8)
+    multiplier2: unsigned(31)
+    shift2: signed(6)
+
+
+def add_unit_input_layout(config, meta):
+    """:class:`AddUnit` input: every bank's word and the one to take, which input it is, and ``meta``."""
+    return data.StructLayout({"words": data.ArrayLayout(activation_word(config), config.lanes),
+                              "bank": unsigned(max(1, config.lane_bits)), "second": 1, "meta": meta})
+
+
+def add_unit_output_layout(config, meta):
+    """:class:`AddUnit` output: per lane the rescaled sum (the requantizer's accumulator), and ``meta``."""
+    return data.StructLayout({"sum": data.ArrayLayout(signed(config.acc_bits), config.lanes), "meta": meta})
+
+
+class AddUnit(wiring.Component):
+    """``golden.add.rescaled_sum`` on ``lanes`` channels: words of input 1 and input 2 in, alternately; sums out.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    meta : data.Layout
+        Opaque information carried from an input-2 word to its sum (the engine's write-back address).
+
+    Members
+    -------
+    params : ``In(AddParams)``
+        Each lane keeps registered copies: stable from :attr:`params_setup` cycles before the first word to the last
+        sum.
+    i : ``In(stream.Signature(add_unit_input_layout(config, meta), always_ready=True))``
+        A word of input 1 (``second`` 0), then the same pixel and group of input 2 (``second`` 1), in any later cycle.
+    o : ``Out(stream.Signature(add_unit_output_layout(config, meta), always_ready=True))``
+        The sum, :attr:`latency` cycles after its input-2 word; the consumer takes it.
+    busy : ``Out(1)``
+        A word is inside the unit.
+    """
+
+    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: centre, products, high half, the requantizer's
+    #: rounding right shift (``hdl.requant.ROUNDING_SHIFT_LATENCY`` + its result register), sum.
+    latency = 3 + ROUNDING_SHIFT_LATENCY + 1 + 1
+    params_setup = 1
+
+    def __init__(self, config, meta):
+        self._config = check_config(config)
+        self._meta = meta
+        super().__init__({
+            "params": In(AddParams),
+            "i": In(stream.Signature(add_unit_input_layout(config, meta), always_ready=True)),
+            "o": Out(stream.Signature(add_unit_output_layout(config, meta), always_ready=True)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        # The control beside the lanes: valid and second flags and the meta of each stage (one register per stage).
+        flags = Signal(2 * self.latency, name="flags")       # (valid, second) per stage
+        m.d.sync += flags.eq(Cat(self.i.valid, self.i.payload.second, flags[:-2]))
+        metas = [self.i.payload.meta]
+        for index in range(self.latency):
+            delayed = Signal(self._meta, name=f"meta{index + 1}", reset_less=True)
+            m.d.sync += delayed.eq(metas[-1])
+            metas.append(delayed)
+        valid = [flags[2 * k] for k in range(self.latency)]
+        second = [flags[2 * k + 1] for k in range(self.latency)]
+        m.d.comb += [self.o.valid.eq(valid[-1] & second[-1]), self.o.payload.meta.eq(metas[-1]),
+                     self.busy.eq(Cat(*valid).any())]
+        # 1 (in front): the bank's word, one multiplexer per word as in the MAC array.
+        word = activation_word(config)(Signal(config.lanes * 8, name="word"))
+        words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))
+        m.d.comb += word.as_value().eq(words[self.i.payload.bank])
+        # The stage whose register the held input-1 value is taken from (``scaled``, the sixth).
+        scaled = self.latency - 2
+        for lane in range(config.lanes):
+            m.d.comb += self.o.payload.sum[lane].eq(
+                self._lane(m, word[lane], self.i.payload.second, valid[scaled] & ~second[scaled], name=f"lane{lane}"))
+        return m
+
+    def _lane(self, m, x, second_in, hold, *, name):
+        """One lane's pipeline; returns its registered sum."""
+        params = self.params
+
+        def stage(shape, value, suffix):
+            reg = Signal(shape, name=f"{name}_{suffix}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # Lane-local copies of the parameters; right shifts -shift_i (shifts are <= 0).
+        zero_point = [stage(signed(8), getattr(params, f"zero_point{i}"), f"param_zero_point{i}") for i in (1, 2)]
+        multiplier = [stage(unsigned(31), getattr(params, f"multiplier{i}"), f"param_multiplier{i}") for i in (1, 2)]
+        shifts = [getattr(params, f"shift{i}") for i in (1, 2)]
+        right = [stage(unsigned(6), Mux(shift[-1], -shift, 0), f"param_right{i}") for i, shift in zip((1, 2), shifts)]
+
+        # 1: centred input and its input's rescaling.
+        centred = stage(signed(9), x - Mux(second_in, zero_point[1], zero_point[0]), "centred")
+        m_1 = stage(unsigned(31), Mux(second_in, multiplier[1], multiplier[0]), "multiplier")
+        right_1 = stage(unsigned(6), Mux(second_in, right[1], right[0]), "right1")
+
+        # 2: c * m as two partial products, m = mh * 2**16 + ml.
+        p_high = stage(signed(24), centred * m_1[16:], "p_high")
+        p_low = stage(signed(25), centred * m_1[:16], "p_low")
+        right_2 = stage(unsigned(6), right_1, "right2")
+
+        # 3: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11).
+        high = stage(signed(30), ((p_high << 16) + p_low + (1 << 10)) >> 11, "high")
+        right_3 = stage(unsigned(6), right_2, "right3")
+
+        # 4-6: RoundingDivideByPOT, the requantizer's stages.
+        scaled = stage(signed(30), rounding_right_shift(stage, high, right_3), "scaled")
+
+        # 7: input 1's value waits for input 2's; their sum.
+        held = Signal(signed(30), name=f"{name}_held", reset_less=True)
+        with m.If(hold):
+            m.d.sync += held.eq(scaled)
+        return stage(signed(31), held + scaled, "sum")
