@@ -1,0 +1,81 @@
+"""cocotb bench: a quantized network's memory images run on the NPU (hdl/controller.py), image after image.
+
+Per image the bench writes the int8 input through the host port, starts the whole program once in ``step`` mode and,
+at each pause (and at ``done`` for the last layer), reads the layer's output tensor and compares it with
+``golden.engine.run_layer`` on the golden images; the last tensor is compared with ``golden.network.run``'s logits
+too. Then it reads the per-layer counters and the program's cycle counter. ``tb/network_cases.py`` launches it and
+turns the summary into tables, JSON and repro bundles.
+"""
+
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.triggers import FallingEdge
+from tqdm import tqdm
+
+from engine_io import first_mismatch, read_counters, read_tensor, start_program, wait_for, write_tensor
+from golden.controller import LAYER_OVERHEAD, program_cycles
+from golden.engine import run_layer
+from golden.images import MemoryImages, read_images, store_activation
+from golden.network import INPUT
+from golden.sequencer import layer_cycles
+from network_cases import Expected, write_bundle
+from sim import bench_args, reset, write_summary
+
+
+@cocotb.test()
+async def network_matches_golden(dut):
+    args = bench_args()
+    config, images, descriptors, summary = read_images(args["directory"])
+    names = [layer["name"] for layer in summary["layers"]]
+    source = summary["tensors"][INPUT]
+    inputs = np.load(args["inputs"])
+    logits = np.load(args["logits"]).reshape(len(inputs), -1)
+    budget = 2 * program_cycles(descriptors, config) + 1000
+
+    await reset(dut, start=0, step=0, resume=0, host__write=0, weight_load__write=0, bias_load__write=0,
+                descriptor_load__write=0, counter_address=0, layer_count=len(descriptors))
+    results = []
+    for index, x in enumerate(tqdm(inputs, desc="images", unit="image", disable=not args["progress"])):
+        started = time.perf_counter()
+        golden = MemoryImages(activation=np.zeros_like(images.activation), weights=images.weights, bias=images.bias,
+                              channel_shift=images.channel_shift)
+        store_activation(golden.activation, x, base=source["base"], pitch=source["row_pitch"], config=config)
+        await write_tensor(dut, x, base=source["base"], pitch=source["row_pitch"], config=config)
+        await start_program(dut, len(descriptors), step=1)
+        mismatch, got = None, None
+        for layer, descriptor in enumerate(descriptors):
+            last = layer == len(descriptors) - 1
+            await wait_for(dut, "done" if last else "paused", budget)
+            expected, acc = run_layer(descriptor, golden, config)
+            got = await read_tensor(dut, descriptor, config)
+            count, message = first_mismatch(Expected(f"image {args['indices'][index]}, layer {layer} {names[layer]}",
+                                                     expected, acc), got)
+            if message and mismatch is None:
+                mismatch = dict(layer=layer, name=names[layer], outputs=count, message=message)
+                write_bundle(Path(args["bundles"]) / f"image-{args['indices'][index]}", x=x, expected=expected,
+                             got=got, accumulators=acc, mismatch=mismatch)
+            if not last:
+                dut.resume.value = 1
+                await FallingEdge(dut.clk)
+                dut.resume.value = 0
+        if mismatch is None and not np.array_equal(got.reshape(-1), logits[index]):
+            # The RTL matched the descriptor-by-descriptor golden run, which then disagrees with the network's.
+            mismatch = dict(layer=len(descriptors) - 1, name=names[-1],
+                            outputs=int(np.sum(got.reshape(-1) != logits[index])),
+                            message=f"image {args['indices'][index]}: the program's output differs from "
+                                    "golden.network.run's logits")
+            write_bundle(Path(args["bundles"]) / f"image-{args['indices'][index]}", x=x, expected=logits[index],
+                         got=got.reshape(-1), accumulators=None, mismatch=mismatch)
+        error = int(dut.error.value)
+        cycles = int(dut.cycles.value)
+        counters = [await read_counters(dut, layer) for layer in range(len(descriptors))]
+        results.append(dict(image=index, mismatch=mismatch, error=error, cycles=cycles,
+                            prediction=int(np.argmax(got.reshape(-1))), counters=counters,
+                            got=got.reshape(-1).tolist(), seconds=time.perf_counter() - started))
+        if mismatch:
+            dut._log.error(mismatch["message"])
+    model = [layer_cycles(d, config) + LAYER_OVERHEAD for d in descriptors]
+    write_summary(args, images=results, model_layer_cycles=model, model_cycles=program_cycles(descriptors, config))
