@@ -26,6 +26,7 @@ from golden import network as gnet
 from golden.images import read_images
 from tools.quantizer.datasets import load_dataset
 from tools.quantizer.frontend import load_graph
+from tools.quantizer.litert import export_network, run_reference
 from tools.quantizer.report import markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tb"))
@@ -58,6 +59,8 @@ def _parser():
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.add_argument("--bundles", type=Path, default=BUNDLES, help=f"repro bundles of mismatches ({BUNDLES})")
     parser.add_argument("--sim", choices=SIMULATORS, default="verilator", help="simulator (default verilator)")
+    parser.add_argument("--litert", action="store_true", help="also run the network exported as .tflite under LiteRT's "
+                        "reference kernels and compare its logits with the RTL's")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -135,6 +138,13 @@ def main(argv=None):
     clock, clock_source = (args.clock_mhz, "--clock-mhz") if args.clock_mhz else default_clock()
 
     golden_logits = gnet.run(network, inputs)
+    litert_logits = None
+    if args.litert:
+        try:
+            model = export_network(network)
+        except ValueError as error:
+            parser.error(f"--litert: the network has no bit-exact .tflite form: {error}")
+        litert_logits = np.stack([run_reference(model, [image[None]])[0][0] for image in inputs])
     started = time.perf_counter()
     result = run_network(args.directory, inputs, golden_logits, indices=indices, sim=args.sim,
                          bundles=args.bundles, progress=not args.quiet)
@@ -164,6 +174,12 @@ def main(argv=None):
         "simulator": args.sim,
         "first_mismatch": mismatching[0]["mismatch"] if mismatching else None,
     }
+    if litert_logits is not None:
+        rtl = np.array([image["got"] for image in images])
+        record["litert_mismatching_images"] = int(np.sum(np.any(
+            rtl != litert_logits.reshape(len(rtl), -1), axis=1)))
+        print(f"LiteRT REF (the exported .tflite): {record['litert_mismatching_images']} of {len(rtl)} images' "
+              "logits differ from the RTL's")
     print(markdown_table(("images", "mismatching", "RTL top-1 %", "golden top-1 %", "cycles / image",
                           "model cycles", f"frames/s at {clock:.1f} MHz", "sim s / image"),
                          [(len(images), len(mismatching), f"{record['rtl_top1']:.2f}", f"{record['golden_top1']:.2f}",
@@ -177,7 +193,7 @@ def main(argv=None):
     if args.json is not None:
         with atomic_path(args.json) as partial:
             Path(partial).write_text(json.dumps(record, indent=1) + "\n")
-    return 1 if mismatching else 0
+    return 1 if mismatching or record.get("litert_mismatching_images") else 0
 
 
 if __name__ == "__main__":
