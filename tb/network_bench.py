@@ -1,7 +1,7 @@
 """cocotb bench: a quantized network's memory images run on the NPU (hdl/controller.py), image after image.
 
-Per image the bench writes the int8 input through the host port, starts the whole program once in ``step`` mode and,
-at each pause (and at ``done`` for the last layer), reads the layer's output tensor and compares it with
+Per image the bench writes the int8 input into the activation memory, starts the whole program once in ``step`` mode and,
+at each pause (and at ``done`` for the last layer), reads the layer's output tensor (both through VPI: ``engine_io.ActivationBanks``) and compares it with
 ``golden.engine.run_layer`` on the golden images; the last tensor is compared with ``golden.network.run``'s logits
 too. Then it reads the per-layer counters and the program's cycle counter. ``tb/network_cases.py`` launches it and
 turns the summary into tables, JSON and repro bundles.
@@ -15,7 +15,7 @@ import numpy as np
 from cocotb.triggers import FallingEdge
 from tqdm import tqdm
 
-from engine_io import first_mismatch, read_counters, read_tensor, start_program, wait_for, write_tensor
+from engine_io import ActivationBanks, first_mismatch, read_counters, start_program, tensor_words, wait_for
 from golden.controller import LAYER_OVERHEAD, program_cycles
 from golden.engine import run_layer
 from golden.images import MemoryImages, read_images, store_activation
@@ -37,20 +37,21 @@ async def network_matches_golden(dut):
 
     await reset(dut, start=0, step=0, resume=0, host__write=0, weight_load__write=0, bias_load__write=0,
                 descriptor_load__write=0, counter_address=0, layer_count=len(descriptors))
+    memory = ActivationBanks(dut.engine.activations, config)
     results = []
     for index, x in enumerate(tqdm(inputs, desc="images", unit="image", disable=not args["progress"])):
         started = time.perf_counter()
         golden = MemoryImages(activation=np.zeros_like(images.activation), weights=images.weights, bias=images.bias,
                               channel_shift=images.channel_shift)
         store_activation(golden.activation, x, base=source["base"], pitch=source["row_pitch"], config=config)
-        await write_tensor(dut, x, base=source["base"], pitch=source["row_pitch"], config=config)
+        memory.write(golden.activation, *tensor_words(x.shape, source["base"], source["row_pitch"], config))
         await start_program(dut, len(descriptors), step=1)
         mismatch, got = None, None
         for layer, descriptor in enumerate(descriptors):
             last = layer == len(descriptors) - 1
             await wait_for(dut, "done" if last else "paused", budget)
             expected, acc = run_layer(descriptor, golden, config)
-            got = await read_tensor(dut, descriptor, config)
+            got = memory.tensor(descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch)
             count, message = first_mismatch(Expected(f"image {args['indices'][index]}, layer {layer} {names[layer]}",
                                                      expected, acc), got)
             if message and mismatch is None:
