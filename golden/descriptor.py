@@ -61,6 +61,10 @@ class LayerDescriptor:
         ``weight_code_bits == 2``), whose ``weight_base`` then counts code words (docs/memory.md section 2a).
     codebook0, codebook1, codebook2, codebook3 : int
         With two-bit codes: the int8 weight each code stands for (ascending); 0 otherwise.
+    table, table_base : int
+        ``table`` 1: every requantized output ``q`` becomes ``T[q + 128]`` of the 256-entry int8 table ``T`` number
+        ``table_base`` of the table memory (an elementwise activation fused after the layer, ``golden.activation``;
+        docs/memory.md section 3a); ``table`` 0 and ``table_base`` 0 otherwise.
     """
 
     kind: str
@@ -100,6 +104,8 @@ class LayerDescriptor:
     codebook1: int = 0
     codebook2: int = 0
     codebook3: int = 0
+    table: int = 0
+    table_base: int = 0
 
     @property
     def in_shape(self):
@@ -151,6 +157,7 @@ def descriptor_fields(config):
         ("multiplier2", config.multiplier_bits, False), ("shift2", config.layer_shift_bits, True),
         ("weight_format", 1, False),
         ("codebook0", 8, True), ("codebook1", 8, True), ("codebook2", 8, True), ("codebook3", 8, True),
+        ("table", 1, False), ("table_base", address_bits(config.table_depth), False),
     )
 
 
@@ -200,6 +207,9 @@ def check_descriptor(descriptor, config):
             raise ValueError(f"{name} must be 0 or in [2**30, 2**31), not {getattr(d, name)!r}")
     _check_add(d)
     _check_weight_format(d, config)
+    if d.table_base >= (config.table_depth if d.table else 1):
+        raise ValueError(f"table_base {d.table_base} must be below table_depth {config.table_depth} with table 1, "
+                         f"and 0 with table 0")
     if d.qmin > d.qmax:
         raise ValueError(f"qmin {d.qmin} exceeds qmax {d.qmax}")
     for axis, size, kernel, stride, before, out in (
@@ -327,4 +337,4 @@ def unbounded_config(config):
 
     Placement probes and cycle counts of whole networks use it; it describes no hardware to build.
     """
-    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20)
+    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20, table_depth=1 << 12)

@@ -4,11 +4,13 @@
 ``golden.pool``, ``golden.requant``) on the tensors that ``golden.images`` reads out of the images. A global average
 pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``; a two-bit layer's
 code words are decoded with its descriptor's codebook (``golden.layouts.decode_code_words``); a residual add reads its
-second input too and hands the requantizer ``golden.add.rescaled_sum`` with channel shift 0.
+second input too and hands the requantizer ``golden.add.rescaled_sum`` with channel shift 0. A layer with the
+``table`` flag looks every requantized output up in its activation table (``golden.activation.lookup``).
 """
 
 import numpy as np
 
+from .activation import lookup
 from .add import descriptor_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d
 from .descriptor import check_descriptor
@@ -24,8 +26,8 @@ def run_layer(descriptor, images, config):
     """Run one layer on :class:`golden.images.MemoryImages` as the engine does; the output is stored in the images.
 
     Returns:
-        ``(output, accumulators)``: the int8 output tensor ``(Ho, Wo, Cout)`` and the int32 values the requantizer
-        received (bias included; for a pool ``GAP_WEIGHT`` times the window sums; for an add the rescaled sum).
+        ``(output, accumulators)``: the int8 output tensor ``(Ho, Wo, Cout)`` (after the layer's table, if it has
+        one) and the int32 values the requantizer received (bias included; for a pool ``GAP_WEIGHT`` times the window sums; for an add the rescaled sum).
     """
     check_descriptor(descriptor, config)
     d = descriptor
@@ -55,6 +57,8 @@ def run_layer(descriptor, images, config):
     output = requantize(acc, d.multiplier, d.shift, channel_shift, d.output_zero_point, d.qmin, d.qmax)
     if expected is not None and not np.array_equal(output, expected):
         raise AssertionError("average_pool_params is not exact for this window")  # the proof above says never
+    if d.table:
+        output = lookup(output, images.tables[d.table_base])
     store_activation(images.activation, output, base=d.out_base, pitch=d.out_row_pitch, config=config)
     return output, acc
 

@@ -26,11 +26,15 @@ __all__ = [
     "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
     "CODE_BITS", "CODE_WORDS_PER_WORD", "join_code_words", "split_code_words", "weight_codes", "decode_code_words",
+    "TABLE_ENTRIES",
 ]
 
 #: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
 #: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
 CODE_BITS = 2
+
+#: Entries of one activation table (one per int8 input; docs/memory.md section 3a).
+TABLE_ENTRIES = 256
 
 #: Two-bit code words per weight memory word (``8 lanes**2`` bits hold four ``2 lanes**2``-bit code words).
 CODE_WORDS_PER_WORD = 8 // CODE_BITS

@@ -3,8 +3,10 @@
 Weights and biases are placed one layer after another (a two-bit layer's code words four to a weight word, from a word
 boundary); activation tensors get regions of the activation memory by
 first fit when they are written, each freed after the last layer of any kind (engine or host) that reads it, the
-network output never (docs/memory.md section 5); a residual add's two inputs both live until the add.
-``golden.images`` writes the images of a placed network.
+network output never (docs/memory.md section 5); a residual add's two inputs both live until the add. An elementwise
+activation (a 256-entry table) is fused into the engine layer that produces its input when nothing else reads that
+input: the layer looks its outputs up in the table (descriptor ``table``, ``table_base``) and writes the activation's
+output; the tensor between them is never stored. ``golden.images`` writes the images of a placed network.
 """
 
 import dataclasses
@@ -27,7 +29,10 @@ def plan_network(network, config):
     engine; their weights and biases are placed one layer after another, their tensors by first fit over the
     activation memory when they are written (host layers' outputs too: the host writes them there), each freed after
     the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
-    freed. Descriptors are checked against a configuration whose
+    freed. An ``activation`` layer whose input an engine layer wrote and nothing else reads (nor is it the network
+    output) is fused into that layer: its table gets the next table of the table memory (``table_base``) and the layer
+    writes the activation's output; any other activation stays a host layer. Descriptors are checked against a
+    configuration whose
     depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
     ``words`` say what it needs). On an engine with the two-bit decoder (``config.weight_code_bits == 2``) a layer with
     a ``codebook`` is stored as two-bit codes (descriptor ``weight_format`` 1 and its codebook): its code words start
@@ -39,9 +44,12 @@ def plan_network(network, config):
         config: the :class:`golden.config.NPUConfig` whose layouts place it.
     Returns:
         dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
-        flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none) and ``descriptor``), ``tensors`` (by
-        name: ``base``, ``row_pitch``, ``shape``, ``words``), ``host_layers`` (``name`` and ``kind`` of the layers the
-        engine does not run), ``words`` (words needed: ``activation``, ``weights``, ``bias``) and ``config``
+        flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none), ``output`` (the tensor written: the
+        layer's, or its fused activation's), ``activation`` (the fused activation layer, ``None`` for none),
+        ``table`` (its int8 table) and ``descriptor``), ``tensors`` (by
+        name: ``base``, ``row_pitch``, ``shape``, ``words``; a fused layer's intermediate tensor has none),
+        ``host_layers`` (``name`` and ``kind`` of the layers the engine does not run), ``words`` (words needed:
+        ``activation``, ``weights``, ``bias``, ``tables``) and ``config``
         (``config`` with its depths raised to ``words``: the one the descriptors are checked against).
     Raises:
         ValueError: a layer with per-channel multipliers, which the engine does not store.
@@ -49,6 +57,12 @@ def plan_network(network, config):
     shapes = {name: tensor.shape for name, tensor in network.tensors.items()}
     aliases = {}
     entries, host_layers = [], []
+    readers = {}                  # tensor -> layers reading it
+    for layer in network.layers:
+        for name in layer.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producers = {}                # tensor -> the engine entry that writes it
+    tables = []
     decoder = config.weight_code_bits == CODE_BITS
     weight_word = bias_base = 0   # the next free weight word and bias word
     for layer in network.layers:
@@ -56,11 +70,23 @@ def plan_network(network, config):
         if kind == "flatten":
             aliases[layer.output] = aliases.get(layer.input, layer.input)
             continue
+        if kind == "activation":
+            producer = producers.get(layer.input)
+            if producer is not None and producer["activation"] is None and readers[layer.input] == 1 \
+                    and layer.input != network.output:
+                producer.update(output=layer.output, activation=layer, table=np.asarray(layer.table))
+                producer["params"].update(table=1, table_base=len(tables))
+                tables.append(np.asarray(layer.table))
+                producers[layer.output] = producer
+            else:
+                host_layers.append({"name": layer.name, "kind": kind})
+            continue
         source = aliases.get(layer.inputs[0], layer.inputs[0])
         in_shape = shapes[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
         entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], input2=None,
-                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
+                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook),
+                     output=layer.output, activation=None, table=None)
         if kind == "add" and tuple(shapes[aliases.get(layer.inputs[1], layer.inputs[1])]) == tuple(shapes[source]) \
                 == tuple(shapes[layer.output]):     # elementwise (a broadcasting add stays a host layer)
             entry.update(kind="add", kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), out_channels=in_shape[2],
@@ -112,11 +138,15 @@ def plan_network(network, config):
             entry["bias_base"] = bias_base
             bias_base += groups(entry["out_channels"], config)
         entries.append(entry)
+        producers[layer.output] = entry
 
     # Activation regions: first fit over [0, inf) when written, a tensor freed after the last layer (engine or host)
     # that reads it; the network output lives to the end.
+    # A fused layer writes its activation's output (and the activation is no step of its own).
     tensors, live = {}, {}
-    steps = [layer for layer in network.layers if layer.kind != "flatten"]
+    fused = {entry["layer"].output: entry["output"] for entry in entries if entry["activation"] is not None}
+    fused_names = {entry["activation"].name for entry in entries if entry["activation"] is not None}
+    steps = [layer for layer in network.layers if layer.kind != "flatten" and layer.name not in fused_names]
     last_read = {aliases.get(name, name): index for index, layer in enumerate(steps) for name in layer.inputs}
     last_read[aliases.get(network.output, network.output)] = len(steps)
 
@@ -134,16 +164,18 @@ def plan_network(network, config):
 
     allocate(INPUT, shapes[INPUT])
     for index, layer in enumerate(steps):
-        allocate(layer.output, shapes[layer.output])
-        for name in [name for name in live if last_read.get(name, -1) <= index and name != layer.output]:
+        output = fused.get(layer.output, layer.output)
+        allocate(output, shapes[output])
+        for name in [name for name in live if last_read.get(name, -1) <= index and name != output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
-             "weights": weight_word, "bias": bias_base}
+             "weights": weight_word, "bias": bias_base, "tables": len(tables)}
     big = dataclasses.replace(config, act_depth=max(config.act_depth, words["activation"]),
                               weight_depth=max(config.weight_depth, words["weights"]),
-                              bias_depth=max(config.bias_depth, words["bias"]))
+                              bias_depth=max(config.bias_depth, words["bias"]),
+                              table_depth=max(config.table_depth, words["tables"]))
     for entry in entries:
-        source, output = tensors[entry["input"]], tensors[entry["layer"].output]
+        source, output = tensors[entry["input"]], tensors[entry["output"]]
         if entry["input2"] is not None:
             second = tensors[entry["input2"]]
             entry["params"].update(in2_base=second["base"], in2_row_pitch=second["row_pitch"])

@@ -15,7 +15,7 @@ from .layouts import activation_location, groups
 
 __all__ = ["Step", "steps", "AddStep", "add_steps", "issue_cycles", "layer_cycles", "pixels_per_pass",
            "groups_per_pass", "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY",
-           "ADD_SEQUENCER_LATENCY", "ADD_WRITE_LATENCY"]
+           "ADD_SEQUENCER_LATENCY", "ADD_WRITE_LATENCY", "TABLE_LATENCY"]
 
 # The RTL sums these from named pipeline stages (hdl.sequencer.Sequencer, hdl.engine.Engine); a test checks each sum.
 #: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``): setup 3
@@ -28,15 +28,18 @@ FETCH_LATENCY = 2
 #: operands, products, accumulators, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
 REDUCE_LATENCY = 3
 DRAIN_LATENCY = 4
+#: Cycles of the activation table stage after the requantizer (``hdl.memory.TableMemory.latency``): every layer's
+#: words pass it, looked up or not.
+TABLE_LATENCY = 2
 #: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
-#: bias memory 2, bias add 1, requantizer 9.
-WRITE_LATENCY = 13
+#: bias memory 2, bias add 1, requantizer 9, table 2.
+WRITE_LATENCY = 15
 #: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
 ADD_SEQUENCER_LATENCY = 2
 #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
 #: (``hdl.engine.Engine.add_write_latency``): add unit 7 (``hdl.add.AddUnit.latency``: bank select and centring,
-#: products, high half, rounding right shift 3, sum), requantizer 9.
-ADD_WRITE_LATENCY = 16
+#: products, high half, rounding right shift 3, sum), requantizer 9, table 2.
+ADD_WRITE_LATENCY = 18
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,8 @@ spec (kernel 1x1, stride 1, no padding, output channels = input channels) draws 
 zero points and an output scale that the flavour's gain spreads or saturates. A layer whose flavour has a codebook has
 two-bit weights: on an engine with the decoder (``weight_code_bits`` 2) they are stored as codes (descriptor
 ``weight_format`` 1, code words at code-word bases that start anywhere in a weight word), else as their int8 values.
+A flavour with a ``table`` gets an activation table after its requantizer (random, identity or constant entries, in
+the table memory; the expected output looked up in it).
 :func:`two_bit_layers` mixes int8 and two-bit layers by a list of codebooks; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
 descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points,
@@ -27,15 +29,16 @@ import dataclasses
 import numpy as np
 
 from . import network
+from .activation import activation_table, lookup
 from .add import add, add_descriptor_fields, add_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weight_codes, store_weights
-from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
+from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, activation_words, groups, row_pitch, weight_words
 from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
 from .requant import quantize_multiplier, requantize
 
-__all__ = ["Case", "Flavour", "CLAMPS", "random_layers", "two_bit_layers", "fitted_config",
+__all__ = ["Case", "Flavour", "CLAMPS", "TABLES", "random_layers", "two_bit_layers", "fitted_config",
            "constrained_random_layer", "named_specs", "small_network", "chained_program", "mutated_descriptor"]
 
 #: Clamp bounds a flavour can ask for: the whole int8 range, ReLU ``[zp, 127]``, ReLU6 ``[zp, zp + six]``, and a
@@ -73,6 +76,9 @@ class Flavour:
     scale_ratio : float or None
         A residual add's ``log2(scale2 / scale1)``; ``None`` draws it in ``[-6, 6]``. Beyond about 30 the smaller
         input's rescaling has shift -31, beyond 32 multiplier 0.
+    table : str or None
+        An activation table fused after the requantizer (descriptor ``table``): one of :data:`TABLES` (random
+        entries, the identity, one constant), or ``None`` for none.
     """
 
     input_zero_point: object = None
@@ -85,7 +91,11 @@ class Flavour:
     codebook: object = None
     zero_multiplier: bool = False
     scale_ratio: object = None
+    table: object = None
 
+
+#: The activation tables a flavour can ask for (:func:`_table`).
+TABLES = ("random", "identity", "constant")
 
 #: The benches' flavours by name (``"edge-zp"`` alternates its input zero point between -128 and 127 by layer index).
 FLAVOURS = {"plain": Flavour(), "saturate": Flavour(gain=3000.0), "relu6": Flavour(gain=200.0, clamp="relu6"),
@@ -97,7 +107,7 @@ class Case:
     """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it.
 
     ``channel_shift`` holds the output channels' k_c (zeros for a pool), ``codebook`` the four int8 weights of a
-    two-bit layer (``None``: int8 weights or a pool).
+    two-bit layer (``None``: int8 weights or a pool), ``table`` the layer's activation table (``None``: none).
     """
     name: str
     descriptor: object
@@ -105,6 +115,7 @@ class Case:
     acc: np.ndarray
     channel_shift: np.ndarray
     codebook: object = None
+    table: object = None
 
 
 def fitted_config(specs, config):
@@ -163,7 +174,8 @@ def constrained_random_layer(seed, index, config):
     residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift -31 or multiplier 0),
     strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
     :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
-    multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
+    multipliers over their range and layer shifts of both signs; a quarter with an activation table of
+    :data:`TABLES` at a random table). Its input, output, weights and biases lie at random
     bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
     ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
     code word (pools and adds have no weights). Always legal per :func:`golden.descriptor.check_descriptor`.
@@ -186,6 +198,8 @@ def named_specs(rows, prefix):
     def label(flavour):
         if isinstance(flavour, str):
             return flavour
+        if flavour.table is not None:
+            return f"{flavour.clamp} table {flavour.table}"
         return f"zp {flavour.input_zero_point} scale ratio 2**{flavour.scale_ratio:g}"
     return [(f"{prefix}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
              f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {label(flavour)}",
@@ -195,13 +209,14 @@ def named_specs(rows, prefix):
 
 def small_network(rng, config):
     """A small quantized :class:`golden.network.Network` with random parameters, input 9x9x3 (the images' and the
-    controller's tests): conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own
-    scales and zero points) -> 1x1 conv -> global pool -> flatten -> fully connected."""
+    controller's tests): conv 3x3 -> LeakyReLU (a table, fused into the conv on the engine) -> depthwise 3x3 stride 2
+    -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own scales and zero points) -> 1x1 conv ->
+    global pool -> flatten -> fully connected."""
     def weighted(cls, name, source, weights, channels, k_max=15, **extra):
         return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
                    channel_shift=rng.integers(0, k_max + 1, size=channels), weight_scale=np.ones(channels), **extra)
-    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
+    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "h0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
               "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
     tensors = {name: network.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)),
                                  zero_point=int(rng.integers(-20, 20))) for name, shape in shapes.items()}
@@ -212,7 +227,10 @@ def small_network(rng, config):
     layers = (
         weighted(network.Conv2D, "c0", network.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
                  stride=(1, 1), padding=(1, 1, 1, 1)),
-        weighted(network.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
+        network.Activation(name="h0", input="c0", output="h0", function="leaky_relu", alpha=0.1,
+                           table=activation_table("leaky_relu", tensors["c0"].scale, tensors["c0"].zero_point,
+                                                  tensors["h0"].scale, tensors["h0"].zero_point, alpha=0.1)),
+        weighted(network.DepthwiseConv2D, "d1", "h0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
                  stride=(2, 2), padding=(1, 1, 1, 1), k_max=1),      # the add's inputs spread over int8
         weighted(network.Conv2D, "e2", "d1", rng.integers(-127, 128, size=(12, 1, 1, 12)), 12, k_max=1),
         network.Add(name="a3", inputs=("d1", "e2"), output="a3", params=add_params(*t["d1"], *t["e2"], *t["a3"])),
@@ -303,6 +321,11 @@ def _draw(specs, placements, config, seed):
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
             out_zero_point = int(rng.integers(-80, 81))
         qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
+        table = None
+        if f.table is not None:
+            table = _table(rng, f.table)
+            images.tables[place["table"]] = table
+            fields.update(table=1, table_base=place["table"])
         fields = dict(dict(input_zero_point=zero_point, multiplier=multiplier, shift=shift,
                            output_zero_point=out_zero_point), **fields)
         descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
@@ -313,7 +336,7 @@ def _draw(specs, placements, config, seed):
                                          out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
         check_descriptor(descriptor, config)
         layer = dict(x=x, x2=x2, params=params, weights=weights, bias=bias, channel_shift=channel_shift,
-                     stride=stride, padding=padding, descriptor=descriptor)
+                     stride=stride, padding=padding, descriptor=descriptor, table=table)
         cases.append(_case(layer, name, f.codebook))
     return images, cases
 
@@ -416,8 +439,19 @@ def _case(layer, name, codebook):
             acc = _op(d.kind)(x[None], weights, layer["bias"], stride=layer["stride"], padding=layer["padding"],
                               input_zero_point=d.input_zero_point)[0]
         expected = requantize(acc, d.multiplier, d.shift, layer["channel_shift"], d.output_zero_point, d.qmin, d.qmax)
+    if layer["table"] is not None:
+        expected = lookup(expected, layer["table"])
     return Case(name=name, descriptor=d, expected=expected, acc=acc, channel_shift=layer["channel_shift"],
-                codebook=codebook)
+                codebook=codebook, table=layer["table"])
+
+
+def _table(rng, kind):
+    # An activation table of TABLES: random int8 entries, the identity (entry i is i - 128) or one random constant.
+    if kind == "random":
+        return rng.integers(-128, 128, size=TABLE_ENTRIES)
+    if kind == "identity":
+        return np.arange(-128, 128)
+    return np.full(TABLE_ENTRIES, int(rng.integers(-128, 128)))
 
 
 def _op(kind):
@@ -436,7 +470,7 @@ def _place(specs, config):
     # Regions for every layer: inputs (an add's two) and outputs one after another, then weights and biases; and the
     # words needed. A two-bit layer's code words start at quarter (index mod 4) of a fresh weight word, so that the
     # benches read code words from every quarter.
-    act = weights = bias = 0
+    act = weights = bias = tables = 0
     placements = []
     for index, spec in enumerate(specs):
         probe = _probe(spec, config)
@@ -450,10 +484,11 @@ def _place(specs, config):
         in_words = activation_words(probe.in_shape, config)
         inputs = 2 if probe.kind == "add" else 1
         placements.append({"in": act, "in2": act + in_words, "out": act + inputs * in_words,
-                           "weights": 0 if unweighted else base, "bias": 0 if unweighted else bias})
+                           "weights": 0 if unweighted else base, "bias": 0 if unweighted else bias, "table": tables})
         act += inputs * in_words + activation_words(probe.out_shape, config)
         bias += 0 if unweighted else groups(probe.out_channels, config)
-    return placements, {"act": act, "weight": weights, "bias": bias}
+        tables += _flavour(spec[-1], index).table is not None
+    return placements, {"act": act, "weight": weights, "bias": bias, "table": tables}
 
 
 def _random_place(rng, spec, config):
@@ -479,7 +514,8 @@ def _random_place(rng, spec, config):
     out_base = out_base if out_base < before else out_base - before + in_base + in_words
     place = {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
              "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
-             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1)),
+             "table": int(rng.integers(0, config.table_depth))}
     if probe.kind == "add":
         place.update(weights=0, bias=0)                  # an add's descriptor holds none
         if rng.random() < 0.15:
@@ -545,7 +581,8 @@ def _random_spec(rng, config, two_bit):
                       codebook=_random_codebook(rng, ties) if coded else None,
                       zero_multiplier=bool(rng.random() < 0.01),
                       # an add's input rescalings: now and then of shift -31 or multiplier 0 (2**-30.5, 2**-34)
-                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None)
+                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None,
+                      table=str(rng.choice(TABLES)) if rng.random() < 0.25 else None)
     name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
             f"p{''.join(map(str, padding))} {style}")
     return name, kind, shape, cout, kernel, stride, padding, flavour

@@ -104,7 +104,7 @@ async def check_layer(dut, config, case, memory, before):
 async def regression(dut):
     args = bench_args()
     config = NPUConfig.from_json(args["config"])
-    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
+    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0, table_load__write=0)
     memory = ActivationBanks(dut, config)
     if "replay" in args:
         await replay_bundle(dut, config, memory, args)

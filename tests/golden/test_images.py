@@ -23,10 +23,13 @@ def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
     net = small_network(rng, config)
     summary = write_images(net, tmp_path)
     assert summary["fits"] and not summary["host_layers"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "tables.hex",
+                                                            "weights.hex"]
     read_config, images, descriptors, _ = read_images(tmp_path)
     assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "add", "conv", "average_pool",
                                              "fully_connected"]
+    assert [d.table for d in descriptors] == [1, 0, 0, 0, 0, 0, 0]        # LeakyReLU h0 fused into conv c0
+    np.testing.assert_array_equal(images.tables[0], net.layer("h0").table)
 
     trace = _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
     assert len(np.unique(trace.tensors["a3"])) > 20        # the add's outputs spread: a live check of its arithmetic
@@ -39,10 +42,11 @@ def _assert_runs_as_the_network(net, summary, config, images, descriptors, rng):
     placed = summary["tensors"][gnet.INPUT]
     store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
     _, trace = gnet.run(net, x[None], keep=True)
-    engine_layers = [layer for layer in net.layers if layer.kind != "flatten"]
-    for descriptor, layer in zip(descriptors, engine_layers):   # the engine's whole job: one descriptor after another
+    assert len(descriptors) == len(summary["layers"])
+    for descriptor, entry in zip(descriptors, summary["layers"]):   # the engine's whole job: one after another
         output, _ = run_layer(descriptor, images, config)
-        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[layer.output][0].reshape(-1), layer.name)
+        tensor = net.layer(entry["activation"] or entry["name"]).output     # a fused activation's output
+        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[tensor][0].reshape(-1), entry["name"])
     return trace
 
 
@@ -92,7 +96,8 @@ def test_mixed_network_images_hold_codes_four_to_a_word_and_run_as_the_network(t
     config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16, weight_code_bits=2)
     net = _mixed_network(rng, config)
     summary = write_images(net, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "tables.hex",
+                                                            "weights.hex"]
     lines = (tmp_path / "weights.hex").read_text().splitlines()
     assert all(len(line) == 8 * 8 * 8 // 4 for line in lines)          # 512-bit words: 128 hex digits
     read_config, images, descriptors, _ = read_images(tmp_path)
