@@ -11,15 +11,18 @@ import dataclasses
 import numpy as np
 
 from .conv import conv_output_size
-from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, address_bits, groups, pack_fields, row_pitch, unpack_fields,
-                      weight_words)
-from .pool import MAX_POOL_COUNT
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, UNWEIGHTED, address_bits, groups, pack_fields, row_pitch,
+                      unpack_fields, weight_words)
+from .pool import MAX_POOL_COUNT, MAX_POOL_PARAMS
 
-__all__ = ["KINDS", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
+__all__ = ["KINDS", "UNWEIGHTED", "PER_ROW", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
            "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
 
 #: Layer kinds and their descriptor codes.
-KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4}
+KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4, "max_pool": 5}
+
+#: Kinds walked one output pixel per MAC row (``golden.sequencer``): depthwise and its weightless twin, max pooling.
+PER_ROW = ("depthwise", "max_pool")
 
 #: Weight formats of a layer with weights: int8 words, or two-bit codes decoded by the layer's codebook (an engine
 #: with ``weight_code_bits == 2``; docs/memory.md section 2a).
@@ -37,7 +40,9 @@ class LayerDescriptor:
     -------
     kind : str
         One of :data:`KINDS`. A fully connected layer is a convolution whose kernel covers its whole input (a 1x1
-        input, or the ``(H, W)`` map a flatten came from); a global average pool's kernel is its whole input.
+        input, or the ``(H, W)`` map a flatten came from); a global average pool's kernel is its whole input. A
+        ``max_pool`` walks its windows as a depthwise layer does (padding never wins) and passes the window maximum
+        through the requantizer unchanged (:data:`golden.pool.MAX_POOL_PARAMS`).
     in_height, in_width, in_channels, out_height, out_width, out_channels : int
         Tensor shapes (HWC, batch 1).
     kernel_height, kernel_width, stride_height, stride_width : int
@@ -124,13 +129,14 @@ class LayerDescriptor:
 
     @property
     def macs(self):
-        """Multiply-accumulates of the layer as usually counted (padded taps included; a pool counts one per input)."""
+        """Multiply-accumulates of the layer as usually counted (padded taps included; a pool counts one per input, a
+        max pool one comparison per tap)."""
         if self.kind == "average_pool":
             return self.in_height * self.in_width * self.in_channels
         if self.kind == "add":
             return 0
         window = self.kernel_height * self.kernel_width
-        per_output = window if self.kind == "depthwise" else window * self.in_channels
+        per_output = window if self.kind in PER_ROW else window * self.in_channels
         return self.out_height * self.out_width * self.out_channels * per_output
 
 
@@ -219,7 +225,7 @@ def check_descriptor(descriptor, config):
         if not 0 <= after < kernel or before >= kernel or conv_output_size(size, kernel, stride, before, after) != out:
             raise ValueError(f"out_{axis} {out} does not follow from in_{axis} {size}, kernel {kernel}, "
                              f"stride {stride} and padding {before}")
-    if d.kind in ("depthwise", "average_pool") and d.in_channels != d.out_channels:
+    if d.kind in ("depthwise", "average_pool", "max_pool") and d.in_channels != d.out_channels:
         raise ValueError(f"a {d.kind} layer keeps its channels: in_channels {d.in_channels} != "
                          f"out_channels {d.out_channels}")
     if d.kind in ("fully_connected", "average_pool"):
@@ -231,6 +237,11 @@ def check_descriptor(descriptor, config):
             raise ValueError(f"average pool window {d.in_height}x{d.in_width} exceeds {MAX_POOL_COUNT} elements")
         if d.input_zero_point or d.output_zero_point:
             raise ValueError("an average pool runs with zero points 0 (input and output share their quantization)")
+    if d.kind == "max_pool":
+        if any(getattr(d, name) != value for name, value in MAX_POOL_PARAMS.items()):
+            raise ValueError(f"a max pool passes its maximum unchanged: {MAX_POOL_PARAMS} (golden.pool.MAX_POOL_PARAMS)")
+        if d.weight_base or d.bias_base or d.weight_format:
+            raise ValueError("a max pool has no weights or biases: weight_base, bias_base and weight_format must be 0")
     in_words = d.in_height * d.in_row_pitch
     out_words = d.out_height * d.out_row_pitch
     for side, width, channels, pitch, base, words in (
@@ -255,7 +266,7 @@ def check_descriptor(descriptor, config):
                              f"{config.act_depth}")
         if d.in2_base < d.out_base + out_words and d.out_base < d.in2_base + in2_words:
             raise ValueError("the second input and output tensors overlap in the activation memory")
-    elif d.kind != "average_pool":
+    elif d.kind not in UNWEIGHTED:
         # Two-bit layers count code words, four to a memory word (docs/memory.md section 2a).
         capacity = config.weight_depth * (CODE_WORDS_PER_WORD if d.weight_format else 1)
         if d.weight_base + weight_words(d, config) > capacity:

@@ -2,7 +2,9 @@
 
 :func:`run_layer` is what ``hdl/engine.py`` does to its memories, computed with the golden ops (``golden.conv``,
 ``golden.pool``, ``golden.requant``) on the tensors that ``golden.images`` reads out of the images. A global average
-pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``; a two-bit layer's
+pool runs on the requantizer with ``golden.pool.GAP_WEIGHT`` and ``golden.pool.average_pool_params``, a max pool
+hands it the window maxima (``golden.pool.max_pool2d``) to pass unchanged (``golden.pool.MAX_POOL_PARAMS``); a two-bit
+layer's
 code words are decoded with its descriptor's codebook (``golden.layouts.decode_code_words``); a residual add reads its
 second input too and hands the requantizer ``golden.add.rescaled_sum`` with channel shift 0. A layer with the
 ``table`` flag looks every requantized output up in its activation table (``golden.activation.lookup``).
@@ -16,7 +18,7 @@ from .conv import conv2d, depthwise_conv2d
 from .descriptor import check_descriptor
 from .images import load_activation, read_code_words, store_activation
 from .layouts import decode_code_words, weight_words
-from .pool import GAP_WEIGHT, global_average_pool
+from .pool import GAP_WEIGHT, global_average_pool, max_pool2d
 from .requant import requantize
 
 __all__ = ["run_layer"]
@@ -27,7 +29,8 @@ def run_layer(descriptor, images, config):
 
     Returns:
         ``(output, accumulators)``: the int8 output tensor ``(Ho, Wo, Cout)`` (after the layer's table, if it has
-        one) and the int32 values the requantizer received (bias included; for a pool ``GAP_WEIGHT`` times the window sums; for an add the rescaled sum).
+        one) and the int32 values the requantizer received (bias included; for a pool ``GAP_WEIGHT`` times the
+        window sums; for a max pool the window maxima; for an add the rescaled sum).
     """
     check_descriptor(descriptor, config)
     d = descriptor
@@ -43,6 +46,10 @@ def run_layer(descriptor, images, config):
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         channel_shift = np.zeros(channels, dtype=np.int64)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
+    elif d.kind == "max_pool":
+        acc = max_pool2d(x[None], (d.kernel_height, d.kernel_width), stride=(d.stride_height, d.stride_width),
+                         padding=d.padding)[0]
+        channel_shift = np.zeros(channels, dtype=np.int64)
     else:
         words = -(-channels // lanes)
         bias = images.bias[d.bias_base:d.bias_base + words].reshape(-1)[:channels]

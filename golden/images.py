@@ -16,7 +16,7 @@ from .descriptor import decode_descriptor, descriptor_fields, encode_descriptor
 from .hexfile import read_hex, write_hex
 from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, activation_location, bias_word_width, groups,
                       join_code_words, pack_bias_words, pack_words, row_pitch, split_code_words, unpack_bias_words,
-                      unpack_words, weight_codes, weight_word_span, weight_words)
+                      unpack_words, UNWEIGHTED, weight_codes, weight_word_span, weight_words)
 from .placement import plan_network
 
 __all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_weight_codes",
@@ -224,7 +224,7 @@ def write_images(network, directory):
         layer, descriptor = entry["layer"], entry["descriptor"]
         if descriptor.table:
             images.tables[descriptor.table_base] = entry["table"]
-        if descriptor.kind not in ("average_pool", "add"):
+        if descriptor.kind not in UNWEIGHTED:
             weights = layer.weights
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)

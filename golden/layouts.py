@@ -26,12 +26,15 @@ __all__ = [
     "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
     "CODE_BITS", "CODE_WORDS_PER_WORD", "join_code_words", "split_code_words", "weight_codes", "decode_code_words",
-    "TABLE_ENTRIES",
+    "TABLE_ENTRIES", "UNWEIGHTED",
 ]
 
 #: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
 #: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
 CODE_BITS = 2
+
+#: Layer kinds without weights or biases.
+UNWEIGHTED = ("average_pool", "add", "max_pool")
 
 #: Entries of one activation table (one per int8 input; docs/memory.md section 3a).
 TABLE_ENTRIES = 256
@@ -73,7 +76,7 @@ def weight_words(descriptor, config):
     """Weight memory words of a layer: ``Gout*KH*KW*Gin`` (conv, fully connected) or ``ceil(C/lanes**2)*KH*KW``
     (depthwise); 0 for pools and adds."""
     window = descriptor.kernel_height * descriptor.kernel_width
-    if descriptor.kind in ("average_pool", "add"):
+    if descriptor.kind in UNWEIGHTED:
         return 0
     if descriptor.kind == "depthwise":
         return -(-descriptor.out_channels // config.macs) * window

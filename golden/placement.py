@@ -14,10 +14,10 @@ import dataclasses
 import numpy as np
 
 from .add import add_descriptor_fields
-from .descriptor import LayerDescriptor, layer_descriptor
+from .descriptor import MAX_PAD, LayerDescriptor, layer_descriptor
 from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .network import INPUT
-from .pool import average_pool_params
+from .pool import MAX_POOL_PARAMS, average_pool_params
 
 __all__ = ["plan_network"]
 
@@ -25,8 +25,8 @@ __all__ = ["plan_network"]
 def plan_network(network, config):
     """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
 
-    Conv, depthwise, fully connected (after a flatten too), global average pool and residual add layers run on the
-    engine; their weights and biases are placed one layer after another, their tensors by first fit over the
+    Conv, depthwise, fully connected (after a flatten too), global average pool, residual add and max pool (strides
+    1 and 2, padding up to ``golden.descriptor.MAX_PAD``) layers run on the engine; their weights and biases are placed one layer after another, their tensors by first fit over the
     activation memory when they are written (host layers' outputs too: the host writes them there), each freed after
     the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
     freed. An ``activation`` layer whose input an engine layer wrote and nothing else reads (nor is it the network
@@ -104,12 +104,17 @@ def plan_network(network, config):
                 and tuple(layer.padding) == (0, 0, 0, 0):
             entry.update(kind="average_pool", kernel=in_shape[:2], stride=(1, 1), padding=(0, 0, 0, 0),
                          out_channels=in_shape[2])
+        elif kind == "max_pool" and set(layer.stride) <= {1, 2} and max(layer.padding) <= MAX_PAD:
+            entry.update(kind="max_pool", kernel=tuple(layer.kernel), stride=tuple(layer.stride),
+                         padding=tuple(layer.padding), out_channels=in_shape[2])
         else:
             host_layers.append({"name": layer.name, "kind": kind})
             continue
         entry["in_shape"] = in_shape
         if entry["kind"] == "add":
             entry["params"] = dict(add_descriptor_fields(layer.params), qmin=int(layer.qmin), qmax=int(layer.qmax))
+        elif entry["kind"] == "max_pool":
+            entry["params"] = dict(MAX_POOL_PARAMS, qmin=-128, qmax=127)
         elif entry["kind"] == "average_pool":
             count = in_shape[0] * in_shape[1]
             multiplier, shift = average_pool_params(count)

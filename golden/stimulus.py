@@ -34,8 +34,9 @@ from .add import add, add_descriptor_fields, add_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weight_codes, store_weights
-from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, activation_words, groups, row_pitch, weight_words
-from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, UNWEIGHTED, activation_words, groups, row_pitch,
+                      weight_words)
+from .pool import GAP_WEIGHT, MAX_POOL_PARAMS, average_pool_params, global_average_pool, max_pool2d
 from .requant import quantize_multiplier, requantize
 
 __all__ = ["Case", "Flavour", "CLAMPS", "TABLES", "random_layers", "two_bit_layers", "fitted_config",
@@ -154,7 +155,7 @@ def two_bit_layers(specs, codebooks, config, seed):
     if len(codebooks) != len(specs):
         raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
     for (name, kind, *_), codebook in zip(specs, codebooks):
-        if kind in ("average_pool", "add") and codebook is not None:
+        if kind in UNWEIGHTED and codebook is not None:
             raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
     mixed = []
     for index, ((name, *rest, flavour), codebook) in enumerate(zip(specs, codebooks)):
@@ -170,13 +171,13 @@ def constrained_random_layer(seed, index, config):
     """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images)``.
 
     The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
-    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool,
-    residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift -31 or multiplier 0),
-    strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
-    :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
-    multipliers over their range and layer shifts of both signs; a quarter with an activation table of
-    :data:`TABLES` at a random table). Its input, output, weights and biases lie at random
-    bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
+    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise and max pool likewise, fully connected,
+    global average pool, residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift
+    -31 or multiplier 0), strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the
+    lanes, and a random :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties,
+    live k_c 0..15, multipliers over their range and layer shifts of both signs; a quarter with an activation table of
+    :data:`TABLES` at a random table). Its input, output, weights and biases lie at random bases of ``config``'s
+    memories, with random row pitches; ``images`` holds only this layer. With
     ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
     code word (pools and adds have no weights). Always legal per :func:`golden.descriptor.check_descriptor`.
     """
@@ -198,9 +199,11 @@ def named_specs(rows, prefix):
     def label(flavour):
         if isinstance(flavour, str):
             return flavour
-        if flavour.table is not None:
-            return f"{flavour.clamp} table {flavour.table}"
-        return f"zp {flavour.input_zero_point} scale ratio 2**{flavour.scale_ratio:g}"
+        parts = [f"zp {flavour.input_zero_point}" if flavour.input_zero_point is not None else "",
+                 f"scale ratio 2**{flavour.scale_ratio:g}" if flavour.scale_ratio is not None else "",
+                 "tiny" if flavour.tiny_inputs else "", flavour.clamp,
+                 f"table {flavour.table}" if flavour.table is not None else ""]
+        return " ".join(part for part in parts if part)
     return [(f"{prefix}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
              f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {label(flavour)}",
              kind, shape, cout, kernel, stride, padding, flavour)
@@ -308,6 +311,10 @@ def _draw(specs, placements, config, seed):
         elif kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
             out_zero_point = 0
+        elif kind == "max_pool":
+            # zero points 0 whatever the inputs' spread (input and output share their quantization)
+            fields = dict(MAX_POOL_PARAMS)
+            multiplier, shift, out_zero_point = fields["multiplier"], fields["shift"], fields["output_zero_point"]
         else:
             channel_shift = f.k_low + rng.integers(0, f.k_span + 1, size=cout)
             weights, layer_codes = _weights(rng, f, kind, shape, cout, kernel, channel_shift)
@@ -431,6 +438,11 @@ def _case(layer, name, codebook):
     elif d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
+    elif d.kind == "max_pool":
+        window = dict(stride=layer["stride"], padding=layer["padding"])
+        kernel = (d.kernel_height, d.kernel_width)
+        acc = max_pool2d(x[None], kernel, **window)[0]
+        expected = max_pool2d(x[None], kernel, **window, qmin=d.qmin, qmax=d.qmax)[0]
     else:
         if d.kind == "fully_connected" and x.shape[:2] == (1, 1):
             acc = fully_connected(x.reshape(1, -1), weights.reshape(d.out_channels, -1), layer["bias"],
@@ -462,8 +474,9 @@ def _op(kind):
 def _probe(spec, config):
     # The descriptor of a spec's geometry at base 0 (minimal pitches), for sizes.
     _, kind, shape, cout, kernel, stride, padding, _ = spec
+    params = MAX_POOL_PARAMS if kind == "max_pool" else {"input_zero_point": 0}
     return layer_descriptor(kind, shape, cout, config=unbounded_config(config), kernel=kernel, stride=stride,
-                            padding=padding, in_base=0, out_base=activation_words(shape, config), input_zero_point=0)
+                            padding=padding, in_base=0, out_base=activation_words(shape, config), **params)
 
 
 def _place(specs, config):
@@ -474,7 +487,7 @@ def _place(specs, config):
     placements = []
     for index, spec in enumerate(specs):
         probe = _probe(spec, config)
-        unweighted = probe.kind in ("average_pool", "add")   # reads no weights and no biases
+        unweighted = probe.kind in UNWEIGHTED   # reads no weights and no biases
         base = weights
         if _coded(_flavour(spec[-1], index), config):
             base = weights * CODE_WORDS_PER_WORD + index % CODE_WORDS_PER_WORD
@@ -504,7 +517,7 @@ def _random_place(rng, spec, config):
     (in_words, out_words, in2_words), depth = words, config.act_depth
     weight_count = weight_words(probe, config)
     weight_capacity = config.weight_depth * (CODE_WORDS_PER_WORD if _coded(spec[-1], config) else 1)
-    bias_count = 0 if probe.kind in ("average_pool", "add") else groups(probe.out_channels, config)
+    bias_count = 0 if probe.kind in UNWEIGHTED else groups(probe.out_channels, config)
     if in_words + out_words > depth or weight_count > weight_capacity or bias_count > config.bias_depth:
         return None
     in_base = int(rng.integers(0, depth - in_words - out_words + 1))
@@ -516,8 +529,9 @@ def _random_place(rng, spec, config):
              "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
              "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1)),
              "table": int(rng.integers(0, config.table_depth))}
+    if probe.kind in ("add", "max_pool"):
+        place.update(weights=0, bias=0)                  # their descriptors hold none
     if probe.kind == "add":
-        place.update(weights=0, bias=0)                  # an add's descriptor holds none
         if rng.random() < 0.15:
             place.update(in2=in_base, in2_pitch=pitches[0])
         else:
@@ -533,8 +547,8 @@ def _random_place(rng, spec, config):
 def _random_spec(rng, config, two_bit):
     # A spec over the legal descriptor space (see constrained_random_layer), sized for a regression's memories.
     lanes = config.lanes
-    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add"],
-                          p=[0.42, 0.32, 0.09, 0.09, 0.08]))
+    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add", "max_pool"],
+                          p=[0.38, 0.28, 0.09, 0.09, 0.08, 0.08]))
 
     def channels(most):
         # A multiple of the lanes, or any count.
@@ -542,7 +556,7 @@ def _random_spec(rng, config, two_bit):
 
     stride = (1, 1)
     padding = (0, 0, 0, 0)
-    if kind in ("conv", "depthwise"):
+    if kind in ("conv", "depthwise", "max_pool"):
         size = int(rng.integers(1, 8))
         kernel = (size, size) if rng.random() < 0.8 else tuple(int(k) for k in rng.integers(1, 8, size=2))
         stride = tuple(int(s) for s in rng.integers(1, 3, size=2)) if rng.random() < 0.3 else (int(rng.integers(1, 3)),) * 2
@@ -571,7 +585,7 @@ def _random_spec(rng, config, two_bit):
         kernel, cout = (1, 1), shape[2]
     style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
     zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
-    unweighted = kind in ("average_pool", "add")
+    unweighted = kind in UNWEIGHTED
     coded = two_bit and not unweighted and rng.random() < 0.5   # half the weighted layers two-bit
     span = 0 if coded or unweighted else int(rng.integers(0, 4 if style == "ties" else 7))
     ties = int(rng.integers(0, 6 - span)) if style == "ties" and kind != "add" else None   # weights up to 2**6

@@ -225,7 +225,8 @@ class Controller(wiring.Component):
             "stride": 0,
             "padding": (d.pad_top >= d.kernel_height) | (d.pad_left >= d.kernel_width),
             "output_size": 0,
-            "channels": (kind["depthwise"] | kind["average_pool"] | is_add) & (d.in_channels != d.out_channels),
+            "channels": (kind["depthwise"] | kind["average_pool"] | is_add | kind["max_pool"])
+                        & (d.in_channels != d.out_channels),
             "window": ((kind["fully_connected"] | kind["average_pool"])
                        & ((d.kernel_height != d.in_height) | (d.kernel_width != d.in_width)
                           | (d.stride_height != 1) | (d.stride_width != 1)))

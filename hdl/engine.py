@@ -17,8 +17,9 @@ them, and the requantizer applies the output rescaling (channel shift 0)::
 
 Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
 zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word; a global average pool
-uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool). Result words get their bias and channel shifts
-from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/requant.py``) and the table stage (a
+uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool), and a max pool (walked as a depthwise
+layer) the MAC array's max mode. Result words get their bias and channel shifts from the bias memory (a pool or max
+pool uses 0 and 0; a max pool's requantization is the identity, ``golden.pool.MAX_POOL_PARAMS``), go through the requantizer (``hdl/requant.py``) and the table stage (a
 layer with the descriptor's ``table`` flag takes each lane's entry of its activation table, ``hdl.memory.TableMemory``;
 the others pass the requantized word, delayed alike) and are written to the activation memory at the addresses the
 sequencer computed for their pass.
@@ -213,6 +214,7 @@ class Engine(wiring.Component):
         m.d.sync += [
             control.word_select.eq(stage.act_bank), control.word_valid.eq(stage.act_valid),
             control.weight_select.eq(stage.weight_row), control.diagonal.eq(stage.out.pool),
+            control.max.eq(stage.out.max),
             control.first.eq(stage.first), control.last.eq(stage.last), control.per_row.eq(stage.out.depthwise),
             control.meta.eq(stage.out), control_valid.eq(stage_valid),
         ]
@@ -285,7 +287,7 @@ class Engine(wiring.Component):
                 located.acc.eq(result.acc),
                 located.bank.eq(meta.bank + pixel + second),
                 located.address.eq(Mux(second, meta.address_next, meta.address)),
-                located.pool.eq(meta.pool),
+                located.pool.eq(meta.pool | meta.max),       # no bias, k_c 0
                 bias_address.eq(meta.bias_address + second),
             ]
         m.d.comb += biases.address.eq(bias_address)

@@ -40,6 +40,10 @@ LAYERS = [(f"{kind}-{'x'.join(map(str, shape))}{'-' + flavour.table if flavour.t
               ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1), Flavour(table="random")),
               ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(table="constant")),
               ("add", (3, 5, 6), 6, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(table="random")),
+              # max pools: inputs mostly -128 (padding never wins), ResNet's 3x3/2, 2x2/2 (YOLO), a table after one
+              ("max_pool", (5, 7, 6), 6, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(input_zero_point=-128, tiny_inputs=True)),
+              ("max_pool", (4, 6, 10), 10, (2, 2), (2, 2), (0, 0, 0, 0), PLAIN),
+              ("max_pool", (4, 5, 4), 4, (3, 3), (1, 1), (1, 1, 1, 1), Flavour(table="random", clamp="relu")),
           )]
 SEED = 2026
 
