@@ -66,6 +66,11 @@ class LayerDescriptor:
         ``weight_code_bits == 2``), whose ``weight_base`` then counts code words (docs/memory.md section 2a).
     codebook0, codebook1, codebook2, codebook3 : int
         With two-bit codes: the int8 weight each code stands for (ascending); 0 otherwise.
+    out_skew : int
+        The output's words go to bank ``(x + g + out_skew) mod lanes`` (``golden.layouts.activation_location``): with
+        ``out_base = B + g0 * ceil(out_width / lanes)`` and ``out_skew = g0 mod lanes`` the layer writes channel groups
+        ``g0 ..`` of the tensor at ``B`` (row pitch ``out_row_pitch``): its slice of a concatenation
+        (``golden.placement``). 0 otherwise.
     table, table_base : int
         ``table`` 1: every requantized output ``q`` becomes ``T[q + 128]`` of the 256-entry int8 table ``T`` number
         ``table_base`` of the table memory (an elementwise activation fused after the layer, ``golden.activation``;
@@ -111,6 +116,7 @@ class LayerDescriptor:
     codebook3: int = 0
     table: int = 0
     table_base: int = 0
+    out_skew: int = 0
 
     @property
     def in_shape(self):
@@ -164,6 +170,7 @@ def descriptor_fields(config):
         ("weight_format", 1, False),
         ("codebook0", 8, True), ("codebook1", 8, True), ("codebook2", 8, True), ("codebook3", 8, True),
         ("table", 1, False), ("table_base", address_bits(config.table_depth), False),
+        ("out_skew", max(1, config.lane_bits), False),
     )
 
 

@@ -66,7 +66,8 @@ def run_layer(descriptor, images, config):
         raise AssertionError("average_pool_params is not exact for this window")  # the proof above says never
     if d.table:
         output = lookup(output, images.tables[d.table_base])
-    store_activation(images.activation, output, base=d.out_base, pitch=d.out_row_pitch, config=config)
+    store_activation(images.activation, output, base=d.out_base, pitch=d.out_row_pitch, config=config,
+                     skew=d.out_skew)
     return output, acc
 
 

@@ -59,8 +59,9 @@ class MemoryImages:
                    tables=np.zeros((config.table_depth, TABLE_ENTRIES), dtype=np.int8))
 
 
-def store_activation(activation, x, *, base, config, pitch=None):
-    """Write an int8 tensor ``(H, W, C)`` into an activation image at ``base``; padding lanes are written as 0.
+def store_activation(activation, x, *, base, config, pitch=None, skew=0):
+    """Write an int8 tensor ``(H, W, C)`` into an activation image at ``base`` (banks turned by ``skew``,
+    :func:`golden.layouts.activation_location`); padding lanes are written as 0.
 
     Returns:
         The row pitch used (default: :func:`golden.layouts.row_pitch`).
@@ -74,20 +75,20 @@ def store_activation(activation, x, *, base, config, pitch=None):
     padded = np.zeros((height, width, count * lanes), dtype=np.int8)
     padded[..., :channels] = x
     y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
-    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config, skew=skew)
     if address.size and (address.min() < 0 or address.max() >= activation.shape[1]):
         raise ValueError(f"a tensor {x.shape} at {base} does not fit {activation.shape[1]} words per bank")
     activation[bank, address] = padded.reshape(height, width, count, lanes)
     return pitch
 
 
-def load_activation(activation, shape, *, base, config, pitch=None):
+def load_activation(activation, shape, *, base, config, pitch=None, skew=0):
     """Read a tensor ``(H, W, C)`` back from an activation image (inverse of :func:`store_activation`)."""
     height, width, channels = shape
     pitch = row_pitch(width, channels, config) if pitch is None else pitch
     count = groups(channels, config)
     y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
-    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config, skew=skew)
     words = activation[bank, address].reshape(height, width, count * config.lanes)
     return words[..., :channels].astype(np.int64)
 
@@ -183,17 +184,17 @@ def write_images(network, directory):
     """Write the engine's ROM images of a quantized network into ``directory``; return a JSON-able summary.
 
     Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool,
-    residual add) gets its weights and biases placed one after another and a descriptor; activation tensors get
-    regions of the activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
+    residual add, max pool) gets its weights and biases placed one after another and a descriptor (an activation
+    fused into it, a concatenation placed by its producers); activation tensors get regions of the activation memory
+    (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
     Files: ``weights.hex`` (``lanes**2 * 8``-bit words: int8 layers' weight words and, on an engine with
     ``weight_code_bits == 2``, the two-bit layers' code words four to a word, docs/memory.md section 2a),
     ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then shifts, :func:`golden.layouts.bias_word_fields`),
     ``descriptors.hex`` (one :func:`golden.descriptor.encode_descriptor` word per engine layer, a two-bit layer's
     codebook in it), ``tables.hex`` (8-bit words: the activation tables fused into engine layers, 256 entries each,
-    docs/memory.md section 3a) and ``memory.json`` (the summary). Layers the engine does not run (pools other than the global
-    average, broadcasting adds, activations not fused into an engine layer, the layers of issue 14 not yet in
-    hardware) are listed under ``host_layers``; memories
-    larger than the configuration are reported with ``fits: false`` rather than refused, so that a network too large
+    docs/memory.md section 3a) and ``memory.json`` (the summary). Layers the engine does not run (average pools other
+    than the global one, broadcasting adds, activations not fused into an engine layer, concatenations not placed,
+    elementwise Mul) are listed under ``host_layers``; memories larger than the configuration are reported with ``fits: false`` rather than refused, so that a network too large
     for the on-chip memories still gets its images.
 
     Args:

@@ -64,10 +64,15 @@ def activation_words(shape, config):
     return height * row_pitch(width, channels, config)
 
 
-def activation_location(y, x, group, *, base, pitch, width, config):
-    """``(bank, address)`` of the word holding channel group ``group`` of pixel ``(y, x)`` (broadcasting arrays)."""
+def activation_location(y, x, group, *, base, pitch, width, config, skew=0):
+    """``(bank, address)`` of the word holding channel group ``group`` of pixel ``(y, x)`` (broadcasting arrays).
+
+    ``skew`` turns the banks: a tensor stored at ``base = B + g0 * ceil(width / lanes)`` with ``skew = g0`` (mod
+    ``lanes``) is channel groups ``g0 ..`` of the tensor at ``B`` with the same pitch (a slice of a concatenation,
+    docs/memory.md section 1).
+    """
     y, x, group = (np.asarray(v, dtype=np.int64) for v in (y, x, group))
-    bank = (x + group) % config.lanes
+    bank = (x + group + skew) % config.lanes
     address = base + y * pitch + group * -(-width // config.lanes) + x // config.lanes
     return bank, address
 

@@ -177,7 +177,7 @@ def constrained_random_layer(seed, index, config):
     lanes, and a random :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties,
     live k_c 0..15, multipliers over their range and layer shifts of both signs; a quarter with an activation table of
     :data:`TABLES` at a random table). Its input, output, weights and biases lie at random bases of ``config``'s
-    memories, with random row pitches; ``images`` holds only this layer. With
+    memories (the output's banks turned by a random ``out_skew`` in 3 layers of 10), with random row pitches; ``images`` holds only this layer. With
     ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
     code word (pools and adds have no weights). Always legal per :func:`golden.descriptor.check_descriptor`.
     """
@@ -340,7 +340,8 @@ def _draw(specs, placements, config, seed):
                                       weight_base=place["weights"], bias_base=place["bias"], qmin=qmin, qmax=qmax,
                                       **fields)
         descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
-                                         out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
+                                         out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch,
+                                         out_skew=place.get("out_skew", 0))
         check_descriptor(descriptor, config)
         layer = dict(x=x, x2=x2, params=params, weights=weights, bias=bias, channel_shift=channel_shift,
                      stride=stride, padding=padding, descriptor=descriptor, table=table)
@@ -528,7 +529,8 @@ def _random_place(rng, spec, config):
     place = {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
              "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
              "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1)),
-             "table": int(rng.integers(0, config.table_depth))}
+             "table": int(rng.integers(0, config.table_depth)),
+             "out_skew": int(rng.integers(0, config.lanes)) if rng.random() < 0.3 else 0}
     if probe.kind in ("add", "max_pool"):
         place.update(weights=0, bias=0)                  # their descriptors hold none
     if probe.kind == "add":

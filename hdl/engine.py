@@ -360,7 +360,8 @@ class Engine(wiring.Component):
         ]
         target = _target_layout(config)
         where = Signal(target, name="requant_target0")
-        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank)),
+        # the descriptor's out_skew turns the output's banks (a slice of a concatenation, docs/memory.md section 1)
+        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank) + d.out_skew),
                      where.address.eq(Mux(adding, summed.meta.address, biased.address))]
         return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)
 

@@ -95,7 +95,7 @@ async def read_tensor(dut, descriptor, config):
     d = descriptor
     image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
     latency = 2
-    words = _locations(d.out_shape, d.out_base, d.out_row_pitch, config)
+    words = _locations(d.out_shape, d.out_base, d.out_row_pitch, config, skew=d.out_skew)
     for cycle in range(len(words) + latency):
         await FallingEdge(dut.clk)
         if cycle >= latency:
@@ -103,15 +103,15 @@ async def read_tensor(dut, descriptor, config):
             image[bank, address] = unpack_lanes(dut.host__read_data.value.to_unsigned(), 8, config.lanes)
         if cycle < len(words):
             dut.host__bank.value, dut.host__address.value = words[cycle]
-    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config, skew=d.out_skew)
 
 
-def _locations(shape, base, pitch, config):
+def _locations(shape, base, pitch, config, skew=0):
     # (bank, address) of every word of a tensor, pixel by pixel, channel group innermost.
     height, width, channels = shape
     y, x, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(groups(channels, config)), indexing="ij")
     banks, addresses = activation_location(y.ravel(), x.ravel(), g.ravel(), base=base, pitch=pitch, width=width,
-                                           config=config)
+                                           config=config, skew=skew)
     return list(zip(banks.tolist(), addresses.tolist()))
 
 

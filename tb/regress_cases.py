@@ -182,7 +182,8 @@ def output_words(descriptor, config):
     d = descriptor
     y, x, g = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), np.arange(groups(d.out_channels, config)),
                           indexing="ij")
-    return activation_location(y, x, g, base=d.out_base, pitch=d.out_row_pitch, width=d.out_width, config=config)
+    return activation_location(y, x, g, base=d.out_base, pitch=d.out_row_pitch, width=d.out_width, config=config,
+                               skew=d.out_skew)
 
 
 def compare_memory(before, after, descriptor, config):
@@ -193,7 +194,7 @@ def compare_memory(before, after, descriptor, config):
     changed = np.any(after != before, axis=2)
     changed[banks, addresses] = False
     got = load_activation(after, descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch,
-                          config=config)
+                          config=config, skew=descriptor.out_skew)
     return got, [tuple(map(int, word)) for word in np.argwhere(changed)]
 
 

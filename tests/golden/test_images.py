@@ -243,3 +243,67 @@ def test_max_pool_and_fused_tables_run_as_the_network(tmp_path):
     for name in ("c0", "h2", "c3", "a6", "g7"):
         np.testing.assert_array_equal(outputs[name], trace.tensors[name][0], name)
     assert len(np.unique(outputs["h2"])) > 10 and (outputs["g7"] != 0).any()
+
+
+def _concat_network(rng, config, branch_channels):
+    """conv 3x3 (3 -> 16) -> three 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second) ->
+    concat -> 1x1 conv -> global pool: a SqueezeNet fire block."""
+    def conv(name, source, cin, cout, kernel=1):
+        return gnet.Conv2D(name=name, input=source, output=name,
+                           weights=rng.integers(-127, 128, size=(cout, kernel, kernel, cin)),
+                           bias=rng.integers(-500, 500, size=cout), multiplier=int(rng.integers(1 << 30, 1 << 31)),
+                           shift=-int(rng.integers(7, 10)), channel_shift=np.zeros(cout, dtype=np.int64),
+                           weight_scale=np.ones(cout), padding=(kernel // 2,) * 4)
+    total = sum(branch_channels)
+    q = gnet.Tensor(shape=(6, 7, 16), scale=0.1, zero_point=-5)
+    tensors = {gnet.INPUT: gnet.Tensor(shape=(6, 7, 3), scale=0.05, zero_point=3), "c0": q}
+    layers = [conv("c0", gnet.INPUT, 3, 16, kernel=3)]
+    inputs = []
+    for index, channels in enumerate(branch_channels):
+        name = f"b{index}"
+        layers.append(conv(name, "c0", 16, channels))
+        tensors[name] = dataclasses.replace(q, shape=(6, 7, channels))
+        if index == 1:
+            layers.append(gnet.Activation(name="r1", input=name, output="r1", function="leaky_relu", alpha=0.1,
+                                          table=activation_table("leaky_relu", q.scale, q.zero_point, q.scale,
+                                                                 q.zero_point, alpha=0.1)))
+            tensors["r1"], name = tensors[name], "r1"
+        inputs.append(name)
+    layers += [gnet.Concat(name="cat", inputs=tuple(inputs), output="cat"), conv("c4", "cat", total, 8),
+               gnet.AveragePool(name="g5", input="c4", output="g5")]
+    tensors.update(cat=dataclasses.replace(q, shape=(6, 7, total)), c4=dataclasses.replace(q, shape=(6, 7, 8)),
+                   g5=dataclasses.replace(q, shape=(1, 1, 8)))
+    return gnet.Network(layers=tuple(layers), tensors=tensors, output="g5", config=config)
+
+
+def test_concat_by_placement_runs_as_the_network(tmp_path):
+    rng = np.random.default_rng(12)
+    net = _concat_network(rng, NPUConfig(act_depth=256, weight_depth=64, bias_depth=16), (8, 16, 5))
+    summary = write_images(net, tmp_path)
+    assert summary["host_layers"] == []
+    tensors = summary["tensors"]
+    cat = tensors["cat"]
+    wg = 1                                                         # ceil(7 / 8) words per channel group and row
+    # Slices start at channel groups 0, 1 and 3: bases one word per group on, banks turned alike.
+    assert [(tensors[name]["base"] - cat["base"], tensors[name]["skew"], tensors[name]["row_pitch"])
+            for name in ("b0", "r1", "b2")] == [(0, 0, 4 * wg), (1, 1, 4 * wg), (3, 3, 4 * wg)]
+    assert cat["words"] == 6 * 4 * wg + 3 * wg                       # the last slice's region ends inside it
+    config, images, descriptors, _ = read_images(tmp_path)
+    assert [d.out_skew for d in descriptors] == [0, 0, 1, 3, 0, 0]
+    x = rng.integers(-128, 128, size=(6, 7, 3))
+    store_activation(images.activation, x, base=tensors[gnet.INPUT]["base"], config=config)
+    _, trace = gnet.run(net, x[None], keep=True)
+    for descriptor, layer in zip(descriptors, summary["layers"]):
+        output = run_layer(descriptor, images, config)[0]
+        name = layer["activation"] or layer["name"]
+        np.testing.assert_array_equal(output, trace.tensors[name][0], name)
+    whole = load_activation(images.activation, (6, 7, 29), base=cat["base"], pitch=cat["row_pitch"], config=config)
+    np.testing.assert_array_equal(whole, trace.tensors["cat"][0])
+    assert len(np.unique(trace.tensors["g5"])) > 3
+
+
+@pytest.mark.parametrize("branch_channels", [(5, 8), (12, 8, 8)])
+def test_concat_off_the_lanes_stays_a_host_layer(tmp_path, branch_channels):
+    # An input before the last whose channels are not a multiple of the lanes would start the next one inside a word.
+    net = _concat_network(np.random.default_rng(13), NPUConfig(), branch_channels)
+    assert write_images(net, tmp_path)["host_layers"] == [{"name": "cat", "kind": "concat"}]

@@ -91,7 +91,7 @@ def rtl_engine(descriptor, images, *, load=False):
                 ctx.set(dut.host.address, addresses[index][1])
             await ctx.tick()
         result["output"] = load_activation(image, descriptor.out_shape, base=descriptor.out_base,
-                                           config=CONFIG).tolist()
+                                           config=CONFIG, skew=descriptor.out_skew).tolist()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -140,6 +140,15 @@ def test_engine_loaded_through_its_ports(index):
     expected = ref_engine(case.descriptor, images)
     assert expected["output"] == case.expected.tolist()
     assert rtl_engine(case.descriptor, images, load=True) == expected
+
+
+@pytest.mark.parametrize("index, skew", [(1, 3), (5, 1), (8, 2), (14, 3)], ids=["conv", "depthwise", "add", "max_pool"])
+def test_engine_writes_with_its_banks_turned_by_out_skew(index, skew):
+    cases, images = random_layers(LAYERS, CONFIG, SEED)
+    descriptor = dataclasses.replace(cases[index].descriptor, out_skew=skew)
+    expected = ref_engine(descriptor, images)
+    assert expected["output"] == cases[index].expected.tolist()
+    assert rtl_engine(descriptor, images) == expected
 
 
 def rtl_host_port(words):
