@@ -86,8 +86,8 @@ def layer_coverage(case, config):
 
     Bins: kind, kernel, stride, padding, input zero point (extremes / middle), clamp, multiplier quarter of its
     octave, layer shift sign, channel counts multiple of the lanes, two-bit, the layer's saturation and tie shares,
-    the engine (with the two-bit decoder or without), the activation table (random, identity, constant or none), an
-    add's inputs (one tensor or two) and input rescalings
+    the engine (with the two-bit decoder or without), the activation table (random, identity, constant or none), the
+    output's banks (turned by ``out_skew`` or not), an add's inputs (one tensor or two) and input rescalings
     (multiplier 0, shift -31), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct
     values, 2 for outputs of fewer than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
     """
@@ -114,6 +114,7 @@ def layer_coverage(case, config):
         f"saturation share: {_share_bin(saturated.mean())}": outputs,
         f"tie share: {_share_bin(tie.mean())}": outputs,
         f"activation table: {_table_bin(case.table) if d.table else 'none'}": outputs,
+        f"output banks: {'turned (out_skew)' if d.out_skew else 'plain'}": outputs,
     }
     if tie.any():
         for sign, mask in (("negative", case.acc < 0), ("positive", case.acc >= 0)):
@@ -148,11 +149,12 @@ def merge_coverage(total, bins):
 
 #: Bins every default run must hit (``tb/test_regress.py``): both engines, each kind, each weighted kind two-bit and
 #: int8, every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both signs,
-#: both strides and asymmetric padding, channel counts on and off the lanes, each kind of activation table and none, an
-#: add of a tensor to itself and add input rescalings of multiplier 0 and of shift -31.
+#: both strides and asymmetric padding, channel counts on and off the lanes, each kind of activation table and none,
+#: output banks turned and not, an add of a tensor to itself and add input rescalings of multiplier 0 and of shift -31.
 REQUIRED_BINS = (
     *(f"kind: {kind}" for kind in KINDS),
     *(f"activation table: {table}" for table in (*TABLES, "none")),
+    "output banks: turned (out_skew)", "output banks: plain",
     *(f"two-bit: {kind}" for kind in ("conv", "depthwise", "fully_connected", "no")),
     "engine: int8", "engine: two-bit decoder",
     "add: input 2 is input 1", "add: two tensors", "add input rescaling: multiplier 0",
