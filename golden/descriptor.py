@@ -15,8 +15,8 @@ from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, UNWEIGHTED, address_bits, 
                       unpack_fields, weight_words)
 from .pool import MAX_POOL_COUNT, MAX_POOL_PARAMS
 
-__all__ = ["KINDS", "UNWEIGHTED", "PER_ROW", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
-           "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
+__all__ = ["KINDS", "UNWEIGHTED", "PER_ROW", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields",
+           "encode_descriptor", "decode_descriptor", "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
 
 #: Layer kinds and their descriptor codes.
 KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4, "max_pool": 5}
@@ -246,7 +246,8 @@ def check_descriptor(descriptor, config):
             raise ValueError("an average pool runs with zero points 0 (input and output share their quantization)")
     if d.kind == "max_pool":
         if any(getattr(d, name) != value for name, value in MAX_POOL_PARAMS.items()):
-            raise ValueError(f"a max pool passes its maximum unchanged: {MAX_POOL_PARAMS} (golden.pool.MAX_POOL_PARAMS)")
+            raise ValueError(f"a max pool passes its maximum unchanged: {MAX_POOL_PARAMS} "
+                             "(golden.pool.MAX_POOL_PARAMS)")
         if d.weight_base or d.bias_base or d.weight_format:
             raise ValueError("a max pool has no weights or biases: weight_base, bias_base and weight_format must be 0")
     in_words = d.in_height * d.in_row_pitch

@@ -219,8 +219,8 @@ def small_network(rng, config):
         return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
                    channel_shift=rng.integers(0, k_max + 1, size=channels), weight_scale=np.ones(channels), **extra)
-    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "h0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
-              "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
+    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "h0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12),
+              "a3": (5, 5, 12), "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
     tensors = {name: network.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)),
                                  zero_point=int(rng.integers(-20, 20))) for name, shape in shapes.items()}
     tensors["p5"] = dataclasses.replace(tensors["c4"], shape=shapes["p5"], zero_point=0)

@@ -215,7 +215,8 @@ class Sequencer(wiring.Component):
                       "go": Mux(s2, out_groups <= 2, out_groups == 1), "xt": tiles == 1, "y": d.out_height == 1}
         single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
         return types.SimpleNamespace(
-            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, maximum=maximum, s2=s2, in_groups=in_groups, out_groups=out_groups,
+            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, maximum=maximum, s2=s2, in_groups=in_groups,
+            out_groups=out_groups,
             cin_last=cin_last, cout_last=cout_last, igp=igp, ogp=ogp, row_step=row_step, tile=tile,
             tile_step=tile_step, pass_groups=pass_groups, tiles=tiles, pixels_last=pixels_last, bubbles=bubbles,
             top_rows=top_rows, gout_odd=gout_odd, igp_pass=igp_pass, ogp_pass=ogp_pass, gi_reload=gi_reload,

@@ -21,7 +21,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 
-from engine_io import first_mismatch, load_words, run_layer
+from engine_io import ActivationBanks, first_mismatch, load_words, run_layer
 from golden.config import NPUConfig
 from golden.engine import run_layer as golden_run_layer
 from golden.layouts import (TABLE_ENTRIES, UNWEIGHTED, activation_location, groups, pack_bias_words, pack_words,
@@ -33,29 +33,6 @@ from sim import bench_args, reset, write_summary
 
 #: Repro bundles written per build at most (later failures are only counted).
 MAX_BUNDLES = 3
-
-
-class ActivationBanks:
-    """The activation memory's banks through VPI: whole-image reads, word writes (``lanes`` of 8 bits, at most 8)."""
-
-    def __init__(self, dut, config):
-        if config.lanes > 8:
-            raise ValueError("the VPI word conversion handles up to 8 lanes")
-        self.banks = [getattr(dut.activations, f"bank{bank}") for bank in range(config.lanes)]
-        self.config = config
-
-    def read(self):
-        """The whole image ``(lanes, act_depth, lanes)`` int8."""
-        depth, lanes = self.config.act_depth, self.config.lanes
-        words = np.array([[bank[address].value.to_unsigned() for address in range(depth)] for bank in self.banks],
-                         dtype=np.uint64)
-        return words.view(np.int8).reshape(lanes, depth, 8)[..., :lanes]
-
-    def write(self, image, banks, addresses):
-        """Write the words ``image[banks, addresses]`` of an image into the memory."""
-        banks, addresses = np.ravel(banks), np.ravel(addresses)
-        for bank, address, word in zip(banks.tolist(), addresses.tolist(), pack_words(image[banks, addresses], 8)):
-            self.banks[bank][address].value = word
 
 
 async def load_layer(dut, config, case, images, memory):
@@ -109,7 +86,7 @@ async def regression(dut):
     args = bench_args()
     config = NPUConfig.from_json(args["config"])
     await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0, table_load__write=0)
-    memory = ActivationBanks(dut, config)
+    memory = ActivationBanks(dut.activations, config)
     if "replay" in args:
         await replay_bundle(dut, config, memory, args)
         return

@@ -17,7 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import sys  # noqa: E402  (after the environment is set)
 import time
 
-from cli import OneLineErrorParser, comma_list, require_positive
+from cli import OneLineErrorParser, comma_list, int_at_least, require_positive
+from golden.config import NPUConfig
 from tools.quantizer.build import QuantizationError
 from tools.quantizer.calibrate import METHODS as CALIBRATION_METHODS
 from tools.quantizer.datasets import DIGITS_DATASET, FASHION_MNIST_ROOT
@@ -27,6 +28,9 @@ from tools.quantizer.report import format_table
 from tools.quantizer.weights import QUANTIZERS
 
 __all__ = ["main"]
+
+#: The NPU memory depths a quantization's images can be written for (``NPUConfig`` fields).
+MEMORIES = ("act_depth", "weight_depth", "bias_depth", "program_depth")
 
 
 def _parser():
@@ -70,6 +74,11 @@ def _parser():
                         help="evaluation images of the bit sweep (default: %(default)s)")
     parser.add_argument("--shift-bits", type=int, default=4, choices=range(1, 6), metavar="{1..5}",
                         help="bits of the per-channel WESS shift k_c (default: %(default)s)")
+    defaults = NPUConfig()
+    for name in MEMORIES:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int_at_least(2, "two-or-more-word"),
+                            default=getattr(defaults, name),
+                            help="words of the NPU memory the images are written for (default: %(default)s)")
     parser.add_argument("--calibration", default="minmax", choices=CALIBRATION_METHODS,
                         help="activation range method (default: %(default)s)")
     parser.add_argument("--percentile", type=float, default=99.99,
@@ -134,6 +143,8 @@ def main(argv=None):
               calibration=args.calibration, percentile=args.percentile, calib_images=args.calib_images,
               eval_images=args.eval_images, trace_images=args.trace_images, batch_size=args.batch_size,
               jobs=args.jobs, progress=not args.quiet, export_tflite=args.export_tflite,
+              memories={name: getattr(args, name) for name in MEMORIES
+                        if getattr(args, name) != getattr(NPUConfig(), name)},
               command="python tools/quantize.py" + "".join(f" {a}" for a in (argv if argv is not None
                                                                              else sys.argv[1:])))
     try:

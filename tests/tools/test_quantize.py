@@ -431,3 +431,17 @@ def test_litert_quantizer_export_tflite_option(tmp_path, capsys):
         quantize.main(["--export-tflite", str(tmp_path), "--out", str(tmp_path / "q2")])
     assert exit_info.value.code == 2 and "is a folder" in capsys.readouterr().err
     assert not (tmp_path / "q2").exists()
+
+
+def test_memory_depths_size_the_npu_the_images_are_written_for(tiny, tmp_path):
+    model, data = tiny
+    common = ["--model", str(model), "--data", str(data), "--methods", "wess", "--calib-images", "5", "--quiet",
+              "--sweep-bits", "none"]
+    assert quantize.main(common + ["--out", str(tmp_path / "small"), "--weight-depth", "2"]) == 0
+    small = json.loads((tmp_path / "small" / "memory.json").read_text())
+    assert small["config"]["weight_depth"] == 2 and not small["fits"]
+    assert small["words_needed"]["weights"] > 2 and small["descriptor_config"]["weight_depth"] > 2
+    assert quantize.main(common + ["--out", str(tmp_path / "big"), "--act-depth", "4096", "--program-depth", "8"]) == 0
+    big = json.loads((tmp_path / "big" / "memory.json").read_text())
+    assert big["fits"] and (big["config"]["act_depth"], big["config"]["program_depth"]) == (4096, 8)
+    assert gnet.load(tmp_path / "big").config.act_depth == 4096

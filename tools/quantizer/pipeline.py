@@ -104,6 +104,9 @@ class Job:
         Also write the deployed network as an int8 .tflite model there (:mod:`tools.quantizer.litert`).
     command : str or None
         The command line recorded in results.json.
+    memories : dict
+        Memory depths of the NPU instance the deployed network's images are written for (``NPUConfig`` fields
+        ``act_depth``, ``weight_depth``, ``bias_depth``, ``program_depth``); empty: the default instance's.
     """
     out: str
     model: str = None
@@ -126,6 +129,7 @@ class Job:
     progress: bool = True
     export_tflite: str = None
     command: str = None
+    memories: dict = dataclasses.field(default_factory=dict)
 
 
 def run(job):
@@ -269,7 +273,11 @@ def run(job):
         bench = benchmark(deployed_network, gnet.quantize_input(deployed_network,
                                                                 eval_images[:min(n_eval, LITERT_BENCH_IMAGES)]))
         summary["litert_benchmark"] = dict(bench, line=format_benchmark(bench))
-    _write_outputs(job.out, networks[job.deploy], summary, stats, traces)
+    deployed = networks[job.deploy]
+    if job.memories:
+        # The NPU instance the images are written for: the default's memories resized (the network is unchanged).
+        deployed = dataclasses.replace(deployed, config=dataclasses.replace(deployed.config, **job.memories))
+    _write_outputs(job.out, deployed, summary, stats, traces)
     if job.export_tflite is not None:
         write_file(job.export_tflite, tflite_model)
     return summary

@@ -1,0 +1,92 @@
+"""Whole networks on the NPU's RTL: the build of a quantizer output folder, the bench run, repro bundles.
+
+``tools/run_npu.py`` and ``tb/test_network.py`` call :func:`run_network`; the cocotb module ``tb/network_bench.py``
+runs the images and compares every layer with golden. A mismatching image leaves a bundle (:func:`write_bundle`):
+its input, the layer's expected and actual tensors and accumulators, and the line that names the first difference.
+"""
+
+import collections
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from golden.controller import LAYER_OVERHEAD
+from golden.descriptor import encode_descriptor
+from golden.images import read_images
+from golden.sequencer import layer_cycles
+from hdl.controller import Controller
+from sim import run_bench
+
+__all__ = ["BUNDLES", "Expected", "write_bundle", "network_top", "host_schedule", "run_network"]
+
+#: Where mismatching images leave their repro bundles (``image-<index in the data set>``).
+BUNDLES = Path("build/run_npu")
+
+#: What ``engine_io.first_mismatch`` compares against: a name, the expected tensor and its accumulators.
+Expected = collections.namedtuple("Expected", "name expected acc")
+
+
+def write_bundle(directory, *, x, expected, got, accumulators, mismatch):
+    """Write a repro bundle: ``input.npy`` (int8 NHWC image), ``expected.npy`` / ``got.npy`` / ``accumulators.npy``
+    (the first mismatching layer's tensors; no accumulators when the logits differ from ``golden.network.run``'s)
+    and ``mismatch.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in (("input", x), ("expected", expected), ("got", got), ("accumulators", accumulators)):
+        if array is not None:
+            np.save(directory / f"{name}.npy", np.asarray(array))
+    (directory / "mismatch.json").write_text(json.dumps(mismatch, indent=1) + "\n")
+
+
+def host_schedule(network, summary):
+    """The host layers (``memory.json``'s ``host_layers``) by the engine layer they follow: ``{index: [layer, ..]}``,
+    in network order, index -1 for those before the first engine layer. Fused activations and placed concatenations
+    belong to their engine layers."""
+    engine = {layer["name"]: index for index, layer in enumerate(summary["layers"])}
+    host = {layer["name"] for layer in summary["host_layers"]}
+    schedule, current = {}, -1
+    for layer in network.layers:
+        if layer.name in engine:
+            current = engine[layer.name]
+        elif layer.name in host:
+            schedule.setdefault(current, []).append(layer)
+    return schedule
+
+
+def network_top(directory):
+    """The NPU built with a quantizer output folder's memory images and program (``golden.images.read_images``)."""
+    config, images, descriptors, _ = read_images(directory)
+    return Controller(config, images=images, descriptors=[encode_descriptor(d, config) for d in descriptors])
+
+
+def run_network(directory, inputs, logits, *, indices, sim="verilator", bundles=BUNDLES, progress=True):
+    """Run int8 ``inputs`` (NHWC batch) on the RTL built from ``directory``; compare with golden.
+
+    ``logits`` are ``golden.network.run``'s outputs for ``inputs``; ``indices`` the images' positions in the data set
+    (they name bundles). Returns a dict: ``images`` (per image: ``mismatch`` (None or layer, name, outputs, message,
+    bundle), ``prediction``, ``cycles``, ``seconds``, ``counters``), ``layers`` (per layer: name, kind, MACs, RTL
+    cycles of the first image, model cycles, utilization), ``model_cycles`` and ``build_seconds``.
+    """
+    directory = Path(directory).resolve()
+    config, _, descriptors, summary = read_images(directory)
+    with tempfile.TemporaryDirectory() as scratch:
+        np.save(Path(scratch, "inputs.npy"), np.asarray(inputs, dtype=np.int8))
+        np.save(Path(scratch, "logits.npy"), np.asarray(logits, dtype=np.int8))
+        result = run_bench(network_top(directory), name=f"network_{directory.name}", test_module="network_bench",
+                           sim=sim, args=dict(directory=str(directory), inputs=str(Path(scratch, "inputs.npy")),
+                                              logits=str(Path(scratch, "logits.npy")),
+                                              indices=[int(i) for i in indices], bundles=str(Path(bundles).resolve()),
+                                              progress=progress))
+    for image in result["images"]:
+        if image["mismatch"]:
+            image["bundle"] = str(Path(bundles) / f"image-{indices[image['image']]}")
+    first = result["images"][0]["counters"]
+    layers = []
+    for entry, descriptor, counters in zip(summary["layers"], descriptors, first):
+        macs = descriptor.macs
+        layers.append(dict(name=entry["name"], kind=descriptor.kind, macs=macs, cycles=counters["cycles"],
+                           model_cycles=layer_cycles(descriptor, config),
+                           utilization=100.0 * macs / (config.macs * counters["cycles"])))
+    return dict(images=result["images"], layers=layers, model_cycles=result["model_cycles"],
+                build_seconds=result["build_seconds"], layer_overhead=LAYER_OVERHEAD)
