@@ -47,6 +47,9 @@ class NPUConfig:
     program_depth : int
         Words of the descriptor memory: the most engine layers one program holds (``hdl/controller.py``; MobileNetV2
         runs about 65 with its residual adds).
+    table_depth : int
+        256-entry int8 activation tables the table memory holds (docs/memory.md section 3a): a layer with the
+        descriptor's ``table`` flag looks each requantized output up in table ``table_base``.
 
     Raises
     ------
@@ -66,13 +69,14 @@ class NPUConfig:
     channel_bits: int = 12
     weight_code_bits: int = 8
     program_depth: int = 128
+    table_depth: int = 16
 
     def __post_init__(self):
         for name, low, high in (("lanes", 1, 256), ("acc_bits", 32, 32), ("shift_bits", 1, 5),
                                 ("multiplier_bits", 31, 31), ("layer_shift_bits", 6, 6),
                                 ("act_depth", 2, 1 << 20), ("weight_depth", 2, 1 << 20), ("bias_depth", 2, 1 << 20),
                                 ("dim_bits", 4, 16), ("channel_bits", 4, 16),
-                                ("program_depth", 1, 1 << 16)):
+                                ("program_depth", 1, 1 << 16), ("table_depth", 1, 1 << 12)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bounds = f"{low}" if low == high else f"in [{low}, {high}]"

@@ -30,7 +30,8 @@ __all__ = ["CHECKS", "DESCRIPTOR_LATENCY", "CHECK_LATENCY", "LAUNCH_LATENCY", "S
 #: * ``padding``: padding before the input not below the kernel size;
 #: * ``output_size``: an output size that does not follow from input, kernel, stride and padding (the padding after
 #:   the input it implies lies outside ``[0, kernel)``);
-#: * ``channels``: a depthwise, average pool or add layer whose output channels differ from its input channels;
+#: * ``channels``: a depthwise, average pool, add or max pool layer whose output channels differ from its input
+#:   channels;
 #: * ``window``: a fully connected or average pool kernel that is not the whole input or has a stride other than 1;
 #:   an add that is not 1x1, stride 1, unpadded (its output size then equals its input's: ``output_size``);
 #: * ``row_pitch``: a row pitch below the minimal one (input, output, an add's second input);
@@ -75,7 +76,7 @@ def hardware_error(descriptor, config):
                                               (d.in_width, d.kernel_width, d.stride_width, d.pad_left, d.out_width)):
         if not 0 <= (out - 1) * stride + kernel - size - before < kernel:
             return "output_size"
-    if kind in ("depthwise", "average_pool", "add") and d.in_channels != d.out_channels:
+    if kind in ("depthwise", "average_pool", "add", "max_pool") and d.in_channels != d.out_channels:
         return "channels"
     if kind in ("fully_connected", "average_pool") and ((d.kernel_height, d.kernel_width) != (d.in_height, d.in_width)
                                                         or (d.stride_height, d.stride_width) != (1, 1)):

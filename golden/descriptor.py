@@ -11,15 +11,18 @@ import dataclasses
 import numpy as np
 
 from .conv import conv_output_size
-from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, address_bits, groups, pack_fields, row_pitch, unpack_fields,
-                      weight_words)
-from .pool import MAX_POOL_COUNT
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, UNWEIGHTED, address_bits, groups, pack_fields, row_pitch,
+                      unpack_fields, weight_words)
+from .pool import MAX_POOL_COUNT, MAX_POOL_PARAMS
 
-__all__ = ["KINDS", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields", "encode_descriptor", "decode_descriptor",
-           "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
+__all__ = ["KINDS", "UNWEIGHTED", "PER_ROW", "WEIGHT_FORMATS", "MAX_PAD", "LayerDescriptor", "descriptor_fields",
+           "encode_descriptor", "decode_descriptor", "check_descriptor", "layer_descriptor", "unbounded_config", "weight_address_bits", "CODE_WORDS_PER_WORD"]
 
 #: Layer kinds and their descriptor codes.
-KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4}
+KINDS = {"conv": 0, "depthwise": 1, "fully_connected": 2, "average_pool": 3, "add": 4, "max_pool": 5}
+
+#: Kinds walked one output pixel per MAC row (``golden.sequencer``): depthwise and its weightless twin, max pooling.
+PER_ROW = ("depthwise", "max_pool")
 
 #: Weight formats of a layer with weights: int8 words, or two-bit codes decoded by the layer's codebook (an engine
 #: with ``weight_code_bits == 2``; docs/memory.md section 2a).
@@ -37,7 +40,9 @@ class LayerDescriptor:
     -------
     kind : str
         One of :data:`KINDS`. A fully connected layer is a convolution whose kernel covers its whole input (a 1x1
-        input, or the ``(H, W)`` map a flatten came from); a global average pool's kernel is its whole input.
+        input, or the ``(H, W)`` map a flatten came from); a global average pool's kernel is its whole input. A
+        ``max_pool`` walks its windows as a depthwise layer does (padding never wins) and passes the window maximum
+        through the requantizer unchanged (:data:`golden.pool.MAX_POOL_PARAMS`).
     in_height, in_width, in_channels, out_height, out_width, out_channels : int
         Tensor shapes (HWC, batch 1).
     kernel_height, kernel_width, stride_height, stride_width : int
@@ -61,6 +66,15 @@ class LayerDescriptor:
         ``weight_code_bits == 2``), whose ``weight_base`` then counts code words (docs/memory.md section 2a).
     codebook0, codebook1, codebook2, codebook3 : int
         With two-bit codes: the int8 weight each code stands for (ascending); 0 otherwise.
+    out_skew : int
+        The output's words go to bank ``(x + g + out_skew) mod lanes`` (``golden.layouts.activation_location``): with
+        ``out_base = B + g0 * ceil(out_width / lanes)`` and ``out_skew = g0 mod lanes`` the layer writes channel groups
+        ``g0 ..`` of the tensor at ``B`` (row pitch ``out_row_pitch``): its slice of a concatenation
+        (``golden.placement``). 0 otherwise.
+    table, table_base : int
+        ``table`` 1: every requantized output ``q`` becomes ``T[q + 128]`` of the 256-entry int8 table ``T`` number
+        ``table_base`` of the table memory (an elementwise activation fused after the layer, ``golden.activation``;
+        docs/memory.md section 3a); ``table`` 0 and ``table_base`` 0 otherwise.
     """
 
     kind: str
@@ -100,6 +114,9 @@ class LayerDescriptor:
     codebook1: int = 0
     codebook2: int = 0
     codebook3: int = 0
+    table: int = 0
+    table_base: int = 0
+    out_skew: int = 0
 
     @property
     def in_shape(self):
@@ -118,13 +135,14 @@ class LayerDescriptor:
 
     @property
     def macs(self):
-        """Multiply-accumulates of the layer as usually counted (padded taps included; a pool counts one per input)."""
+        """Multiply-accumulates of the layer as usually counted (padded taps included; a pool counts one per input, a
+        max pool one comparison per tap)."""
         if self.kind == "average_pool":
             return self.in_height * self.in_width * self.in_channels
         if self.kind == "add":
             return 0
         window = self.kernel_height * self.kernel_width
-        per_output = window if self.kind == "depthwise" else window * self.in_channels
+        per_output = window if self.kind in PER_ROW else window * self.in_channels
         return self.out_height * self.out_width * self.out_channels * per_output
 
 
@@ -151,6 +169,8 @@ def descriptor_fields(config):
         ("multiplier2", config.multiplier_bits, False), ("shift2", config.layer_shift_bits, True),
         ("weight_format", 1, False),
         ("codebook0", 8, True), ("codebook1", 8, True), ("codebook2", 8, True), ("codebook3", 8, True),
+        ("table", 1, False), ("table_base", address_bits(config.table_depth), False),
+        ("out_skew", max(1, config.lane_bits), False),
     )
 
 
@@ -200,6 +220,9 @@ def check_descriptor(descriptor, config):
             raise ValueError(f"{name} must be 0 or in [2**30, 2**31), not {getattr(d, name)!r}")
     _check_add(d)
     _check_weight_format(d, config)
+    if d.table_base >= (config.table_depth if d.table else 1):
+        raise ValueError(f"table_base {d.table_base} must be below table_depth {config.table_depth} with table 1, "
+                         f"and 0 with table 0")
     if d.qmin > d.qmax:
         raise ValueError(f"qmin {d.qmin} exceeds qmax {d.qmax}")
     for axis, size, kernel, stride, before, out in (
@@ -209,7 +232,7 @@ def check_descriptor(descriptor, config):
         if not 0 <= after < kernel or before >= kernel or conv_output_size(size, kernel, stride, before, after) != out:
             raise ValueError(f"out_{axis} {out} does not follow from in_{axis} {size}, kernel {kernel}, "
                              f"stride {stride} and padding {before}")
-    if d.kind in ("depthwise", "average_pool") and d.in_channels != d.out_channels:
+    if d.kind in ("depthwise", "average_pool", "max_pool") and d.in_channels != d.out_channels:
         raise ValueError(f"a {d.kind} layer keeps its channels: in_channels {d.in_channels} != "
                          f"out_channels {d.out_channels}")
     if d.kind in ("fully_connected", "average_pool"):
@@ -221,6 +244,12 @@ def check_descriptor(descriptor, config):
             raise ValueError(f"average pool window {d.in_height}x{d.in_width} exceeds {MAX_POOL_COUNT} elements")
         if d.input_zero_point or d.output_zero_point:
             raise ValueError("an average pool runs with zero points 0 (input and output share their quantization)")
+    if d.kind == "max_pool":
+        if any(getattr(d, name) != value for name, value in MAX_POOL_PARAMS.items()):
+            raise ValueError(f"a max pool passes its maximum unchanged: {MAX_POOL_PARAMS} "
+                             "(golden.pool.MAX_POOL_PARAMS)")
+        if d.weight_base or d.bias_base or d.weight_format:
+            raise ValueError("a max pool has no weights or biases: weight_base, bias_base and weight_format must be 0")
     in_words = d.in_height * d.in_row_pitch
     out_words = d.out_height * d.out_row_pitch
     for side, width, channels, pitch, base, words in (
@@ -245,7 +274,7 @@ def check_descriptor(descriptor, config):
                              f"{config.act_depth}")
         if d.in2_base < d.out_base + out_words and d.out_base < d.in2_base + in2_words:
             raise ValueError("the second input and output tensors overlap in the activation memory")
-    elif d.kind != "average_pool":
+    elif d.kind not in UNWEIGHTED:
         # Two-bit layers count code words, four to a memory word (docs/memory.md section 2a).
         capacity = config.weight_depth * (CODE_WORDS_PER_WORD if d.weight_format else 1)
         if d.weight_base + weight_words(d, config) > capacity:
@@ -327,4 +356,4 @@ def unbounded_config(config):
 
     Placement probes and cycle counts of whole networks use it; it describes no hardware to build.
     """
-    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20)
+    return dataclasses.replace(config, act_depth=1 << 20, weight_depth=1 << 20, bias_depth=1 << 20, table_depth=1 << 12)

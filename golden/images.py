@@ -14,9 +14,9 @@ import numpy as np
 from .config import NPUConfig
 from .descriptor import decode_descriptor, descriptor_fields, encode_descriptor
 from .hexfile import read_hex, write_hex
-from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, activation_location, bias_word_width, groups,
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, activation_location, bias_word_width, groups,
                       join_code_words, pack_bias_words, pack_words, row_pitch, split_code_words, unpack_bias_words,
-                      unpack_words, weight_codes, weight_word_span, weight_words)
+                      unpack_words, UNWEIGHTED, weight_codes, weight_word_span, weight_words)
 from .placement import plan_network
 
 __all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_weight_codes",
@@ -37,12 +37,16 @@ class MemoryImages:
         holding two-bit code words (:func:`store_weight_codes`) are the same bits.
     bias, channel_shift : numpy.ndarray
         int64 ``(bias_depth, lanes)``: int32 bias and WESS shift k_c of each lane.
+    tables : numpy.ndarray
+        int8 ``(table_depth, 256)``: the activation tables, entry ``i`` of a table the output for int8 input
+        ``i - 128`` (docs/memory.md section 3a).
     """
 
     activation: np.ndarray
     weights: np.ndarray
     bias: np.ndarray
     channel_shift: np.ndarray
+    tables: np.ndarray
 
     @classmethod
     def empty(cls, config):
@@ -51,11 +55,13 @@ class MemoryImages:
         return cls(activation=np.zeros((lanes, config.act_depth, lanes), dtype=np.int8),
                    weights=np.zeros((config.weight_depth, lanes, lanes), dtype=np.int8),
                    bias=np.zeros((config.bias_depth, lanes), dtype=np.int64),
-                   channel_shift=np.zeros((config.bias_depth, lanes), dtype=np.int64))
+                   channel_shift=np.zeros((config.bias_depth, lanes), dtype=np.int64),
+                   tables=np.zeros((config.table_depth, TABLE_ENTRIES), dtype=np.int8))
 
 
-def store_activation(activation, x, *, base, config, pitch=None):
-    """Write an int8 tensor ``(H, W, C)`` into an activation image at ``base``; padding lanes are written as 0.
+def store_activation(activation, x, *, base, config, pitch=None, skew=0):
+    """Write an int8 tensor ``(H, W, C)`` into an activation image at ``base`` (banks turned by ``skew``,
+    :func:`golden.layouts.activation_location`); padding lanes are written as 0.
 
     Returns:
         The row pitch used (default: :func:`golden.layouts.row_pitch`).
@@ -69,20 +75,20 @@ def store_activation(activation, x, *, base, config, pitch=None):
     padded = np.zeros((height, width, count * lanes), dtype=np.int8)
     padded[..., :channels] = x
     y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
-    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config, skew=skew)
     if address.size and (address.min() < 0 or address.max() >= activation.shape[1]):
         raise ValueError(f"a tensor {x.shape} at {base} does not fit {activation.shape[1]} words per bank")
     activation[bank, address] = padded.reshape(height, width, count, lanes)
     return pitch
 
 
-def load_activation(activation, shape, *, base, config, pitch=None):
+def load_activation(activation, shape, *, base, config, pitch=None, skew=0):
     """Read a tensor ``(H, W, C)`` back from an activation image (inverse of :func:`store_activation`)."""
     height, width, channels = shape
     pitch = row_pitch(width, channels, config) if pitch is None else pitch
     count = groups(channels, config)
     y, xx, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(count), indexing="ij")
-    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config)
+    bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config, skew=skew)
     words = activation[bank, address].reshape(height, width, count * config.lanes)
     return words[..., :channels].astype(np.int64)
 
@@ -178,22 +184,25 @@ def write_images(network, directory):
     """Write the engine's ROM images of a quantized network into ``directory``; return a JSON-able summary.
 
     Every layer the engine runs (conv, depthwise, fully connected — after a flatten too —, global average pool,
-    residual add) gets its weights and biases placed one after another and a descriptor; activation tensors get
-    regions of the activation memory (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
+    residual add, max pool) gets its weights and biases placed one after another and a descriptor (an activation
+    fused into it, a concatenation placed by its producers); activation tensors get regions of the activation memory
+    (first fit, freed after their last reader: :func:`golden.placement.plan_network`).
     Files: ``weights.hex`` (``lanes**2 * 8``-bit words: int8 layers' weight words and, on an engine with
     ``weight_code_bits == 2``, the two-bit layers' code words four to a word, docs/memory.md section 2a),
     ``bias.hex`` (``lanes * (32 + shift_bits)``-bit words: biases, then shifts, :func:`golden.layouts.bias_word_fields`),
     ``descriptors.hex`` (one :func:`golden.descriptor.encode_descriptor` word per engine layer, a two-bit layer's
-    codebook in it) and ``memory.json`` (the summary). Layers the engine does not run (pools other than the global
-    average, broadcasting adds, the layers of issue 14 not yet in hardware) are listed under ``host_layers``; memories
-    larger than the configuration are reported with ``fits: false`` rather than refused, so that a network too large
+    codebook in it), ``tables.hex`` (8-bit words: the activation tables fused into engine layers, 256 entries each,
+    docs/memory.md section 3a) and ``memory.json`` (the summary). Layers the engine does not run (average pools other
+    than the global one, broadcasting adds, activations not fused into an engine layer, concatenations not placed,
+    elementwise Mul) are listed under ``host_layers``; memories larger than the configuration are reported with ``fits: false`` rather than refused, so that a network too large
     for the on-chip memories still gets its images.
 
     Args:
         network: a :class:`golden.network.Network`.
         directory: an existing folder.
     Returns:
-        dict: ``config``, ``files``, ``layers`` (descriptor fields and the layer's ``codebook`` by layer),
+        dict: ``config``, ``files``, ``layers`` (descriptor fields, the layer's ``codebook`` and its fused
+        ``activation``'s name by layer),
         ``tensors`` (placement), ``host_layers``, ``words_needed`` (of each memory), ``weight_memory_bits``
         (``stored``: the weight memory's words as placed, ``int8_layers`` and ``two_bit_layers`` its words of each
         format, ``all_int8``: every layer as int8 words) and ``fits``.
@@ -207,13 +216,16 @@ def write_images(network, directory):
     images = MemoryImages(activation=np.zeros((config.lanes, 1, config.lanes), dtype=np.int8),
                           weights=np.zeros((plan["words"]["weights"], config.lanes, config.lanes), dtype=np.int8),
                           bias=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64),
-                          channel_shift=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64))
+                          channel_shift=np.zeros((plan["words"]["bias"], config.lanes), dtype=np.int64),
+                          tables=np.zeros((plan["words"]["tables"], TABLE_ENTRIES), dtype=np.int8))
     descriptors = []
     word_bits = config.macs * 8
     bits = {"int8_layers": 0, "two_bit_layers": 0, "all_int8": 0}
     for entry in plan["layers"]:
         layer, descriptor = entry["layer"], entry["descriptor"]
-        if descriptor.kind not in ("average_pool", "add"):
+        if descriptor.table:
+            images.tables[descriptor.table_base] = entry["table"]
+        if descriptor.kind not in UNWEIGHTED:
             weights = layer.weights
             if entry.get("flattened"):
                 weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)
@@ -230,12 +242,14 @@ def write_images(network, directory):
         descriptors.append(encode_descriptor(descriptor, big))
     files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), word_bits),
              "bias.hex": (pack_bias_words(images.bias, images.channel_shift, config), bias_word_width(config)),
-             "descriptors.hex": (descriptors, sum(width for _, width, _ in descriptor_fields(big)))}
+             "descriptors.hex": (descriptors, sum(width for _, width, _ in descriptor_fields(big))),
+             "tables.hex": ([int(entry) & 0xFF for entry in images.tables.reshape(-1)], 8)}
     summary = {
         "config": json.loads(config.to_json()),
         "descriptor_config": json.loads(big.to_json()),
         "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
         "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
+                    "activation": None if entry["activation"] is None else entry["activation"].name,
                     "codebook": None if entry["codebook"] is None else entry["codebook"].tolist()}
                    for entry in plan["layers"]],
         "tensors": plan["tensors"],
@@ -243,7 +257,7 @@ def write_images(network, directory):
         "words_needed": plan["words"],
         "weight_memory_bits": {"stored": plan["words"]["weights"] * word_bits, **bits},
         "fits": plan["words"]["activation"] <= config.act_depth and plan["words"]["weights"] <= config.weight_depth
-        and plan["words"]["bias"] <= config.bias_depth,
+        and plan["words"]["bias"] <= config.bias_depth and plan["words"]["tables"] <= config.table_depth,
     }
     written = []
     try:
@@ -262,8 +276,8 @@ def read_images(directory):
     """Read what :func:`write_images` wrote: ``(config, images, descriptors, summary)``.
 
     ``config`` is the configuration the descriptors were encoded for (``descriptor_config``: the network's, with
-    memory depths raised to what the network needs); ``images`` holds the weight and bias ROMs at that size and an
-    empty activation memory; ``descriptors`` are the engine layers'
+    memory depths raised to what the network needs); ``images`` holds the weight, bias and table ROMs at that size
+    and an empty activation memory; ``descriptors`` are the engine layers'
     :class:`golden.descriptor.LayerDescriptor` s in order.
     """
     directory = Path(directory)
@@ -275,5 +289,7 @@ def read_images(directory):
     images.weights[:len(weights)] = weights.reshape(-1, lanes, lanes)
     words = read_hex(directory / "bias.hex")
     images.bias[:len(words)], images.channel_shift[:len(words)] = unpack_bias_words(words, config)
+    entries = unpack_words(read_hex(directory / "tables.hex"), 8, 1).reshape(-1, TABLE_ENTRIES)
+    images.tables[:len(entries)] = entries
     descriptors = [decode_descriptor(word, config) for word in read_hex(directory / "descriptors.hex")]
     return config, images, descriptors, summary

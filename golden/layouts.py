@@ -26,11 +26,18 @@ __all__ = [
     "pack_words", "unpack_words", "pack_fields", "unpack_fields",
     "bias_word_fields", "bias_word_width", "pack_bias_words", "unpack_bias_words",
     "CODE_BITS", "CODE_WORDS_PER_WORD", "join_code_words", "split_code_words", "weight_codes", "decode_code_words",
+    "TABLE_ENTRIES", "UNWEIGHTED",
 ]
 
 #: Bits of one two-bit weight code; a code word packs ``lanes**2`` codes, element ``(r, c)`` at bits
 #: ``[2*(r*lanes + c) + 1 : 2*(r*lanes + c)]``.
 CODE_BITS = 2
+
+#: Layer kinds without weights or biases.
+UNWEIGHTED = ("average_pool", "add", "max_pool")
+
+#: Entries of one activation table (one per int8 input; docs/memory.md section 3a).
+TABLE_ENTRIES = 256
 
 #: Two-bit code words per weight memory word (``8 lanes**2`` bits hold four ``2 lanes**2``-bit code words).
 CODE_WORDS_PER_WORD = 8 // CODE_BITS
@@ -57,10 +64,15 @@ def activation_words(shape, config):
     return height * row_pitch(width, channels, config)
 
 
-def activation_location(y, x, group, *, base, pitch, width, config):
-    """``(bank, address)`` of the word holding channel group ``group`` of pixel ``(y, x)`` (broadcasting arrays)."""
+def activation_location(y, x, group, *, base, pitch, width, config, skew=0):
+    """``(bank, address)`` of the word holding channel group ``group`` of pixel ``(y, x)`` (broadcasting arrays).
+
+    ``skew`` turns the banks: a tensor stored at ``base = B + g0 * ceil(width / lanes)`` with ``skew = g0`` (mod
+    ``lanes``) is channel groups ``g0 ..`` of the tensor at ``B`` with the same pitch (a slice of a concatenation,
+    docs/memory.md section 1).
+    """
     y, x, group = (np.asarray(v, dtype=np.int64) for v in (y, x, group))
-    bank = (x + group) % config.lanes
+    bank = (x + group + skew) % config.lanes
     address = base + y * pitch + group * -(-width // config.lanes) + x // config.lanes
     return bank, address
 
@@ -69,7 +81,7 @@ def weight_words(descriptor, config):
     """Weight memory words of a layer: ``Gout*KH*KW*Gin`` (conv, fully connected) or ``ceil(C/lanes**2)*KH*KW``
     (depthwise); 0 for pools and adds."""
     window = descriptor.kernel_height * descriptor.kernel_width
-    if descriptor.kind in ("average_pool", "add"):
+    if descriptor.kind in UNWEIGHTED:
         return 0
     if descriptor.kind == "depthwise":
         return -(-descriptor.out_channels // config.macs) * window

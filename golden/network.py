@@ -34,7 +34,7 @@ from .requant import requantize, round_half_away_from_zero
 __all__ = [
     "INPUT", "MANIFEST", "ARRAYS", "FORMAT_VERSION",
     "Tensor", "Conv2D", "DepthwiseConv2D", "FullyConnected", "Add", "AveragePool", "MaxPool", "Activation", "Concat",
-    "Mul", "Flatten", "Network", "Trace",
+    "Mul", "Flatten", "Network", "Trace", "layer_output",
     "run", "quantize_input", "dequantize", "save", "load", "array_sha256",
 ]
 
@@ -366,34 +366,7 @@ def run(network, x, *, keep=False):
     accumulator_max = {}
     last_read = {name: index for index, layer in enumerate(network.layers) for name in layer.inputs}
     for index, layer in enumerate(network.layers):
-        if isinstance(layer, _Weighted):
-            zero_point = network.tensors[layer.input].zero_point
-            acc = _accumulate(layer, values[layer.input], zero_point)
-            if keep:
-                accumulator_max[layer.name] = int(np.abs(acc).max(initial=0))
-            result = _blocked(requantize, (acc,), layer.multiplier, layer.shift, layer.channel_shift,
-                              network.tensors[layer.output].zero_point, layer.qmin, layer.qmax)
-        elif isinstance(layer, Add):
-            result = _blocked(add, (values[layer.inputs[0]], values[layer.inputs[1]]), layer.params, layer.qmin,
-                              layer.qmax)
-        elif isinstance(layer, AveragePool):
-            source = values[layer.input]
-            if layer.kernel is None:
-                result = global_average_pool(source)
-            else:
-                result = average_pool2d(source, layer.kernel, stride=layer.stride, padding=layer.padding)
-        elif isinstance(layer, MaxPool):
-            result = max_pool2d(values[layer.input], layer.kernel, stride=layer.stride, padding=layer.padding)
-        elif isinstance(layer, Activation):
-            result = lookup(values[layer.input], layer.table)
-        elif isinstance(layer, Concat):
-            result = concatenate([values[name] for name in layer.inputs])
-        elif isinstance(layer, Mul):
-            result = mul(values[layer.inputs[0]], values[layer.inputs[1]], layer.params, layer.qmin, layer.qmax)
-        else:
-            source = values[layer.input]
-            result = source.reshape(source.shape[0], -1)
-        values[layer.output] = np.asarray(result).astype(np.int8, copy=False)
+        values[layer.output] = layer_output(network, layer, values, accumulator_max if keep else None)
         if not keep:
             # Drop what no later layer reads, so that a batch of large feature maps does not pile up in memory.
             for name in layer.inputs:
@@ -401,6 +374,42 @@ def run(network, x, *, keep=False):
                     values.pop(name, None)
     output = values[network.output]
     return (output, Trace(values, accumulator_max)) if keep else output
+
+
+def layer_output(network, layer, values, accumulator_max=None):
+    """The int8 output of one ``layer`` of ``network`` on ``values`` (tensors by name, batch first), as :func:`run`
+    computes it; a runner executes the engine's host layers with it.
+
+    ``accumulator_max``, a dict, receives a weighted layer's largest accumulator magnitude.
+    """
+    if isinstance(layer, _Weighted):
+        zero_point = network.tensors[layer.input].zero_point
+        acc = _accumulate(layer, values[layer.input], zero_point)
+        if accumulator_max is not None:
+            accumulator_max[layer.name] = int(np.abs(acc).max(initial=0))
+        result = _blocked(requantize, (acc,), layer.multiplier, layer.shift, layer.channel_shift,
+                          network.tensors[layer.output].zero_point, layer.qmin, layer.qmax)
+    elif isinstance(layer, Add):
+        result = _blocked(add, (values[layer.inputs[0]], values[layer.inputs[1]]), layer.params, layer.qmin,
+                          layer.qmax)
+    elif isinstance(layer, AveragePool):
+        source = values[layer.input]
+        if layer.kernel is None:
+            result = global_average_pool(source)
+        else:
+            result = average_pool2d(source, layer.kernel, stride=layer.stride, padding=layer.padding)
+    elif isinstance(layer, MaxPool):
+        result = max_pool2d(values[layer.input], layer.kernel, stride=layer.stride, padding=layer.padding)
+    elif isinstance(layer, Activation):
+        result = lookup(values[layer.input], layer.table)
+    elif isinstance(layer, Concat):
+        result = concatenate([values[name] for name in layer.inputs])
+    elif isinstance(layer, Mul):
+        result = mul(values[layer.inputs[0]], values[layer.inputs[1]], layer.params, layer.qmin, layer.qmax)
+    else:
+        source = values[layer.input]
+        result = source.reshape(source.shape[0], -1)
+    return np.asarray(result).astype(np.int8, copy=False)
 
 
 def _blocked(function, tensors, *args, block=1 << 16):

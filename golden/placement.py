@@ -3,8 +3,13 @@
 Weights and biases are placed one layer after another (a two-bit layer's code words four to a weight word, from a word
 boundary); activation tensors get regions of the activation memory by
 first fit when they are written, each freed after the last layer of any kind (engine or host) that reads it, the
-network output never (docs/memory.md section 5); a residual add's two inputs both live until the add.
-``golden.images`` writes the images of a placed network.
+network output never (docs/memory.md section 5); a residual add's two inputs both live until the add. An elementwise
+activation (a 256-entry table) is fused into the engine layer that produces its input when nothing else reads that
+input: the layer looks its outputs up in the table (descriptor ``table``, ``table_base``) and writes the activation's
+output; the tensor between them is never stored. A channel concatenation is done by placement where the layout
+allows it: its producers write their outputs straight into channel-group slices of the concatenated tensor (descriptor
+``out_base`` at the slice's first word, ``out_skew`` turning the banks, docs/memory.md section 1), and the
+concatenation costs nothing. ``golden.images`` writes the images of a placed network.
 """
 
 import dataclasses
@@ -12,10 +17,10 @@ import dataclasses
 import numpy as np
 
 from .add import add_descriptor_fields
-from .descriptor import LayerDescriptor, layer_descriptor
+from .descriptor import MAX_PAD, LayerDescriptor, check_descriptor, layer_descriptor
 from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .network import INPUT
-from .pool import average_pool_params
+from .pool import MAX_POOL_PARAMS, average_pool_params
 
 __all__ = ["plan_network"]
 
@@ -23,11 +28,22 @@ __all__ = ["plan_network"]
 def plan_network(network, config):
     """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
 
-    Conv, depthwise, fully connected (after a flatten too), global average pool and residual add layers run on the
-    engine; their weights and biases are placed one layer after another, their tensors by first fit over the
+    Conv, depthwise, fully connected (after a flatten too), global average pool, residual add and max pool (strides
+    1 and 2, padding up to ``golden.descriptor.MAX_PAD``) layers run on the engine; their weights and biases are placed one layer after another, their tensors by first fit over the
     activation memory when they are written (host layers' outputs too: the host writes them there), each freed after
     the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
-    freed. Descriptors are checked against a configuration whose
+    freed. An ``activation`` layer whose input an engine layer wrote and nothing else reads (nor is it the network
+    output) is fused into that layer: its table gets the next table of the table memory (``table_base``) and the layer
+    writes the activation's output; any other activation stays a host layer. A ``concat`` is placed, not run, when
+    every input is written by an engine layer, read by nothing else and not the network output, and every input but
+    the last has a channel count that is a multiple of ``lanes``: input ``i`` then starts at channel group
+    ``g0 = sum(C_j / lanes, j < i)``, a whole activation word, and its producer writes its output as channel groups
+    ``g0 ..`` of the concatenated tensor (``out_base = base + g0 * ceil(W / lanes)``, the tensor's row pitch,
+    ``out_skew = g0 mod lanes``); the tensor's region is allocated when the first producer writes, with
+    ``max(g0) * ceil(W / lanes)`` words to spare so that every slice's descriptor region lies inside it. Any other
+    concatenation (an input from the host, read twice, or a channel count off the lanes before the last input, whose
+    channel groups would not start a word) stays a host layer. Descriptors are checked against a configuration
+    whose
     depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
     ``words`` say what it needs). On an engine with the two-bit decoder (``config.weight_code_bits == 2``) a layer with
     a ``codebook`` is stored as two-bit codes (descriptor ``weight_format`` 1 and its codebook): its code words start
@@ -39,9 +55,13 @@ def plan_network(network, config):
         config: the :class:`golden.config.NPUConfig` whose layouts place it.
     Returns:
         dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
-        flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none) and ``descriptor``), ``tensors`` (by
-        name: ``base``, ``row_pitch``, ``shape``, ``words``), ``host_layers`` (``name`` and ``kind`` of the layers the
-        engine does not run), ``words`` (words needed: ``activation``, ``weights``, ``bias``) and ``config``
+        flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none), ``output`` (the tensor written: the
+        layer's, or its fused activation's), ``activation`` (the fused activation layer, ``None`` for none),
+        ``table`` (its int8 table) and ``descriptor``), ``tensors`` (by
+        name: ``base``, ``row_pitch``, ``shape``, ``words``; a fused layer's intermediate tensor has none; a slice of
+        a placed concatenation has its ``concat`` and ``skew`` too),
+        ``host_layers`` (``name`` and ``kind`` of the layers the engine does not run), ``words`` (words needed:
+        ``activation``, ``weights``, ``bias``, ``tables``) and ``config``
         (``config`` with its depths raised to ``words``: the one the descriptors are checked against).
     Raises:
         ValueError: a layer with per-channel multipliers, which the engine does not store.
@@ -49,6 +69,14 @@ def plan_network(network, config):
     shapes = {name: tensor.shape for name, tensor in network.tensors.items()}
     aliases = {}
     entries, host_layers = [], []
+    readers = {}                  # tensor -> layers reading it
+    for layer in network.layers:
+        for name in layer.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producers = {}                # tensor -> the engine entry that writes it
+    tables = []
+    slices = {}                   # concatenation input -> (concatenated tensor, its first channel group)
+    placed = set()                # concatenations done by placement
     decoder = config.weight_code_bits == CODE_BITS
     weight_word = bias_base = 0   # the next free weight word and bias word
     for layer in network.layers:
@@ -56,11 +84,34 @@ def plan_network(network, config):
         if kind == "flatten":
             aliases[layer.output] = aliases.get(layer.input, layer.input)
             continue
+        if kind == "activation":
+            producer = producers.get(layer.input)
+            if producer is not None and producer["activation"] is None and readers[layer.input] == 1 \
+                    and layer.input != network.output:
+                producer.update(output=layer.output, activation=layer, table=np.asarray(layer.table))
+                producer["params"].update(table=1, table_base=len(tables))
+                tables.append(np.asarray(layer.table))
+                producers[layer.output] = producer
+            else:
+                host_layers.append({"name": layer.name, "kind": kind})
+            continue
+        if kind == "concat":
+            channels = [shapes[name][-1] for name in layer.inputs]
+            if len(set(layer.inputs)) == len(layer.inputs) and all(
+                    name in producers and readers[name] == 1 and name != network.output for name in layer.inputs) \
+                    and all(count % config.lanes == 0 for count in channels[:-1]):
+                starts = np.cumsum([0] + [count // config.lanes for count in channels[:-1]])
+                slices.update({name: (layer.output, int(start)) for name, start in zip(layer.inputs, starts)})
+                placed.add(layer.name)
+            else:
+                host_layers.append({"name": layer.name, "kind": kind})
+            continue
         source = aliases.get(layer.inputs[0], layer.inputs[0])
         in_shape = shapes[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
         entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], input2=None,
-                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook))
+                     codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook),
+                     output=layer.output, activation=None, table=None)
         if kind == "add" and tuple(shapes[aliases.get(layer.inputs[1], layer.inputs[1])]) == tuple(shapes[source]) \
                 == tuple(shapes[layer.output]):     # elementwise (a broadcasting add stays a host layer)
             entry.update(kind="add", kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), out_channels=in_shape[2],
@@ -78,12 +129,17 @@ def plan_network(network, config):
                 and tuple(layer.padding) == (0, 0, 0, 0):
             entry.update(kind="average_pool", kernel=in_shape[:2], stride=(1, 1), padding=(0, 0, 0, 0),
                          out_channels=in_shape[2])
+        elif kind == "max_pool" and set(layer.stride) <= {1, 2} and max(layer.padding) <= MAX_PAD:
+            entry.update(kind="max_pool", kernel=tuple(layer.kernel), stride=tuple(layer.stride),
+                         padding=tuple(layer.padding), out_channels=in_shape[2])
         else:
             host_layers.append({"name": layer.name, "kind": kind})
             continue
         entry["in_shape"] = in_shape
         if entry["kind"] == "add":
             entry["params"] = dict(add_descriptor_fields(layer.params), qmin=int(layer.qmin), qmax=int(layer.qmax))
+        elif entry["kind"] == "max_pool":
+            entry["params"] = dict(MAX_POOL_PARAMS, qmin=-128, qmax=127)
         elif entry["kind"] == "average_pool":
             count = in_shape[0] * in_shape[1]
             multiplier, shift = average_pool_params(count)
@@ -112,17 +168,26 @@ def plan_network(network, config):
             entry["bias_base"] = bias_base
             bias_base += groups(entry["out_channels"], config)
         entries.append(entry)
+        producers[layer.output] = entry
 
     # Activation regions: first fit over [0, inf) when written, a tensor freed after the last layer (engine or host)
     # that reads it; the network output lives to the end.
+    # A fused layer writes its activation's output (and the activation is no step of its own).
     tensors, live = {}, {}
-    steps = [layer for layer in network.layers if layer.kind != "flatten"]
+    fused = {entry["layer"].output: entry["output"] for entry in entries if entry["activation"] is not None}
+    fused_names = {entry["activation"].name for entry in entries if entry["activation"] is not None}
+    steps = [layer for layer in network.layers
+             if layer.kind != "flatten" and layer.name not in fused_names and layer.name not in placed]
     last_read = {aliases.get(name, name): index for index, layer in enumerate(steps) for name in layer.inputs}
     last_read[aliases.get(network.output, network.output)] = len(steps)
 
+    spare = {}                    # concatenated tensor -> words past its end that its last slice's region reaches
+    for concat, start in slices.values():
+        spare[concat] = max(spare.get(concat, 0), start * -(-shapes[concat][1] // config.lanes))
+
     def allocate(name, shape):
         shape = (1, 1, shape[0]) if len(shape) == 1 else tuple(shape)
-        words = activation_words(shape, config)
+        words = activation_words(shape, config) + spare.get(name, 0)
         base = 0
         for start, end in sorted(live.values()):
             if base + words <= start:
@@ -134,22 +199,39 @@ def plan_network(network, config):
 
     allocate(INPUT, shapes[INPUT])
     for index, layer in enumerate(steps):
-        allocate(layer.output, shapes[layer.output])
-        for name in [name for name in live if last_read.get(name, -1) <= index and name != layer.output]:
+        output = fused.get(layer.output, layer.output)
+        if output in slices:          # written into its concatenation, allocated by the first of its producers
+            concat, start = slices[output]
+            if concat not in tensors:
+                allocate(concat, shapes[concat])
+            whole = tensors[concat]
+            tensors[output] = dict(base=whole["base"] + start * -(-shapes[output][1] // config.lanes),
+                                   row_pitch=whole["row_pitch"], shape=list(shapes[output]),
+                                   words=shapes[output][0] * whole["row_pitch"], concat=concat,
+                                   skew=start % config.lanes)
+            output = concat
+        else:
+            allocate(output, shapes[output])
+        for name in [name for name in live if last_read.get(name, -1) <= index and name != output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
-             "weights": weight_word, "bias": bias_base}
+             "weights": weight_word, "bias": bias_base, "tables": len(tables)}
     big = dataclasses.replace(config, act_depth=max(config.act_depth, words["activation"]),
                               weight_depth=max(config.weight_depth, words["weights"]),
-                              bias_depth=max(config.bias_depth, words["bias"]))
+                              bias_depth=max(config.bias_depth, words["bias"]),
+                              table_depth=max(config.table_depth, words["tables"]))
     for entry in entries:
-        source, output = tensors[entry["input"]], tensors[entry["layer"].output]
+        source, output = tensors[entry["input"]], tensors[entry["output"]]
         if entry["input2"] is not None:
             second = tensors[entry["input2"]]
             entry["params"].update(in2_base=second["base"], in2_row_pitch=second["row_pitch"])
-        entry["descriptor"] = layer_descriptor(
+        descriptor = layer_descriptor(
             entry["kind"], entry["in_shape"], entry["out_channels"], config=big, kernel=tuple(entry["kernel"]),
             stride=tuple(entry["stride"]), padding=tuple(entry["padding"]), in_base=source["base"],
             out_base=output["base"], weight_base=entry.get("weight_base", 0), bias_base=entry.get("bias_base", 0),
             **entry["params"])
+        if "concat" in output:        # a slice: the concatenated tensor's row pitch, banks turned
+            descriptor = dataclasses.replace(descriptor, out_row_pitch=output["row_pitch"], out_skew=output["skew"])
+            check_descriptor(descriptor, big)
+        entry["descriptor"] = descriptor
     return {"layers": entries, "tensors": tensors, "host_layers": host_layers, "words": words, "config": big}

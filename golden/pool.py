@@ -17,10 +17,15 @@ import numpy as np
 from .conv import _activation, _centred_padded, _clamp_bounds, _padding, _stride, _taps
 
 __all__ = ["average_pool2d", "global_average_pool", "max_pool2d", "rounding_divide", "GAP_WEIGHT", "MAX_POOL_COUNT",
-           "average_pool_params"]
+           "average_pool_params", "MAX_POOL_PARAMS"]
 
 #: Weight the engine gives every input of a global average pool (2**6: the sum gains 6 fraction bits).
 GAP_WEIGHT = 64
+
+#: Requantization of a max pool on the engine: the window maximum passes the requantizer unchanged (``golden.requant``
+#: ``requantize(x, 2**30, 1, 0, 0, qmin, qmax)`` is ``clip(x, qmin, qmax)`` for every int8 ``x``: ``x * 2`` times
+#: ``2**30 / 2**31``), zero points 0 as input and output share their quantization.
+MAX_POOL_PARAMS = dict(input_zero_point=0, output_zero_point=0, multiplier=1 << 30, shift=1)
 
 #: Largest window a global average pool may sum: the engine weighs each input by :data:`GAP_WEIGHT`, and
 #: ``GAP_WEIGHT * 128 * count`` must stay below 2**31.

@@ -5,17 +5,17 @@ memory layouts of ``golden.layouts`` (the RTL keeps the same values with increme
 is the engine's cycle model: the exact value of its ``cycles`` counter for any descriptor, in closed form, so that
 ``tools/bench_engine.py`` can count whole networks and the testbenches can check the RTL against it. A residual add
 does not use the MAC array: :func:`add_steps` is its walk (``hdl.add.AddSequencer``), two activation words per output
-word.
+word. A max pool is walked as a depthwise layer (same windows, banks, passes and cycles) without weights.
 """
 
 import dataclasses
 
-from .descriptor import check_descriptor
+from .descriptor import PER_ROW, check_descriptor
 from .layouts import activation_location, groups
 
 __all__ = ["Step", "steps", "AddStep", "add_steps", "issue_cycles", "layer_cycles", "pixels_per_pass",
            "groups_per_pass", "SEQUENCER_LATENCY", "FETCH_LATENCY", "REDUCE_LATENCY", "DRAIN_LATENCY", "WRITE_LATENCY",
-           "ADD_SEQUENCER_LATENCY", "ADD_WRITE_LATENCY"]
+           "ADD_SEQUENCER_LATENCY", "ADD_WRITE_LATENCY", "TABLE_LATENCY"]
 
 # The RTL sums these from named pipeline stages (hdl.sequencer.Sequencer, hdl.engine.Engine); a test checks each sum.
 #: Cycles from ``start`` to the first step leaving the sequencer (``hdl.sequencer.Sequencer.latency``): setup 3
@@ -28,15 +28,18 @@ FETCH_LATENCY = 2
 #: operands, products, accumulators, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
 REDUCE_LATENCY = 3
 DRAIN_LATENCY = 4
+#: Cycles of the activation table stage after the requantizer (``hdl.memory.TableMemory.latency``): every layer's
+#: words pass it, looked up or not.
+TABLE_LATENCY = 2
 #: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
-#: bias memory 2, bias add 1, requantizer 9.
-WRITE_LATENCY = 13
+#: bias memory 2, bias add 1, requantizer 9, table 2.
+WRITE_LATENCY = 15
 #: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
 ADD_SEQUENCER_LATENCY = 2
 #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
 #: (``hdl.engine.Engine.add_write_latency``): add unit 7 (``hdl.add.AddUnit.latency``: bank select and centring,
-#: products, high half, rounding right shift 3, sum), requantizer 9.
-ADD_WRITE_LATENCY = 16
+#: products, high half, rounding right shift 3, sum), requantizer 9, table 2.
+ADD_WRITE_LATENCY = 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Step:
         Per MAC row ``(bank, address, valid)`` of the activation word it multiplies (``valid`` false: padding or a
         missing group; the MACs get 0 and the address is irrelevant).
     weight_address : int or None
-        Weight word (``None`` for pooling, whose weights are built in).
+        Weight word (``None`` for pooling, whose weights are built in, and max pooling, which has none).
     weight_rows : tuple
         Per MAC row, the row of the weight word it uses.
     first, last : bool
@@ -113,15 +116,15 @@ def add_steps(descriptor, config):
 
 
 def pixels_per_pass(descriptor, config):
-    """Output pixels of one pass: ``lanes`` (depthwise stride 1), ``lanes / 2`` (depthwise stride 2) or 1."""
-    if descriptor.kind != "depthwise":
+    """Output pixels of one pass: ``lanes`` (depthwise or max pool, stride 1), ``lanes / 2`` (stride 2) or 1."""
+    if descriptor.kind not in PER_ROW:
         return 1
     return config.lanes // 2 if descriptor.stride_width == 2 else config.lanes
 
 
 def groups_per_pass(descriptor):
-    """Output channel groups of one pass: 2 for depthwise stride 2, else 1."""
-    return 2 if descriptor.kind == "depthwise" and descriptor.stride_width == 2 else 1
+    """Output channel groups of one pass: 2 for depthwise (or max pool) stride 2, else 1."""
+    return 2 if descriptor.kind in PER_ROW and descriptor.stride_width == 2 else 1
 
 
 def steps(descriptor, config):
@@ -156,7 +159,7 @@ def steps(descriptor, config):
                         for gi in range(inner):
                             rows, weight_rows = [], []
                             for r in range(lanes):
-                                if d.kind == "depthwise":
+                                if d.kind in PER_ROW:
                                     i, e = (r % (lanes // 2), r // (lanes // 2)) if pair_groups == 2 else (r, 0)
                                     x_in, group = (xt + i) * d.stride_width + kx - d.pad_left, go + e
                                     weight_rows.append((go + e) % lanes)
@@ -171,8 +174,9 @@ def steps(descriptor, config):
                             if conv:
                                 weight = d.weight_base + ((go * d.kernel_height + ky) * d.kernel_width + kx) * gin + gi
                                 macs = lanes_of(go, gout, d.out_channels) * lanes_of(gi, gin, d.in_channels)
-                            elif d.kind == "depthwise":
+                            elif d.kind in PER_ROW:
                                 weight = d.weight_base + (go // lanes) * kernel + ky * d.kernel_width + kx
+                                weight = weight if d.kind == "depthwise" else None
                                 macs = pixels * sum(lanes_of(go + e, gout, d.out_channels) for e in range(pair_groups))
                             else:
                                 weight, macs = None, lanes_of(go, gout, d.out_channels)
@@ -196,7 +200,7 @@ def issue_cycles(descriptor, config):
     gin, gout = groups(d.in_channels, config), groups(d.out_channels, config)
     if d.kind == "add":
         return 2 * d.in_height * d.in_width * gin
-    if d.kind == "depthwise":
+    if d.kind in PER_ROW:
         tile = pixels_per_pass(d, config)
         passes = d.out_height * -(-d.out_width // tile) * -(-gout // groups_per_pass(d))
         return passes * kernel + (passes - 1) * max(0, lanes - kernel)
@@ -216,7 +220,7 @@ def layer_cycles(descriptor, config):
     d, lanes = descriptor, config.lanes
     if d.kind == "add":
         return ADD_SEQUENCER_LATENCY + issue_cycles(d, config) + FETCH_LATENCY + ADD_WRITE_LATENCY
-    if d.kind == "depthwise":
+    if d.kind in PER_ROW:
         tile, pair_groups = pixels_per_pass(d, config), groups_per_pass(d)
         pixels = d.out_width - (-(-d.out_width // tile) - 1) * tile
         gout = groups(d.out_channels, config)

@@ -15,6 +15,8 @@ spec (kernel 1x1, stride 1, no padding, output channels = input channels) draws 
 zero points and an output scale that the flavour's gain spreads or saturates. A layer whose flavour has a codebook has
 two-bit weights: on an engine with the decoder (``weight_code_bits`` 2) they are stored as codes (descriptor
 ``weight_format`` 1, code words at code-word bases that start anywhere in a weight word), else as their int8 values.
+A flavour with a ``table`` gets an activation table after its requantizer (random, identity or constant entries, in
+the table memory; the expected output looked up in it).
 :func:`two_bit_layers` mixes int8 and two-bit layers by a list of codebooks; :func:`fitted_config`
 sizes the memories for a list of specs. :func:`constrained_random_layer` draws one layer over the whole legal
 descriptor space (every kind — adds too —, kernels 1-7, strides, asymmetric padding, channel counts, zero points,
@@ -27,15 +29,17 @@ import dataclasses
 import numpy as np
 
 from . import network
+from .activation import activation_table, lookup
 from .add import add, add_descriptor_fields, add_params, rescaled_sum
 from .conv import conv2d, depthwise_conv2d, fully_connected
 from .descriptor import MAX_PAD, check_descriptor, descriptor_fields, layer_descriptor, unbounded_config
 from .images import MemoryImages, store_activation, store_bias, store_weight_codes, store_weights
-from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
-from .pool import GAP_WEIGHT, average_pool_params, global_average_pool
+from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, UNWEIGHTED, activation_words, groups, row_pitch,
+                      weight_words)
+from .pool import GAP_WEIGHT, MAX_POOL_PARAMS, average_pool_params, global_average_pool, max_pool2d
 from .requant import quantize_multiplier, requantize
 
-__all__ = ["Case", "Flavour", "CLAMPS", "random_layers", "two_bit_layers", "fitted_config",
+__all__ = ["Case", "Flavour", "CLAMPS", "TABLES", "random_layers", "two_bit_layers", "fitted_config",
            "constrained_random_layer", "named_specs", "small_network", "chained_program", "mutated_descriptor"]
 
 #: Clamp bounds a flavour can ask for: the whole int8 range, ReLU ``[zp, 127]``, ReLU6 ``[zp, zp + six]``, and a
@@ -73,6 +77,9 @@ class Flavour:
     scale_ratio : float or None
         A residual add's ``log2(scale2 / scale1)``; ``None`` draws it in ``[-6, 6]``. Beyond about 30 the smaller
         input's rescaling has shift -31, beyond 32 multiplier 0.
+    table : str or None
+        An activation table fused after the requantizer (descriptor ``table``): one of :data:`TABLES` (random
+        entries, the identity, one constant), or ``None`` for none.
     """
 
     input_zero_point: object = None
@@ -85,7 +92,11 @@ class Flavour:
     codebook: object = None
     zero_multiplier: bool = False
     scale_ratio: object = None
+    table: object = None
 
+
+#: The activation tables a flavour can ask for (:func:`_table`).
+TABLES = ("random", "identity", "constant")
 
 #: The benches' flavours by name (``"edge-zp"`` alternates its input zero point between -128 and 127 by layer index).
 FLAVOURS = {"plain": Flavour(), "saturate": Flavour(gain=3000.0), "relu6": Flavour(gain=200.0, clamp="relu6"),
@@ -97,7 +108,7 @@ class Case:
     """A layer placed in memory images: descriptor, expected int8 output and the int32 accumulators behind it.
 
     ``channel_shift`` holds the output channels' k_c (zeros for a pool), ``codebook`` the four int8 weights of a
-    two-bit layer (``None``: int8 weights or a pool).
+    two-bit layer (``None``: int8 weights or a pool), ``table`` the layer's activation table (``None``: none).
     """
     name: str
     descriptor: object
@@ -105,6 +116,7 @@ class Case:
     acc: np.ndarray
     channel_shift: np.ndarray
     codebook: object = None
+    table: object = None
 
 
 def fitted_config(specs, config):
@@ -143,7 +155,7 @@ def two_bit_layers(specs, codebooks, config, seed):
     if len(codebooks) != len(specs):
         raise ValueError(f"{len(codebooks)} codebooks for {len(specs)} layers")
     for (name, kind, *_), codebook in zip(specs, codebooks):
-        if kind in ("average_pool", "add") and codebook is not None:
+        if kind in UNWEIGHTED and codebook is not None:
             raise ValueError(f"layer {name!r} has no weights to give two-bit codes")
     mixed = []
     for index, ((name, *rest, flavour), codebook) in enumerate(zip(specs, codebooks)):
@@ -159,12 +171,13 @@ def constrained_random_layer(seed, index, config):
     """Layer ``index`` of the constrained-random stream ``seed``: ``(case, images)``.
 
     The layer is drawn from its own generator (``seed``, ``index``), so any one of the stream is reproduced alone:
-    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise, fully connected, global average pool,
-    residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift -31 or multiplier 0),
-    strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the lanes, and a random
-    :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties, live k_c 0..15,
-    multipliers over their range and layer shifts of both signs). Its input, output, weights and biases lie at random
-    bases of ``config``'s memories, with random row pitches; ``images`` holds only this layer. With
+    kind (conv ``KxK`` with K 1-7 and some rectangular kernels, depthwise and max pool likewise, fully connected,
+    global average pool, residual add: its input 2 now and then input 1 itself, input rescalings now and then of shift
+    -31 or multiplier 0), strides 1/2, asymmetric padding 0-3, channel counts that are and are not multiples of the
+    lanes, and a random :class:`Flavour` (input zero points with the extremes, every clamp, saturation, rounding ties,
+    live k_c 0..15, multipliers over their range and layer shifts of both signs; a quarter with an activation table of
+    :data:`TABLES` at a random table). Its input, output, weights and biases lie at random bases of ``config``'s
+    memories (the output's banks turned by a random ``out_skew`` in 3 layers of 10), with random row pitches; ``images`` holds only this layer. With
     ``config.weight_code_bits == 2`` half the weighted layers are two-bit, codes of a random codebook at a random
     code word (pools and adds have no weights). Always legal per :func:`golden.descriptor.check_descriptor`.
     """
@@ -186,7 +199,11 @@ def named_specs(rows, prefix):
     def label(flavour):
         if isinstance(flavour, str):
             return flavour
-        return f"zp {flavour.input_zero_point} scale ratio 2**{flavour.scale_ratio:g}"
+        parts = [f"zp {flavour.input_zero_point}" if flavour.input_zero_point is not None else "",
+                 f"scale ratio 2**{flavour.scale_ratio:g}" if flavour.scale_ratio is not None else "",
+                 "tiny" if flavour.tiny_inputs else "", flavour.clamp,
+                 f"table {flavour.table}" if flavour.table is not None else ""]
+        return " ".join(part for part in parts if part)
     return [(f"{prefix}[{index}] {kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} "
              f"s{stride[0]}{stride[1]} p{''.join(map(str, padding))} {label(flavour)}",
              kind, shape, cout, kernel, stride, padding, flavour)
@@ -195,14 +212,15 @@ def named_specs(rows, prefix):
 
 def small_network(rng, config):
     """A small quantized :class:`golden.network.Network` with random parameters, input 9x9x3 (the images' and the
-    controller's tests): conv 3x3 -> depthwise 3x3 stride 2 -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own
-    scales and zero points) -> 1x1 conv -> global pool -> flatten -> fully connected."""
+    controller's tests): conv 3x3 -> LeakyReLU (a table, fused into the conv on the engine) -> depthwise 3x3 stride 2
+    -> 1x1 conv, residual add of the depthwise and the 1x1 conv (their own scales and zero points) -> 1x1 conv ->
+    global pool -> flatten -> fully connected."""
     def weighted(cls, name, source, weights, channels, k_max=15, **extra):
         return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(6, 10)),
                    channel_shift=rng.integers(0, k_max + 1, size=channels), weight_scale=np.ones(channels), **extra)
-    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12), "a3": (5, 5, 12),
-              "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
+    shapes = {network.INPUT: (9, 9, 3), "c0": (9, 9, 12), "h0": (9, 9, 12), "d1": (5, 5, 12), "e2": (5, 5, 12),
+              "a3": (5, 5, 12), "c4": (5, 5, 20), "p5": (1, 1, 20), "f6": (20,), "fc7": (10,)}
     tensors = {name: network.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)),
                                  zero_point=int(rng.integers(-20, 20))) for name, shape in shapes.items()}
     tensors["p5"] = dataclasses.replace(tensors["c4"], shape=shapes["p5"], zero_point=0)
@@ -212,7 +230,10 @@ def small_network(rng, config):
     layers = (
         weighted(network.Conv2D, "c0", network.INPUT, rng.integers(-127, 128, size=(12, 3, 3, 3)), 12,
                  stride=(1, 1), padding=(1, 1, 1, 1)),
-        weighted(network.DepthwiseConv2D, "d1", "c0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
+        network.Activation(name="h0", input="c0", output="h0", function="leaky_relu", alpha=0.1,
+                           table=activation_table("leaky_relu", tensors["c0"].scale, tensors["c0"].zero_point,
+                                                  tensors["h0"].scale, tensors["h0"].zero_point, alpha=0.1)),
+        weighted(network.DepthwiseConv2D, "d1", "h0", rng.integers(-127, 128, size=(3, 3, 12)), 12,
                  stride=(2, 2), padding=(1, 1, 1, 1), k_max=1),      # the add's inputs spread over int8
         weighted(network.Conv2D, "e2", "d1", rng.integers(-127, 128, size=(12, 1, 1, 12)), 12, k_max=1),
         network.Add(name="a3", inputs=("d1", "e2"), output="a3", params=add_params(*t["d1"], *t["e2"], *t["a3"])),
@@ -290,6 +311,10 @@ def _draw(specs, placements, config, seed):
         elif kind == "average_pool":
             multiplier, shift = average_pool_params(shape[0] * shape[1])
             out_zero_point = 0
+        elif kind == "max_pool":
+            # zero points 0 whatever the inputs' spread (input and output share their quantization)
+            fields = dict(MAX_POOL_PARAMS)
+            multiplier, shift, out_zero_point = fields["multiplier"], fields["shift"], fields["output_zero_point"]
         else:
             channel_shift = f.k_low + rng.integers(0, f.k_span + 1, size=cout)
             weights, layer_codes = _weights(rng, f, kind, shape, cout, kernel, channel_shift)
@@ -303,6 +328,11 @@ def _draw(specs, placements, config, seed):
             store_bias(images.bias, images.channel_shift, bias, channel_shift, base=place["bias"], config=config)
             out_zero_point = int(rng.integers(-80, 81))
         qmin, qmax = _clamp(rng, f.clamp, out_zero_point)
+        table = None
+        if f.table is not None:
+            table = _table(rng, f.table)
+            images.tables[place["table"]] = table
+            fields.update(table=1, table_base=place["table"])
         fields = dict(dict(input_zero_point=zero_point, multiplier=multiplier, shift=shift,
                            output_zero_point=out_zero_point), **fields)
         descriptor = layer_descriptor(kind, shape, cout, config=config, kernel=kernel, stride=stride,
@@ -310,10 +340,11 @@ def _draw(specs, placements, config, seed):
                                       weight_base=place["weights"], bias_base=place["bias"], qmin=qmin, qmax=qmax,
                                       **fields)
         descriptor = dataclasses.replace(descriptor, in_row_pitch=in_pitch,
-                                         out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch)
+                                         out_row_pitch=place.get("out_pitch") or descriptor.out_row_pitch,
+                                         out_skew=place.get("out_skew", 0))
         check_descriptor(descriptor, config)
         layer = dict(x=x, x2=x2, params=params, weights=weights, bias=bias, channel_shift=channel_shift,
-                     stride=stride, padding=padding, descriptor=descriptor)
+                     stride=stride, padding=padding, descriptor=descriptor, table=table)
         cases.append(_case(layer, name, f.codebook))
     return images, cases
 
@@ -408,6 +439,11 @@ def _case(layer, name, codebook):
     elif d.kind == "average_pool":
         acc = GAP_WEIGHT * x.sum(axis=(0, 1), keepdims=True)
         expected = global_average_pool(x[None], qmin=d.qmin, qmax=d.qmax)[0]
+    elif d.kind == "max_pool":
+        window = dict(stride=layer["stride"], padding=layer["padding"])
+        kernel = (d.kernel_height, d.kernel_width)
+        acc = max_pool2d(x[None], kernel, **window)[0]
+        expected = max_pool2d(x[None], kernel, **window, qmin=d.qmin, qmax=d.qmax)[0]
     else:
         if d.kind == "fully_connected" and x.shape[:2] == (1, 1):
             acc = fully_connected(x.reshape(1, -1), weights.reshape(d.out_channels, -1), layer["bias"],
@@ -416,8 +452,19 @@ def _case(layer, name, codebook):
             acc = _op(d.kind)(x[None], weights, layer["bias"], stride=layer["stride"], padding=layer["padding"],
                               input_zero_point=d.input_zero_point)[0]
         expected = requantize(acc, d.multiplier, d.shift, layer["channel_shift"], d.output_zero_point, d.qmin, d.qmax)
+    if layer["table"] is not None:
+        expected = lookup(expected, layer["table"])
     return Case(name=name, descriptor=d, expected=expected, acc=acc, channel_shift=layer["channel_shift"],
-                codebook=codebook)
+                codebook=codebook, table=layer["table"])
+
+
+def _table(rng, kind):
+    # An activation table of TABLES: random int8 entries, the identity (entry i is i - 128) or one random constant.
+    if kind == "random":
+        return rng.integers(-128, 128, size=TABLE_ENTRIES)
+    if kind == "identity":
+        return np.arange(-128, 128)
+    return np.full(TABLE_ENTRIES, int(rng.integers(-128, 128)))
 
 
 def _op(kind):
@@ -428,19 +475,20 @@ def _op(kind):
 def _probe(spec, config):
     # The descriptor of a spec's geometry at base 0 (minimal pitches), for sizes.
     _, kind, shape, cout, kernel, stride, padding, _ = spec
+    params = MAX_POOL_PARAMS if kind == "max_pool" else {"input_zero_point": 0}
     return layer_descriptor(kind, shape, cout, config=unbounded_config(config), kernel=kernel, stride=stride,
-                            padding=padding, in_base=0, out_base=activation_words(shape, config), input_zero_point=0)
+                            padding=padding, in_base=0, out_base=activation_words(shape, config), **params)
 
 
 def _place(specs, config):
     # Regions for every layer: inputs (an add's two) and outputs one after another, then weights and biases; and the
     # words needed. A two-bit layer's code words start at quarter (index mod 4) of a fresh weight word, so that the
     # benches read code words from every quarter.
-    act = weights = bias = 0
+    act = weights = bias = tables = 0
     placements = []
     for index, spec in enumerate(specs):
         probe = _probe(spec, config)
-        unweighted = probe.kind in ("average_pool", "add")   # reads no weights and no biases
+        unweighted = probe.kind in UNWEIGHTED   # reads no weights and no biases
         base = weights
         if _coded(_flavour(spec[-1], index), config):
             base = weights * CODE_WORDS_PER_WORD + index % CODE_WORDS_PER_WORD
@@ -450,10 +498,11 @@ def _place(specs, config):
         in_words = activation_words(probe.in_shape, config)
         inputs = 2 if probe.kind == "add" else 1
         placements.append({"in": act, "in2": act + in_words, "out": act + inputs * in_words,
-                           "weights": 0 if unweighted else base, "bias": 0 if unweighted else bias})
+                           "weights": 0 if unweighted else base, "bias": 0 if unweighted else bias, "table": tables})
         act += inputs * in_words + activation_words(probe.out_shape, config)
         bias += 0 if unweighted else groups(probe.out_channels, config)
-    return placements, {"act": act, "weight": weights, "bias": bias}
+        tables += _flavour(spec[-1], index).table is not None
+    return placements, {"act": act, "weight": weights, "bias": bias, "table": tables}
 
 
 def _random_place(rng, spec, config):
@@ -469,7 +518,7 @@ def _random_place(rng, spec, config):
     (in_words, out_words, in2_words), depth = words, config.act_depth
     weight_count = weight_words(probe, config)
     weight_capacity = config.weight_depth * (CODE_WORDS_PER_WORD if _coded(spec[-1], config) else 1)
-    bias_count = 0 if probe.kind in ("average_pool", "add") else groups(probe.out_channels, config)
+    bias_count = 0 if probe.kind in UNWEIGHTED else groups(probe.out_channels, config)
     if in_words + out_words > depth or weight_count > weight_capacity or bias_count > config.bias_depth:
         return None
     in_base = int(rng.integers(0, depth - in_words - out_words + 1))
@@ -479,9 +528,12 @@ def _random_place(rng, spec, config):
     out_base = out_base if out_base < before else out_base - before + in_base + in_words
     place = {"in": in_base, "out": out_base, "in_pitch": pitches[0], "out_pitch": pitches[1],
              "weights": int(rng.integers(0, weight_capacity - max(weight_count, 1) + 1)),
-             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1))}
+             "bias": int(rng.integers(0, config.bias_depth - max(bias_count, 1) + 1)),
+             "table": int(rng.integers(0, config.table_depth)),
+             "out_skew": int(rng.integers(0, config.lanes)) if rng.random() < 0.3 else 0}
+    if probe.kind in ("add", "max_pool"):
+        place.update(weights=0, bias=0)                  # their descriptors hold none
     if probe.kind == "add":
-        place.update(weights=0, bias=0)                  # an add's descriptor holds none
         if rng.random() < 0.15:
             place.update(in2=in_base, in2_pitch=pitches[0])
         else:
@@ -497,8 +549,8 @@ def _random_place(rng, spec, config):
 def _random_spec(rng, config, two_bit):
     # A spec over the legal descriptor space (see constrained_random_layer), sized for a regression's memories.
     lanes = config.lanes
-    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add"],
-                          p=[0.42, 0.32, 0.09, 0.09, 0.08]))
+    kind = str(rng.choice(["conv", "depthwise", "fully_connected", "average_pool", "add", "max_pool"],
+                          p=[0.38, 0.28, 0.09, 0.09, 0.08, 0.08]))
 
     def channels(most):
         # A multiple of the lanes, or any count.
@@ -506,7 +558,7 @@ def _random_spec(rng, config, two_bit):
 
     stride = (1, 1)
     padding = (0, 0, 0, 0)
-    if kind in ("conv", "depthwise"):
+    if kind in ("conv", "depthwise", "max_pool"):
         size = int(rng.integers(1, 8))
         kernel = (size, size) if rng.random() < 0.8 else tuple(int(k) for k in rng.integers(1, 8, size=2))
         stride = tuple(int(s) for s in rng.integers(1, 3, size=2)) if rng.random() < 0.3 else (int(rng.integers(1, 3)),) * 2
@@ -535,7 +587,7 @@ def _random_spec(rng, config, two_bit):
         kernel, cout = (1, 1), shape[2]
     style = str(rng.choice(["plain", "saturate", "ties", "tiny"], p=[0.45, 0.15, 0.25, 0.15]))
     zero_point = (-128, 127, None, None, None)[int(rng.integers(0, 5))]
-    unweighted = kind in ("average_pool", "add")
+    unweighted = kind in UNWEIGHTED
     coded = two_bit and not unweighted and rng.random() < 0.5   # half the weighted layers two-bit
     span = 0 if coded or unweighted else int(rng.integers(0, 4 if style == "ties" else 7))
     ties = int(rng.integers(0, 6 - span)) if style == "ties" and kind != "add" else None   # weights up to 2**6
@@ -545,7 +597,8 @@ def _random_spec(rng, config, two_bit):
                       codebook=_random_codebook(rng, ties) if coded else None,
                       zero_multiplier=bool(rng.random() < 0.01),
                       # an add's input rescalings: now and then of shift -31 or multiplier 0 (2**-30.5, 2**-34)
-                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None)
+                      scale_ratio=float(rng.choice([-34, -30.5, 30.5, 34])) if rng.random() < 0.3 else None,
+                      table=str(rng.choice(TABLES)) if rng.random() < 0.25 else None)
     name = (f"{kind} {'x'.join(map(str, shape))}->{cout} k{kernel[0]}x{kernel[1]} s{stride[0]}{stride[1]} "
             f"p{''.join(map(str, padding))} {style}")
     return name, kind, shape, cout, kernel, stride, padding, flavour

@@ -72,7 +72,7 @@ class Controller(wiring.Component):
         The counters stored for a layer, :attr:`COUNTER_LATENCY` cycles after its address.
     descriptor_load : ``In(hdl.layouts.load_signature(...))``
         Writes descriptor memory words while idle.
-    host, weight_load, bias_load : ``In``
+    host, weight_load, bias_load, table_load : ``In``
         The engine's ports (``hdl.engine.Engine``), passed through.
 
     Attributes
@@ -127,6 +127,7 @@ class Controller(wiring.Component):
             "host": In(host_signature(config)),
             "weight_load": engine_ports["weight_load"],
             "bias_load": engine_ports["bias_load"],
+            "table_load": engine_ports["table_load"],
         })
 
     @property
@@ -138,7 +139,7 @@ class Controller(wiring.Component):
         config = self._config
         depth = config.program_depth
         m.submodules.engine = engine = self._engine
-        for name in ("host", "weight_load", "bias_load"):
+        for name in ("host", "weight_load", "bias_load", "table_load"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(engine, name))
 
         width = sum(width for _, width, _ in descriptor_fields(config))
@@ -224,7 +225,8 @@ class Controller(wiring.Component):
             "stride": 0,
             "padding": (d.pad_top >= d.kernel_height) | (d.pad_left >= d.kernel_width),
             "output_size": 0,
-            "channels": (kind["depthwise"] | kind["average_pool"] | is_add) & (d.in_channels != d.out_channels),
+            "channels": (kind["depthwise"] | kind["average_pool"] | is_add | kind["max_pool"])
+                        & (d.in_channels != d.out_channels),
             "window": ((kind["fully_connected"] | kind["average_pool"])
                        & ((d.kernel_height != d.in_height) | (d.kernel_width != d.in_width)
                           | (d.stride_height != 1) | (d.stride_width != 1)))

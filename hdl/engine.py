@@ -7,25 +7,28 @@
         |                                                       weight rows)                   |
         +-- per-pass output addresses travel with the steps ------------------------------> Requantizer
                                                                                                |
-                                                     ActivationMemory write port <-- int8 words
+                              ActivationMemory write port <-- int8 words <-- TableMemory (the layer's table, if any)
 
 A residual add (``hdl/add.py``) takes the other path into the requantizer: its AddSequencer reads input 1's and input
 2's word of a pixel in consecutive cycles (one bank, every bank given the address), the AddUnit rescales and sums
 them, and the requantizer applies the output rescaling (channel shift 0)::
 
-    AddSequencer --step--> ActivationMemory --word--> AddUnit --sum (+ output address)--> Requantizer --> write
+    AddSequencer --step--> ActivationMemory --word--> AddUnit --sum (+ output address)--> Requantizer --> table
 
 Operands: row ``r`` of the MAC array multiplies the activation word of the bank ``step.act_bank[r]`` (minus the input
 zero point, or 0 for a tap in the padding) by row ``step.weight_row[r]`` of the weight word; a global average pool
-uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool). Result words get their bias and channel shifts
-from the bias memory (a pool uses 0 and 0), go through the requantizer (``hdl/requant.py``) and are written to the
-activation memory at the addresses the sequencer computed for their pass.
+uses ``GAP_WEIGHT`` on the diagonal instead (``hdl/mac_array.py``, golden.pool), and a max pool (walked as a depthwise
+layer) the MAC array's max mode. Result words get their bias and channel shifts from the bias memory (a pool or max
+pool uses 0 and 0; a max pool's requantization is the identity, ``golden.pool.MAX_POOL_PARAMS``), go through the requantizer (``hdl/requant.py``) and the table stage (a
+layer with the descriptor's ``table`` flag takes each lane's entry of its activation table, ``hdl.memory.TableMemory``;
+the others pass the requantized word, delayed alike) and are written to the activation memory at the addresses the
+sequencer computed for their pass.
 
 Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
 array was given a step, or an add a word read) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs``
 counts them).
 The host port reads and writes activation words while the engine is idle (read data after 2 cycles); the load
-ports fill the weight and bias memories, so one build runs any network whose images fit.
+ports fill the weight, bias and table memories, so one build runs any network whose images fit.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
@@ -35,11 +38,11 @@ from amaranth.lib.wiring import In, Out
 from golden.config import check_config
 from golden.descriptor import KINDS
 from golden.images import MemoryImages
-from golden.layouts import CODE_BITS, address_bits
+from golden.layouts import CODE_BITS, TABLE_ENTRIES, address_bits
 from hdl.add import AddSequencer, AddUnit
 from hdl.layouts import activation_word, bias_word, load_signature, weight_word
 from hdl.mac_array import MACArray
-from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
+from hdl.memory import ActivationMemory, BiasMemory, TableMemory, WeightMemory
 from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer, descriptor_layout, pass_layout
 
@@ -87,9 +90,9 @@ class Engine(wiring.Component):
         Performance counters of the last layer.
     host : ``In(host_signature(config))``
         Activation memory access while idle.
-    weight_load, bias_load : ``In(hdl.layouts.load_signature(...))``
-        Fill the weight and bias memories word by word (``golden.layouts`` word formats; a weight word holds int8
-        weights or four code words); writes while busy are ignored.
+    weight_load, bias_load, table_load : ``In(hdl.layouts.load_signature(...))``
+        Fill the weight, bias and table memories word by word (``golden.layouts`` word formats; a weight word holds
+        int8 weights or four code words; a table word is one 8-bit entry); writes while busy are ignored.
 
     Attributes
     ----------
@@ -110,11 +113,11 @@ class Engine(wiring.Component):
     #: read latency (``golden.sequencer.FETCH_LATENCY``).
     fetch_latency = max(ActivationMemory.latency, WeightMemory.latency)
     #: Cycles from a result word leaving the MAC array to its write: located, bias memory read (:meth:`_bias_read`),
-    #: bias added, requantized (:meth:`_requantize`) (``golden.sequencer.WRITE_LATENCY``).
-    write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency
+    #: bias added, requantized (:meth:`_requantize`), table (:meth:`_table`) (``golden.sequencer.WRITE_LATENCY``).
+    write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency + TableMemory.latency
     #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word: add unit
-    #: (bank select, rescaling, sum), requantizer (``golden.sequencer.ADD_WRITE_LATENCY``).
-    add_write_latency = AddUnit.latency + Requantizer.latency
+    #: (bank select, rescaling, sum), requantizer, table (``golden.sequencer.ADD_WRITE_LATENCY``).
+    add_write_latency = AddUnit.latency + Requantizer.latency + TableMemory.latency
 
     def __init__(self, config, *, images=None):
         self._config = check_config(config)
@@ -134,6 +137,7 @@ class Engine(wiring.Component):
             "host": In(host_signature(config)),
             "weight_load": In(load_signature(address_bits(config.weight_depth), weight_word(config))),
             "bias_load": In(load_signature(address_bits(config.bias_depth), bias_word(config))),
+            "table_load": In(load_signature(address_bits(config.table_depth * TABLE_ENTRIES), unsigned(8))),
         })
 
     @property
@@ -155,6 +159,7 @@ class Engine(wiring.Component):
             channel_shift=None if images is None else images.channel_shift)
         m.submodules.mac_array = mac = MACArray(config, pass_layout(config))
         m.submodules.requantizer = requant = Requantizer(config)
+        m.submodules.tables = tables = TableMemory(config, init=None if images is None else images.tables)
         m.submodules.add_sequencer = add_seq = AddSequencer(config)
         m.submodules.add_unit = add_unit = AddUnit(config, _target_layout(config))
 
@@ -169,12 +174,13 @@ class Engine(wiring.Component):
         self._fetch(m, seq, add_seq, adding, act, weights, mac, pending)                 # fetch_latency
         self._add(m, add_seq, act, add_unit, pending)                                    # fetch_latency
         located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
-        self._load_ports(m, weights, biases)
+        self._load_ports(m, weights, biases, tables)
         located, valid = self._bias_read(m, located, valid, biases, pending)             # BiasMemory.latency
         biased, channel_shift, valid = self._bias_add(m, located, valid, biases, pending)  # BIAS_ADD_LATENCY
-        target = self._requantize(m, requant, biased, channel_shift, valid, add_unit, adding,  # Requantizer.latency
-                                  pending)
-        self._activation_ports(m, act, requant, target)
+        target, valid = self._requantize(m, requant, biased, channel_shift, valid, add_unit,  # Requantizer.latency
+                                         adding, pending)
+        result, target, valid = self._table(m, tables, requant, target, valid, pending)       # TableMemory.latency
+        self._activation_ports(m, act, result, target, valid)
         self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
         return m
 
@@ -208,6 +214,7 @@ class Engine(wiring.Component):
         m.d.sync += [
             control.word_select.eq(stage.act_bank), control.word_valid.eq(stage.act_valid),
             control.weight_select.eq(stage.weight_row), control.diagonal.eq(stage.out.pool),
+            control.max.eq(stage.out.max),
             control.first.eq(stage.first), control.last.eq(stage.last), control.per_row.eq(stage.out.depthwise),
             control.meta.eq(stage.out), control_valid.eq(stage_valid),
         ]
@@ -280,16 +287,16 @@ class Engine(wiring.Component):
                 located.acc.eq(result.acc),
                 located.bank.eq(meta.bank + pixel + second),
                 located.address.eq(Mux(second, meta.address_next, meta.address)),
-                located.pool.eq(meta.pool),
+                located.pool.eq(meta.pool | meta.max),       # no bias, k_c 0
                 bias_address.eq(meta.bias_address + second),
             ]
         m.d.comb += biases.address.eq(bias_address)
         pending.append(located_valid)
         return located, located_valid
 
-    def _load_ports(self, m, weights, biases):
-        """The weight and bias memories' write ports, from the load ports while idle."""
-        for memory, load in ((weights, self.weight_load), (biases, self.bias_load)):
+    def _load_ports(self, m, weights, biases, tables):
+        """The weight, bias and table memories' write ports, from the load ports while idle."""
+        for memory, load in ((weights, self.weight_load), (biases, self.bias_load), (tables, self.table_load)):
             m.d.comb += [memory.load.address.eq(load.address), memory.load.data.eq(load.data),
                          memory.load.write.eq(load.write & ~self.busy)]
 
@@ -334,7 +341,7 @@ class Engine(wiring.Component):
         """``Requantizer.latency`` cycles: the requantizer, with the word's write address travelling beside it.
 
         Its input is the biased MAC-array word, or for an add the add unit's sum with channel shift 0. Returns the
-        write target (``bank``, ``address``) of the requantizer's output.
+        write target (``bank``, ``address``) of the requantizer's output and its valid flag.
         """
         config = self._config
         d = self.descriptor
@@ -353,20 +360,35 @@ class Engine(wiring.Component):
         ]
         target = _target_layout(config)
         where = Signal(target, name="requant_target0")
-        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank)),
+        # the descriptor's out_skew turns the output's banks (a slice of a concatenation, docs/memory.md section 1)
+        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank) + d.out_skew),
                      where.address.eq(Mux(adding, summed.meta.address, biased.address))]
-        return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)[0]
+        return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)
 
-    def _activation_ports(self, m, act, requant, target):
+    def _table(self, m, tables, requant, target, valid, pending):
+        """``TableMemory.latency`` cycles: every lane's requantized value looked up in the layer's table (descriptor
+        ``table_base``); the value itself, delayed alike, for a layer without the ``table`` flag.
+
+        Returns the word to write, its target and valid flag.
+        """
+        d = self.descriptor
+        m.d.comb += [tables.table.eq(d.table_base), tables.values.eq(requant.o.payload)]
+        passed = _delayed(m, requant.o.payload, tables.latency, "untabled")
+        result = Signal.like(passed, name="table_result")
+        m.d.comb += result.eq(Mux(d.table, tables.data.as_value(), passed.as_value()))
+        target, valid = _carried(m, target, valid, tables.latency, "table_target", pending)
+        return result, target, valid
+
+    def _activation_ports(self, m, act, result, target, valid):
         """The activation memory's write port (requantizer results while busy, the host while idle) and host reads.
 
         Host read data: the bank's word, ``act.latency`` cycles after the address.
         """
         m.d.comb += [
-            act.write_enable.eq(Mux(self.busy, requant.o.valid, self.host.write)),
+            act.write_enable.eq(Mux(self.busy, valid, self.host.write)),
             act.write_bank.eq(Mux(self.busy, target.bank, self.host.bank)),
             act.write_address.eq(Mux(self.busy, target.address, self.host.address)),
-            act.write_data.eq(Mux(self.busy, requant.o.payload.as_value(), self.host.write_data.as_value())),
+            act.write_data.eq(Mux(self.busy, result.as_value(), self.host.write_data.as_value())),
         ]
         host_bank = self.host.bank
         for index in range(act.latency):

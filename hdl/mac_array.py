@@ -11,9 +11,16 @@ two ways:
 * **reduced** (regular convolution, fully connected, pooling): row ``r`` is output channel ``r`` and the columns are
   input channels, so one word ``sum_c acc[r][c]`` per row leaves through a pipelined adder tree; one word per pass,
   which may be one step long.
-* **per row** (depthwise): row ``r`` is an output pixel and column ``c`` a channel, so every accumulator is an output;
+* **per row** (depthwise, max pooling): row ``r`` is an output pixel and column ``c`` a channel, so every accumulator is an output;
   the ``lanes`` rows leave as ``lanes`` words, one per cycle. Passes must then be at least ``lanes`` steps apart
   (the sequencer inserts the bubbles).
+
+**Max mode** (``max``, a max pool walked as a depthwise layer): the weight is 1 and a tap in the padding reads -128
+instead of 0, so the product is the tap itself, and each MAC keeps the larger of its accumulator and the product
+instead of their sum: ``acc[r][c] = max(acc[r][c], activation[r][c])``, the window maximum of pixel ``r``, channel
+``c`` (the input zero point is 0). Padding never wins: -128 is no larger than any tap inside the input, and every
+window has one (``golden.pool.max_pool2d``). The comparator is 9 bits wide per MAC (products and maxima stay in int8
+in this mode), beside the adder; the multiplier, registers and drain are shared with the other modes.
 
 Pipeline: operand selection into operand registers, product registers (one MULT18X18D each on ECP5), accumulators,
 result bank, then ``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a pass's last step comes out
@@ -43,6 +50,7 @@ def mac_input_layout(config, meta):
         "word_valid": data.ArrayLayout(unsigned(1), lanes),
         "weight_select": data.ArrayLayout(unsigned(lane_bits), lanes),
         "diagonal": 1,
+        "max": 1,
         "first": 1,
         "last": 1,
         "per_row": 1,
@@ -135,14 +143,16 @@ class MACArray(wiring.Component):
                          weight_row.as_value().eq(weight_rows[step.weight_select[r]])]
             for c in rng:
                 m.d.sync += [
-                    weight[r][c].eq(Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c])),
-                    activation[r][c].eq(Mux(step.word_valid[r], word[c] - self.zero_point, 0)),
+                    weight[r][c].eq(Mux(step.max, 1,
+                                        Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
+                    activation[r][c].eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
                 ]
-        control0 = Signal(data.StructLayout({"first": 1, "last": 1, "per_row": 1, "meta": self._meta}))
+        control_layout = data.StructLayout({"first": 1, "last": 1, "per_row": 1, "max": 1, "meta": self._meta})
+        control0 = Signal(control_layout)
         step_valid = Signal()
         m.d.sync += [
             control0.first.eq(step.first), control0.last.eq(step.last), control0.per_row.eq(step.per_row),
-            control0.meta.eq(step.meta), step_valid.eq(self.i.valid),
+            control0.max.eq(step.max), control0.meta.eq(step.meta), step_valid.eq(self.i.valid),
         ]
 
         # Products.
@@ -150,7 +160,7 @@ class MACArray(wiring.Component):
         for r in rng:
             for c in rng:
                 m.d.sync += product[r][c].eq(weight[r][c] * activation[r][c])
-        control = Signal(data.StructLayout({"first": 1, "last": 1, "per_row": 1, "meta": self._meta}))
+        control = Signal(control_layout)
         product_valid = Signal()
         m.d.sync += [control.eq(control0), product_valid.eq(step_valid)]
 
@@ -167,7 +177,9 @@ class MACArray(wiring.Component):
         for r in rng:
             for c in rng:
                 following = Signal(signed(acc_bits), name=f"next_{r}_{c}")
-                m.d.comb += following.eq((acc[r][c] + product[r][c])[:acc_bits].as_signed())
+                larger = product[r][c][:9].as_signed() > acc[r][c][:9].as_signed()     # max mode: both int8
+                m.d.comb += following.eq(Mux(control.max, Mux(larger, product[r][c], acc[r][c]),
+                                             (acc[r][c] + product[r][c])[:acc_bits].as_signed()))
                 with m.If(control.first):
                     m.d.comb += following.eq(product[r][c])
                 with m.If(product_valid):

@@ -1,4 +1,5 @@
-"""The engine's on-chip memories: banked activations, weights, biases with channel shifts (docs/memory.md).
+"""The engine's on-chip memories: banked activations, weights, biases with channel shifts, activation tables
+(docs/memory.md).
 
 Each wraps :class:`amaranth.lib.memory.Memory` with non-transparent synchronous read ports (what ECP5 block RAM
 has) followed by an output register, so no combinational path leaves a RAM: read data appears
@@ -13,11 +14,11 @@ from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.descriptor import weight_address_bits
-from golden.layouts import CODE_BITS, CODE_WORDS_PER_WORD, address_bits, pack_bias_words, pack_words
+from golden.layouts import CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, address_bits, pack_bias_words, pack_words
 from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, weight_word
 from hdl.weight_decoder import WeightDecoder
 
-__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "registered_read"]
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "TableMemory", "registered_read"]
 
 
 def _check_image(image, shape, name):
@@ -212,6 +213,60 @@ class BiasMemory(wiring.Component):
         m.submodules.mem = mem
         _load(m, mem, self.load)
         m.d.comb += self.data.eq(registered_read(m, mem, self.address, "bias"))
+        return m
+
+
+class TableMemory(wiring.Component):
+    """The activation table memory: ``table_depth`` tables of 256 int8 entries, one lookup per lane each cycle.
+
+    One memory of ``table_depth * 256`` 8-bit entries with ``lanes`` read ports (docs/memory.md section 3a): lane
+    ``c`` reads entry ``256 * table + (value + 128)``. The cost: a memory with ``lanes`` read ports is built as copies,
+    ``lanes`` at most (one per read port; ``lanes / 2`` where two read ports share a true dual-port block RAM). On
+    ECP5 a copy of the default 16 tables (4,096 bytes) is 2 EBRs; with ``table_depth`` 1 a copy is 256 bytes, small
+    enough for distributed RAM.
+
+    Parameters
+    ----------
+    config : NPUConfig
+    init : numpy.ndarray or None
+        int8 ``(table_depth, 256)`` (``golden.images.MemoryImages.tables``).
+
+    Members
+    -------
+    table : ``In(unsigned)``
+        The running layer's table (``table_base``); hold it stable while it runs.
+    values : ``In(ArrayLayout(signed(8), lanes))``
+        The values to look up, one per lane.
+    data : ``Out(ArrayLayout(signed(8), lanes))``
+        Their entries, :attr:`latency` cycles later.
+    load : ``In(hdl.layouts.load_signature(...))``
+        Write port (entry addresses), to load a network's tables.
+    """
+
+    latency = 2
+
+    def __init__(self, config, *, init=None):
+        self._config = check_config(config)
+        self._init = _check_image(init, (config.table_depth, TABLE_ENTRIES), "init")
+        super().__init__({
+            "table": In(unsigned(address_bits(config.table_depth))),
+            "values": In(activation_word(config)),
+            "data": Out(activation_word(config)),
+            "load": In(load_signature(address_bits(config.table_depth * TABLE_ENTRIES), unsigned(8))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(-1, 1), 8))
+        mem = memory.Memory(shape=unsigned(8), depth=config.table_depth * TABLE_ENTRIES, init=init)
+        m.submodules.mem = mem
+        _load(m, mem, self.load)
+        for lane in range(config.lanes):
+            value = self.values[lane]
+            # entry value + 128: the value's bits with the sign bit inverted
+            address = Cat(value[:7], ~value[7], self.table)
+            m.d.comb += self.data[lane].eq(registered_read(m, mem, address, f"table{lane}"))
         return m
 
 

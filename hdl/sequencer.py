@@ -18,7 +18,8 @@ its own pixel: at stride 1 the ``lanes`` pixels ``x .. x+lanes-1`` of group ``go
 (bank = (x + group) mod lanes, ``golden.layouts``) so that these ``lanes`` words sit in ``lanes`` different banks; each
 bank gets its own address and each row the bank to take its word from. Taps outside the input are not read: the
 step marks the row invalid and the engine feeds 0 to its MACs. A global average pool is a reduced pass per channel
-group over the whole input (the engine gives it diagonal weights).
+group over the whole input (the engine gives it diagonal weights). A max pool is walked exactly as a depthwise layer
+(its weight addresses unused); its passes carry the ``max`` flag, with which the MAC array keeps running maxima.
 
 Pipeline, one adder deep per stage (for Fmax), one builder method per stage: setup (the descriptor latched, then
 the layer's constants over two cycles); loop counters that count down (loop ends are zero tests) beside the addresses
@@ -58,6 +59,7 @@ def pass_layout(config):
         "depthwise": 1,
         "stride2": 1,
         "pool": 1,
+        "max": 1,                        # max pooling: the MAC array keeps running maxima
     })
 
 
@@ -167,13 +169,14 @@ class Sequencer(wiring.Component):
             return ((count - 1) & (lanes - 1)) + 1
 
         # phase 1: from the latched descriptor
-        is_dw = d.kind == KINDS["depthwise"]
+        is_dw = (d.kind == KINDS["depthwise"]) | (d.kind == KINDS["max_pool"])    # walked per row alike
         is_pool = d.kind == KINDS["average_pool"]
         is_conv = ~is_dw & ~is_pool
         is_s2 = is_dw & (d.stride_width == 2)
         conv = derived(1, is_conv, "conv", 1)
         dw = derived(1, is_dw, "dw", 1)
         pool = derived(1, is_pool, "pool", 1)
+        maximum = derived(1, d.kind == KINDS["max_pool"], "maximum", 1)
         s2 = derived(1, is_s2, "s2", 1)
         in_groups = derived(unsigned(channels), groups_of(d.in_channels), "in_groups", 1)
         out_groups = derived(unsigned(channels), groups_of(d.out_channels), "out_groups", 1)
@@ -212,7 +215,8 @@ class Sequencer(wiring.Component):
                       "go": Mux(s2, out_groups <= 2, out_groups == 1), "xt": tiles == 1, "y": d.out_height == 1}
         single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
         return types.SimpleNamespace(
-            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, s2=s2, in_groups=in_groups, out_groups=out_groups,
+            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, maximum=maximum, s2=s2, in_groups=in_groups,
+            out_groups=out_groups,
             cin_last=cin_last, cout_last=cout_last, igp=igp, ogp=ogp, row_step=row_step, tile=tile,
             tile_step=tile_step, pass_groups=pass_groups, tiles=tiles, pixels_last=pixels_last, bubbles=bubbles,
             top_rows=top_rows, gout_odd=gout_odd, igp_pass=igp_pass, ogp_pass=ogp_pass, gi_reload=gi_reload,
@@ -375,6 +379,7 @@ class Sequencer(wiring.Component):
             s1.out.depthwise.eq(dw),
             s1.out.stride2.eq(s2),
             s1.out.pool.eq(layer.pool),
+            s1.out.max.eq(layer.maximum),
         ]
         return s1, s1_valid
 

@@ -5,9 +5,9 @@ on stderr and exit code 2, and no file is written. Without ``--images`` the memo
 ports fill them, or benches build the top with ``golden.images`` images inline.
 
 ``--images DIR`` takes a quantizer output folder (``golden.images.write_images``: ``memory.json``, ``weights.hex``,
-``bias.hex``, ``descriptors.hex``) and its configuration (``memory.json``'s ``descriptor_config``; only
-``--program-depth`` may be given besides, the descriptors do not depend on it). The weight, bias and descriptor
-memories then load the folder's files with ``$readmemh``: the three files are copied beside the Verilog and named
+``bias.hex``, ``tables.hex``, ``descriptors.hex``) and its configuration (``memory.json``'s ``descriptor_config``; only
+``--program-depth`` may be given besides, the descriptors do not depend on it). The weight, bias, table and
+descriptor memories then load the folder's files with ``$readmemh``: the four files are copied beside the Verilog and named
 without a folder, so a simulator runs from the Verilog's folder (yosys finds them beside the source). Amaranth has no
 ``$readmemh``, so the memories are generated empty and their zero ``initial`` blocks replaced by a zero loop and a
 ``$readmemh`` (:func:`load_with_readmemh`); the Verilog stays small whatever the network (amaranth#1522). A folder
@@ -31,7 +31,7 @@ __all__ = ["IMAGE_FILES", "build_top", "load_with_readmemh", "main"]
 
 #: The files ``--images`` loads and where: ``(file, module path below the top ("" for the top), memory name)``.
 IMAGE_FILES = (("weights.hex", "engine.weights", "mem"), ("bias.hex", "engine.biases", "mem"),
-               ("descriptors.hex", "", "descriptors"))
+               ("tables.hex", "engine.tables", "mem"), ("descriptors.hex", "", "descriptors"))
 
 
 def build_top(config):

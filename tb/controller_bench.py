@@ -30,7 +30,7 @@ async def controller_runs_programs(dut):
     args = bench_args()
     config = NPUConfig.from_json(args["config"])
     await reset(dut, start=0, step=0, resume=0, host__write=0, weight_load__write=0, bias_load__write=0,
-                descriptor_load__write=0)
+                table_load__write=0, descriptor_load__write=0)
     if args["bench"] == "network":
         await _network(dut, args)
     else:

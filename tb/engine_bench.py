@@ -21,7 +21,7 @@ async def engine_matches_golden(dut):
     two_bit = args["bench"] == "two_bit"
     cases = two_bit_bench(config, args["seed"])[0] if two_bit else make_bench(args["bench"], config, args["seed"])[0]
 
-    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
+    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0, table_load__write=0)
 
     layers, failures = [], []
     for case in cases:

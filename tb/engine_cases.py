@@ -69,6 +69,26 @@ BENCHES = {
         ("add", (3, 4, 8), 8, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(input_zero_point=127, scale_ratio=-34)),
         ("add", (1, 1, 1), 1, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
     ],
+    # Max pooling walked as depthwise (golden.pool.max_pool2d; zero points 0, identity requantization): ResNet's
+    # 3x3/2 pad 1, YOLO's 2x2/2 and 5x5/1 pad 2, inputs crowding -128 (padding never wins), a clamp, a table after.
+    "max_pool": [
+        ("max_pool", (9, 13, 16), 16, (3, 3), (2, 2), (1, 1, 1, 1), "plain"),
+        ("max_pool", (8, 10, 24), 24, (2, 2), (2, 2), (0, 0, 0, 0), "plain"),
+        ("max_pool", (7, 9, 12), 12, (5, 5), (1, 1), (2, 2, 2, 2), Flavour(input_zero_point=-128, tiny_inputs=True)),
+        ("max_pool", (6, 7, 20), 20, (3, 3), (1, 2), (1, 1, 0, 1), Flavour(clamp="relu")),
+        ("max_pool", (5, 6, 8), 8, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(table="random")),
+    ],
+    # Activation tables after the requantizer (descriptor table, table_base): random entries, the identity and a
+    # constant, after every kind; a clamped layer reads only part of its table.
+    "table": [
+        ("conv", (7, 9, 12), 10, (3, 3), (1, 1), (1, 1, 1, 1), Flavour(table="random")),
+        ("depthwise", (6, 11, 16), 16, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(table="random", clamp="relu6",
+                                                                             gain=200.0)),
+        ("fully_connected", (1, 1, 40), 10, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(table="identity")),
+        ("average_pool", (4, 4, 16), 16, (4, 4), (1, 1), (0, 0, 0, 0), Flavour(table="constant")),
+        ("add", (5, 8, 12), 12, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(table="random")),
+        ("conv", (6, 7, 16), 24, (1, 1), (1, 1), (0, 0, 0, 0), "plain"),
+    ],
     # int8 and two-bit layers in one engine with the decoder (weight_code_bits 2, :func:`two_bit_bench`,
     # :data:`TWO_BIT_CODEBOOKS`): input channels not multiples of the lanes, so the padding columns of two-bit layers
     # (code 0 -> codebook0 != 0) must be zeroed; zero point -128 makes a leak large.

@@ -95,7 +95,7 @@ async def read_tensor(dut, descriptor, config):
     d = descriptor
     image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
     latency = 2
-    words = _locations(d.out_shape, d.out_base, d.out_row_pitch, config)
+    words = _locations(d.out_shape, d.out_base, d.out_row_pitch, config, skew=d.out_skew)
     for cycle in range(len(words) + latency):
         await FallingEdge(dut.clk)
         if cycle >= latency:
@@ -103,7 +103,7 @@ async def read_tensor(dut, descriptor, config):
             image[bank, address] = unpack_lanes(dut.host__read_data.value.to_unsigned(), 8, config.lanes)
         if cycle < len(words):
             dut.host__bank.value, dut.host__address.value = words[cycle]
-    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+    return load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config, skew=d.out_skew)
 
 
 class ActivationBanks:
@@ -124,14 +124,15 @@ class ActivationBanks:
                          dtype=np.uint64)
         return words.view(np.int8).reshape(lanes, depth, 8)[..., :lanes]
 
-    def tensor(self, shape, *, base, pitch):
-        """An int8 tensor ``(H, W, C)`` stored at ``base`` with row pitch ``pitch``, read word by word."""
+    def tensor(self, shape, *, base, pitch, skew=0):
+        """An int8 tensor ``(H, W, C)`` stored at ``base`` with row pitch ``pitch`` (banks turned by ``skew``), read
+        word by word."""
         config = self.config
         image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
-        for bank, address in _locations(shape, base, pitch, config):
+        for bank, address in _locations(shape, base, pitch, config, skew=skew):
             word = np.array([self.banks[bank][address].value.to_unsigned()], dtype=np.uint64)
             image[bank, address] = word.view(np.int8)[:config.lanes]
-        return load_activation(image, shape, base=base, pitch=pitch, config=config)
+        return load_activation(image, shape, base=base, pitch=pitch, config=config, skew=skew)
 
     def write(self, image, banks, addresses):
         """Write the words ``image[banks, addresses]`` of an image into the memory."""
@@ -140,17 +141,18 @@ class ActivationBanks:
             self.banks[bank][address].value = word
 
 
-def tensor_words(shape, base, pitch, config):
-    """``(banks, addresses)`` of every word of a tensor ``(H, W, C)`` at ``base`` with row pitch ``pitch``, pixel by
-    pixel, channel group innermost."""
+def tensor_words(shape, base, pitch, config, skew=0):
+    """``(banks, addresses)`` of every word of a tensor ``(H, W, C)`` at ``base`` with row pitch ``pitch`` (banks
+    turned by ``skew``), pixel by pixel, channel group innermost."""
     height, width, channels = shape
     y, x, g = np.meshgrid(np.arange(height), np.arange(width), np.arange(groups(channels, config)), indexing="ij")
-    return activation_location(y.ravel(), x.ravel(), g.ravel(), base=base, pitch=pitch, width=width, config=config)
+    return activation_location(y.ravel(), x.ravel(), g.ravel(), base=base, pitch=pitch, width=width, config=config,
+                               skew=skew)
 
 
-def _locations(shape, base, pitch, config):
+def _locations(shape, base, pitch, config, skew=0):
     # The words of tensor_words as (bank, address) pairs.
-    banks, addresses = tensor_words(shape, base, pitch, config)
+    banks, addresses = tensor_words(shape, base, pitch, config, skew)
     return list(zip(banks.tolist(), addresses.tolist()))
 
 

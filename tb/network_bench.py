@@ -2,8 +2,10 @@
 
 Per image the bench writes the int8 input into the activation memory, starts the whole program once in ``step`` mode and,
 at each pause (and at ``done`` for the last layer), reads the layer's output tensor (both through VPI: ``engine_io.ActivationBanks``) and compares it with
-``golden.engine.run_layer`` on the golden images; the last tensor is compared with ``golden.network.run``'s logits
-too. Then it reads the per-layer counters and the program's cycle counter. ``tb/network_cases.py`` launches it and
+``golden.engine.run_layer`` on the golden images; then, still paused, it runs the host layers that follow that layer
+in the network (``memory.json``'s ``host_layers``, ``network_cases.host_schedule``: ``golden.network.layer_output`` on
+the golden images, the result written into the activation memory where the planner placed it). The last tensor is
+compared with ``golden.network.run``'s logits too. Then it reads the per-layer counters and the program's cycle counter. ``tb/network_cases.py`` launches it and
 turns the summary into tables, JSON and repro bundles.
 """
 
@@ -18,10 +20,10 @@ from tqdm import tqdm
 from engine_io import ActivationBanks, first_mismatch, read_counters, start_program, tensor_words, wait_for
 from golden.controller import LAYER_OVERHEAD, program_cycles
 from golden.engine import run_layer
-from golden.images import MemoryImages, read_images, store_activation
-from golden.network import INPUT
+from golden.images import MemoryImages, load_activation, read_images, store_activation
+from golden.network import INPUT, layer_output, load
 from golden.sequencer import layer_cycles
-from network_cases import Expected, write_bundle
+from network_cases import Expected, host_schedule, write_bundle
 from sim import bench_args, reset, write_summary
 
 
@@ -35,29 +37,35 @@ async def network_matches_golden(dut):
     logits = np.load(args["logits"]).reshape(len(inputs), -1)
     budget = 2 * program_cycles(descriptors, config) + 1000
 
+    network = load(args["directory"])
+    schedule = host_schedule(network, summary)
     await reset(dut, start=0, step=0, resume=0, host__write=0, weight_load__write=0, bias_load__write=0,
-                descriptor_load__write=0, counter_address=0, layer_count=len(descriptors))
+                table_load__write=0, descriptor_load__write=0, counter_address=0, layer_count=len(descriptors))
     memory = ActivationBanks(dut.engine.activations, config)
     results = []
     for index, x in enumerate(tqdm(inputs, desc="images", unit="image", disable=not args["progress"])):
         started = time.perf_counter()
         golden = MemoryImages(activation=np.zeros_like(images.activation), weights=images.weights, bias=images.bias,
-                              channel_shift=images.channel_shift)
+                              channel_shift=images.channel_shift, tables=images.tables)
         store_activation(golden.activation, x, base=source["base"], pitch=source["row_pitch"], config=config)
         memory.write(golden.activation, *tensor_words(x.shape, source["base"], source["row_pitch"], config))
+        _run_host(schedule.get(-1, []), network, golden, memory, summary["tensors"], config)
         await start_program(dut, len(descriptors), step=1)
         mismatch, got = None, None
         for layer, descriptor in enumerate(descriptors):
             last = layer == len(descriptors) - 1
             await wait_for(dut, "done" if last else "paused", budget)
             expected, acc = run_layer(descriptor, golden, config)
-            got = memory.tensor(descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch)
+            got = memory.tensor(descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch,
+                                skew=descriptor.out_skew)
             count, message = first_mismatch(Expected(f"image {args['indices'][index]}, layer {layer} {names[layer]}",
                                                      expected, acc), got)
             if message and mismatch is None:
                 mismatch = dict(layer=layer, name=names[layer], outputs=count, message=message)
                 write_bundle(Path(args["bundles"]) / f"image-{args['indices'][index]}", x=x, expected=expected,
                              got=got, accumulators=acc, mismatch=mismatch)
+            if layer in schedule:       # the host layers after this one, while the controller waits
+                got = _run_host(schedule[layer], network, golden, memory, summary["tensors"], config)
             if not last:
                 dut.resume.value = 1
                 await FallingEdge(dut.clk)
@@ -80,3 +88,22 @@ async def network_matches_golden(dut):
             dut._log.error(mismatch["message"])
     model = [layer_cycles(d, config) + LAYER_OVERHEAD for d in descriptors]
     write_summary(args, images=results, model_layer_cycles=model, model_cycles=program_cycles(descriptors, config))
+
+
+def _run_host(layers, network, golden, memory, tensors, config):
+    """Run host layers on the golden images (inputs read where the planner placed them) and write each output into
+    the golden images and the RTL's activation memory; returns the last output (``None`` for none)."""
+    flattened = {layer.output: layer.input for layer in network.layers if layer.kind == "flatten"}
+    output = None
+    for layer in layers:
+        values = {}
+        for name in layer.inputs:
+            place = tensors[flattened.get(name, name)]
+            tensor = load_activation(golden.activation, tuple(place["shape"]), base=place["base"],
+                                     pitch=place["row_pitch"], config=config, skew=place.get("skew", 0))
+            values[name] = tensor.reshape(1, *network.tensors[name].shape)
+        place = tensors[layer.output]
+        output = layer_output(network, layer, values)[0].reshape(place["shape"])
+        store_activation(golden.activation, output, base=place["base"], pitch=place["row_pitch"], config=config)
+        memory.write(golden.activation, *tensor_words(tuple(place["shape"]), place["base"], place["row_pitch"], config))
+    return output

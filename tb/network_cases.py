@@ -19,7 +19,7 @@ from golden.sequencer import layer_cycles
 from hdl.controller import Controller
 from sim import run_bench
 
-__all__ = ["BUNDLES", "Expected", "write_bundle", "network_top", "run_network"]
+__all__ = ["BUNDLES", "Expected", "write_bundle", "network_top", "host_schedule", "run_network"]
 
 #: Where mismatching images leave their repro bundles (``image-<index in the data set>``).
 BUNDLES = Path("build/run_npu")
@@ -37,6 +37,21 @@ def write_bundle(directory, *, x, expected, got, accumulators, mismatch):
         if array is not None:
             np.save(directory / f"{name}.npy", np.asarray(array))
     (directory / "mismatch.json").write_text(json.dumps(mismatch, indent=1) + "\n")
+
+
+def host_schedule(network, summary):
+    """The host layers (``memory.json``'s ``host_layers``) by the engine layer they follow: ``{index: [layer, ..]}``,
+    in network order, index -1 for those before the first engine layer. Fused activations and placed concatenations
+    belong to their engine layers."""
+    engine = {layer["name"]: index for index, layer in enumerate(summary["layers"])}
+    host = {layer["name"] for layer in summary["host_layers"]}
+    schedule, current = {}, -1
+    for layer in network.layers:
+        if layer.name in engine:
+            current = engine[layer.name]
+        elif layer.name in host:
+            schedule.setdefault(current, []).append(layer)
+    return schedule
 
 
 def network_top(directory):

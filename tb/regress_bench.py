@@ -24,7 +24,8 @@ import numpy as np
 from engine_io import ActivationBanks, first_mismatch, load_words, run_layer
 from golden.config import NPUConfig
 from golden.engine import run_layer as golden_run_layer
-from golden.layouts import activation_location, groups, pack_bias_words, pack_words, weight_word_span
+from golden.layouts import (TABLE_ENTRIES, UNWEIGHTED, activation_location, groups, pack_bias_words, pack_words,
+                            weight_word_span)
 from golden.sequencer import layer_cycles
 from golden.stimulus import Case, constrained_random_layer
 from regress_cases import compare_memory, layer_coverage, merge_coverage, read_bundle, replay_command, write_bundle
@@ -35,8 +36,8 @@ MAX_BUNDLES = 3
 
 
 async def load_layer(dut, config, case, images, memory):
-    """A layer's input (an add's two) into the activation memory, its weight words (int8, or holding its code words)
-    and biases through the load ports.
+    """A layer's input (an add's two) into the activation memory, its weight words (int8, or holding its code words),
+    biases and activation table through the load ports.
 
     Returns the ``(banks, addresses)`` of the input words written.
     """
@@ -48,7 +49,10 @@ async def load_layer(dut, config, case, images, memory):
                                   config=config) for base, pitch in inputs]
     written = tuple(np.concatenate(axis) for axis in zip(*places))
     memory.write(images.activation, *written)
-    if d.kind in ("average_pool", "add"):
+    if d.table:
+        await load_words(dut, "table_load", d.table_base * TABLE_ENTRIES,
+                         [int(entry) & 0xFF for entry in images.tables[d.table_base]])
+    if d.kind in UNWEIGHTED:
         return written
     first, end = weight_word_span(d, config)
     await load_words(dut, "weight_load", first, pack_words(images.weights[first:end].reshape(end - first, -1), 8))
@@ -81,7 +85,7 @@ async def check_layer(dut, config, case, memory, before):
 async def regression(dut):
     args = bench_args()
     config = NPUConfig.from_json(args["config"])
-    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0)
+    await reset(dut, start=0, host__write=0, weight_load__write=0, bias_load__write=0, table_load__write=0)
     memory = ActivationBanks(dut.activations, config)
     if "replay" in args:
         await replay_bundle(dut, config, memory, args)
@@ -130,7 +134,7 @@ async def replay_bundle(dut, config, memory, args):
     d = descriptor
     shifts = images.channel_shift[d.bias_base:d.bias_base + groups(d.out_channels, config)].reshape(-1)
     case = Case(name=name, descriptor=d, expected=expected, acc=acc,
-                channel_shift=np.zeros(d.out_channels, dtype=np.int64) if d.kind in ("average_pool", "add")
+                channel_shift=np.zeros(d.out_channels, dtype=np.int64) if d.kind in UNWEIGHTED
                 else shifts[:d.out_channels],
                 codebook=[d.codebook0, d.codebook1, d.codebook2, d.codebook3] if d.weight_format else None)
     record, _, _, problem = await check_layer(dut, config, case, memory, before)

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from golden.config import NPUConfig
-from golden.descriptor import LayerDescriptor
+from golden.descriptor import KINDS, LayerDescriptor
 from golden.hexfile import read_hex, write_hex
 from golden.images import MemoryImages, load_activation
-from golden.layouts import CODE_BITS, activation_location, groups, pack_bias_words, pack_words, unpack_bias_words, \
-    unpack_words
+from golden.layouts import CODE_BITS, UNWEIGHTED, activation_location, groups, pack_bias_words, pack_words, \
+    unpack_bias_words, unpack_words
 from golden.requant import multiply_by_quantized_multiplier, saturate_int32
+from golden.stimulus import TABLES
 from hdl.engine import Engine
 from sim import run_bench
 from tools.quantizer.report import markdown_table
@@ -37,6 +38,8 @@ TWO_BIT_SHARE = 0.25
 #: Where failing layers leave their repro bundles (``fail-<seed>-<build>-<index>``).
 BUNDLES = Path("build/regress")
 _REPO = Path(__file__).resolve().parents[1]
+#: Kinds with a free window (their kernel bins are by size).
+WINDOWED = ("conv", "depthwise", "max_pool")
 
 
 def regress_config(weight_code_bits):
@@ -67,6 +70,13 @@ def _clamp_bin(d):
     return "narrow"
 
 
+def _table_bin(table):
+    # Which of golden.stimulus.TABLES a layer's table is.
+    if (table == table[0]).all():
+        return "constant"
+    return "identity" if (table == np.arange(-128, 128)).all() else "random"
+
+
 def _share_bin(share):
     return "none" if share == 0 else "< 50 %" if share < 0.5 else ">= 50 %"
 
@@ -76,7 +86,8 @@ def layer_coverage(case, config):
 
     Bins: kind, kernel, stride, padding, input zero point (extremes / middle), clamp, multiplier quarter of its
     octave, layer shift sign, channel counts multiple of the lanes, two-bit, the layer's saturation and tie shares,
-    the engine (with the two-bit decoder or without), an add's inputs (one tensor or two) and input rescalings
+    the engine (with the two-bit decoder or without), the activation table (random, identity, constant or none), the
+    output's banks (turned by ``out_skew`` or not), an add's inputs (one tensor or two) and input rescalings
     (multiplier 0, shift -31), and per channel shift k_c the outputs of its *live* channels (at least 4 distinct
     values, 2 for outputs of fewer than 8 pixels): k_c 15 must spread its outputs, not give the constant zero point.
     """
@@ -86,9 +97,9 @@ def layer_coverage(case, config):
     top, bottom, left, right = d.padding
     bins = {
         f"kind: {d.kind}": outputs,
-        f"kernel: {d.kernel_height}x{d.kernel_width}" if d.kind in ("conv", "depthwise") and d.kernel_height ==
+        f"kernel: {d.kernel_height}x{d.kernel_width}" if d.kind in WINDOWED and d.kernel_height ==
         d.kernel_width else "kernel: add elementwise" if d.kind == "add" else
-        f"kernel: {d.kind} {'rectangular' if d.kind in ('conv', 'depthwise') else 'whole input'}": outputs,
+        f"kernel: {d.kind} {'rectangular' if d.kind in WINDOWED else 'whole input'}": outputs,
         f"stride: {d.stride_height}x{d.stride_width}": outputs,
         "padding: " + ("none" if not any(d.padding) else "symmetric" if top == bottom and left == right
                        else "asymmetric"): outputs,
@@ -102,6 +113,8 @@ def layer_coverage(case, config):
         f"engine: {'two-bit decoder' if config.weight_code_bits == CODE_BITS else 'int8'}": outputs,
         f"saturation share: {_share_bin(saturated.mean())}": outputs,
         f"tie share: {_share_bin(tie.mean())}": outputs,
+        f"activation table: {_table_bin(case.table) if d.table else 'none'}": outputs,
+        f"output banks: {'turned (out_skew)' if d.out_skew else 'plain'}": outputs,
     }
     if tie.any():
         for sign, mask in (("negative", case.acc < 0), ("positive", case.acc >= 0)):
@@ -116,7 +129,7 @@ def layer_coverage(case, config):
             multiplier = getattr(d, name.replace("shift", "multiplier"))
             rescaling = "multiplier 0" if not multiplier else "shift -31" if getattr(d, name) == -31 else "other"
             bins[f"add input rescaling: {rescaling}"] = outputs
-    if d.kind not in ("average_pool", "add"):
+    if d.kind not in UNWEIGHTED:
         pixels = d.out_height * d.out_width
         for channel in range(d.out_channels):
             values = case.expected[..., channel]
@@ -136,10 +149,12 @@ def merge_coverage(total, bins):
 
 #: Bins every default run must hit (``tb/test_regress.py``): both engines, each kind, each weighted kind two-bit and
 #: int8, every live k_c, the zero-point extremes, every clamp, saturation- and tie-heavy layers, ties of both signs,
-#: both strides and asymmetric padding, channel counts on and off the lanes, an add of a tensor to itself and add
-#: input rescalings of multiplier 0 and of shift -31.
+#: both strides and asymmetric padding, channel counts on and off the lanes, each kind of activation table and none,
+#: output banks turned and not, an add of a tensor to itself and add input rescalings of multiplier 0 and of shift -31.
 REQUIRED_BINS = (
-    *(f"kind: {kind}" for kind in ("conv", "depthwise", "fully_connected", "average_pool", "add")),
+    *(f"kind: {kind}" for kind in KINDS),
+    *(f"activation table: {table}" for table in (*TABLES, "none")),
+    "output banks: turned (out_skew)", "output banks: plain",
     *(f"two-bit: {kind}" for kind in ("conv", "depthwise", "fully_connected", "no")),
     "engine: int8", "engine: two-bit decoder",
     "add: input 2 is input 1", "add: two tensors", "add input rescaling: multiplier 0",
@@ -169,7 +184,8 @@ def output_words(descriptor, config):
     d = descriptor
     y, x, g = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), np.arange(groups(d.out_channels, config)),
                           indexing="ij")
-    return activation_location(y, x, g, base=d.out_base, pitch=d.out_row_pitch, width=d.out_width, config=config)
+    return activation_location(y, x, g, base=d.out_base, pitch=d.out_row_pitch, width=d.out_width, config=config,
+                               skew=d.out_skew)
 
 
 def compare_memory(before, after, descriptor, config):
@@ -180,15 +196,15 @@ def compare_memory(before, after, descriptor, config):
     changed = np.any(after != before, axis=2)
     changed[banks, addresses] = False
     got = load_activation(after, descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch,
-                          config=config)
+                          config=config, skew=descriptor.out_skew)
     return got, [tuple(map(int, word)) for word in np.argwhere(changed)]
 
 
 def write_bundle(directory, config, case, images, got, message):
     """A failing layer's repro bundle in ``directory``: ``config.json``, ``descriptor.json`` (a two-bit layer's
     codebook in it), ``activation.hex`` (the whole activation memory before the layer, bank after bank),
-    ``weights.hex`` (weight words: int8, or code words four to a word), ``bias.hex``, ``expected.npy``,
-    ``actual.npy`` and ``mismatch.txt``."""
+    ``weights.hex`` (weight words: int8, or code words four to a word), ``bias.hex``, ``tables.hex`` (activation
+    tables, one 8-bit entry per line), ``expected.npy``, ``actual.npy`` and ``mismatch.txt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lanes = config.lanes
@@ -199,6 +215,7 @@ def write_bundle(directory, config, case, images, got, message):
     write_hex(directory / "weights.hex", pack_words(images.weights.reshape(len(images.weights), -1), 8), 8 * config.macs)
     write_hex(directory / "bias.hex", pack_bias_words(images.bias, images.channel_shift, config),
               lanes * (config.acc_bits + config.shift_bits))
+    write_hex(directory / "tables.hex", [int(entry) & 0xFF for entry in images.tables.reshape(-1)], 8)
     np.save(directory / "expected.npy", case.expected)
     np.save(directory / "actual.npy", got)
     (directory / "mismatch.txt").write_text(message + "\n")
@@ -216,6 +233,7 @@ def read_bundle(directory):
         images.activation.shape)
     images.weights[:] = unpack_words(read_hex(directory / "weights.hex"), 8, config.macs).reshape(images.weights.shape)
     images.bias[:], images.channel_shift[:] = unpack_bias_words(read_hex(directory / "bias.hex"), config)
+    images.tables[:] = unpack_words(read_hex(directory / "tables.hex"), 8, 1).reshape(images.tables.shape)
     return config, name, LayerDescriptor(**fields), images
 
 

@@ -15,8 +15,8 @@ from sim import run_bench
 UTILIZATION_TARGET = {"conv": 0.90, "depthwise": 0.75}
 
 
-@pytest.mark.parametrize("bench", ["conv", "depthwise", "fully_connected", "average_pool", "add", "utilization",
-                                   "two_bit"])
+@pytest.mark.parametrize("bench", ["conv", "depthwise", "fully_connected", "average_pool", "add", "max_pool",
+                                   "table", "utilization", "two_bit"])
 def test_engine_bit_exact(bench, bench_report):
     config = bench_config(bench)
     seed = 2026

@@ -1,5 +1,7 @@
 """Launcher of tb/network_bench.py through ``python tools/run_npu.py``: the built-in reference model, quantized, runs
 on the NPU's RTL (Verilator) for a few images, every layer equal to golden, cycles equal to the controller's model.
+The ResNet-style and MobileNetV3-style fixtures (tests/fixtures/onnx/layers: max pool, fused activation tables, SE
+gates and a concatenation run on the host) run likewise behind ``-m slow``.
 
 CI-sized: a handful of evaluation images; ``python tools/run_npu.py build/quantized --images 1000`` is the full
 run.
@@ -13,10 +15,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from PIL import Image
+
+from golden import network as gnet
 from golden.controller import program_cycles
 from golden.images import read_images
+from network_cases import host_schedule
+from tools.quantizer import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def quantized_fixture(name, folder):
+    """A layer fixture quantized (wess, W8A8) on 24 random images, 12 of them for calibration: its output folder."""
+    data = folder / "images"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(24):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(data / f"{index % 3:04d}_{index}.png")
+    out = folder / name
+    pipeline.run(pipeline.Job(out=str(out), model=str(ROOT / "tests" / "fixtures" / "onnx" / "layers" / f"{name}.onnx"),
+                              data=str(data), methods=("wess",), weight_bits=(8,), sweep_bits=(), calib_images=12,
+                              progress=False))
+    return out
+
+
+def test_host_layers_run_after_the_engine_layer_before_them(tmp_path):
+    out = quantized_fixture("mobilenetv3_style_dynamo_op18", tmp_path)
+    summary = json.loads((out / "memory.json").read_text())
+    names = [layer["name"] for layer in summary["layers"]]
+    schedule = host_schedule(gnet.load(out), summary)
+    # the SE gate's Mul after its gate's last conv; the 6 + 6 channel concat (off the lanes) after its last branch
+    assert {names[index]: [layer.name for layer in layers] for index, layers in schedule.items()} == {
+        "conv5": ["mul6"], "conv9": ["concat10"]}
+    assert [layer["activation"] for layer in summary["layers"] if layer["activation"]] == ["hard_swish1", "tanh12"]
 
 
 def run_npu(*args):
@@ -54,3 +86,18 @@ def test_a_damaged_bias_word_is_a_mismatch_with_a_bundle(reference_folder, tmp_p
     assert status == 1 and "first mismatch" in out and "golden.network.run" in out
     bundle = next((tmp_path / "bundles").iterdir())
     assert np.load(bundle / "input.npy").shape == (28, 28, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture, host", [("resnet_style_legacy_op13", {"mul10"}),
+                                           ("mobilenetv3_style_dynamo_op18", {"mul6", "concat10"})])
+def test_layer_fixtures_on_the_rtl(fixture, host, tmp_path, bench_report):
+    out = quantized_fixture(fixture, tmp_path)
+    assert {layer["name"] for layer in json.loads((out / "memory.json").read_text())["host_layers"]} == host
+    status, text = run_npu(out, "--images", 4, "--litert", "--json", tmp_path / "r.json",
+                           "--bundles", tmp_path / "bundles")
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert status == 0 and record["mismatching_images"] == 0 and record["litert_mismatching_images"] == 0, text
+    assert record["cycles_per_image"] == record["model_cycles_per_image"]
+    bench_report(f"network {fixture}: 4 images, 0 mismatching (LiteRT REF equal too), host layers "
+                 f"{', '.join(sorted(host))}, {record['cycles_per_image']:,} cycles/image")

@@ -150,7 +150,8 @@ def simulate(cases, images, config, directory, *, progress=True):
                                           for lane in range(config.lanes)]
     for case, result in zip(cases, results):
         d = case.descriptor
-        result["output"] = load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config)
+        result["output"] = load_activation(image, d.out_shape, base=d.out_base, pitch=d.out_row_pitch, config=config,
+                                           skew=d.out_skew)
     return results
 
 

@@ -67,7 +67,7 @@ def add():
 
 # One hand-made failure per check: the descriptor and the fields changed.
 FAILURES = [
-    ("kind", conv, dict(kind=5)),
+    ("kind", conv, dict(kind=6)),
     ("kind", conv, dict(kind=7)),
     ("size", conv, dict(in_channels=0)),
     ("size", conv, dict(kernel_width=0)),

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from golden import network as gnet
+from golden.activation import activation_table, lookup
 from golden.add import add_params
 from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
-from golden.images import read_code_words, read_images, store_activation, store_weight_codes, store_weights, write_images
+from golden.images import (load_activation, read_code_words, read_images, store_activation, store_weight_codes,
+                           store_weights, write_images)
 from golden.stimulus import small_network
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
@@ -23,10 +25,13 @@ def test_network_images_run_layer_after_layer_as_the_network(tmp_path):
     net = small_network(rng, config)
     summary = write_images(net, tmp_path)
     assert summary["fits"] and not summary["host_layers"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "tables.hex",
+                                                            "weights.hex"]
     read_config, images, descriptors, _ = read_images(tmp_path)
     assert [d.kind for d in descriptors] == ["conv", "depthwise", "conv", "add", "conv", "average_pool",
                                              "fully_connected"]
+    assert [d.table for d in descriptors] == [1, 0, 0, 0, 0, 0, 0]        # LeakyReLU h0 fused into conv c0
+    np.testing.assert_array_equal(images.tables[0], net.layer("h0").table)
 
     trace = _assert_runs_as_the_network(net, summary, read_config, images, descriptors, rng)
     assert len(np.unique(trace.tensors["a3"])) > 20        # the add's outputs spread: a live check of its arithmetic
@@ -39,10 +44,11 @@ def _assert_runs_as_the_network(net, summary, config, images, descriptors, rng):
     placed = summary["tensors"][gnet.INPUT]
     store_activation(images.activation, x, base=placed["base"], pitch=placed["row_pitch"], config=config)
     _, trace = gnet.run(net, x[None], keep=True)
-    engine_layers = [layer for layer in net.layers if layer.kind != "flatten"]
-    for descriptor, layer in zip(descriptors, engine_layers):   # the engine's whole job: one descriptor after another
+    assert len(descriptors) == len(summary["layers"])
+    for descriptor, entry in zip(descriptors, summary["layers"]):   # the engine's whole job: one after another
         output, _ = run_layer(descriptor, images, config)
-        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[layer.output][0].reshape(-1), layer.name)
+        tensor = net.layer(entry["activation"] or entry["name"]).output     # a fused activation's output
+        np.testing.assert_array_equal(output.reshape(-1), trace.tensors[tensor][0].reshape(-1), entry["name"])
     return trace
 
 
@@ -92,7 +98,8 @@ def test_mixed_network_images_hold_codes_four_to_a_word_and_run_as_the_network(t
     config = NPUConfig(act_depth=64, weight_depth=64, bias_depth=16, weight_code_bits=2)
     net = _mixed_network(rng, config)
     summary = write_images(net, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "weights.hex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.hex", "descriptors.hex", "memory.json", "tables.hex",
+                                                            "weights.hex"]
     lines = (tmp_path / "weights.hex").read_text().splitlines()
     assert all(len(line) == 8 * 8 * 8 // 4 for line in lines)          # 512-bit words: 128 hex digits
     read_config, images, descriptors, _ = read_images(tmp_path)
@@ -164,3 +171,139 @@ def test_code_words_stored_at_any_base_keep_the_other_quarters():
         assert after[k] == sum(int(code) << 2 * i for i, code in enumerate(rows.reshape(-1)))
     with pytest.raises(ValueError, match="2 code words at 15 exceed the 4-word weight memory"):
         store_weight_codes(image, "conv", codes, base=15, config=config)
+
+
+def _pool_table_network(rng, config):
+    """conv 3x3 (3 -> 16) -> max pool 3x3/2 pad 1 -> HardSwish (fused into the pool) -> 1x1 conv (16 -> 8) ->
+    LeakyReLU and Sigmoid of the conv's output (host layers: their input is read twice) -> add of the two -> global
+    pool."""
+    def conv(name, source, weights, channels, **extra):
+        return gnet.Conv2D(name=name, input=source, output=name, weights=weights,
+                           bias=rng.integers(-500, 500, size=channels), multiplier=int(rng.integers(1 << 30, 1 << 31)),
+                           shift=-int(rng.integers(7, 10)), channel_shift=np.zeros(channels, dtype=np.int64),
+                           weight_scale=np.ones(channels), **extra)
+    q = {name: gnet.Tensor(shape=shape, scale=float(rng.uniform(0.05, 0.2)), zero_point=int(rng.integers(-20, 20)))
+         for name, shape in ((gnet.INPUT, (9, 9, 3)), ("c0", (9, 9, 16)), ("h2", (5, 5, 16)), ("c3", (5, 5, 8)),
+                             ("l4", (5, 5, 8)), ("a6", (5, 5, 8)))}
+    q["m1"] = dataclasses.replace(q["c0"], shape=(5, 5, 16))
+    q["s5"] = gnet.Tensor(shape=(5, 5, 8), scale=1 / 256, zero_point=-128)
+    q["g7"] = dataclasses.replace(q["a6"], shape=(1, 1, 8), zero_point=0)
+    q["a6"] = dataclasses.replace(q["a6"], zero_point=0)
+
+    def table(function, source, output, **extra):
+        return activation_table(function, q[source].scale, q[source].zero_point, q[output].scale,
+                                q[output].zero_point, **extra)
+    layers = (
+        conv("c0", gnet.INPUT, rng.integers(-127, 128, size=(16, 3, 3, 3)), 16, padding=(1, 1, 1, 1)),
+        gnet.MaxPool(name="m1", input="c0", output="m1", kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1)),
+        gnet.Activation(name="h2", input="m1", output="h2", function="hard_swish",
+                        table=table("hard_swish", "m1", "h2")),
+        conv("c3", "h2", rng.integers(-127, 128, size=(8, 1, 1, 16)), 8),
+        gnet.Activation(name="l4", input="c3", output="l4", function="leaky_relu", alpha=0.2,
+                        table=table("leaky_relu", "c3", "l4", alpha=0.2)),
+        gnet.Activation(name="s5", input="c3", output="s5", function="logistic", table=table("logistic", "c3", "s5")),
+        gnet.Add(name="a6", inputs=("l4", "s5"), output="a6",
+                 params=add_params(q["l4"].scale, q["l4"].zero_point, q["s5"].scale, q["s5"].zero_point,
+                                   q["a6"].scale, q["a6"].zero_point)),
+        gnet.AveragePool(name="g7", input="a6", output="g7"),
+    )
+    return gnet.Network(layers=layers, tensors=q, output="g7", config=config)
+
+
+def test_max_pool_and_fused_tables_run_as_the_network(tmp_path):
+    rng = np.random.default_rng(11)
+    net = _pool_table_network(rng, NPUConfig(act_depth=128, weight_depth=64, bias_depth=16))
+    summary = write_images(net, tmp_path)
+    # An activation whose input another layer reads too stays on the host (the network runner's job).
+    assert summary["host_layers"] == [{"name": "l4", "kind": "activation"}, {"name": "s5", "kind": "activation"}]
+    assert [(layer["name"], layer["kind"], layer["activation"]) for layer in summary["layers"]] == [
+        ("c0", "conv", None), ("m1", "max_pool", "h2"), ("c3", "conv", None), ("a6", "add", None),
+        ("g7", "average_pool", None)]
+    assert "m1" not in summary["tensors"] and "c3" in summary["tensors"]
+    config, images, descriptors, _ = read_images(tmp_path)
+    assert [(d.table, d.table_base) for d in descriptors] == [(0, 0), (1, 0), (0, 0), (0, 0), (0, 0)]
+    np.testing.assert_array_equal(images.tables[0], net.layer("h2").table)
+    assert (tmp_path / "tables.hex").read_text().split()[:2] == [
+        f"{v & 0xFF:02x}" for v in net.layer("h2").table[:2]]
+    # Engine layers and the host's Sigmoid in network order, each tensor golden.network.run's.
+    x = rng.integers(-128, 128, size=(9, 9, 3))
+    tensors = summary["tensors"]
+    store_activation(images.activation, x, base=tensors[gnet.INPUT]["base"], pitch=tensors[gnet.INPUT]["row_pitch"],
+                     config=config)
+    _, trace = gnet.run(net, x[None], keep=True)
+    outputs = {}
+    for descriptor, layer in zip(descriptors, summary["layers"]):
+        if layer["name"] == "a6":        # the host's tables run before the add, on the conv's output
+            c3 = load_activation(images.activation, (5, 5, 8), base=tensors["c3"]["base"],
+                                 pitch=tensors["c3"]["row_pitch"], config=config)
+            for name in ("l4", "s5"):
+                store_activation(images.activation, lookup(c3, net.layer(name).table), base=tensors[name]["base"],
+                                 pitch=tensors[name]["row_pitch"], config=config)
+        outputs[layer["activation"] or layer["name"]] = run_layer(descriptor, images, config)[0]
+    for name in ("c0", "h2", "c3", "a6", "g7"):
+        np.testing.assert_array_equal(outputs[name], trace.tensors[name][0], name)
+    assert len(np.unique(outputs["h2"])) > 10 and (outputs["g7"] != 0).any()
+
+
+def _concat_network(rng, config, branch_channels):
+    """conv 3x3 (3 -> 16) -> three 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second) ->
+    concat -> 1x1 conv -> global pool: a SqueezeNet fire block."""
+    def conv(name, source, cin, cout, kernel=1):
+        return gnet.Conv2D(name=name, input=source, output=name,
+                           weights=rng.integers(-127, 128, size=(cout, kernel, kernel, cin)),
+                           bias=rng.integers(-500, 500, size=cout), multiplier=int(rng.integers(1 << 30, 1 << 31)),
+                           shift=-int(rng.integers(7, 10)), channel_shift=np.zeros(cout, dtype=np.int64),
+                           weight_scale=np.ones(cout), padding=(kernel // 2,) * 4)
+    total = sum(branch_channels)
+    q = gnet.Tensor(shape=(6, 7, 16), scale=0.1, zero_point=-5)
+    tensors = {gnet.INPUT: gnet.Tensor(shape=(6, 7, 3), scale=0.05, zero_point=3), "c0": q}
+    layers = [conv("c0", gnet.INPUT, 3, 16, kernel=3)]
+    inputs = []
+    for index, channels in enumerate(branch_channels):
+        name = f"b{index}"
+        layers.append(conv(name, "c0", 16, channels))
+        tensors[name] = dataclasses.replace(q, shape=(6, 7, channels))
+        if index == 1:
+            layers.append(gnet.Activation(name="r1", input=name, output="r1", function="leaky_relu", alpha=0.1,
+                                          table=activation_table("leaky_relu", q.scale, q.zero_point, q.scale,
+                                                                 q.zero_point, alpha=0.1)))
+            tensors["r1"], name = tensors[name], "r1"
+        inputs.append(name)
+    layers += [gnet.Concat(name="cat", inputs=tuple(inputs), output="cat"), conv("c4", "cat", total, 8),
+               gnet.AveragePool(name="g5", input="c4", output="g5")]
+    tensors.update(cat=dataclasses.replace(q, shape=(6, 7, total)), c4=dataclasses.replace(q, shape=(6, 7, 8)),
+                   g5=dataclasses.replace(q, shape=(1, 1, 8)))
+    return gnet.Network(layers=tuple(layers), tensors=tensors, output="g5", config=config)
+
+
+def test_concat_by_placement_runs_as_the_network(tmp_path):
+    rng = np.random.default_rng(12)
+    net = _concat_network(rng, NPUConfig(act_depth=256, weight_depth=64, bias_depth=16), (8, 16, 5))
+    summary = write_images(net, tmp_path)
+    assert summary["host_layers"] == []
+    tensors = summary["tensors"]
+    cat = tensors["cat"]
+    wg = 1                                                         # ceil(7 / 8) words per channel group and row
+    # Slices start at channel groups 0, 1 and 3: bases one word per group on, banks turned alike.
+    assert [(tensors[name]["base"] - cat["base"], tensors[name]["skew"], tensors[name]["row_pitch"])
+            for name in ("b0", "r1", "b2")] == [(0, 0, 4 * wg), (1, 1, 4 * wg), (3, 3, 4 * wg)]
+    assert cat["words"] == 6 * 4 * wg + 3 * wg                       # the last slice's region ends inside it
+    config, images, descriptors, _ = read_images(tmp_path)
+    assert [d.out_skew for d in descriptors] == [0, 0, 1, 3, 0, 0]
+    x = rng.integers(-128, 128, size=(6, 7, 3))
+    store_activation(images.activation, x, base=tensors[gnet.INPUT]["base"], config=config)
+    _, trace = gnet.run(net, x[None], keep=True)
+    for descriptor, layer in zip(descriptors, summary["layers"]):
+        output = run_layer(descriptor, images, config)[0]
+        name = layer["activation"] or layer["name"]
+        np.testing.assert_array_equal(output, trace.tensors[name][0], name)
+    whole = load_activation(images.activation, (6, 7, 29), base=cat["base"], pitch=cat["row_pitch"], config=config)
+    np.testing.assert_array_equal(whole, trace.tensors["cat"][0])
+    assert len(np.unique(trace.tensors["g5"])) > 3
+
+
+@pytest.mark.parametrize("branch_channels", [(5, 8), (12, 8, 8)])
+def test_concat_off_the_lanes_stays_a_host_layer(tmp_path, branch_channels):
+    # An input before the last whose channels are not a multiple of the lanes would start the next one inside a word.
+    net = _concat_network(np.random.default_rng(13), NPUConfig(), branch_channels)
+    assert write_images(net, tmp_path)["host_layers"] == [{"name": "cat", "kind": "concat"}]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from golden.config import NPUConfig
-from golden.descriptor import check_descriptor
+from golden.descriptor import KINDS, check_descriptor
 from golden.engine import run_layer
 from golden.layouts import row_pitch
 from golden.stimulus import constrained_random_layer, fitted_config, random_layers, two_bit_layers
@@ -69,7 +69,7 @@ def _stream(config, count, seed=5):
 
 def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random():
     config = dataclasses.replace(NPUConfig(), act_depth=1024)
-    layers = _stream(config, 120)
+    layers = _stream(config, 160)
     descriptors = [case.descriptor for case, _ in layers]
     for case, images in layers:
         check_descriptor(case.descriptor, config)
@@ -79,7 +79,11 @@ def test_constrained_random_layers_are_legal_reproducible_and_placed_at_random()
         np.testing.assert_array_equal(acc, case.acc)
     again = constrained_random_layer(5, 77, config)[0]
     assert again.descriptor == descriptors[77] and np.array_equal(again.expected, layers[77][0].expected)
-    assert {d.kind for d in descriptors} == {"conv", "depthwise", "fully_connected", "average_pool", "add"}
+    assert {d.kind for d in descriptors} == set(KINDS)
+    assert {case.descriptor.table for case, _ in layers} == {0, 1}
+    tables = [case.table for case, _ in layers if case.table is not None]
+    assert any((t == np.arange(-128, 128)).all() for t in tables) and any((t == t[0]).all() for t in tables)
+    assert len({d.table_base for d in descriptors if d.table}) > 4
     adds = [d for d in descriptors if d.kind == "add"]
     assert any((d.in2_base, d.in2_row_pitch) == (d.in_base, d.in_row_pitch) for d in adds)      # x + x
     assert any(d.in2_base != d.in_base for d in adds)
@@ -144,6 +148,6 @@ def test_two_bit_constrained_random_layers_mix_formats_and_decode_their_codes():
                                                                           d.codebook3]
             quarters.add(d.weight_base % 4)
         np.testing.assert_array_equal(run_layer(d, images, config)[0], case.expected)
-    assert kinds == {0: {"conv", "depthwise", "fully_connected", "average_pool", "add"},
+    assert kinds == {0: set(KINDS),
                      1: {"conv", "depthwise", "fully_connected"}}
     assert quarters == {0, 1, 2, 3}

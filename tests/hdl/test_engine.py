@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
@@ -16,24 +17,33 @@ from golden.engine import run_layer
 from golden.images import load_activation
 from golden.layouts import pack_bias_words, pack_words
 from golden.sequencer import layer_cycles
-from golden.stimulus import random_layers
+from golden.stimulus import Flavour, random_layers
 from hdl.engine import Engine
 
-CONFIG = NPUConfig(lanes=4, act_depth=256, weight_depth=128, bias_depth=16, dim_bits=6, channel_bits=7)
+CONFIG = NPUConfig(lanes=4, act_depth=512, weight_depth=256, bias_depth=32, dim_bits=6, channel_bits=7, table_depth=4)
+PLAIN = Flavour()
 
 #: ``golden.stimulus`` specs, all placed in one set of images (one engine build holds every layer).
-LAYERS = [(f"{kind}-{'x'.join(map(str, shape))}", kind, shape, cout, kernel, stride, padding, "plain")
-          for kind, shape, cout, kernel, stride, padding in (
-              ("conv", (3, 4, 4), 4, (1, 1), (1, 1), (0, 0, 0, 0)),
-              ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1)),
-              ("conv", (5, 5, 6), 5, (3, 3), (2, 2), (0, 1, 0, 1)),
-              ("fully_connected", (1, 1, 10), 6, (1, 1), (1, 1), (0, 0, 0, 0)),
-              ("depthwise", (4, 6, 6), 6, (3, 3), (1, 1), (1, 1, 1, 1)),
-              ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1)),
-              ("depthwise", (3, 5, 4), 4, (1, 2), (1, 1), (0, 0, 0, 1)),
-              ("average_pool", (3, 4, 6), 6, (3, 4), (1, 1), (0, 0, 0, 0)),
-              ("add", (3, 5, 6), 6, (1, 1), (1, 1), (0, 0, 0, 0)),
-              ("add", (1, 1, 3), 3, (1, 1), (1, 1), (0, 0, 0, 0)),      # one word: nothing else in flight
+LAYERS = [(f"{kind}-{'x'.join(map(str, shape))}{'-' + flavour.table if flavour.table else ''}", kind, shape, cout,
+           kernel, stride, padding, flavour)
+          for kind, shape, cout, kernel, stride, padding, flavour in (
+              ("conv", (3, 4, 4), 4, (1, 1), (1, 1), (0, 0, 0, 0), PLAIN),
+              ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1), PLAIN),
+              ("conv", (5, 5, 6), 5, (3, 3), (2, 2), (0, 1, 0, 1), PLAIN),
+              ("fully_connected", (1, 1, 10), 6, (1, 1), (1, 1), (0, 0, 0, 0), PLAIN),
+              ("depthwise", (4, 6, 6), 6, (3, 3), (1, 1), (1, 1, 1, 1), PLAIN),
+              ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1), PLAIN),
+              ("depthwise", (3, 5, 4), 4, (1, 2), (1, 1), (0, 0, 0, 1), PLAIN),
+              ("average_pool", (3, 4, 6), 6, (3, 4), (1, 1), (0, 0, 0, 0), PLAIN),
+              ("add", (3, 5, 6), 6, (1, 1), (1, 1), (0, 0, 0, 0), PLAIN),
+              ("add", (1, 1, 3), 3, (1, 1), (1, 1), (0, 0, 0, 0), PLAIN),      # one word: nothing else in flight
+              ("conv", (4, 5, 6), 7, (3, 3), (1, 1), (1, 1, 1, 1), Flavour(table="random")),
+              ("depthwise", (5, 7, 10), 10, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(table="constant")),
+              ("add", (3, 5, 6), 6, (1, 1), (1, 1), (0, 0, 0, 0), Flavour(table="random")),
+              # max pools: inputs mostly -128 (padding never wins), ResNet's 3x3/2, 2x2/2 (YOLO), a table after one
+              ("max_pool", (5, 7, 6), 6, (3, 3), (2, 2), (1, 1, 1, 1), Flavour(input_zero_point=-128, tiny_inputs=True)),
+              ("max_pool", (4, 6, 10), 10, (2, 2), (2, 2), (0, 0, 0, 0), PLAIN),
+              ("max_pool", (4, 5, 4), 4, (3, 3), (1, 1), (1, 1, 1, 1), Flavour(table="random", clamp="relu")),
           )]
 SEED = 2026
 
@@ -81,7 +91,7 @@ def rtl_engine(descriptor, images, *, load=False):
                 ctx.set(dut.host.address, addresses[index][1])
             await ctx.tick()
         result["output"] = load_activation(image, descriptor.out_shape, base=descriptor.out_base,
-                                           config=CONFIG).tolist()
+                                           config=CONFIG, skew=descriptor.out_skew).tolist()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -103,11 +113,12 @@ async def load_images(ctx, dut, images):
     ctx.set(dut.host.write, 0)
     weights = pack_words(images.weights.reshape(len(images.weights), -1), 8)
     biases = pack_bias_words(images.bias, images.channel_shift, CONFIG)
-    for port, words in ((dut.weight_load, weights), (dut.bias_load, biases)):
+    entries = [int(entry) & 0xFF for entry in images.tables.reshape(-1)]
+    for port, words in ((dut.weight_load, weights), (dut.bias_load, biases), (dut.table_load, entries)):
         for address, word in enumerate(words):
             if word:
                 ctx.set(port.address, address)
-                ctx.set(port.data.as_value(), word)
+                ctx.set(Value.cast(port.data), word)
                 ctx.set(port.write, 1)
                 await ctx.tick()
         ctx.set(port.write, 0)
@@ -122,13 +133,22 @@ def test_engine_matches_golden(index):
     assert rtl_engine(case.descriptor, images) == expected
 
 
-@pytest.mark.parametrize("index", [1, 5, 8], ids=["conv", "depthwise", "add"])
+@pytest.mark.parametrize("index", [1, 5, 8, 10], ids=["conv", "depthwise", "add", "conv-table"])
 def test_engine_loaded_through_its_ports(index):
     cases, images = random_layers(LAYERS, CONFIG, SEED)
     case = cases[index]
     expected = ref_engine(case.descriptor, images)
     assert expected["output"] == case.expected.tolist()
     assert rtl_engine(case.descriptor, images, load=True) == expected
+
+
+@pytest.mark.parametrize("index, skew", [(1, 3), (5, 1), (8, 2), (14, 3)], ids=["conv", "depthwise", "add", "max_pool"])
+def test_engine_writes_with_its_banks_turned_by_out_skew(index, skew):
+    cases, images = random_layers(LAYERS, CONFIG, SEED)
+    descriptor = dataclasses.replace(cases[index].descriptor, out_skew=skew)
+    expected = ref_engine(descriptor, images)
+    assert expected["output"] == cases[index].expected.tolist()
+    assert rtl_engine(descriptor, images) == expected
 
 
 def rtl_host_port(words):

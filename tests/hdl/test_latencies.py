@@ -8,11 +8,11 @@ latencies are checked in tests/hdl/test_mac_array.py.
 
 from golden.controller import CHECK_LATENCY, DESCRIPTOR_LATENCY, LAUNCH_LATENCY, LAYER_OVERHEAD, STORE_LATENCY
 from golden.sequencer import (ADD_SEQUENCER_LATENCY, ADD_WRITE_LATENCY, FETCH_LATENCY, SEQUENCER_LATENCY,
-                              WRITE_LATENCY)
+                              TABLE_LATENCY, WRITE_LATENCY)
 from hdl.add import AddSequencer, AddUnit
 from hdl.controller import Controller
 from hdl.engine import Engine
-from hdl.memory import ActivationMemory, BiasMemory, WeightMemory
+from hdl.memory import ActivationMemory, BiasMemory, TableMemory, WeightMemory
 from hdl.requant import ROUNDING_SHIFT_LATENCY, Requantizer
 from hdl.sequencer import Sequencer
 
@@ -27,7 +27,9 @@ def test_fetch_waits_for_the_slower_memory():
 
 
 def test_write_stages_add_up_to_the_write_latency():
-    stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency)
+    stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency,
+              TableMemory.latency)
+    assert TableMemory.latency == TABLE_LATENCY
     assert sum(stages) == Engine.write_latency == WRITE_LATENCY
 
 
@@ -41,4 +43,5 @@ def test_add_stages_add_up_to_the_add_latencies():
     assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
     # AddUnit: centre, products, high half, the requantizer's rounding right shift with its result register, sum.
     assert 3 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
-    assert AddUnit.latency + Requantizer.latency == Engine.add_write_latency == ADD_WRITE_LATENCY
+    assert AddUnit.latency + Requantizer.latency + TableMemory.latency == Engine.add_write_latency \
+        == ADD_WRITE_LATENCY

@@ -6,6 +6,7 @@ from amaranth.sim import Simulator
 
 from golden.config import NPUConfig
 from golden.descriptor import encode_descriptor, layer_descriptor
+from golden.pool import MAX_POOL_PARAMS
 from golden.sequencer import SEQUENCER_LATENCY, issue_cycles, steps
 from hdl.sequencer import Sequencer
 
@@ -57,7 +58,7 @@ def rtl_steps(config, descriptor):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    lanes, pooling = config.lanes, descriptor.kind == "average_pool"     # pooling's weights are built in
+    lanes, pooling = config.lanes, descriptor.kind in ("average_pool", "max_pool")     # no weights to read
 
     def seen(got):
         rows = [(got.act_bank[r], got.act_address[got.act_bank[r]], got.act_valid[r]) for r in range(lanes)]
@@ -81,11 +82,14 @@ def rtl_steps(config, descriptor):
     ("depthwise", (6, 8, 8), 8, (3, 3), (2, 2), (1, 1, 1, 1)),
     ("depthwise", (5, 5, 4), 4, (1, 1), (1, 1), (0, 0, 0, 0)),
     ("average_pool", (3, 5, 9), 9, (3, 5), (1, 1), (0, 0, 0, 0)),
+    ("max_pool", (7, 11, 13), 13, (3, 3), (2, 2), (1, 1, 1, 1)),
+    ("max_pool", (4, 9, 10), 10, (2, 2), (1, 1), (0, 1, 0, 1)),
 ])
 def test_sequencer_matches_golden(kind, shape, cout, kernel, stride, padding):
+    params = dict(MAX_POOL_PARAMS) if kind == "max_pool" else dict(
+        input_zero_point=0 if kind == "average_pool" else -3, multiplier=1 << 30, shift=-4, weight_base=5, bias_base=2)
     descriptor = layer_descriptor(kind, shape, cout, config=CONFIG, kernel=kernel, stride=stride, padding=padding,
-                                  in_base=3, out_base=300, weight_base=5, bias_base=2,
-                                  input_zero_point=0 if kind == "average_pool" else -3, multiplier=1 << 30, shift=-4)
+                                  in_base=3, out_base=300, **params)
     expected = ref_steps(CONFIG, descriptor)
     assert rtl_steps(CONFIG, descriptor) == expected
     assert sum(step["macs"] for step in expected["steps"]) == descriptor.macs

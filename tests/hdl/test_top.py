@@ -68,7 +68,7 @@ def test_images_are_loaded_with_readmemh(tmp_path, quantized):
     assert result.returncode == 0, result.stderr
     text = (out / "npu.v").read_text()
     assert re.findall(r'\$readmemh\("([a-z.]+)", (\w+)\);', text) == [
-        ("descriptors.hex", "descriptors"), ("bias.hex", "mem"), ("weights.hex", "mem")]
+        ("descriptors.hex", "descriptors"), ("bias.hex", "mem"), ("tables.hex", "mem"), ("weights.hex", "mem")]
     assert not re.search(r"^    (mem|descriptors)\[\d+\] = ", text, re.MULTILINE)   # no inline init left
     for file, _, _ in IMAGE_FILES:
         assert (out / file).read_bytes() == (quantized / file).read_bytes()

@@ -146,7 +146,8 @@ def test_layer_fixture_quantizes_and_matches_litert(fixture, tmp_path):
     assert results["wess"]["logit_sqnr_db"] > 15
     network = gnet.load(out)
     memory = json.loads((out / "memory.json").read_text())
-    assert {layer["kind"] for layer in memory["host_layers"]} >= {"activation", "mul"}
+    assert "mul" in {layer["kind"] for layer in memory["host_layers"]}          # the SE gate's Mul runs on the host
+    assert any(layer["activation"] for layer in memory["layers"])                # activations fused into engine layers
     x = gnet.quantize_input(network, load_dataset(load_graph(model), str(data), progress=False).images[:6])
     (litert,) = run_reference(export_network(network, batch=len(x)), [x])
     np.testing.assert_array_equal(litert, gnet.run(network, x))
