@@ -249,7 +249,8 @@ def write_images(network, directory):
         "descriptor_config": json.loads(big.to_json()),
         "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
         "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
-                    "activation": None if entry["activation"] is None else entry["activation"].name,
+                    "activation": entry["activations"][-1].name if entry["activations"] else None,
+                    "activations": [activation.name for activation in entry["activations"]],
                     "codebook": None if entry["codebook"] is None else entry["codebook"].tolist()}
                    for entry in plan["layers"]],
         "tensors": plan["tensors"],

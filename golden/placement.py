@@ -34,7 +34,9 @@ def plan_network(network, config):
     the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
     freed. An ``activation`` layer whose input an engine layer wrote and nothing else reads (nor is it the network
     output) is fused into that layer: its table gets the next table of the table memory (``table_base``) and the layer
-    writes the activation's output; any other activation stays a host layer. A ``concat`` is placed, not run, when
+    writes the activation's output; an activation after a fused one (``conv -> HardSwish -> LeakyReLU``) fuses too,
+    its table composed with the one before (``T2[T1[q + 128] + 128]``, exact since both map int8 to int8), so a chain
+    costs one table; any other activation stays a host layer. A ``concat`` is placed, not run, when
     every input is written by an engine layer, read by nothing else and not the network output, and every input but
     the last has a channel count that is a multiple of ``lanes``: input ``i`` then starts at channel group
     ``g0 = sum(C_j / lanes, j < i)``, a whole activation word, and its producer writes its output as channel groups
@@ -56,8 +58,8 @@ def plan_network(network, config):
     Returns:
         dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
         flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none), ``output`` (the tensor written: the
-        layer's, or its fused activation's), ``activation`` (the fused activation layer, ``None`` for none),
-        ``table`` (its int8 table) and ``descriptor``), ``tensors`` (by
+        layer's, or its last fused activation's), ``activations`` (the fused activation layers in order, empty
+        for none), ``table`` (their composed int8 table) and ``descriptor``), ``tensors`` (by
         name: ``base``, ``row_pitch``, ``shape``, ``words``; a fused layer's intermediate tensor has none; a slice of
         a placed concatenation has its ``concat`` and ``skew`` too),
         ``host_layers`` (``name`` and ``kind`` of the layers the engine does not run), ``words`` (words needed:
@@ -86,11 +88,15 @@ def plan_network(network, config):
             continue
         if kind == "activation":
             producer = producers.get(layer.input)
-            if producer is not None and producer["activation"] is None and readers[layer.input] == 1 \
-                    and layer.input != network.output:
-                producer.update(output=layer.output, activation=layer, table=np.asarray(layer.table))
-                producer["params"].update(table=1, table_base=len(tables))
-                tables.append(np.asarray(layer.table))
+            if producer is not None and readers[layer.input] == 1 and layer.input != network.output:
+                table = np.asarray(layer.table)
+                if producer["activations"]:     # a chain: one table, the composition (exact: int8 in, int8 out)
+                    table = table[producer["table"].astype(np.int64) + 128]
+                    tables[producer["params"]["table_base"]] = table
+                else:
+                    producer["params"].update(table=1, table_base=len(tables))
+                    tables.append(table)
+                producer.update(output=layer.output, activations=producer["activations"] + (layer,), table=table)
                 producers[layer.output] = producer
             else:
                 host_layers.append({"name": layer.name, "kind": kind})
@@ -111,7 +117,7 @@ def plan_network(network, config):
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
         entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], input2=None,
                      codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook),
-                     output=layer.output, activation=None, table=None)
+                     output=layer.output, activations=(), table=None)
         if kind == "add" and tuple(shapes[aliases.get(layer.inputs[1], layer.inputs[1])]) == tuple(shapes[source]) \
                 == tuple(shapes[layer.output]):     # elementwise (a broadcasting add stays a host layer)
             entry.update(kind="add", kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), out_channels=in_shape[2],
@@ -174,8 +180,8 @@ def plan_network(network, config):
     # that reads it; the network output lives to the end.
     # A fused layer writes its activation's output (and the activation is no step of its own).
     tensors, live = {}, {}
-    fused = {entry["layer"].output: entry["output"] for entry in entries if entry["activation"] is not None}
-    fused_names = {entry["activation"].name for entry in entries if entry["activation"] is not None}
+    fused = {entry["layer"].output: entry["output"] for entry in entries if entry["activations"]}
+    fused_names = {activation.name for entry in entries for activation in entry["activations"]}
     steps = [layer for layer in network.layers
              if layer.kind != "flatten" and layer.name not in fused_names and layer.name not in placed]
     last_read = {aliases.get(name, name): index for index, layer in enumerate(steps) for name in layer.inputs}

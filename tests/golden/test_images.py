@@ -245,6 +245,42 @@ def test_max_pool_and_fused_tables_run_as_the_network(tmp_path):
     assert len(np.unique(outputs["h2"])) > 10 and (outputs["g7"] != 0).any()
 
 
+def test_chained_activations_fuse_as_one_composed_table(tmp_path):
+    """conv -> HardSwish -> LeakyReLU -> Tanh: one engine layer whose table is the three tables composed; the
+    engine's output is golden.network.run's Tanh output (a chain is exact: each table maps int8 to int8)."""
+    rng = np.random.default_rng(12)
+    q = {name: gnet.Tensor(shape=(6, 6, 8), scale=float(rng.uniform(0.02, 0.1)), zero_point=int(rng.integers(-20, 20)))
+         for name in ("c0", "h1", "l2", "t3")}
+    q[gnet.INPUT] = gnet.Tensor(shape=(6, 6, 3), scale=0.05, zero_point=3)
+    q["t3"] = dataclasses.replace(q["t3"], scale=1 / 128, zero_point=0)
+
+    def table(function, source, output, **extra):
+        return activation_table(function, q[source].scale, q[source].zero_point, q[output].scale,
+                                q[output].zero_point, **extra)
+    layers = (
+        gnet.Conv2D(name="c0", input=gnet.INPUT, output="c0", weights=rng.integers(-127, 128, size=(8, 3, 3, 3)),
+                    bias=rng.integers(-500, 500, size=8), multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-9,
+                    channel_shift=np.zeros(8, dtype=np.int64), weight_scale=np.ones(8), padding=(1, 1, 1, 1)),
+        gnet.Activation(name="h1", input="c0", output="h1", function="hard_swish",
+                        table=table("hard_swish", "c0", "h1")),
+        gnet.Activation(name="l2", input="h1", output="l2", function="leaky_relu", alpha=0.1,
+                        table=table("leaky_relu", "h1", "l2", alpha=0.1)),
+        gnet.Activation(name="t3", input="l2", output="t3", function="tanh", table=table("tanh", "l2", "t3")),
+    )
+    net = gnet.Network(layers=layers, tensors=q, output="t3", config=NPUConfig(act_depth=64, weight_depth=32,
+                                                                               bias_depth=8))
+    summary = write_images(net, tmp_path)
+    assert summary["host_layers"] == []
+    assert [(layer["name"], layer["activation"], layer["activations"]) for layer in summary["layers"]] == [
+        ("c0", "t3", ["h1", "l2", "t3"])]
+    assert set(summary["tensors"]) == {gnet.INPUT, "t3"} and summary["words_needed"]["tables"] == 1
+    config, images, descriptors, _ = read_images(tmp_path)
+    composed = [net.layer("t3").table[net.layer("l2").table[int(v) + 128] + 128] for v in net.layer("h1").table]
+    np.testing.assert_array_equal(images.tables[0], composed)
+    trace = _assert_runs_as_the_network(net, summary, config, images, descriptors, rng)
+    assert len(np.unique(trace.tensors["t3"])) > 10
+
+
 def _concat_network(rng, config, branch_channels):
     """conv 3x3 (3 -> 16) -> three 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second) ->
     concat -> 1x1 conv -> global pool: a SqueezeNet fire block."""
