@@ -355,6 +355,12 @@ def _check_ops(graph):
                                             f"({label}): {problem}")
 
 
+def _combined(activation, kind):
+    """The fused activation of a layer with ``activation`` (``None``, ``relu``, ``relu6``) followed by ReLU or
+    ReLU6 (``kind``)."""
+    return "relu6" if "relu6" in (activation, kind) else "relu"
+
+
 def _attributes(node):
     values = {}
     for attribute in node.attribute:
@@ -477,13 +483,20 @@ class _Importer:
     def _activation(self, node, label, kind):
         source = self._tensor(node.input[0], label)
         index, producer = self._fusable(source, label, node.op_type)
+        if isinstance(producer, MaxPool):
+            # relu(max_pool(x)) = max_pool(relu(x)) exactly (ReLU is monotone, a window always holds a real tap), as
+            # PyTorch's MNIST example writes it: the ReLU goes to the max pool's producer.
+            inner, conv = self._fusable(producer.input, label, node.op_type)
+            if isinstance(conv, (Conv, FullyConnected, Add, Mul)) and conv.activation != "hard_sigmoid":
+                self.nodes[inner] = dataclasses.replace(conv, activation=_combined(conv.activation, kind))
+                self._replace(index, dataclasses.replace(producer, output=node.output[0]), node.output[0])
+                return
         if producer is None or not isinstance(producer, (Conv, FullyConnected, Add, Mul)) \
                 or producer.activation == "hard_sigmoid":
             raise UnsupportedModelError(f"{label}: {node.op_type} must follow a Conv, Gemm/MatMul, Add or Mul "
                                         f"to be fused into it")
-        combined = "relu6" if "relu6" in (producer.activation, kind) else "relu"
-        self._replace(index, dataclasses.replace(producer, output=node.output[0], activation=combined),
-                      node.output[0])
+        self._replace(index, dataclasses.replace(producer, output=node.output[0],
+                                                 activation=_combined(producer.activation, kind)), node.output[0])
 
     # -- ops --------------------------------------------------------------------------------------------------------
 

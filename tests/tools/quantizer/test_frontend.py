@@ -332,13 +332,33 @@ def test_new_layers_import_and_keep_the_float_function():
     np.testing.assert_allclose(ir, original, rtol=1e-5, atol=1e-6)
 
 
+def test_relu_after_a_max_pool_moves_to_the_pool_producer():
+    """``relu(max_pool2d(conv(x), 2))`` (PyTorch's MNIST example): the ReLU (or a ReLU6 after a ReLU) fuses into the
+    conv before the pool, the same float function."""
+    b = _Builder(5)
+    first = b.node("Relu", [b.node("MaxPool", [b.conv("x", 3, 4, bias=True)], kernel_shape=[2, 2], strides=[2, 2])])
+    relu = b.node("Relu", [b.conv(first, 4, 4, bias=True)])
+    pooled = b.node("MaxPool", [relu], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    out = b.node("Clip", [pooled, b.const(np.float32(0)), b.const(np.float32(6))])
+    model = b.model((3, 8, 8), out)
+    graph = load_graph(model)
+    assert [(type(node).__name__, getattr(node, "activation", None)) for node in graph.nodes] == [
+        ("Conv", "relu"), ("MaxPool", None), ("Conv", "relu6"), ("MaxPool", None)]
+    x = 4 * np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    original, ir = _float_outputs(model, graph, x)
+    assert (original == 6).any() and (original < 6).any()
+    np.testing.assert_allclose(ir, original, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda b: b.node("HardSigmoid", ["x"]), "HardSigmoid is supported with alpha > 0 directly after a Conv"),
     (lambda b: b.node("Mul", [b.conv("x", 3, 3), b.const(np.ones((1, 3, 1, 1)))]), "Mul by a constant"),
     (lambda b: b.node("Mul", [b.conv("x", 3, 3), b.node("GlobalAveragePool", [b.conv("x", 3, 1)])]),
      r"Mul of shapes \(3, 8, 8\) and \(1, 1, 1\)"),
     (lambda b: b.node("Concat", [b.conv("x", 3, 3), b.conv("x", 3, 3, stride=2)], axis=1), "Concat joins two or more"),
-    (lambda b: b.node("Relu", [b.node("MaxPool", [b.conv("x", 3, 3)], kernel_shape=[2, 2])]),
+    (lambda b: b.node("Relu", [b.node("MaxPool", ["x"], kernel_shape=[2, 2])]),
+     "Relu must follow a Conv, Gemm/MatMul, Add or Mul"),
+    (lambda b: b.node("Relu", [b.node("MaxPool", [b.node("Tanh", [b.conv("x", 3, 3)])], kernel_shape=[2, 2])]),
      "Relu must follow a Conv, Gemm/MatMul, Add or Mul"),
     (lambda b: b.node("MaxPool", ["x"], kernel_shape=[2, 2], ceil_mode=1), "MaxPool attribute ceil_mode=1"),
     (lambda b: b.node("Concat", [b.conv("x", 3, 3), b.conv("x", 3, 3)], axis=2), "Concat attribute axis=2"),
