@@ -119,3 +119,29 @@ def test_train_reference_bad_data(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == ("python tools/train_reference.py: error: "
                                        "--epochs must be a positive integer, not 0\n")
+
+
+@pytest.mark.parametrize("arch, kinds", [
+    ("resnet", {"Conv": 6, "MaxPool": 1, "Add": 2, "Pool": 1, "FullyConnected": 1}),
+    ("mobilenetv3", {"Conv": 13, "Activation": 6, "Mul": 2, "Concat": 1, "Pool": 3, "FullyConnected": 1}),
+])
+def test_results_architectures_import_with_their_layers(arch, kinds, tmp_path):
+    """The ResNet- and MobileNetV3-style networks of ``--arch`` export (batch norm kept) to graphs the front end
+    imports with their MaxPool and adds, or HardSwish tables, SE gates (HardSigmoid folded, Mul) and Concat, and the
+    imported IR computes torch's logits."""
+    torch = pytest.importorskip("torch", reason="torch (training only): pip install -e '.[train]'")
+    from tools.quantizer.frontend import load_graph
+    from tools.training import export
+    from tools.training.models import ARCHITECTURES
+    torch.manual_seed(4)
+    model = ARCHITECTURES[arch][0]().eval()
+    path = str(tmp_path / "m.onnx")
+    export(model, path, fold_batch_norm=False, metadata={})
+    graph = load_graph(path)
+    found = [type(node).__name__ for node in graph.nodes]
+    assert {kind: found.count(kind) for kind in kinds} == kinds and set(found) <= set(kinds) | {"Flatten"}
+    x = np.random.default_rng(4).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    ir = ort.InferenceSession(graph.to_onnx(expose_all=False).SerializeToString()).run(None, {graph.input: x})[0]
+    np.testing.assert_allclose(ir, expected, rtol=1e-4, atol=1e-4)
