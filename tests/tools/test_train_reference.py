@@ -72,6 +72,19 @@ def test_reference_model_accuracy_and_folding():
     assert np.mean(folded.argmax(1) == labels) >= 0.85
 
 
+@needs_fashion_mnist
+@pytest.mark.parametrize("name, ops", [("fmnist_resnet", {"MaxPool", "Add"}),
+                                       ("fmnist_mobilenetv3", {"HardSwish", "HardSigmoid", "Mul", "Concat"})])
+def test_results_models_accuracy(name, ops):
+    """The committed ResNet- and MobileNetV3-style models (models/README.md): their layers, the reference model's
+    contract, at least 85 % top-1 on 1,000 test images."""
+    path = str(ROOT / "models" / f"{name}.onnx")
+    assert os.path.getsize(path) < 300_000
+    assert ops <= {node.op_type for node in onnx.load(path).graph.node}
+    images, labels = load_fashion_mnist("test")
+    assert np.mean(logits_of(path, model_input(path, images[:1000])).argmax(1) == labels[:1000]) >= 0.85
+
+
 # --- tools/train_reference.py (torch, optional) -----------------------------------------------------------------
 
 def test_export_keeps_or_folds_batch_norm(tmp_path):
