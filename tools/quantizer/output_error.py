@@ -76,18 +76,32 @@ class InputStatistics:
     def product(self, errors, centred, damping=DAMPING):
         """``e_c^T G`` of each row of ``errors`` ``(C, K)`` (output channels grouped in order), ``G`` the second
         moment, or (``centred``) the covariance, plus ``damping`` times its mean diagonal."""
+        return self.operator(centred, damping)(errors)
+
+    def operator(self, centred, damping=DAMPING, dtype=np.float64):
+        """:meth:`product` as a function of ``errors``, its matrices prepared once (in ``dtype``)."""
         groups, k = self.mean.shape
-        e = errors.reshape(groups, -1, k)
         if self.samples is not None:
-            x = self.samples - self.mean[:, None] if centred else self.samples
-            out = np.matmul(np.matmul(e, x.transpose(0, 2, 1)), x) / self.count
-            diagonal = np.einsum("gnk,gnk->gk", x, x) / self.count
+            x = (self.samples - self.mean[:, None] if centred else self.samples) / np.sqrt(self.count)
+            diagonal = np.einsum("gnk,gnk->g", x, x) / k
+            x = x.astype(dtype)
+            left = x.transpose(0, 2, 1)
+
+            def apply(e):
+                return np.matmul(np.matmul(e, left), x)
         else:
             moment = self.second_moment - (np.einsum("gk,gl->gkl", self.mean, self.mean) if centred else 0.0)
-            out = np.matmul(e, moment)
-            diagonal = np.einsum("gkk->gk", moment)
-        out = out + damping * diagonal.mean(axis=1)[:, None, None] * e
-        return out.reshape(errors.shape)
+            diagonal = np.einsum("gkk->g", moment) / k
+            moment = moment.astype(dtype)
+
+            def apply(e):
+                return np.matmul(e, moment)
+        damped = (damping * diagonal).astype(dtype)[:, None, None]
+
+        def product(errors):
+            e = errors.reshape(groups, -1, k)
+            return (apply(e) + damped * e).reshape(errors.shape)
+        return product
 
 
 def input_statistics(graph, images, *, positions=POSITIONS, seed=0, batch_size=32, progress=True):
@@ -213,16 +227,19 @@ def adaround(weights, scales, statistics, *, bits=8, centred=False, iterations=I
     nearest, _ = round_to_grid(weights, scales, qmax=qmax)
     base = output_error(statistics, nearest * s - weights, centred=centred)
     norm = np.where(base > 0, base, 1.0)[:, None]
-    v = np.log((exact - floor - GAMMA) / (ZETA - exact + floor))     # h(v) = the fractional part
+    # Optimised in float32 (the result is a choice between two integers, checked in float64 below).
+    product = statistics.operator(centred, dtype=np.float32)
+    weights32, s32, floor32 = (a.astype(np.float32) for a in (weights, s, floor))
+    scaled = (2.0 * s / norm).astype(np.float32)
+    v = np.log((exact - floor - GAMMA) / (ZETA - exact + floor)).astype(np.float32)  # h(v) = the fractional part
     first, second = np.zeros_like(v), np.zeros_like(v)
     warm = int(WARM_UP * iterations)
     for step in range(iterations):
         sigmoid = 1.0 / (1.0 + np.exp(-v))
         stretched = sigmoid * (ZETA - GAMMA) + GAMMA
         h = np.clip(stretched, 0.0, 1.0)
-        q = floor + h
-        errors = np.clip(q, -qmax, qmax) * s - weights
-        grad = 2.0 * statistics.product(errors, centred) * s / norm * (np.abs(q) <= qmax)
+        q = floor32 + h
+        grad = product(np.clip(q, -qmax, qmax) * s32 - weights32) * scaled * (np.abs(q) <= qmax)
         if step >= warm:
             beta = BETA[0] + (BETA[1] - BETA[0]) * (step - warm) / max(iterations - warm - 1, 1)
             a = 2.0 * h - 1.0

@@ -7,13 +7,16 @@ original model; then it writes the deployed network, its memory images, results.
 folder (replaced atomically), and optionally the .tflite model. docs/quantizer.md describes the output folder.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from cli import atomic_folder, write_file
 from golden import network as gnet
@@ -213,26 +216,22 @@ def run(job):
     deploy_bits = job.weight_bits[0]
     deploy_variant = _variants(deploy_bits, job)[0]
     table, sweep, networks, stats, weight_sqnr = {}, {}, {}, {}, {}
+    specs = []
     for bits in job.weight_bits + job.sweep_bits:
         for quantizer, first_last in _variants(bits, job):
             deploying = bits == deploy_bits and (quantizer, first_last) == deploy_variant
-            for method in quantized + ([job.deploy] if deploying and job.deploy not in quantized else []):
-                base, equalization, refinements, corrected = split_method(method)
-                float_graph, float_ranges, means, statistics = graphs[equalization]
-                network, layer_stats = build_network(float_graph, float_ranges, method=base, weight_bits=bits,
-                                                     shift_bits=job.shift_bits, input_range=dataset.input_range,
-                                                     preprocessing=dataset.contract,
-                                                     bias_correction=means if corrected else None,
-                                                     weight_quantizer=quantizer, first_last_bits=first_last,
-                                                     output_statistics=statistics,
-                                                     search_scales="+oe" in refinements,
-                                                     optimise_rounding="+ar" in refinements)
-                if deploying:
-                    networks[method], stats[method] = network, layer_stats
-                if method in quantized:
-                    key = (method, bits, quantizer, first_last)
-                    (table if bits in job.weight_bits else sweep)[key] = network
-                    weight_sqnr[key] = {stat["layer"]: finite_or_none(stat["weight_sqnr_db"]) for stat in layer_stats}
+            specs += [(method, bits, quantizer, first_last, deploying)
+                      for method in quantized + ([job.deploy] if deploying and job.deploy not in quantized else [])]
+    t = time.perf_counter()
+    built = _build_all(specs, graphs, job, dataset, progress)
+    timing["build_s"] = time.perf_counter() - t
+    for (method, bits, quantizer, first_last, deploying), (network, layer_stats) in zip(specs, built):
+        if deploying:
+            networks[method], stats[method] = network, layer_stats
+        if method in quantized:
+            key = (method, bits, quantizer, first_last)
+            (table if bits in job.weight_bits else sweep)[key] = network
+            weight_sqnr[key] = {stat["layer"]: finite_or_none(stat["weight_sqnr_db"]) for stat in layer_stats}
     t = time.perf_counter()
     logits = evaluate_all(table, eval_images, batch_size=batch, jobs=job.jobs, progress=progress)
     n_sweep = min(job.sweep_images, n_eval) if sweep else 0
@@ -299,6 +298,47 @@ def run(job):
     if job.export_tflite is not None:
         write_file(job.export_tflite, tflite_model)
     return summary
+
+
+def _build(spec):
+    """``(network, layer stats)`` of one ``(method, bits, quantizer, first/last bits, deploying)`` of :func:`run`,
+    from the float graphs, job and dataset in ``_BUILD``."""
+    method, bits, quantizer, first_last, _ = spec
+    job, dataset = _BUILD["job"], _BUILD["dataset"]
+    base, equalization, refinements, corrected = split_method(method)
+    float_graph, float_ranges, means, statistics = _BUILD["graphs"][equalization]
+    return build_network(float_graph, float_ranges, method=base, weight_bits=bits, shift_bits=job.shift_bits,
+                         input_range=dataset.input_range, preprocessing=dataset.contract,
+                         bias_correction=means if corrected else None, weight_quantizer=quantizer,
+                         first_last_bits=first_last, output_statistics=statistics,
+                         search_scales="+oe" in refinements, optimise_rounding="+ar" in refinements)
+
+
+#: What :func:`_build` reads, set by :func:`_build_all` (inherited by forked processes, not pickled).
+_BUILD = {}
+
+
+def _build_all(specs, graphs, job, dataset, progress):
+    """:func:`_build` of every spec, in order, in ``job.jobs`` forked processes (in this one for 1): the output-error
+    methods (+oe, +ar) take seconds to minutes per network. A refused layer raises its QuantizationError here."""
+    _BUILD.update(graphs=graphs, job=job, dataset=dataset)
+    try:
+        bar = tqdm(total=len(specs), desc="building networks", unit="net", disable=not progress, leave=False)
+        if job.jobs == 1 or len(specs) == 1:
+            results = []
+            for spec in specs:
+                results.append(_build(spec))
+                bar.update()
+            return results
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(job.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_build, spec) for spec in specs]
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update()
+            return [future.result() for future in futures]
+    finally:
+        bar.close()
+        _BUILD.clear()
 
 
 def _variants(bits, job):
