@@ -119,7 +119,7 @@ def input_statistics(graph, images, *, positions=POSITIONS, seed=0, batch_size=3
     for start in tqdm(range(0, len(images), batch_size), desc="calibration (layer inputs)", unit="batch",
                       disable=not progress, leave=False):
         batch = np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)
-        values = dict(zip(wanted, runner.run(wanted, {graph.input: batch}) if wanted else []), **{graph.input: batch})
+        values = {graph.input: batch, **dict(zip(wanted, runner.run(wanted, {graph.input: batch}) if wanted else []))}
         for node in weighted:
             patches = _patches(node, values[node.input].astype(np.float64), positions, rng)
             total = sums.setdefault(node.output, {"count": 0, "sum": 0.0, "moment": 0.0, "samples": []})
