@@ -184,7 +184,7 @@ def test_equalized_methods_run_and_deploy(tiny, tmp_path):
     assert "wess+cle-pow2+bc" in (out / "report.md").read_text()
 
 
-def test_output_error_methods_run_and_deploy(tiny, tmp_path):
+def test_output_error_methods_run_and_deploy(tiny, tmp_path, capsys):
     # +oe and +ar compose with equalization and bias correction; the layer inputs are collected once per float graph.
     model, data = tiny
     out = tmp_path / "out"
@@ -198,6 +198,11 @@ def test_output_error_methods_run_and_deploy(tiny, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["quantizer"]["deployed"]["method"] == "wess+ar"
     network = gnet.load(out)
     assert all(np.abs(layer.weights).max() <= 127 for layer in network.layers if hasattr(layer, "weights"))
+    # Not with a two-bit quantizer: one line, exit 2, nothing written.
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "two"),
+                          "--weight-bits", "2", "--weight-quantizer", "msptq", "--calib-images", "5", "--quiet",
+                          "--methods", "wess+ar", "--deploy", "wess+ar"]) == 2
+    assert "uniform grid" in capsys.readouterr().err and not (tmp_path / "two").exists()
 
 
 def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):
