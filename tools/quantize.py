@@ -50,8 +50,10 @@ def _parser():
     parser.add_argument("--methods", type=comma_list(str, ALL_METHODS), default=list(DEFAULT_METHODS),
                         help=f"methods to evaluate, comma-separated, from {', '.join(METHODS)}; a weight method with "
                              "'+cle' quantizes the cross-layer equalized float graph, '+cle-pow2' the graph equalized "
-                             f"to power-of-two channel ranges, then '{BIAS_CORRECTION}' adds empirical bias correction "
-                             f"(e.g. wess+cle-pow2+bc; default: {','.join(DEFAULT_METHODS)})")
+                             "to power-of-two channel ranges, then '+oe' chooses the scales and WESS shifts and '+ar' "
+                             "each weight's rounding by the layers' output error on the calibration images, then "
+                             f"'{BIAS_CORRECTION}' adds empirical bias correction (e.g. wess+cle-pow2+oe+ar+bc; default: "
+                             f"{','.join(DEFAULT_METHODS)})")
     parser.add_argument("--deploy", default="wess", choices=ALL_METHODS[1:], metavar="METHOD",
                         help="weight method of the network written to the output folder (default: %(default)s)")
     parser.add_argument("--weight-bits", type=comma_list(int, range(2, 9)), default=None,

@@ -184,6 +184,27 @@ def test_equalized_methods_run_and_deploy(tiny, tmp_path):
     assert "wess+cle-pow2+bc" in (out / "report.md").read_text()
 
 
+def test_output_error_methods_run_and_deploy(tiny, tmp_path, capsys):
+    # +oe and +ar compose with equalization and bias correction; the layer inputs are collected once per float graph.
+    model, data = tiny
+    out = tmp_path / "out"
+    methods = "wess,wess+ar,channel+oe+ar+bc,wess+cle-pow2+oe+ar+bc"
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(out), "--weight-bits", "8",
+                          "--calib-images", "5", "--quiet", "--methods", methods, "--deploy", "wess+ar",
+                          "--trace-images", "2"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in summary["results"]] == methods.split(",")
+    assert summary["timing"]["input_statistics_s"] > 0
+    assert json.loads((out / "manifest.json").read_text())["quantizer"]["deployed"]["method"] == "wess+ar"
+    network = gnet.load(out)
+    assert all(np.abs(layer.weights).max() <= 127 for layer in network.layers if hasattr(layer, "weights"))
+    # Not with a two-bit quantizer: one line, exit 2, nothing written.
+    assert quantize.main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "two"),
+                          "--weight-bits", "2", "--weight-quantizer", "msptq", "--calib-images", "5", "--quiet",
+                          "--methods", "wess+ar", "--deploy", "wess+ar"]) == 2
+    assert "uniform grid" in capsys.readouterr().err and not (tmp_path / "two").exists()
+
+
 def test_existing_output_is_replaced_only_on_success(tiny, tmp_path):
     model, data = tiny
     out = tmp_path / "out"

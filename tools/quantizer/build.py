@@ -27,6 +27,7 @@ from golden.requant import INT32_MAX, activation_bounds, quantize_multiplier, ro
 
 from . import frontend as ir
 from .calibrate import activation_quantization
+from .output_error import refine_weights
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS, quantize_weights, sqnr_db
 
 __all__ = ["QuantizationError", "build_network", "layer_names", "mixed_network"]
@@ -101,7 +102,8 @@ def _nhwc_columns(graph, node, array):
 
 
 def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, input_range=None,
-                  preprocessing=None, bias_correction=None, weight_quantizer="uniform", first_last_bits=None):
+                  preprocessing=None, bias_correction=None, weight_quantizer="uniform", first_last_bits=None,
+                  output_statistics=None, search_scales=False, optimise_rounding=False):
     """Quantize ``graph`` with activation ``ranges`` (from :func:`tools.quantizer.calibrate.calibrate`) and a weight
     method of :data:`tools.quantizer.weights.METHODS` at ``weight_bits`` bits, with ``shift_bits``-bit WESS shifts.
 
@@ -119,6 +121,11 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     ``bias_correction``, the channel means of :func:`tools.quantizer.calibrate.channel_means`, turns on empirical bias
     correction (Nagel et al. 2019): each float bias first loses the expected error its layer's weight quantization
     adds to the output, ``sum_i (W_q - W)[c, i] * mean(x_i)`` (padding ignored). The weights are unchanged.
+
+    ``output_statistics``, the layer inputs of :func:`tools.quantizer.output_error.input_statistics`, lets the weights
+    be chosen by the layers' output error on the calibration data (:func:`tools.quantizer.output_error.refine_weights`,
+    uniform grid only): ``search_scales`` the layer scale and shifts (``+oe``), ``optimise_rounding`` each weight's
+    rounding direction (``+ar``); with bias correction the error's mean is left to it (the covariance is minimised).
 
     Returns:
         ``(network, stats)``: the :class:`golden.network.Network` and a list of per-layer statistics dicts
@@ -143,9 +150,13 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
         name, out = table[node.output]
         if isinstance(node, (ir.Conv, ir.FullyConnected)):
             bits, quantizer = (first_last_bits, "uniform") if id(node) in ends else (weight_bits, weight_quantizer)
+            refine = None
+            if search_scales or optimise_rounding:
+                refine = dict(statistics=output_statistics[node.output], search=search_scales,
+                              rounding=optimise_rounding, centred=bias_correction is not None)
             layer, stat = _weighted_layer(graph, node, name, table, method, bits, shift_bits,
                                           None if bias_correction is None else bias_correction[node.input],
-                                          quantizer)
+                                          quantizer, refine)
             layers.append(layer)
             stats.append(stat)
         elif isinstance(node, ir.Add):
@@ -195,8 +206,9 @@ def build_network(graph, ranges, *, method="wess", weight_bits=8, shift_bits=4, 
     return network, stats
 
 
-def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, input_means, quantizer):
-    """``(layer, stats)`` of the Conv or FullyConnected ``node``: integer weights, int32 bias (bias-corrected with
+def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, input_means, quantizer, refine):
+    """``(layer, stats)`` of the Conv or FullyConnected ``node``: integer weights (chosen by output error with the
+    :func:`tools.quantizer.output_error.refine_weights` options ``refine``, if given), int32 bias (bias-corrected with
     ``input_means`` if given), requantizer multiplier, clamp; refused if its bias or accumulators overflow int32."""
     source, t_in = table[node.input]
     t_out = table[node.output][1]
@@ -204,8 +216,15 @@ def _weighted_layer(graph, node, name, table, method, weight_bits, shift_bits, i
     float_weights = _nhwc_columns(graph, node, node.weights) if fully_connected else node.weights
     label = f"layer {name} ({node.name})"
     try:
-        wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits,
-                              quantizer=quantizer)
+        if refine is None:
+            wq = quantize_weights(float_weights, method=method, bits=weight_bits, shift_bits=shift_bits,
+                                  quantizer=quantizer)
+        else:
+            # The statistics are in the IR's input order: refine there, then permute the columns as the weights.
+            wq = refine_weights(node.weights, method=method, bits=weight_bits, shift_bits=shift_bits,
+                                quantizer=quantizer, **refine)
+            if fully_connected:
+                wq = dataclasses.replace(wq, values=_nhwc_columns(graph, node, wq.values))
     except ValueError as error:
         raise QuantizationError(f"{label}: {error}") from None
     float_bias = node.bias.astype(np.float64)

@@ -7,13 +7,16 @@ original model; then it writes the deployed network, its memory images, results.
 folder (replaced atomically), and optionally the .tflite model. docs/quantizer.md describes the output folder.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from cli import atomic_folder, write_file
 from golden import network as gnet
@@ -23,14 +26,15 @@ from . import report
 from .build import build_network, layer_names
 from .calibrate import calibrate, channel_maxima, channel_means
 from .equalize import equalize
+from .output_error import input_statistics
 from .datasets import load_dataset
 from .evaluate import classification_metrics, evaluate_all, finite_or_none, float_logits, layer_sqnr
 from .frontend import load_graph
 from .statistics import compare
 from .weights import METHODS as WEIGHT_METHODS, QUANTIZERS
 
-__all__ = ["METHODS", "BIAS_CORRECTION", "EQUALIZATIONS", "ALL_METHODS", "split_method", "DEFAULT_METHODS",
-           "DEFAULT_MODEL", "LITERT_BENCH_IMAGES", "Job", "run", "write_memory_images"]
+__all__ = ["METHODS", "BIAS_CORRECTION", "EQUALIZATIONS", "REFINEMENTS", "ALL_METHODS", "split_method",
+           "DEFAULT_METHODS", "DEFAULT_MODEL", "LITERT_BENCH_IMAGES", "Job", "run", "write_memory_images"]
 
 #: The float reference and the weight quantization methods of tools/quantizer/weights.py.
 METHODS = ("float",) + WEIGHT_METHODS
@@ -44,11 +48,19 @@ BIAS_CORRECTION = "+bc"
 #: ranges a power of two apart (WESS-aware), e.g. ``wess+cle-pow2+bc``.
 EQUALIZATIONS = ("+cle", "+cle-pow2")
 
+#: Suffixes, after any equalization and before ``+bc``, choosing the weights by the layers' output error on the
+#: calibration data (:mod:`tools.quantizer.output_error`): ``+oe`` the scales and WESS shifts, ``+ar`` each weight's
+#: rounding direction (AdaRound), e.g. ``wess+cle-pow2+oe+ar+bc``.
+REFINEMENTS = ("+oe", "+ar")
+
 #: Every method name a job accepts.
 ALL_METHODS = METHODS + tuple(method + equalization + correction
                               for equalization, correction in [("", BIAS_CORRECTION)] + [
                                   (e, c) for e in EQUALIZATIONS for c in ("", BIAS_CORRECTION)]
-                              for method in WEIGHT_METHODS)
+                              for method in WEIGHT_METHODS) + tuple(
+    method + equalization + refinement + correction
+    for equalization in ("",) + EQUALIZATIONS for refinement in ("+oe", "+ar", "+oe+ar")
+    for correction in ("", BIAS_CORRECTION) for method in WEIGHT_METHODS)
 
 #: What a job evaluates by default: the references, the paper's rule, and the better rules.
 DEFAULT_METHODS = ("float", "layer", "channel", "wess", "wess-mse", "wess-mse+bc")
@@ -175,8 +187,9 @@ def run(job):
 
     quantized = [m for m in job.methods if m != "float"]
     wanted = quantized + [job.deploy]
-    # The float graph each method quantizes: the original, or (+cle) the cross-layer equalized one, recalibrated.
-    graphs = {"": (graph, ranges, None)}
+    # The float graph each method quantizes: the original, or (+cle) the cross-layer equalized one, recalibrated,
+    # with its channel means (+bc) and layer input statistics (+oe, +ar) where a method needs them.
+    graphs = {"": (graph, ranges, None, None)}
     equalizations = [e for e in EQUALIZATIONS if any(split_method(m)[1] == e for m in wanted)]
     if equalizations:
         t = time.perf_counter()
@@ -185,36 +198,40 @@ def run(job):
             equalized, _ = equalize(graph, maxima, power_of_two=equalization == "+cle-pow2")
             graphs[equalization] = (equalized, calibrate(equalized, cal_images, method=job.calibration,
                                                          percentile=job.percentile, batch_size=batch,
-                                                         progress=progress), None)
+                                                         progress=progress), None, None)
         timing["equalization_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for equalization, (float_graph, float_ranges, _) in list(graphs.items()):
-        if any(split_method(m)[1:] == (equalization, True) for m in wanted):
-            graphs[equalization] = float_graph, float_ranges, channel_means(float_graph, cal_images, batch_size=batch,
-                                                                   progress=progress)
+    for equalization, (float_graph, float_ranges, means, statistics) in list(graphs.items()):
+        needs = [split_method(m) for m in wanted if split_method(m)[1] == equalization]
+        if any(corrected for *_, corrected in needs):
+            t = time.perf_counter()
+            means = channel_means(float_graph, cal_images, batch_size=batch, progress=progress)
             timing["channel_means_s"] = timing.get("channel_means_s", 0.0) + time.perf_counter() - t
+        if any(refinements for _, _, refinements, _ in needs):
+            t = time.perf_counter()
+            statistics = input_statistics(float_graph, cal_images, batch_size=batch, progress=progress)
+            timing["input_statistics_s"] = timing.get("input_statistics_s", 0.0) + time.perf_counter() - t
+        graphs[equalization] = float_graph, float_ranges, means, statistics
     # Build every network first (a refused layer stops the run before any long evaluation), then evaluate.
     # A network is keyed (method, weight bits, weight quantizer, first/last layer bits or None).
     deploy_bits = job.weight_bits[0]
     deploy_variant = _variants(deploy_bits, job)[0]
     table, sweep, networks, stats, weight_sqnr = {}, {}, {}, {}, {}
+    specs = []
     for bits in job.weight_bits + job.sweep_bits:
         for quantizer, first_last in _variants(bits, job):
             deploying = bits == deploy_bits and (quantizer, first_last) == deploy_variant
-            for method in quantized + ([job.deploy] if deploying and job.deploy not in quantized else []):
-                base, equalization, corrected = split_method(method)
-                float_graph, float_ranges, means = graphs[equalization]
-                network, layer_stats = build_network(float_graph, float_ranges, method=base, weight_bits=bits,
-                                                     shift_bits=job.shift_bits, input_range=dataset.input_range,
-                                                     preprocessing=dataset.contract,
-                                                     bias_correction=means if corrected else None,
-                                                     weight_quantizer=quantizer, first_last_bits=first_last)
-                if deploying:
-                    networks[method], stats[method] = network, layer_stats
-                if method in quantized:
-                    key = (method, bits, quantizer, first_last)
-                    (table if bits in job.weight_bits else sweep)[key] = network
-                    weight_sqnr[key] = {stat["layer"]: finite_or_none(stat["weight_sqnr_db"]) for stat in layer_stats}
+            specs += [(method, bits, quantizer, first_last, deploying)
+                      for method in quantized + ([job.deploy] if deploying and job.deploy not in quantized else [])]
+    t = time.perf_counter()
+    built = _build_all(specs, graphs, job, dataset, progress)
+    timing["build_s"] = time.perf_counter() - t
+    for (method, bits, quantizer, first_last, deploying), (network, layer_stats) in zip(specs, built):
+        if deploying:
+            networks[method], stats[method] = network, layer_stats
+        if method in quantized:
+            key = (method, bits, quantizer, first_last)
+            (table if bits in job.weight_bits else sweep)[key] = network
+            weight_sqnr[key] = {stat["layer"]: finite_or_none(stat["weight_sqnr_db"]) for stat in layer_stats}
     t = time.perf_counter()
     logits = evaluate_all(table, eval_images, batch_size=batch, jobs=job.jobs, progress=progress)
     n_sweep = min(job.sweep_images, n_eval) if sweep else 0
@@ -245,7 +262,7 @@ def run(job):
     traces = {}
     if n_trace:
         # Each network's layers against the float graph it quantizes (equalized tensors are scaled per channel).
-        for equalization, (float_graph, _, _) in graphs.items():
+        for equalization, (float_graph, *_) in graphs.items():
             traces.update(layer_sqnr(float_graph, {m: n for m, n in networks.items()
                                                    if split_method(m)[1] == equalization},
                                      eval_images[:n_trace], layer_names(graph)))
@@ -283,6 +300,47 @@ def run(job):
     return summary
 
 
+def _build(spec):
+    """``(network, layer stats)`` of one ``(method, bits, quantizer, first/last bits, deploying)`` of :func:`run`,
+    from the float graphs, job and dataset in ``_BUILD``."""
+    method, bits, quantizer, first_last, _ = spec
+    job, dataset = _BUILD["job"], _BUILD["dataset"]
+    base, equalization, refinements, corrected = split_method(method)
+    float_graph, float_ranges, means, statistics = _BUILD["graphs"][equalization]
+    return build_network(float_graph, float_ranges, method=base, weight_bits=bits, shift_bits=job.shift_bits,
+                         input_range=dataset.input_range, preprocessing=dataset.contract,
+                         bias_correction=means if corrected else None, weight_quantizer=quantizer,
+                         first_last_bits=first_last, output_statistics=statistics,
+                         search_scales="+oe" in refinements, optimise_rounding="+ar" in refinements)
+
+
+#: What :func:`_build` reads, set by :func:`_build_all` (inherited by forked processes, not pickled).
+_BUILD = {}
+
+
+def _build_all(specs, graphs, job, dataset, progress):
+    """:func:`_build` of every spec, in order, in ``job.jobs`` forked processes (in this one for 1): the output-error
+    methods (+oe, +ar) take seconds to minutes per network. A refused layer raises its QuantizationError here."""
+    _BUILD.update(graphs=graphs, job=job, dataset=dataset)
+    try:
+        bar = tqdm(total=len(specs), desc="building networks", unit="net", disable=not progress, leave=False)
+        if job.jobs == 1 or len(specs) == 1:
+            results = []
+            for spec in specs:
+                results.append(_build(spec))
+                bar.update()
+            return results
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(job.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_build, spec) for spec in specs]
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update()
+            return [future.result() for future in futures]
+    finally:
+        bar.close()
+        _BUILD.clear()
+
+
 def _variants(bits, job):
     """``(quantizer, first_last_bits)`` of the networks at ``bits`` weight bits: every weight quantizer that runs at
     that width (two-bit ones at 2 only), each with the first/last layer variants (below 8 bits)."""
@@ -292,16 +350,22 @@ def _variants(bits, job):
 
 
 def split_method(method):
-    """``(weight method, equalization suffix or "", bias corrected)`` of a quantized method of :data:`ALL_METHODS`.
+    """``(weight method, equalization suffix or "", refinements, bias corrected)`` of a quantized method of
+    :data:`ALL_METHODS`, ``refinements`` the :data:`REFINEMENTS` it names.
 
     Examples:
-        >>> split_method("wess-mse+cle+bc"), split_method("wess+cle-pow2"), split_method("channel+bc")
-        (('wess-mse', '+cle', True), ('wess', '+cle-pow2', False), ('channel', '', True))
+        >>> split_method("wess-mse+cle+bc"), split_method("wess+cle-pow2+oe+ar"), split_method("channel+ar+bc")
+        (('wess-mse', '+cle', (), True), ('wess', '+cle-pow2', ('+oe', '+ar'), False), ('channel', '', ('+ar',), True))
     """
     corrected = method.endswith(BIAS_CORRECTION)
     method = method.removesuffix(BIAS_CORRECTION)
+    refinements = []
+    for refinement in reversed(REFINEMENTS):
+        if method.endswith(refinement):
+            refinements.insert(0, refinement)
+            method = method.removesuffix(refinement)
     equalization = next((e for e in EQUALIZATIONS if method.endswith(e)), "")
-    return method.removesuffix(equalization), equalization, corrected
+    return method.removesuffix(equalization), equalization, tuple(refinements), corrected
 
 
 def _comparisons(key, logits, labels, float_correct):

@@ -48,7 +48,7 @@ from . import two_bit
 
 __all__ = [
     "METHODS", "QUANTIZERS", "TWO_BIT_QUANTIZERS", "SCALE_BITS", "WeightQuantization", "quantize_weights",
-    "channel_ranges", "wess_shifts", "qmax_for_bits", "snap_scale", "unit_delta", "sqnr_db",
+    "channel_ranges", "wess_shifts", "round_to_grid", "qmax_for_bits", "snap_scale", "unit_delta", "sqnr_db",
 ]
 
 #: Weight quantization methods, in the order reports list them.
@@ -188,7 +188,7 @@ def quantize_weights(weights, *, method="wess", bits=8, shift_bits=4, quantizer=
     channels = weights.shape[0]
     if quantizer == "uniform":
         codebook = None
-        round_ = functools.partial(_round, qmax=qmax)
+        round_ = functools.partial(round_to_grid, qmax=qmax)
     else:
         codebook = TWO_BIT_QUANTIZERS[quantizer].codebook
         round_ = functools.partial(_round_two_bit, quantizer=TWO_BIT_QUANTIZERS[quantizer])
@@ -235,8 +235,10 @@ def _channels(array, ndim):
     return np.asarray(array).reshape((-1,) + (1,) * (ndim - 1))
 
 
-def _round(weights, scales, *, qmax):
-    # q = clip(round_half_away(W / s_c), -qmax, qmax); W / (s 2**-k) = W 2**k / s exactly in float64.
+def round_to_grid(weights, scales, *, qmax):
+    """``(q, clipped)``: nearest rounding ``q = clip(round_half_away(W / s_c), -qmax, qmax)`` (int64) of ``weights``
+    (output channels on axis 0) at the channel ``scales``, and how many weights lie beyond ``qmax`` by more than half
+    a step. ``W / (s 2**-k) = W 2**k / s`` exactly in float64."""
     exact = weights / _channels(scales, weights.ndim)
     values = round_half_away_from_zero(exact)
     clipped = int(np.count_nonzero(np.abs(exact) > qmax + 0.5))
