@@ -72,11 +72,11 @@ def run_network(directory, inputs, logits, *, indices, sim="verilator", bundles=
         np.save(Path(scratch, "logits.npy"), np.asarray(logits, dtype=np.int8))
         design, _ = to_verilog(Controller(config), "top", IMAGE_FILES)
         files = {file: (directory / file).read_bytes() for file, _, _ in IMAGE_FILES}
+        args = dict(directory=str(directory), inputs=str(Path(scratch, "inputs.npy")),
+                    logits=str(Path(scratch, "logits.npy")), indices=[int(i) for i in indices],
+                    bundles=str(Path(bundles).resolve()), progress=progress)
         result = run_bench(design, name=f"network_{directory.name}", test_module="network_bench", sim=sim,
-                           files=files, clock=True, public=PUBLIC, args=dict(directory=str(directory), inputs=str(Path(scratch, "inputs.npy")),
-                                                  logits=str(Path(scratch, "logits.npy")),
-                                                  indices=[int(i) for i in indices],
-                                                  bundles=str(Path(bundles).resolve()), progress=progress))
+                           files=files, clock=True, public=PUBLIC, args=args)
     for image in result["images"]:
         if image["mismatch"]:
             image["bundle"] = str(Path(bundles) / f"image-{indices[image['image']]}")

@@ -37,7 +37,7 @@ SIM_BUILD = TB_DIR / "sim_build"
 _ARGS_VARIABLE = "NPU_BENCH_ARGS"
 SIMULATORS = ("icarus", "verilator")
 #: Verilator's warnings about Yosys' Verilog (width-mismatched expressions, unused bits) are not errors; no X
-#: randomization or assertions to simulate (-18 % CPU on MobileNetV2's first layers, besides C++ ``-O2``: -33 %).
+#: randomization or assertions to simulate (-19 % CPU on MobileNetV2's first layers, besides C++ ``-O2``: -33 %).
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
 #: The clock's half period in ns (100 MHz, as :func:`reset`'s cocotb clock).
 _HALF_PERIOD_NS = 5
@@ -140,10 +140,10 @@ def run_bench(component, *, name, test_module, args, toplevel="top", sim=None, f
         ``{name: bytes}`` written beside the Verilog, where the simulation runs (``$readmemh`` files).
     clock : bool
         The clock runs inside the Verilog (:func:`verilog_clock`; Verilator ``--timing``) instead of cocotb's:
-        :func:`reset` then starts none. Verilator runs a design 2-3x faster so.
+        :func:`reset` then starts none. Verilator ran the NPU 1.8x faster so.
     public : sequence of (str, str), optional
         Verilator: ``(module, signal)`` wildcard pairs of the only signals cocotb reaches below the top's ports (a
-        control file instead of ``--public-flat-rw``), so Verilator optimizes the rest: about 3x faster on the NPU.
+        control file instead of ``--public-flat-rw``), so Verilator optimizes the rest: 1.7x faster on the NPU.
         ``None``: every signal. Icarus reaches every signal either way.
 
     Returns
