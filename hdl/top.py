@@ -9,25 +9,27 @@ ports fill them, or benches build the top with ``golden.images`` images inline.
 ``--program-depth`` may be given besides, the descriptors do not depend on it). The weight, bias, table and
 descriptor memories then load the folder's files with ``$readmemh``: the four files are copied beside the Verilog and named
 without a folder, so a simulator runs from the Verilog's folder (yosys finds them beside the source). Amaranth has no
-``$readmemh``, so the memories are generated empty and their zero ``initial`` blocks replaced by a zero loop and a
-``$readmemh`` (:func:`load_with_readmemh`); the Verilog stays small whatever the network (amaranth#1522). A folder
+``$readmemh``, so the memories are generated empty, without Amaranth's word-by-word zeros, and get a zero loop and a
+``$readmemh`` (:func:`to_verilog`, :func:`load_with_readmemh`); the activation banks and the counter memory get the
+zero loop alone. The Verilog stays small and quick to build whatever the network and depths (amaranth#1522). A folder
 that is not a quantizer output, hex words not as wide as the memories, or a network with more layers than
 ``program_depth`` is one line on stderr, exit code 2, nothing written.
 """
 
+import contextlib
 import dataclasses
 import json
 import re
 import sys
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from cli import OneLineErrorParser, add_config_arguments, config_from_args, write_file
 from golden.config import NPUConfig
 from hdl.controller import Controller
 
-__all__ = ["IMAGE_FILES", "build_top", "load_with_readmemh", "main"]
+__all__ = ["IMAGE_FILES", "build_top", "to_verilog", "load_with_readmemh", "main"]
 
 #: The files ``--images`` loads and where: ``(file, module path below the top ("" for the top), memory name)``.
 IMAGE_FILES = (("weights.hex", "engine.weights", "mem"), ("bias.hex", "engine.biases", "mem"),
@@ -42,6 +44,58 @@ def build_top(config):
         ValueError: if ``config`` describes no engine (fewer than 2 lanes).
     """
     return Controller(config)
+
+
+@contextlib.contextmanager
+def _without_zero_init():
+    """Amaranth 0.5's RTLIL emitter leaving out the initial contents of memories whose contents are all zero (its
+    ``emit_memory`` writes them bit by bit, zeros included: minutes for a MobileNetV2-sized instance)."""
+    emit = rtlil.ModuleEmitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            emit(self, cell_idx, cell)
+
+    rtlil.ModuleEmitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        rtlil.ModuleEmitter.emit_memory = emit
+
+
+def _initial_block(name, width, depth, file=None):
+    """An ``initial`` block writing zeros to every word of memory ``name``, then loading ``file`` if given."""
+    label = re.sub(r"\W", "_", f"load_{file}" if file else f"zero_{name}")
+    load = f"    $readmemh(\"{file}\", {name});\n" if file else ""
+    return (f"  initial begin : {label}\n"
+            f"    integer i;\n"
+            f"    for (i = 0; i < {depth}; i = i + 1) {name}[i] = {width}'h0;\n"
+            f"{load}"
+            f"  end\n")
+
+
+#: A memory declaration in Yosys' Verilog, with Amaranth's all-zero ``initial`` block if it has one.
+_MEMORY = r"^  reg \[(\d+):0\] ({name}) \[(\d+):0\];\n(  initial begin\n(?:    \2\[\d+\] = \d+'h0+;\n)*  end\n)?"
+
+
+def to_verilog(top, name, loads=()):
+    """Verilog text of ``top`` (a module named ``name``) whose memories start at zero through a loop; those in
+    ``loads`` then load their files (:func:`load_with_readmemh`).
+
+    Amaranth writes a memory's initial contents word by word, zeros included (amaranth#1522); for the memories of a
+    MobileNetV2-sized instance that takes minutes and millions of lines. Memories whose contents are all zero are
+    converted without them here and get a loop instead; the others keep Amaranth's words.
+
+    Returns:
+        ``(text, {file: (width, depth)})`` as :func:`load_with_readmemh`.
+    """
+    with _without_zero_init():
+        text = verilog.convert(top, name=name, emit_src=False)
+    text, shapes = load_with_readmemh(text, name, loads)
+    declaration = re.compile(_MEMORY.format(name=r"\w+") + "(?!  initial)", re.MULTILINE)
+    text = declaration.sub(lambda match: match.group(0) + _initial_block(
+        match[2], int(match[1]) + 1, int(match[3]) + 1), text)
+    return text, shapes
 
 
 def load_with_readmemh(text, top, loads):
@@ -65,22 +119,15 @@ def load_with_readmemh(text, top, loads):
         if len(starts) != 1:
             raise ValueError(f"{len(starts)} modules {top}.{path} in the Verilog, not 1")
         end = text.index("\nendmodule", starts[0]) + 1
-        declaration = re.compile(rf"^  reg \[(\d+):0\] {re.escape(name)} \[(\d+):0\];\n"
-                                 rf"(  initial begin\n(?:    {re.escape(name)}\[\d+\] = \d+'h0+;\n)*  end\n)?",
-                                 re.MULTILINE)
+        declaration = re.compile(_MEMORY.format(name=re.escape(name)), re.MULTILINE)
         found = list(declaration.finditer(text, starts[0], end))
         if len(found) != 1 or text.startswith("  initial", found[0].end()):
             raise ValueError(f"memory {name!r} of {top}.{path} not declared once with a zero initial value")
         match = found[0]
-        width, depth = int(match[1]) + 1, int(match[2]) + 1
+        width, depth = int(match[1]) + 1, int(match[3]) + 1
         shapes[file] = (width, depth)
-        label = re.sub(r"\W", "_", f"load_{file}")
-        text = (text[:match.start()] + match.group(0).split("\n")[0] + "\n"
-                f"  initial begin : {label}\n"
-                f"    integer i;\n"
-                f"    for (i = 0; i < {depth}; i = i + 1) {name}[i] = {width}'h0;\n"
-                f"    $readmemh(\"{file}\", {name});\n"
-                f"  end\n" + text[match.end():])
+        text = (text[:match.start()] + match.group(0).split("\n")[0] + "\n" + _initial_block(name, width, depth, file)
+                + text[match.end():])
     return text, shapes
 
 
@@ -148,9 +195,8 @@ def main(argv=None):
         top = build_top(config)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    text = verilog.convert(top, name=args.name, emit_src=False)
+    text, shapes = to_verilog(top, args.name, IMAGE_FILES if lines else ())
     if lines:
-        text, shapes = load_with_readmemh(text, args.name, IMAGE_FILES)
         _check_hex(parser, lines, shapes)
         for file in lines:
             target = args.output.parent / file

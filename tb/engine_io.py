@@ -120,18 +120,16 @@ class ActivationBanks:
     def read(self):
         """The whole image ``(lanes, act_depth, lanes)`` int8."""
         depth, lanes = self.config.act_depth, self.config.lanes
-        words = np.array([[bank[address].value.to_unsigned() for address in range(depth)] for bank in self.banks],
-                         dtype=np.uint64)
-        return words.view(np.int8).reshape(lanes, depth, 8)[..., :lanes]
+        banks, addresses = np.divmod(np.arange(lanes * depth), depth)
+        return self._words(banks, addresses).reshape(lanes, depth, lanes)
 
     def tensor(self, shape, *, base, pitch, skew=0):
         """An int8 tensor ``(H, W, C)`` stored at ``base`` with row pitch ``pitch`` (banks turned by ``skew``), read
         word by word."""
         config = self.config
         image = np.zeros((config.lanes, config.act_depth, config.lanes), dtype=np.int8)
-        for bank, address in _locations(shape, base, pitch, config, skew=skew):
-            word = np.array([self.banks[bank][address].value.to_unsigned()], dtype=np.uint64)
-            image[bank, address] = word.view(np.int8)[:config.lanes]
+        banks, addresses = tensor_words(shape, base, pitch, config, skew)
+        image[banks, addresses] = self._words(banks, addresses)
         return load_activation(image, shape, base=base, pitch=pitch, config=config, skew=skew)
 
     def write(self, image, banks, addresses):
@@ -139,6 +137,12 @@ class ActivationBanks:
         banks, addresses = np.ravel(banks), np.ravel(addresses)
         for bank, address, word in zip(banks.tolist(), addresses.tolist(), pack_words(image[banks, addresses], 8)):
             self.banks[bank][address].value = word
+
+    def _words(self, banks, addresses):
+        # The words at (banks, addresses) as int8 (words, lanes): one VPI read each, converted in one go.
+        values = [self.banks[bank][address].value.to_unsigned() for bank, address in zip(banks.tolist(),
+                                                                                         addresses.tolist())]
+        return np.array(values, dtype=np.uint64).view(np.int8).reshape(-1, 8)[:, :self.config.lanes]
 
 
 def tensor_words(shape, base, pitch, config, skew=0):

@@ -44,7 +44,7 @@ async def network_matches_golden(dut):
     memory = ActivationBanks(dut.engine.activations, config)
     results = []
     for index, x in enumerate(tqdm(inputs, desc="images", unit="image", disable=not args["progress"])):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         golden = MemoryImages(activation=np.zeros_like(images.activation), weights=images.weights, bias=images.bias,
                               channel_shift=images.channel_shift, tables=images.tables)
         store_activation(golden.activation, x, base=source["base"], pitch=source["row_pitch"], config=config)
@@ -83,7 +83,8 @@ async def network_matches_golden(dut):
         counters = [await read_counters(dut, layer) for layer in range(len(descriptors))]
         results.append(dict(image=index, mismatch=mismatch, error=error, cycles=cycles,
                             prediction=int(np.argmax(got.reshape(-1))), counters=counters,
-                            got=got.reshape(-1).tolist(), seconds=time.perf_counter() - started))
+                            got=got.reshape(-1).tolist(), seconds=time.perf_counter() - started,
+                            cpu_seconds=time.process_time() - started_cpu))
         if mismatch:
             dut._log.error(mismatch["message"])
     model = [layer_cycles(d, config) + LAYER_OVERHEAD for d in descriptors]

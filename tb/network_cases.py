@@ -13,16 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from golden.controller import LAYER_OVERHEAD
-from golden.descriptor import encode_descriptor
 from golden.images import read_images
 from golden.sequencer import layer_cycles
 from hdl.controller import Controller
+from hdl.top import IMAGE_FILES, to_verilog
 from sim import run_bench
 
-__all__ = ["BUNDLES", "Expected", "write_bundle", "network_top", "host_schedule", "run_network"]
+__all__ = ["BUNDLES", "Expected", "write_bundle", "host_schedule", "run_network"]
 
 #: Where mismatching images leave their repro bundles (``image-<index in the data set>``).
 BUNDLES = Path("build/run_npu")
+
+#: The signals the bench reaches besides the top's ports (``run_bench``'s ``public``): the activation banks.
+PUBLIC = (("*.activations", "bank*"),)
 
 #: What ``engine_io.first_mismatch`` compares against: a name, the expected tensor and its accumulators.
 Expected = collections.namedtuple("Expected", "name expected acc")
@@ -54,12 +57,6 @@ def host_schedule(network, summary):
     return schedule
 
 
-def network_top(directory):
-    """The NPU built with a quantizer output folder's memory images and program (``golden.images.read_images``)."""
-    config, images, descriptors, _ = read_images(directory)
-    return Controller(config, images=images, descriptors=[encode_descriptor(d, config) for d in descriptors])
-
-
 def run_network(directory, inputs, logits, *, indices, sim="verilator", bundles=BUNDLES, progress=True):
     """Run int8 ``inputs`` (NHWC batch) on the RTL built from ``directory``; compare with golden.
 
@@ -73,11 +70,13 @@ def run_network(directory, inputs, logits, *, indices, sim="verilator", bundles=
     with tempfile.TemporaryDirectory() as scratch:
         np.save(Path(scratch, "inputs.npy"), np.asarray(inputs, dtype=np.int8))
         np.save(Path(scratch, "logits.npy"), np.asarray(logits, dtype=np.int8))
-        result = run_bench(network_top(directory), name=f"network_{directory.name}", test_module="network_bench",
-                           sim=sim, args=dict(directory=str(directory), inputs=str(Path(scratch, "inputs.npy")),
-                                              logits=str(Path(scratch, "logits.npy")),
-                                              indices=[int(i) for i in indices], bundles=str(Path(bundles).resolve()),
-                                              progress=progress))
+        design, _ = to_verilog(Controller(config), "top", IMAGE_FILES)
+        files = {file: (directory / file).read_bytes() for file, _, _ in IMAGE_FILES}
+        args = dict(directory=str(directory), inputs=str(Path(scratch, "inputs.npy")),
+                    logits=str(Path(scratch, "logits.npy")), indices=[int(i) for i in indices],
+                    bundles=str(Path(bundles).resolve()), progress=progress)
+        result = run_bench(design, name=f"network_{directory.name}", test_module="network_bench", sim=sim,
+                           files=files, clock=True, public=PUBLIC, args=args)
     for image in result["images"]:
         if image["mismatch"]:
             image["bundle"] = str(Path(bundles) / f"image-{indices[image['image']]}")

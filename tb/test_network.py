@@ -1,7 +1,8 @@
 """Launcher of tb/network_bench.py through ``python tools/run_npu.py``: the built-in reference model, quantized, runs
 on the NPU's RTL (Verilator) for a few images, every layer equal to golden, cycles equal to the controller's model.
 The ResNet-style and MobileNetV3-style fixtures (tests/fixtures/onnx/layers: max pool, fused activation tables, SE
-gates and a concatenation run on the host) run likewise behind ``-m slow``.
+gates and a concatenation run on the host) run likewise behind ``-m slow``, and so does MobileNetV2 224x224 when
+``../shared`` holds its ONNX model and ImageNet sample (about 15 minutes).
 
 CI-sized: a handful of evaluation images; ``python tools/run_npu.py build/quantized --images 1000`` is the full
 run.
@@ -24,6 +25,8 @@ from network_cases import host_schedule
 from tools.quantizer import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+MOBILENET = ROOT.parent / "shared" / "models" / "mobilenet_v2_imagenet.onnx"
+IMAGENET = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
 
 def quantized_fixture(name, folder):
@@ -88,16 +91,37 @@ def test_a_damaged_bias_word_is_a_mismatch_with_a_bundle(reference_folder, tmp_p
     assert np.load(bundle / "input.npy").shape == (28, 28, 1)
 
 
+def equal_to_golden_and_litert(out, tmp_path):
+    """``run_npu OUT --images 4 --litert``'s JSON record, after checking that every layer matched golden, the logits
+    LiteRT REF's, and the cycle counters the model."""
+    status, text = run_npu(out, "--images", 4, "--litert", "--json", tmp_path / "r.json",
+                           "--bundles", tmp_path / "bundles")
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert status == 0 and record["mismatching_images"] == 0 and record["litert_mismatching_images"] == 0, text
+    assert record["cycles_per_image"] == record["model_cycles_per_image"]
+    return record
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture, host", [("resnet_style_legacy_op13", {"mul10"}),
                                            ("mobilenetv3_style_dynamo_op18", {"mul6", "concat10"})])
 def test_layer_fixtures_on_the_rtl(fixture, host, tmp_path, bench_report):
     out = quantized_fixture(fixture, tmp_path)
     assert {layer["name"] for layer in json.loads((out / "memory.json").read_text())["host_layers"]} == host
-    status, text = run_npu(out, "--images", 4, "--litert", "--json", tmp_path / "r.json",
-                           "--bundles", tmp_path / "bundles")
-    record = json.loads((tmp_path / "r.json").read_text())
-    assert status == 0 and record["mismatching_images"] == 0 and record["litert_mismatching_images"] == 0, text
-    assert record["cycles_per_image"] == record["model_cycles_per_image"]
+    record = equal_to_golden_and_litert(out, tmp_path)
     bench_report(f"network {fixture}: 4 images, 0 mismatching (LiteRT REF equal too), host layers "
                  f"{', '.join(sorted(host))}, {record['cycles_per_image']:,} cycles/image")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MOBILENET.is_file() and IMAGENET.is_dir()),
+                    reason="../shared/models/mobilenet_v2_imagenet.onnx or ../shared/data/imagenet-sample missing")
+def test_mobilenet_v2_on_the_rtl(tmp_path, bench_report):
+    out = tmp_path / "q_mnv2"
+    subprocess.run([sys.executable, "tools/quantize.py", "--model", MOBILENET, "--data", IMAGENET, "--methods", "wess",
+                    "--calib-images", "100", "--eval-images", "4", "--sweep-bits", "none", "--act-depth", "65536",
+                    "--weight-depth", "65536", "--bias-depth", "4096", "--out", out, "--quiet"], cwd=ROOT, check=True)
+    record = equal_to_golden_and_litert(out, tmp_path)
+    bench_report(f"network MobileNetV2 224x224: 4 images, 0 mismatching (LiteRT REF equal too), "
+                 f"{record['cycles_per_image']:,} cycles/image, {record['sim_seconds_per_image']:.1f} s/image "
+                 f"({record['sim_cpu_seconds_per_image']:.1f} s CPU)")

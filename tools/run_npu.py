@@ -13,7 +13,8 @@ difference is printed (image, layer, tensor, channel, y, x, expected, got) and a
 
 Printed: per layer the RTL's cycle counter beside the cycle model (``golden.controller.program_cycles``), RTL top-1
 beside golden top-1, cycles per image, frames per second at ``--clock-mhz`` (default: the Fmax of the newest
-``tools/synth.py`` report of the NPU under build/synth) and simulation seconds per image. ``--json FILE`` writes the
+``tools/synth.py`` report of the NPU under build/synth) and simulation seconds per image (wall and the simulator
+process's CPU, which other jobs on the machine do not inflate). ``--json FILE`` writes the
 summary. Exit status 0 when every image matches, 1 on a mismatch, 2 on bad input (one line, nothing written).
 """
 
@@ -164,6 +165,7 @@ def main(argv=None):
                            f"{layer['model_cycles']:,}", f"{layer['utilization']:.1f}") for layer in layers]))
     cycles = images[0]["cycles"]
     sim_seconds = sum(image["seconds"] for image in images) / len(images)
+    cpu_seconds = sum(image["cpu_seconds"] for image in images) / len(images)
     record = {
         "images": len(images),
         "mismatching_images": len(mismatching),
@@ -174,6 +176,7 @@ def main(argv=None):
         "frames_per_second": clock * 1e6 / cycles,
         "clock_mhz": clock,
         "sim_seconds_per_image": sim_seconds,
+        "sim_cpu_seconds_per_image": cpu_seconds,
         "build_seconds": result["build_seconds"],
         "simulator": args.sim,
         "first_mismatch": mismatching[0]["mismatch"] if mismatching else None,
@@ -185,10 +188,10 @@ def main(argv=None):
         print(f"LiteRT REF (the exported .tflite): {record['litert_mismatching_images']} of {len(rtl)} images' "
               "logits differ from the RTL's")
     print(markdown_table(("images", "mismatching", "RTL top-1 %", "golden top-1 %", "cycles / image",
-                          "model cycles", f"frames/s at {clock:.1f} MHz", "sim s / image"),
+                          "model cycles", f"frames/s at {clock:.1f} MHz", "sim s / image", "sim CPU s / image"),
                          [(len(images), len(mismatching), f"{record['rtl_top1']:.2f}", f"{record['golden_top1']:.2f}",
                            f"{cycles:,}", f"{result['model_cycles']:,}", f"{record['frames_per_second']:,.1f}",
-                           f"{sim_seconds:.2f}")]))
+                           f"{sim_seconds:.2f}", f"{cpu_seconds:.2f}")]))
     print(f"clock: {clock:.2f} MHz ({clock_source}); {args.sim} build {result['build_seconds']:.0f} s, "
           f"run {wall:.0f} s")
     for image in mismatching[:1]:

@@ -12,7 +12,9 @@ import pytest
 from golden.config import NPUConfig
 from golden.images import write_images
 from golden.stimulus import small_network
-from hdl.top import IMAGE_FILES, load_with_readmemh
+from golden.descriptor import encode_descriptor
+from hdl.controller import Controller
+from hdl.top import IMAGE_FILES, load_with_readmemh, to_verilog
 
 
 def generate(*args, cwd):
@@ -120,3 +122,25 @@ def test_readmemh_replaces_a_zero_initial_block_only():
         load_with_readmemh(DECLARED.format("01"), "t", [("m.hex", "m", "mem")])
     with pytest.raises(ValueError, match=r"^0 modules t.other in the Verilog, not 1$"):
         load_with_readmemh(DECLARED.format("00"), "t", [("m.hex", "other", "mem")])
+
+
+MEMORY = re.compile(r"^  reg \[(\d+):0\] (\w+) \[(\d+):0\];\n(  initial begin.*\n)?", re.MULTILINE)
+
+
+def test_every_memory_starts_at_zero_through_a_loop_whatever_its_depth():
+    small, _ = to_verilog(Controller(NPUConfig(lanes=4, act_depth=64)), "npu")
+    large, shapes = to_verilog(Controller(NPUConfig(lanes=4, act_depth=60_000, weight_depth=50_000)), "npu",
+                               IMAGE_FILES)
+    assert abs(len(large) - len(small)) < 2_000           # no line per word: the depth changes a few numbers only
+    memories = MEMORY.findall(large)
+    assert len(memories) == 9 and all(initial for *_, initial in memories)    # program, counters, 4 banks, 3 images
+    assert "  initial begin : zero_bank3\n" in large and "i < 60000; i = i + 1) bank3[i] = 32'h0;" in large
+    assert shapes["weights.hex"] == (128, 50_000) and '$readmemh("weights.hex", mem);' in large
+
+
+def test_memories_with_contents_keep_amaranths_words():
+    config = NPUConfig(lanes=4, act_depth=64)
+    text, _ = to_verilog(Controller(config, descriptors=[5, 0, 7]), "npu")
+    width = int(re.search(r"reg \[(\d+):0\] descriptors ", text)[1]) + 1
+    assert f"    descriptors[0] = {width}'h{5:0{-(-width // 4)}x};" in text
+    assert "  initial begin : zero_descriptors" not in text and "  initial begin : zero_counters" in text
