@@ -13,6 +13,9 @@ without a folder, so a simulator runs from the Verilog's folder (yosys finds the
 ``$readmemh`` (:func:`load_with_readmemh`); the Verilog stays small whatever the network (amaranth#1522). A folder
 that is not a quantizer output, hex words not as wide as the memories, or a network with more layers than
 ``program_depth`` is one line on stderr, exit code 2, nothing written.
+
+It also prints a pre-synthesis estimate of the ECP5 resources (:func:`hdl.estimate.estimate_resources` of the design
+elaborated for :data:`hdl.dsp.ECP5`: MULT18X18D, DP16KD, flip-flops, LUT4s to an order of magnitude).
 """
 
 import dataclasses
@@ -21,11 +24,13 @@ import re
 import sys
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from cli import OneLineErrorParser, add_config_arguments, config_from_args, write_file
 from golden.config import NPUConfig
 from hdl.controller import Controller
+from hdl.dsp import ECP5
+from hdl.estimate import estimate_resources
 
 __all__ = ["IMAGE_FILES", "build_top", "load_with_readmemh", "main"]
 
@@ -158,6 +163,9 @@ def main(argv=None):
                 write_file(target, (args.images / file).read_bytes())
     write_file(args.output, text.encode())
     print(f"wrote {args.output}{' and its .hex files' if lines else ''} ({config})")
+    estimate = estimate_resources(rtlil.convert(top, name=args.name, platform=ECP5, emit_src=False))
+    print(f"estimated for ECP5 (before synthesis): {estimate['MULT18X18D']:,} MULT18X18D, {estimate['DP16KD']:,} "
+          f"DP16KD, {estimate['FF']:,} FF, ~{estimate['LUT4']:,} LUT4 (order of magnitude)")
     return 0
 
 
