@@ -7,20 +7,22 @@ zero point and clamp bounds are quasi-static inputs (hold them while results are
 Pipeline (one register per row, :attr:`Requantizer.latency` cycles from ``i`` to ``o``)::
 
     1  left = max(e_c, 0), r = min(max(-e_c, 0), 32)      (e_c = shift - k_c, per-channel exponent)
-    2  x = sat32(acc << left)                           (saturated to int32, never wrapped)
-    3  four 17x17 partial products of x * multiplier      (one registered MULT18X18D each, hdl.dsp.Multiplier:
-    4                                                      stage 2 is its input, 3 its pipeline, 4 its output register)
-    5  middle partial products summed
-    6  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
-    7  h + (2**(r-1) - (h < 0)), for r > 0                (RoundingDivideByPOT's rounding term)
-    8  >> (r & 0b111000)                                  (coarse half of the barrel shifter)
-    9  >> (r & 0b000111), saturated to 10 bits            (fine half; exact, as |zero point| <= 128)
-    10 clamp(. + zero_point, qmin, qmax)                  (compared against qmin - zp and qmax - zp)
+    2  acc << (left & 0b11000)                            (coarse half of the left shift, 56 bits: never wraps)
+    3  x = sat32(. << (left & 0b00111))                   (fine half, saturated to int32, never wrapped)
+    4  four 17x17 partial products of x * multiplier      (one registered MULT18X18D each, hdl.dsp.Multiplier:
+    5                                                      its input, pipeline and output registers are stages
+    6                                                      4, 5 and 6; x reaches them from a fabric register)
+    7  middle partial products summed
+    8  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
+    9  h + (2**(r-1) - (h < 0)), for r > 0                (RoundingDivideByPOT's rounding term)
+    10 >> (r & 0b111000)                                  (coarse half of the barrel shifter)
+    11 >> (r & 0b000111), saturated to 10 bits            (fine half; exact, as |zero point| <= 128)
+    12 clamp(. + zero_point, qmin, qmax)                  (compared against qmin - zp and qmax - zp)
 
 Each lane registers its own copy of the layer parameters (and the clamp bounds less the zero point), so they must be
 stable :attr:`Requantizer.params_setup` cycles before a layer's first accumulator.
 
-The multiplier is unsigned (Q0.31, never INT32_MIN), so SRDHM's saturating case cannot arise and stage 5 is exact.
+The multiplier is unsigned (Q0.31, never INT32_MIN), so SRDHM's saturating case cannot arise and stage 8 is exact.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -32,7 +34,7 @@ from hdl.dsp import Multiplier
 
 __all__ = ["RequantParams", "requant_input_layout", "Requantizer", "rounding_right_shift", "ROUNDING_SHIFT_LATENCY"]
 
-#: Registers of :func:`rounding_right_shift` (stages 7 and 8; stage 9 registers its result).
+#: Registers of :func:`rounding_right_shift` (stages 9 and 10; stage 11 registers its result).
 ROUNDING_SHIFT_LATENCY = 2
 
 
@@ -55,17 +57,17 @@ def requant_input_layout(config):
 
 def rounding_right_shift(stage, value, right):
     """RoundingDivideByPOT(``value``, ``right``) for ``0 <= right <= 32``, over :data:`ROUNDING_SHIFT_LATENCY`
-    registers: stages 7 and 8 of the pipeline above; returns stage 9's shifted value before its register.
+    registers: stages 9 and 10 of the pipeline above; returns stage 11's shifted value before its register.
 
     ``stage(shape, value, suffix)`` builds one pipeline register (the caller's, so that it follows the caller's
     enable); ``value`` is signed and below ``2**32`` in magnitude. Shared by :class:`Requantizer` and
     ``hdl.add.AddUnit``.
     """
-    # 7: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
+    # 9: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
     half = (Const(1, 34) << right)[1:]
     rounded = stage(signed(34), value + half - ((value < 0) & (right != 0)), "rounded")
     coarse_right = stage(unsigned(6), right, "coarse_right")
-    # 8, 9: the arithmetic right shift, split into a coarse and a fine barrel shifter.
+    # 10, 11: the arithmetic right shift, split into a coarse and a fine barrel shifter.
     coarse = stage(signed(34), rounded >> (coarse_right & 0b111000), "coarse")
     fine_right = stage(unsigned(3), coarse_right[:3], "fine_right")
     return coarse >> fine_right
@@ -90,8 +92,8 @@ class Requantizer(wiring.Component):
         int8 results. The whole pipeline stalls while ``o.valid & ~o.ready``.
     """
 
-    #: Stage 1, the multipliers (stages 2 to 4) and stages 5 to 10.
-    latency = 1 + Multiplier.LATENCY + 6
+    #: Stages 1 to 3, the multipliers (stages 4 to 6) and stages 7 to 12.
+    latency = 3 + Multiplier.LATENCY + 6
     params_setup = 2
 
     def __init__(self, config):
@@ -154,18 +156,19 @@ class Requantizer(wiring.Component):
         right_1 = stage(unsigned(6), Mux(negated[-1] | (negated == 0), 0,
                                          Mux(negated[5] & (negated[:5] != 0), 32, negated[:6])), "right1")
 
-        # 2: left shift, saturated to int32: the 63-bit product fits in 32 bits iff its bits 31..62 are all equal.
-        # x is registered by the multipliers' input registers.
-        wide = acc_1 << left
+        # 2, 3: left shift in two halves, saturated to int32: the 63-bit product fits in 32 bits iff its bits 31..62
+        # are all equal.
+        coarse = stage(signed(56), acc_1 << (left & 0b11000), "coarse_left")
+        fine_left = stage(unsigned(3), left[:3], "fine_left")
+        right = stage(unsigned(6), right_1, "right2")
+        wide = coarse << fine_left
         top_bits = wide[31:]
-        x = Signal(signed(32), name=f"{name}_x")
-        m.d.comb += x.eq(Mux(~top_bits.any() | top_bits.all(), wide[:32].as_signed(),
-                             Mux(acc_1[-1], -(1 << 31), (1 << 31) - 1)))
-        right = right_1
-        for index in range(Multiplier.LATENCY):
-            right = stage(unsigned(6), right, f"right{index + 2}")
+        x = stage(signed(32), Mux(~top_bits.any() | top_bits.all(), wide[:32].as_signed(),
+                                  Mux(coarse[-1], -(1 << 31), (1 << 31) - 1)), "x")
+        for index in range(2 + Multiplier.LATENCY):     # to stage 7
+            right = stage(unsigned(6), right, f"right{index + 3}")
 
-        # 2-4: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.
+        # 4-6: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.
         partial = {}
         for key, a, b in (("hh", x[16:].as_signed(), multiplier[16:]), ("hl", x[16:].as_signed(), multiplier[:16]),
                           ("lh", x[:16], multiplier[16:]), ("ll", x[:16], multiplier[:16])):
@@ -173,24 +176,23 @@ class Requantizer(wiring.Component):
             m.d.comb += [mult.a.eq(a), mult.b.eq(b), mult.enable.eq(enable)]
             partial[key] = mult.p
 
-        # 5: sum the middle partial products; the outer ones do not overlap, so concatenated they take the
+        # 7: sum the middle partial products; the outer ones do not overlap, so concatenated they take the
         # rounding constant in a one-operand add.
         p_mid = stage(signed(34), partial["hl"] + partial["lh"], "p_mid")
         outer = stage(signed(64), Cat(partial["ll"][:32], partial["hh"][:32]).as_signed() + (1 << 30), "outer")
-        right_5 = stage(unsigned(6), right, "right5")
 
-        # 6: SaturatingRoundingDoublingHighMul == floor((x * multiplier + 2**30) / 2**31) for multiplier >= 0.
+        # 8: SaturatingRoundingDoublingHighMul == floor((x * multiplier + 2**30) / 2**31) for multiplier >= 0.
         product = outer + (p_mid << 16)
         high = stage(signed(32), product[31:63].as_signed(), "high")
-        right_6 = stage(unsigned(6), right_5, "right6")
+        right_8 = stage(unsigned(6), right, "right8")
 
-        # 7, 8, 9: RoundingDivideByPOT. Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and
-        # keeps stage 9 narrow; the range test reduces the top bits (LUT trees, no carry chain).
-        fine = rounding_right_shift(stage, high, right_6)
+        # 9, 10, 11: RoundingDivideByPOT. Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and
+        # keeps stage 12 narrow; the range test reduces the top bits (LUT trees, no carry chain).
+        fine = rounding_right_shift(stage, high, right_8)
         top = fine[9:]
         scaled = stage(signed(10), Mux(~top.any() | top.all(), fine[:10].as_signed(), Mux(fine[-1], -512, 511)),
                        "scaled")
 
-        # 10: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds), compared before the bias is added.
+        # 12: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds), compared before the bias is added.
         clamped = Mux(scaled < low, qmin, Mux(scaled > high_bound, qmax, scaled + zero_point))
         return stage(signed(8), clamped, "out")
