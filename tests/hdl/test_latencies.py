@@ -11,6 +11,7 @@ from golden.sequencer import (ADD_SEQUENCER_LATENCY, ADD_WRITE_LATENCY, FETCH_LA
                               TABLE_LATENCY, WRITE_LATENCY)
 from hdl.add import AddSequencer, AddUnit
 from hdl.controller import Controller
+from hdl.dsp import Multiplier
 from hdl.engine import Engine
 from hdl.memory import ActivationMemory, BiasMemory, TableMemory, WeightMemory
 from hdl.requant import ROUNDING_SHIFT_LATENCY, Requantizer
@@ -41,7 +42,8 @@ def test_controller_stages_add_up_to_its_layer_overhead():
     assert sum(stages) == Controller.LAYER_OVERHEAD == LAYER_OVERHEAD
 def test_add_stages_add_up_to_the_add_latencies():
     assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
-    # AddUnit: centre, products, high half, the requantizer's rounding right shift with its result register, sum.
-    assert 3 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
+    # AddUnit: the multipliers (centred operand, pipeline, products), high half, the requantizer's rounding right shift
+    # with its result register, sum.
+    assert Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
     assert AddUnit.latency + Requantizer.latency + TableMemory.latency == Engine.add_write_latency \
         == ADD_WRITE_LATENCY

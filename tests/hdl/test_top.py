@@ -27,6 +27,10 @@ def test_generated_verilog_compiles(tmp_path):
     result = generate("-o", str(tmp_path / "npu.v"), "--lanes", "4", "--act-depth", "64", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "module npu(" in (tmp_path / "npu.v").read_text()
+    # 4 lanes: 16 MACs, 4 requantizer and 2 ADD-unit multipliers per lane, and the sequencer's descriptor products.
+    dsps = int(re.search(r"estimated for ECP5 \(before synthesis\): (\d+) MULT18X18D, \d+ DP16KD, [\d,]+ FF, "
+                         r"~[\d,]+ LUT4", result.stdout)[1])
+    assert 16 + 4 * 4 + 4 * 2 < dsps < 16 + 4 * 4 + 4 * 2 + 10
     compiled = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "npu.vvp"), str(tmp_path / "npu.v")],
                               capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr

@@ -105,10 +105,13 @@ def test_parse_yosys_stat():
 def test_format_table():
     harness = SerialHarness(Requantizer(NPUConfig(lanes=1)))
     text = synth.format_table(title="title", cells={"LUT4": 4410, "CCU2C": 1024}, report=synth.parse_report(_report()),
-                              harness=harness, times={"yosys": 12.0, "nextpnr": 191.9, "total": 204.4})
+                              harness=harness, times={"yosys": 12.0, "nextpnr": 191.9, "total": 204.4},
+                              estimate={"LUT4": 7000, "FF": 4000, "MULT18X18D": 32, "DP16KD": 0})
     assert re.search(r"^LUT4 +yosys +4,410 *$", text, re.M)
-    assert re.search(r"^MULT18X18D +nextpnr +32 +156 +20\.5$", text, re.M)
-    assert re.search(r"^TRELLIS_COMB +nextpnr +6,716 +83,640 +8\.0$", text, re.M)
+    assert re.search(r"^MULT18X18D +nextpnr +32 +156 +20\.5 +32$", text, re.M)
+    assert re.search(r"^TRELLIS_COMB +nextpnr +6,716 +83,640 +8\.0 +7,000$", text, re.M)
+    assert re.search(r"^DP16KD +nextpnr +3 +208 +1\.4 +0$", text, re.M)
+    assert re.search(r"^TRELLIS_IO +nextpnr +\d+ +\d+ +[\d.]+$", text, re.M)
     assert "102.34 MHz, target 150.01 MHz: FAIL" in text
     assert ("critical path: core.lane0_exponent -> core.lane0_x: 4.71 ns (logic 1.68 ns, routing 3.03 ns, "
             "2 logic levels)") in text
@@ -126,6 +129,8 @@ def test_format_table():
     (["--speed", "5"], "argument --speed: invalid choice: 5"),
     (["--seed", "-1"], "seed must be a non-negative integer, not -1"),
     (["--yosys-flag", "abc"], "argument --yosys-flag: invalid choice: 'abc'"),
+    (["--block", "alu"], "argument --block: invalid choice: 'alu'"),
+    (["--no-dff", "--yosys-flag", "dff"], "--no-dff contradicts --yosys-flag dff"),
     (["--name", "../elsewhere"], "name must be letters, digits, '_', '.' and '-', not '../elsewhere'"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -140,7 +145,7 @@ def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
 def test_configuration_without_a_top_exits_2(tmp_path, capsys, monkeypatch):
     def build_top(config):
         raise ValueError(f"the engine needs at least 2 lanes, not {config.lanes}")
-    monkeypatch.setattr(synth, "build_top", build_top)
+    monkeypatch.setitem(synth.BLOCKS, "top", build_top)
     with pytest.raises(SystemExit) as exit_:
         synth.main(["--lanes", "1", "--build-dir", str(tmp_path / "build")])
     assert exit_.value.code == 2
@@ -174,7 +179,7 @@ def test_tool_failure_is_summarised_from_its_log(tmp_path):
     with pytest.raises(RuntimeError) as error:
         synth._run("yosys", [sys.executable, "-c", script], log)
     assert str(error.value) == (f"yosys exited with status 1: ABC9 stopped without a message "
-                                f"(retry with --yosys-flag dff) (log: {log})")
+                                f"(retry without --no-dff) (log: {log})")
     with pytest.raises(RuntimeError) as error:
         synth._run("nextpnr", [sys.executable, "-c", "exit(3)"], log)
     assert str(error.value) == f"nextpnr exited with status 3: no output (log: {log})"
@@ -198,3 +203,24 @@ def test_synthesis_of_a_small_configuration(tmp_path):
     assert 10 < fmax < 1000 and target == pytest.approx(150, abs=0.1)
     build, = tmp_path.iterdir()
     assert {"report.json", "synth.json", "yosys.log", "nextpnr.log", "config.json"} <= {p.name for p in build.iterdir()}
+
+
+@pytest.mark.parametrize("args, flags, name, cell", [
+    ([], "-dff ", "controller-85k-lanes2", "MULT18X18D"),
+    (["--no-dff", "--yosys-flag", "nowidelut"], "-nowidelut ", "controller-85k-lanes2-nowidelut-nodff", "MULT18X18D"),
+    (["--block", "sequencer"], "-dff ", "sequencer-85k-lanes2", None),
+    (["--block", "mac-array"], "-dff ", "macarray-85k-lanes2", "MULT18X18D"),
+])
+def test_yosys_runs_with_dff_on_the_chosen_block_with_its_primitives(tmp_path, monkeypatch, args, flags, name, cell):
+    calls = []
+    def run(tool, argv, log):
+        calls.append((tool, argv, log))
+        raise RuntimeError("stopped by the test")
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: tool)
+    monkeypatch.setattr(synth, "_run", run)
+    assert synth.main(["--lanes", "2", *args, "--build-dir", str(tmp_path)]) == 1
+    (tool, argv, log), = calls
+    assert tool == "yosys" and log.parent.name == name
+    assert f"synth_ecp5 {flags}-top synth_top" in argv[-1]
+    rtlil = (log.parent / "top.il").read_text()
+    assert (cell in rtlil) if cell else ("MULT18X18D" not in rtlil)
