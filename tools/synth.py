@@ -8,6 +8,8 @@ netlist JSON, logs, nextpnr's ``--report`` JSON) go to ``build/synth/<name>/``.
 The design is elaborated for :data:`hdl.dsp.ECP5`, so its multipliers are registered MULT18X18D primitives (the
 benches simulate their behavioural models). ``synth_ecp5`` runs with ``-dff`` (``abc9 -dff``) by default: yowasp's
 ABC9 stops without a message on the default engine when it runs without it (``--no-dff`` restores plain ``abc9``).
+Measured 2026-12-01: with ``-dff`` the blocks (``--block``) map, but the whole NPU stops after ~12 minutes in ABC9
+("wasm trap: call stack exhausted"); mapping the whole NPU is open work (issue 12).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
 (five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
