@@ -59,8 +59,8 @@ def _parser():
                         help="evaluation images to run (default: %(default)s)")
     parser.add_argument("--first", type=int_at_least(0, "non-negative"), default=0,
                         help="evaluation images to skip first (default: %(default)s)")
-    parser.add_argument("--clock-mhz", type=float, help="clock for frames per second (default: the newest "
-                        "synthesized Fmax of the NPU in build/synth, else 100)")
+    parser.add_argument("--clock-mhz", type=float, help="clock for frames per second (default: the median "
+                        "Fmax of the newest NPU synthesis in build/synth, else 100)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.add_argument("--bundles", type=Path, default=BUNDLES, help=f"repro bundles of mismatches ({BUNDLES})")
     parser.add_argument("--sim", choices=SIMULATORS, default="verilator", help="simulator (default verilator)")
@@ -113,15 +113,14 @@ def load_job(directory, *, data=None, first=0, count=1):
 
 
 def default_clock(builds=SYNTH_BUILDS):
-    """``(MHz, source)``: the achieved Fmax of the newest NPU synthesis report (tools/synth.py), else the fallback."""
-    reports = sorted(builds.glob("controller*/report.json"), key=lambda path: path.stat().st_mtime)
-    for path in reversed(reports):
+    """``(MHz, source)``: the median Fmax over seeds of the newest NPU synthesis (tools/synth.py's ``fmax.json``),
+    else the fallback."""
+    summaries = sorted(builds.glob("controller*/fmax.json"), key=lambda path: path.stat().st_mtime)
+    for path in reversed(summaries):
         try:
-            fmax = json.loads(path.read_text())["fmax"]
-        except (OSError, ValueError, KeyError):
+            return float(json.loads(path.read_text())["median"]), str(path)
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if len(fmax) == 1:
-            return float(next(iter(fmax.values()))["achieved"]), str(path)
     return FALLBACK_CLOCK_MHZ, "no synthesis report of the NPU found"
 
 

@@ -13,7 +13,8 @@ ABC9 does not map the whole NPU (measured 2026-12-01: plain ``abc9`` stops witho
 
 nextpnr places and routes the netlist once per ``--seeds`` seed (``--jobs`` at a time, default one per core); the
 table gives each seed's Fmax and critical path and their min / median / max, the figure to quote (Fmax moves by 10 %
-or more with the placer seed).
+or more with the placer seed). ``fmax.json`` in the build directory keeps each seed's Fmax and the median (the clock
+``tools/run_npu.py`` quotes frames per second at).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
 (five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
@@ -296,7 +297,7 @@ def main(argv=None):
         parser.error(f"cannot create build directory {str(directory)!r}: {error.strerror}")
     files = {key: directory / file for key, file in (
         ("rtlil", "top.il"), ("netlist", "synth.json"), ("stat", "stat.json"), ("yosys_log", "yosys.log"),
-        ("lpf", "clock.lpf"), ("config", "config.json"))}
+        ("lpf", "clock.lpf"), ("config", "config.json"), ("fmax", "fmax.json"))}
     reports = {seed: directory / f"report-seed{seed}.json" for seed in args.seeds}
     logs = {seed: directory / f"nextpnr-seed{seed}.log" for seed in args.seeds}
     for path in [*files.values(), *directory.glob("report-seed*.json"), *directory.glob("nextpnr-seed*.log")]:
@@ -345,6 +346,9 @@ def main(argv=None):
             print(f"{parser.prog}: error: nextpnr constrained {report['clock']} to {report['target']:.2f} MHz, not "
                   f"{args.freq:g} MHz (log: {logs[seed]})", file=sys.stderr)
             return 1
+    fmax = {str(seed): report["fmax"] for seed, report in sorted(parsed.items())}
+    files["fmax"].write_text(json.dumps({"clock": parsed[args.seeds[0]]["clock"], "target": args.freq, "seeds": fmax,
+                                         "median": statistics.median(fmax.values())}, indent=1) + "\n")
     fields = ", ".join(f"{field}={value}" for field, value in dataclasses.asdict(config).items())
     title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, mapper {args.mapper}; "
              f"build files in {directory}/")

@@ -47,5 +47,8 @@ def test_default_clock_is_the_newest_npu_report(tmp_path):
     assert run_npu.default_clock(tmp_path)[0] == run_npu.FALLBACK_CLOCK_MHZ
     for name, fmax in (("controller-85k", 91.5), ("requantizer-85k", 200.0)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": fmax}}}))
-    assert run_npu.default_clock(tmp_path) == (91.5, str(tmp_path / "controller-85k" / "report.json"))
+        (tmp_path / name / "fmax.json").write_text(json.dumps({"seeds": {"1": fmax, "2": 7.0}, "median": fmax}))
+    assert run_npu.default_clock(tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))
+    (tmp_path / "controller-25k").mkdir()
+    (tmp_path / "controller-25k" / "fmax.json").write_text("{}")
+    assert run_npu.default_clock(tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))

@@ -1,5 +1,6 @@
 """tools/synth.py: option errors, the nextpnr/yosys report parsers and (-m synth) a real run."""
 
+import json
 import re
 import subprocess
 import sys
@@ -218,7 +219,10 @@ def test_synthesis_of_a_small_configuration(tmp_path):
     assert target == pytest.approx(150, abs=0.1)
     build, = tmp_path.iterdir()
     assert {"report-seed1.json", "report-seed2.json", "synth.json", "yosys.log", "nextpnr-seed1.log",
-            "nextpnr-seed2.log", "config.json"} <= {p.name for p in build.iterdir()}
+            "nextpnr-seed2.log", "config.json", "fmax.json"} <= {p.name for p in build.iterdir()}
+    summary = json.loads((build / "fmax.json").read_text())
+    assert summary["seeds"] == pytest.approx({str(seed): fmax for seed, fmax in seeds.items()}, abs=0.01)
+    assert summary["median"] == pytest.approx(median, abs=0.01)
 
 
 @pytest.mark.parametrize("args, flags, name, cell", [
