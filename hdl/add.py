@@ -11,11 +11,12 @@ same bank: one output word every two cycles (MobileNetV2 224²'s 10 adds: 1.07 %
 ``python tools/bench_engine.py --no-sim``).
 Since the words alternate, one set of rescaling lanes serves both inputs. Per lane (``AddUnit``)::
 
-    1  c = x - zp_i                                          (9 bits; the bank's word selected in front)
-    2  c * m_i as two partial products (9 x 15, 9 x 16)      (SRDHM of (c << 20) only needs c * m_i: two DSPs, not four)
-    3  h = (c * m_i + 2**10) >> 11                           (= SRDHM(c * 2**20, m_i), exactly)
-    4-6  RoundingDivideByPOT(h, -shift_i)                    (hdl.requant.rounding_right_shift: the requantizer's 6-8)
-    7  input 1's value held; with input 2's: their sum       (|sum| < 2**29)
+    1-3  c = x - zp_i; c * m_i as two partial products      (the bank's word selected and centred (9 bits) into two
+         (9 x 15, 9 x 16)                                   registered multipliers: SRDHM of (c << 20) only needs
+                                                            c * m_i, two DSPs, not four)
+    4-7  h = (c * m_i + 2**10) >> 11 (= SRDHM(c * 2**20, m_i), exactly), then RoundingDivideByPOT(h, -shift_i)
+                                                           (hdl.requant.rounding_right_shift: the requantizer's 10-13)
+    8  input 1's value held; with input 2's: their sum       (|sum| < 2**29)
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -169,9 +170,9 @@ class AddUnit(wiring.Component):
     """
 
     #: Cycles from an input-2 word at ``i`` to its sum at ``o``: the multipliers (centred operand, pipeline,
-    #: products: ``hdl.dsp.Multiplier.LATENCY``), high half, the requantizer's rounding right shift
-    #: (``hdl.requant.ROUNDING_SHIFT_LATENCY`` + its result register), sum.
-    latency = Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 + 1
+    #: products: ``hdl.dsp.Multiplier.LATENCY``), the high half with the requantizer's rounding right shift
+    #: (``hdl.requant.ROUNDING_SHIFT_LATENCY``), sum.
+    latency = Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1
     params_setup = 1
 
     def __init__(self, config, meta):
@@ -203,7 +204,7 @@ class AddUnit(wiring.Component):
         word = activation_word(config)(Signal(config.lanes * 8, name="word"))
         words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))
         m.d.comb += word.as_value().eq(words[self.i.payload.bank])
-        # The stage whose register the held input-1 value is taken from (``scaled``, the seventh).
+        # The stage whose register the held input-1 value is taken from (the rounding right shift's last, the seventh).
         scaled = self.latency - 2
         for lane in range(config.lanes):
             m.d.comb += self.o.payload.sum[lane].eq(
@@ -240,12 +241,10 @@ class AddUnit(wiring.Component):
         for index in range(Multiplier.LATENCY):
             shift_right = stage(unsigned(6), shift_right, f"right{index + 1}")
 
-        # 4: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11).
-        high = stage(signed(30), ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11, "high")
-        right_4 = stage(unsigned(6), shift_right, "right4")
-
-        # 5-7: RoundingDivideByPOT, the requantizer's stages.
-        scaled = stage(signed(30), rounding_right_shift(stage, high, right_4), "scaled")
+        # 4-7: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11), then
+        # RoundingDivideByPOT, the requantizer's stages.
+        high = ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11
+        scaled = rounding_right_shift(stage, high, shift_right)[:30].as_signed()
 
         # 8: input 1's value waits for input 2's; their sum.
         held = Signal(signed(30), name=f"{name}_held", reset_less=True)
