@@ -11,11 +11,12 @@ same bank: one output word every two cycles (MobileNetV2 224²'s 10 adds: 1.07 %
 ``python tools/bench_engine.py --no-sim``).
 Since the words alternate, one set of rescaling lanes serves both inputs. Per lane (``AddUnit``)::
 
-    1  c = x - zp_i                                          (9 bits; the bank's word selected in front)
-    2  c * m_i as two partial products (9 x 15, 9 x 16)      (SRDHM of (c << 20) only needs c * m_i: two DSPs, not four)
-    3  h = (c * m_i + 2**10) >> 11                           (= SRDHM(c * 2**20, m_i), exactly)
-    4-6  RoundingDivideByPOT(h, -shift_i)                    (hdl.requant.rounding_right_shift: the requantizer's 6-8)
-    7  input 1's value held; with input 2's: their sum       (|sum| < 2**29)
+    1    c = x - zp_i (9 bits), m_i                        (the bank's word selected in front; fabric registers)
+    2-4  c * m_i as two partial products (9 x 15, 9 x 16)  (registered multipliers: SRDHM of (c << 20) only needs
+                                                           c * m_i, two DSPs, not four)
+    5-8  h = (c * m_i + 2**10) >> 11 (= SRDHM(c * 2**20, m_i), exactly), then RoundingDivideByPOT(h, -shift_i)
+                                                           (hdl.requant.rounding_right_shift: the requantizer's 10-13)
+    9    input 1's value held; with input 2's: their sum  (|sum| < 2**29)
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -168,10 +169,10 @@ class AddUnit(wiring.Component):
         A word is inside the unit.
     """
 
-    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: the multipliers (centred operand, pipeline,
-    #: products: ``hdl.dsp.Multiplier.LATENCY``), high half, the requantizer's rounding right shift
-    #: (``hdl.requant.ROUNDING_SHIFT_LATENCY`` + its result register), sum.
-    latency = Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 + 1
+    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: centred operand, the multipliers
+    #: (``hdl.dsp.Multiplier.LATENCY``), the high half with the requantizer's rounding right shift
+    #: (``hdl.requant.ROUNDING_SHIFT_LATENCY``), sum.
+    latency = 1 + Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1
     params_setup = 1
 
     def __init__(self, config, meta):
@@ -203,7 +204,7 @@ class AddUnit(wiring.Component):
         word = activation_word(config)(Signal(config.lanes * 8, name="word"))
         words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))
         m.d.comb += word.as_value().eq(words[self.i.payload.bank])
-        # The stage whose register the held input-1 value is taken from (``scaled``, the seventh).
+        # The stage whose register the held input-1 value is taken from (the rounding right shift's last, the eighth).
         scaled = self.latency - 2
         for lane in range(config.lanes):
             m.d.comb += self.o.payload.sum[lane].eq(
@@ -225,29 +226,28 @@ class AddUnit(wiring.Component):
         shifts = [getattr(params, f"shift{i}") for i in (1, 2)]
         right = [stage(unsigned(6), Mux(shift[-1], -shift, 0), f"param_right{i}") for i, shift in zip((1, 2), shifts)]
 
-        # 1-3: the centred input times its input's rescaling as two partial products, m = mh * 2**16 + ml, in two
-        # registered multipliers (their input registers hold the centred input and the multiplier).
-        centred = Signal(signed(9), name=f"{name}_centred")
-        multiplier_in = Signal(unsigned(31), name=f"{name}_multiplier")
-        m.d.comb += [centred.eq(x - Mux(second_in, zero_point[1], zero_point[0])),
-                     multiplier_in.eq(Mux(second_in, multiplier[1], multiplier[0]))]
+        # 1: the centred input and its input's rescaling, in fabric registers (the bank's word selected in front), so
+        # that the multipliers' input registers are fed by a short route.
+        centred = stage(signed(9), x - Mux(second_in, zero_point[1], zero_point[0]), "centred")
+        multiplier_in = stage(unsigned(31), Mux(second_in, multiplier[1], multiplier[0]), "multiplier")
+        shift_right = stage(unsigned(6), Mux(second_in, right[1], right[0]), "right1")
+
+        # 2-4: the centred input times the rescaling as two partial products, m = mh * 2**16 + ml, in two registered
+        # multipliers.
         partial = {}
         for key, b in (("high", multiplier_in[16:]), ("low", multiplier_in[:16])):
             mult = m.submodules[f"{name}_mult_{key}"] = Multiplier(centred.shape(), b.shape())
             m.d.comb += [mult.a.eq(centred), mult.b.eq(b)]
             partial[key] = mult.p
-        shift_right = Mux(second_in, right[1], right[0])
         for index in range(Multiplier.LATENCY):
-            shift_right = stage(unsigned(6), shift_right, f"right{index + 1}")
+            shift_right = stage(unsigned(6), shift_right, f"right{index + 2}")
 
-        # 4: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11).
-        high = stage(signed(30), ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11, "high")
-        right_4 = stage(unsigned(6), shift_right, "right4")
+        # 5-8: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11), then
+        # RoundingDivideByPOT, the requantizer's stages.
+        high = ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11
+        scaled = rounding_right_shift(stage, high, shift_right)[:30].as_signed()
 
-        # 5-7: RoundingDivideByPOT, the requantizer's stages.
-        scaled = stage(signed(30), rounding_right_shift(stage, high, right_4), "scaled")
-
-        # 8: input 1's value waits for input 2's; their sum.
+        # 9: input 1's value waits for input 2's; their sum.
         held = Signal(signed(30), name=f"{name}_held", reset_less=True)
         with m.If(hold):
             m.d.sync += held.eq(scaled)

@@ -42,8 +42,7 @@ def test_controller_stages_add_up_to_its_layer_overhead():
     assert sum(stages) == Controller.LAYER_OVERHEAD == LAYER_OVERHEAD
 def test_add_stages_add_up_to_the_add_latencies():
     assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
-    # AddUnit: the multipliers (centred operand, pipeline, products), high half, the requantizer's rounding right shift
-    # with its result register, sum.
-    assert Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 + 1 == AddUnit.latency
+    # AddUnit: centred operand, the multipliers, the high half with the requantizer's rounding right shift, sum.
+    assert 1 + Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1 == AddUnit.latency
     assert AddUnit.latency + Requantizer.latency + TableMemory.latency == Engine.add_write_latency \
         == ADD_WRITE_LATENCY
