@@ -84,8 +84,8 @@ class Controller(wiring.Component):
 
     #: Cycles from a layer's index to its descriptor: the descriptor memory's registered read.
     DESCRIPTOR_LATENCY = 2
-    #: Cycles of the checks: products and flags registered (:meth:`_checks`), then the verdict.
-    CHECK_LATENCY = 2
+    #: Cycles of the checks (:meth:`_checks`): products and flags registered, the region comparisons, the verdict.
+    CHECK_LATENCY = 3
     #: The cycle in which the engine's ``start`` is high.
     LAUNCH_LATENCY = 1
     #: The cycle of the engine's ``done``: the layer's counters are written.
@@ -212,9 +212,9 @@ class Controller(wiring.Component):
         return m
 
     def _checks(self, m, d):
-        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: flags and region products registered, then the
-        first failing check of ``golden.controller.CHECKS`` (order of priority). Returns ``(failed, failed_check)``,
-        valid in the cycle after the two."""
+        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: flags and region products registered, each
+        region comparison registered, then the first failing check of ``golden.controller.CHECKS`` (order of
+        priority). Returns ``(failed, failed_check)``, valid in the cycle after the three."""
         config = self._config
         lane_bits, lanes = config.lane_bits, config.lanes
         kind = {name: d.kind == code for name, code in KINDS.items()}
@@ -267,18 +267,26 @@ class Controller(wiring.Component):
                      weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
                      bias_end.eq(d.bias_base + ((d.out_channels + lanes - 1) >> lane_bits))]
 
-        # Stage 2: the region checks, and the first failing check of CHECKS registered.
-        registered["row_pitch"] = registered["activation_bounds"] = 0
+        # Stage 2: one comparison per region check registered, the stage-1 flags carried beside them.
+        carried = {}
+        for name, flag in registered.items():
+            carried[name] = Signal(name=f"check2_{name}")
+            m.d.sync += carried[name].eq(flag)
+        carried["row_pitch"] = carried["activation_bounds"] = 0
         for label, base, pitch, words, minimum in regions:
             active = add_registered if label == "in2" else 1
-            registered["row_pitch"] = registered["row_pitch"] | (active & (pitch < minimum))
-            registered["activation_bounds"] = registered["activation_bounds"] | (
-                active & (base + words > config.act_depth))
-        registered["bias_bounds"] = weighted & (bias_end > config.bias_depth)
+            short, beyond = Signal(name=f"check2_{label}_pitch"), Signal(name=f"check2_{label}_bounds")
+            m.d.sync += [short.eq(active & (pitch < minimum)), beyond.eq(active & (base + words > config.act_depth))]
+            carried["row_pitch"] = carried["row_pitch"] | short
+            carried["activation_bounds"] = carried["activation_bounds"] | beyond
+        carried["bias_bounds"] = Signal(name="check2_bias_bounds")
+        m.d.sync += carried["bias_bounds"].eq(weighted & (bias_end > config.bias_depth))
+
+        # Stage 3: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         for index, name in enumerate(CHECKS[1:], start=1):
-            with (m.If if index == 1 else m.Elif)(registered[name]):
+            with (m.If if index == 1 else m.Elif)(carried[name]):
                 m.d.sync += [failed.eq(1), failed_check.eq(index)]
         with m.Else():
             m.d.sync += failed.eq(0)

@@ -19,13 +19,14 @@ two ways:
 instead of 0, so the product is the tap itself, and each MAC keeps the larger of its accumulator and the product
 instead of their sum: ``acc[r][c] = max(acc[r][c], activation[r][c])``, the window maximum of pixel ``r``, channel
 ``c`` (the input zero point is 0). Padding never wins: -128 is no larger than any tap inside the input, and every
-window has one (``golden.pool.max_pool2d``). The comparator is 9 bits wide per MAC (products and maxima stay in int8
-in this mode), beside the adder; the multiplier, registers and drain are shared with the other modes.
+window has one (``golden.pool.max_pool2d``). The maximum is a 9-bit register per MAC beside the accumulator (products
+and maxima stay in int8 in this mode), with its own comparator; the multiplier, result bank and drain are shared with
+the other modes.
 
-Pipeline: operand selection into the operand registers, the multiply's pipeline register and the product register
-(the input, pipeline and output registers of one MULT18X18D per MAC on ECP5: ``hdl.dsp.Multiplier``), accumulators,
-result bank, then ``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a pass's last step comes out
-with its words.
+Pipeline: operand selection into fabric operand registers, the multiplier's input, pipeline and output registers (one
+MULT18X18D per MAC on ECP5: ``hdl.dsp.Multiplier``), the products' copy in fabric registers (no logic at either end of
+the DSP), accumulators (sum and running maximum apart), the result bank, then ``log2(lanes)`` adder-tree levels or the
+row drain. The ``meta`` of a pass's last step comes out with its words.
 
 The operands are formed here, from narrow ports, rather than delivered as one ``lanes**2 x 17``-bit vector: Icarus
 re-evaluates every reader of a vector whenever any part of it changes, and such a vector made whole-engine
@@ -116,12 +117,24 @@ class MACArray(wiring.Component):
             "busy": Out(1),
         })
 
+    #: The operands, selected and centred, in fabric registers before the multipliers' input registers.
+    OPERAND_LATENCY = 1
+    #: The products' copy in fabric registers after :class:`hdl.dsp.Multiplier`'s output registers.
+    PRODUCT_LATENCY = 1
+    #: The accumulators.
+    ACCUMULATE_LATENCY = 1
+    #: The result bank, copied from the accumulators after a pass's last step.
+    RESULT_LATENCY = 1
+    #: The drain's output register.
+    DRAIN_OUT_LATENCY = 1
+
     @property
     def latency(self):
-        # the multiplier (operands, pipeline, products), accumulators (= result bank), tree levels
-        return Multiplier.LATENCY + 1 + self._config.lane_bits
+        return (self.OPERAND_LATENCY + Multiplier.LATENCY + self.PRODUCT_LATENCY + self.ACCUMULATE_LATENCY
+                + self.RESULT_LATENCY + self._config.lane_bits)
 
-    drain_latency = Multiplier.LATENCY + 2
+    drain_latency = (OPERAND_LATENCY + Multiplier.LATENCY + PRODUCT_LATENCY + ACCUMULATE_LATENCY + RESULT_LATENCY
+                     + DRAIN_OUT_LATENCY)
 
     def elaborate(self, platform):
         m = Module()
@@ -129,7 +142,7 @@ class MACArray(wiring.Component):
         lanes, acc_bits = config.lanes, config.acc_bits
         rng = range(lanes)
 
-        # Operand selection into the multipliers (their input registers are the operand registers). Datapath
+        # Operand selection into the operand registers, then the multipliers (whose input registers follow). Datapath
         # registers have no reset (only the valid flags do): nothing reads them before a valid step has filled them,
         # DSP registers have none, and each reset multiplexer would be one more process per register in the
         # simulated Verilog. One multiplexer per row and operand (a whole word), not per element: fewer, wider processes.
@@ -144,10 +157,13 @@ class MACArray(wiring.Component):
                          weight_row.as_value().eq(weight_rows[step.weight_select[r]])]
             for c in rng:
                 mult = m.submodules[f"mult_{r}_{c}"] = Multiplier(signed(8), signed(9))
-                m.d.comb += [
-                    mult.a.eq(Mux(step.max, 1, Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
-                    mult.b.eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
+                a = Signal(signed(8), name=f"a_{r}_{c}", reset_less=True)
+                b = Signal(signed(9), name=f"b_{r}_{c}", reset_less=True)
+                m.d.sync += [
+                    a.eq(Mux(step.max, 1, Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
+                    b.eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
                 ]
+                m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
                 product[r][c] = mult.p
         # The step's control travels beside its products.
         control_layout = data.StructLayout({"first": 1, "last": 1, "per_row": 1, "max": 1, "meta": self._meta})
@@ -156,34 +172,42 @@ class MACArray(wiring.Component):
                      control.max.eq(step.max), control.meta.eq(step.meta)]
         product_valid = self.i.valid
         in_multiplier = []
-        for index in range(Multiplier.LATENCY):
+        for index in range(self.OPERAND_LATENCY + Multiplier.LATENCY + self.PRODUCT_LATENCY):
             delayed, valid = Signal(control_layout, name=f"control{index + 1}"), Signal(name=f"step_valid{index + 1}")
             m.d.sync += [delayed.eq(control), valid.eq(product_valid)]
             in_multiplier.append(valid)
             control, product_valid = delayed, valid
+        # The products leave the DSPs into fabric registers, no logic between (the DSP's output routing is long).
+        copies = [[Signal(signed(len(product[r][c])), name=f"copy_{r}_{c}", reset_less=True) for c in rng]
+                  for r in rng]
+        m.d.sync += [copies[r][c].eq(product[r][c]) for r in rng for c in rng]
 
-        # Accumulators; the value after a pass's last step is copied into the result bank.
+        # Accumulators: a sum and, apart from it (so that neither loop goes through the other's logic), the max mode's
+        # running maximum (9 bits: products and maxima are int8 in that mode).
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        largest = [[Signal(signed(9), name=f"max_{r}_{c}", reset_less=True) for c in rng] for r in rng]
+        for r in rng:
+            for c in rng:
+                copy = copies[r][c]
+                tap = copy[:9].as_signed()
+                with m.If(product_valid):
+                    m.d.sync += [acc[r][c].eq((Mux(control.first, 0, acc[r][c]) + copy)[:acc_bits].as_signed()),
+                                 largest[r][c].eq(Mux(control.first | (tap > largest[r][c]), tap, largest[r][c]))]
+        # A pass's control is kept at its last step, then its sums or maxima are copied from the accumulators into the
+        # result bank (a register to register copy: no adder before the bank's multiplexers).
+        ended = Signal()
+        ended_control = Signal(control_layout, name="ended_control")
+        m.d.sync += ended.eq(product_valid & control.last)
+        with m.If(product_valid & control.last):
+            m.d.sync += ended_control.eq(control)
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True) for c in rng] for r in rng]
         captured = Signal()
         result_meta = Signal(self._meta, name="result_meta")
         result_per_row = Signal()
-        capture = product_valid & control.last
-        m.d.sync += captured.eq(capture)
-        with m.If(capture):
-            m.d.sync += [result_meta.eq(control.meta), result_per_row.eq(control.per_row)]
-        for r in rng:
-            for c in rng:
-                following = Signal(signed(acc_bits), name=f"next_{r}_{c}")
-                larger = product[r][c][:9].as_signed() > acc[r][c][:9].as_signed()     # max mode: both int8
-                m.d.comb += following.eq(Mux(control.max, Mux(larger, product[r][c], acc[r][c]),
-                                             (acc[r][c] + product[r][c])[:acc_bits].as_signed()))
-                with m.If(control.first):
-                    m.d.comb += following.eq(product[r][c])
-                with m.If(product_valid):
-                    m.d.sync += acc[r][c].eq(following)
-                with m.If(capture):
-                    m.d.sync += result[r][c].eq(following)
+        m.d.sync += captured.eq(ended)
+        with m.If(ended):
+            m.d.sync += [result_meta.eq(ended_control.meta), result_per_row.eq(ended_control.per_row)]
+            m.d.sync += [result[r][c].eq(Mux(ended_control.max, largest[r][c], acc[r][c])) for r in rng for c in rng]
 
         # Reduced mode: an adder tree per row, one register level per halving.
         level = result
@@ -215,11 +239,11 @@ class MACArray(wiring.Component):
             m.d.sync += [drain_out[c].eq(result[0][c]) for c in rng]
             m.d.sync += [drain_word.eq(word), drain_meta.eq(result_meta), word.eq(word + 1)]
             for r in range(lanes - 1):
-                with m.If(~capture):
+                with m.If(~ended):
                     m.d.sync += [result[r][c].eq(result[r + 1][c]) for c in rng]
             with m.If(word == lanes - 1):
                 m.d.sync += draining.eq(0)
-        with m.If(capture & control.per_row):
+        with m.If(ended & ended_control.per_row):
             m.d.sync += [draining.eq(1), word.eq(0)]
 
         with m.If(level_valid):
@@ -237,7 +261,7 @@ class MACArray(wiring.Component):
             ]
             m.d.comb += [self.o.payload.acc[c].eq(drain_out[c]) for c in rng]
 
-        busy = captured | draining | drain_valid
+        busy = ended | captured | draining | drain_valid
         for valid in in_multiplier + in_tree:
             busy = busy | valid
         m.d.comb += self.busy.eq(busy)

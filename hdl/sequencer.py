@@ -189,6 +189,10 @@ class Sequencer(wiring.Component):
         tile = derived(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile", 1)
         tile_step = derived(_coordinate(config), Mux(is_dw, lanes, d.stride_width), "tile_step", 1)
         pass_groups = derived(unsigned(2), Mux(is_s2, 2, 1), "pass_groups", 1)
+        # Passes over the output groups minus one, one subtraction deep: ceil(C / n) - 1 = floor((C - 1) / n), with
+        # n = lanes output channels per pass, or 2 * lanes at depthwise stride 2 (C >= 1: the controller's checks).
+        go_reload = derived(unsigned(channels), Mux(is_s2, (d.out_channels - 1) >> (lane_bits + 1),
+                                                    (d.out_channels - 1) >> lane_bits), "go_reload", 1)
         tiles = derived(unsigned(dim + 1), Mux(is_dw, Mux(is_s2, (d.out_width + (lanes // 2 - 1)) >> (lane_bits - 1),
                                                                groups_of(d.out_width)), d.out_width), "tiles", 1)
         # Output pixels of the last pass of a row: ((Wo - 1) mod P) + 1.
@@ -208,11 +212,10 @@ class Sequencer(wiring.Component):
         gi_reload = derived(unsigned(channels), Mux(conv, in_groups - 1, 0), "gi_reload", 2)
         kx_reload = derived(unsigned(dim), d.kernel_width - 1, "kx_reload", 2)
         ky_reload = derived(unsigned(dim), d.kernel_height - 1, "ky_reload", 2)
-        go_reload = derived(unsigned(channels), Mux(s2, (out_groups + 1) >> 1, out_groups) - 1, "go_reload", 2)
         xt_reload = derived(unsigned(dim), tiles - 1, "xt_reload", 2)
         # loops of one iteration: their end flag is set from the start
         single_now = {"gi": ~conv | (in_groups == 1), "kx": d.kernel_width == 1, "ky": d.kernel_height == 1,
-                      "go": Mux(s2, out_groups <= 2, out_groups == 1), "xt": tiles == 1, "y": d.out_height == 1}
+                      "go": go_reload == 0, "xt": tiles == 1, "y": d.out_height == 1}
         single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
         return types.SimpleNamespace(
             descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, maximum=maximum, s2=s2, in_groups=in_groups,
@@ -257,7 +260,7 @@ class Sequencer(wiring.Component):
                 running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
                 gi_left.eq(Mux(layer.conv, layer.in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
                 ky_left.eq(d.kernel_height - 1),
-                go_left.eq(Mux(layer.s2, (layer.out_groups + 1) >> 1, layer.out_groups) - 1),
+                go_left.eq(layer.go_reload),
                 xt_left.eq(layer.tiles - 1), y_left.eq(d.out_height - 1),
                 y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
                 row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),

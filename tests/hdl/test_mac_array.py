@@ -18,7 +18,7 @@ CONFIG = NPUConfig(lanes=4)
 META = data.StructLayout({"tag": unsigned(8)})
 
 
-def random_steps(rng, lanes, passes, *, per_row, diagonal=False):
+def random_steps(rng, lanes, passes, *, per_row, diagonal=False, maximum=False):
     """Passes of random length (per-row passes at least ``lanes`` steps, as the sequencer spaces them)."""
     steps = []
     for index in range(passes):
@@ -28,7 +28,7 @@ def random_steps(rng, lanes, passes, *, per_row, diagonal=False):
                 words=rng.integers(-128, 128, size=(lanes, lanes)),
                 weights=rng.integers(-128, 128, size=(lanes, lanes)),
                 word_select=rng.integers(0, lanes, size=lanes), word_valid=rng.integers(0, 2, size=lanes),
-                weight_select=rng.integers(0, lanes, size=lanes), diagonal=diagonal,
+                weight_select=rng.integers(0, lanes, size=lanes), diagonal=diagonal, max=maximum,
                 first=position == 0, last=position == length - 1, per_row=per_row, tag=index))
     return steps
 
@@ -39,8 +39,12 @@ def ref_mac_array(steps, zero_point, lanes):
     for step in steps:
         a = np.where(np.eye(lanes, dtype=bool), GAP_WEIGHT, 0) if step["diagonal"] \
             else step["weights"][step["weight_select"]]
-        b = np.where(step["word_valid"][:, None] == 1, step["words"][step["word_select"]] - zero_point, 0)
-        acc = (0 if step["first"] else acc) + a * b
+        if step["max"]:     # weight 1, padding -128, running maxima
+            b = np.where(step["word_valid"][:, None] == 1, step["words"][step["word_select"]], -128)
+            acc = b if step["first"] else np.maximum(acc, b)
+        else:
+            b = np.where(step["word_valid"][:, None] == 1, step["words"][step["word_select"]] - zero_point, 0)
+            acc = (0 if step["first"] else acc) + a * b
         if step["last"]:
             if step["per_row"]:
                 out += [(step["tag"], k, list(acc[k])) for k in range(lanes)]
@@ -50,27 +54,32 @@ def ref_mac_array(steps, zero_point, lanes):
 
 
 def rtl_mac_array(steps, zero_point, lanes, *, gap=0):
-    """Drive ``steps`` (``gap`` idle cycles after each) and collect the output words.
+    """Drive ``steps`` (``gap`` idle cycles after each, with random operands that the array must ignore) and collect
+    the output words.
 
     Returns ``(words, latency)``: the ``(tag, word index, sums)`` in order, and the cycles from each pass's last step
     at the input to that pass's first word at the output.
     """
     dut = MACArray(NPUConfig(lanes=lanes), META)
     got, last_steps, first_words = [], [], {}
+    noise = np.random.default_rng(1)
 
     async def bench(ctx):
         ctx.set(dut.zero_point, zero_point)
         schedule = [step for step in steps for step in [step] + [None] * gap] + [None] * (3 * lanes + 10)
         for cycle, step in enumerate(schedule):
             ctx.set(dut.i.valid, step is not None)
-            if step is not None:
+            if step is None:
+                for r in range(lanes):
+                    ctx.set(dut.words[r].as_value(), _pack(noise.integers(-128, 128, size=lanes)))
+            else:
                 for r in range(lanes):
                     ctx.set(dut.words[r].as_value(), _pack(step["words"][r]))
                     ctx.set(dut.weights[r].as_value(), _pack(step["weights"][r]))
                     ctx.set(dut.i.payload.word_select[r], int(step["word_select"][r]))
                     ctx.set(dut.i.payload.word_valid[r], int(step["word_valid"][r]))
                     ctx.set(dut.i.payload.weight_select[r], int(step["weight_select"][r]))
-                for name in ("diagonal", "first", "last", "per_row"):
+                for name in ("diagonal", "max", "first", "last", "per_row"):
                     ctx.set(getattr(dut.i.payload, name), int(step[name]))
                 ctx.set(dut.i.payload.meta.tag, step["tag"])
                 if step["last"]:
@@ -103,6 +112,17 @@ def test_mac_array_matches_model(per_row, gap):
     assert got == ref_mac_array(steps, zero_point, lanes)
     array = MACArray(CONFIG, META)
     assert latencies == {array.drain_latency if per_row else array.latency}
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_mac_array_max_mode_matches_model(gap):
+    """Running maxima, per row, with bubbles between the steps (the comparison is made a cycle ahead)."""
+    rng = np.random.default_rng(11 + gap)
+    lanes = CONFIG.lanes
+    steps = random_steps(rng, lanes, 12, per_row=True, maximum=True)
+    got, latencies = rtl_mac_array(steps, 0, lanes, gap=gap)
+    assert got == ref_mac_array(steps, 0, lanes)
+    assert latencies == {MACArray(CONFIG, META).drain_latency}
 
 
 def test_mac_array_diagonal_pool_weights_and_edges():
