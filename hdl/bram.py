@@ -125,8 +125,8 @@ class BlockRAM(wiring.Component):
         address = self.read_address[port]
         # The address pins: the word address above ``low`` unused pins, except that the 18-bit configuration writes
         # its two 9-bit bytes when write address pins 0 and 1 are high (byte enables).
-        write_address, read_address = Signal(_ADDRESS_PINS, name=f"port{port}_ada"), Signal(_ADDRESS_PINS,
-                                                                                           name=f"port{port}_adb")
+        write_address = Signal(_ADDRESS_PINS, name=f"port{port}_ada")
+        read_address = Signal(_ADDRESS_PINS, name=f"port{port}_adb")
         byte_enables = 0b11 if tile_width == _DATA_PINS else 0
         m.d.comb += [write_address.eq(Cat(Const(byte_enables, low), self.write.address[:row_bits])),
                      read_address.eq(Cat(Const(0, low), address[:row_bits]))]
