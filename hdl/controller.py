@@ -19,15 +19,15 @@ memories): weight bounds (reads only), overlapping regions, requantization and c
 """
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.controller import CHECKS
 from golden.descriptor import KINDS, descriptor_fields
 from golden.layouts import address_bits
+from hdl.bram import BlockRAM
 from hdl.engine import COUNTER_BITS, Engine, host_signature
-from hdl.memory import registered_read
 from hdl.sequencer import descriptor_layout
 
 __all__ = ["Controller", "counter_layout"]
@@ -82,8 +82,8 @@ class Controller(wiring.Component):
         (``golden.controller.LAYER_OVERHEAD``, whose constants these are).
     """
 
-    #: Cycles from a layer's index to its descriptor: the descriptor memory's registered read.
-    DESCRIPTOR_LATENCY = 2
+    #: Cycles from a layer's index to its descriptor: the descriptor memory's read.
+    DESCRIPTOR_LATENCY = BlockRAM.LATENCY
     #: Cycles of the checks (:meth:`_checks`): products and flags registered, the region comparisons, the verdict.
     CHECK_LATENCY = 3
     #: The cycle in which the engine's ``start`` is high.
@@ -91,8 +91,8 @@ class Controller(wiring.Component):
     #: The cycle of the engine's ``done``: the layer's counters are written.
     STORE_LATENCY = 1
     LAYER_OVERHEAD = DESCRIPTOR_LATENCY + CHECK_LATENCY + LAUNCH_LATENCY + STORE_LATENCY
-    #: Cycles from ``counter_address`` to ``counter_data`` (a registered read).
-    COUNTER_LATENCY = 2
+    #: Cycles from ``counter_address`` to ``counter_data`` (the counter memory's read).
+    COUNTER_LATENCY = BlockRAM.LATENCY
 
     def __init__(self, config, *, images=None, descriptors=None):
         self._config = check_config(config)
@@ -143,17 +143,17 @@ class Controller(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(engine, name))
 
         width = sum(width for _, width, _ in descriptor_fields(config))
-        m.submodules.descriptors = program = memory.Memory(shape=unsigned(width), depth=depth,
-                                                           init=self._descriptors)
-        m.submodules.counters = counters = memory.Memory(shape=counter_layout(), depth=depth, init=[])
-        load = program.write_port()
-        m.d.comb += [load.addr.eq(self.descriptor_load.address), load.data.eq(self.descriptor_load.data),
-                     load.en.eq(self.descriptor_load.write & ~self.busy)]
-        d = data.View(descriptor_layout(config), registered_read(m, program, self.layer, "descriptor"))
+        m.submodules.descriptors = program = BlockRAM(unsigned(width), depth, init=self._descriptors)
+        m.submodules.counters = counters = BlockRAM(counter_layout(), depth)
+        m.d.comb += [program.write.address.eq(self.descriptor_load.address),
+                     program.write.data.eq(self.descriptor_load.data),
+                     program.write.write.eq(self.descriptor_load.write & ~self.busy),
+                     program.read_address[0].eq(self.layer)]
+        d = data.View(descriptor_layout(config), program.read_data[0])
         m.d.comb += engine.descriptor.eq(d)
-        m.d.comb += self.counter_data.eq(registered_read(m, counters, self.counter_address, "counters"))
-        store = counters.write_port()
-        m.d.comb += [store.addr.eq(self.layer), store.data.cycles.eq(engine.cycles),
+        m.d.comb += [counters.read_address[0].eq(self.counter_address), self.counter_data.eq(counters.read_data[0])]
+        store = counters.write
+        m.d.comb += [store.address.eq(self.layer), store.data.cycles.eq(engine.cycles),
                      store.data.active_cycles.eq(engine.active_cycles), store.data.mac_ops.eq(engine.mac_ops)]
 
         failed, failed_check = self._checks(m, d)
@@ -195,7 +195,7 @@ class Controller(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(engine.done):
-                    m.d.comb += store.en.eq(1)
+                    m.d.comb += store.write.eq(1)
                     with m.If(last):
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"

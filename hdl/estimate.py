@@ -2,20 +2,20 @@
 
 Seconds instead of a synthesis run's quarter hour: MULT18X18D are counted exactly (the instantiated registered
 multipliers, ``hdl.dsp``, plus one per 18x18 tile of each remaining ``$mul``, which yosys maps onto combinational
-DSPs), DP16KD from each memory's shape (the cheapest block configuration, 16384x1 to 512x36, times its read ports;
-memories with an asynchronous read port go to LUT RAM instead), flip-flops from the ``$dff`` widths (the DSPs'
-own registers excluded), and LUT4s to an order of magnitude from per-cell rules (an adder or comparator one LUT per
-bit, a multiplexer one per bit, a barrel shifter one per output bit and shift-amount bit). ``tools/synth.py`` prints
-the estimate beside yosys' and nextpnr's counts.
+DSPs), DP16KD exactly too (the instantiated tiles of ``hdl.bram``, plus for each remaining memory the cheapest block
+configuration, 16384x1 to 512x36, times its read ports; memories with an asynchronous read port go to LUT RAM
+instead), flip-flops from the ``$dff`` widths (the DSPs' and block RAMs' own registers excluded), and LUT4s to an
+order of magnitude from per-cell rules (an adder or comparator one LUT per bit, a multiplexer one per bit, a barrel
+shifter one per output bit and shift-amount bit). ``tools/synth.py`` prints the estimate beside yosys' and nextpnr's
+counts.
 """
 
 import math
 import re
 
-__all__ = ["DP16KD_SHAPES", "estimate_resources"]
+from hdl.bram import DP16KD_SHAPES
 
-#: DP16KD configurations, (depth, width); 512x36 is the pseudo-dual-port mode.
-DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+__all__ = ["estimate_resources"]
 
 _CELL = re.compile(r"^  cell (\S+) \S+\n((?:    .*\n)*?)  end$", re.MULTILINE)
 _MEMORY = re.compile(r"^  memory width (\d+) size (\d+) (\S+)$", re.MULTILINE)
@@ -48,8 +48,8 @@ def estimate_resources(text):
         for match in _CELL.finditer(module):
             kind, parameters = match[1], dict(_PARAMETER.findall(match[2]))
             width = lambda name: int(parameters.get(name, "0"))
-            if kind == "\\MULT18X18D":
-                counts["MULT18X18D"] += 1
+            if kind in ("\\MULT18X18D", "\\DP16KD"):
+                counts[kind[1:]] += 1
             elif kind == "$mul":
                 counts["MULT18X18D"] += math.ceil(width("A_WIDTH") / 18) * math.ceil(width("B_WIDTH") / 18)
             elif kind in ("$dff", "$adff", "$dffe", "$sdff"):

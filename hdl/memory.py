@@ -1,24 +1,25 @@
 """The engine's on-chip memories: banked activations, weights, biases with channel shifts, activation tables
 (docs/memory.md).
 
-Each wraps :class:`amaranth.lib.memory.Memory` with non-transparent synchronous read ports (what ECP5 block RAM
-has) followed by an output register, so no combinational path leaves a RAM: read data appears
-:attr:`latency` cycles after the address. Contents come from ``golden.images`` images at build time, or are loaded
-word by word through the write ports (the engine's host and load ports).
+Each reads through :class:`hdl.bram.BlockRAM` (DP16KD primitives with their output registers on ECP5, a memory with
+non-transparent read ports and a register elsewhere), so no combinational path leaves a RAM's array: read data
+appears :attr:`latency` cycles after the address. Contents come from ``golden.images`` images at build time, or are
+loaded word by word through the write ports (the engine's host and load ports).
 """
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.descriptor import weight_address_bits
 from golden.layouts import CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, address_bits, pack_bias_words, pack_words
+from hdl.bram import BlockRAM
 from hdl.layouts import activation_word, bias_word, codebook_layout, load_signature, weight_word
 from hdl.weight_decoder import WeightDecoder
 
-__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "TableMemory", "registered_read"]
+__all__ = ["ActivationMemory", "WeightMemory", "BiasMemory", "TableMemory"]
 
 
 def _check_image(image, shape, name):
@@ -28,16 +29,6 @@ def _check_image(image, shape, name):
     if image.shape != shape or not np.issubdtype(image.dtype, np.integer):
         raise ValueError(f"{name} must be an integer array of shape {shape}, not {image.dtype} {image.shape}")
     return image
-
-
-def registered_read(m, mem, address, name):
-    """``mem``'s data at ``address`` through a non-transparent read port and a register: two cycles after the address
-    (every memory of the NPU reads this way; the register is named ``<name>_q``)."""
-    port = mem.read_port(transparent_for=())
-    m.d.comb += port.addr.eq(address)
-    out = Signal.like(port.data, name=f"{name}_q")
-    m.d.sync += out.eq(port.data)
-    return out
 
 
 class ActivationMemory(wiring.Component):
@@ -59,7 +50,7 @@ class ActivationMemory(wiring.Component):
         One word written per cycle.
     """
 
-    latency = 2
+    latency = BlockRAM.LATENCY
 
     def __init__(self, config, *, init=None):
         self._config = check_config(config)
@@ -77,26 +68,18 @@ class ActivationMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        width = config.lanes * 8
         outputs = []
         for bank in range(config.lanes):
             init = [] if self._init is None else _trimmed(pack_words(self._init[bank], 8))
-            mem = memory.Memory(shape=unsigned(width), depth=config.act_depth, init=init)
-            m.submodules[f"bank{bank}"] = mem
-            write = mem.write_port()
+            m.submodules[f"bank{bank}"] = ram = BlockRAM(unsigned(config.lanes * 8), config.act_depth, init=init)
             m.d.comb += [
-                write.addr.eq(self.write_address),
-                write.data.eq(self.write_data.as_value()),
-                write.en.eq(self.write_enable & (self.write_bank == bank)),
+                ram.write.address.eq(self.write_address),
+                ram.write.data.eq(self.write_data.as_value()),
+                ram.write.write.eq(self.write_enable & (self.write_bank == bank)),
+                ram.read_address[0].eq(self.read_address[bank]),
             ]
-            port = mem.read_port(transparent_for=())
-            m.d.comb += port.addr.eq(self.read_address[bank])
-            outputs.append(port.data)
-        # All banks' output registers as one register: a vector assigned in one piece changes once per cycle, which
-        # keeps event-driven simulators (Icarus) from re-evaluating its readers once per bank.
-        out = Signal(width * config.lanes, name="read_data_q", reset_less=True)
-        m.d.sync += out.eq(Cat(*outputs))
-        m.d.comb += self.read_data.eq(out)
+            outputs.append(ram.read_data[0])
+        m.d.comb += self.read_data.eq(Cat(*outputs))
         return m
 
 
@@ -108,7 +91,8 @@ class WeightMemory(wiring.Component):
     ``8 lanes**2`` bits. With ``config.weight_code_bits == 2`` it also decodes two-bit layers (docs/memory.md section
     2a): while ``two_bit`` is high, ``address`` counts code words, the RAM reads word ``address >> 2``, a multiplexer
     takes its quarter ``address mod 4`` and a :class:`hdl.weight_decoder.WeightDecoder` turns it into an int8 word
-    with ``codebook``, between the RAM read port and the output register (same latency as an int8 read).
+    with ``codebook``, after the RAM's output register (same latency as an int8 read; on ECP5 this multiplexer and
+    decoder are the logic between the DP16KD output registers and the weights' reader).
 
     Parameters
     ----------
@@ -130,7 +114,7 @@ class WeightMemory(wiring.Component):
         Write port, to load a network's weight words.
     """
 
-    latency = 2
+    latency = BlockRAM.LATENCY
 
     def __init__(self, config, *, init=None):
         self._config = check_config(config)
@@ -149,23 +133,24 @@ class WeightMemory(wiring.Component):
         m = Module()
         config = self._config
         init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(config.weight_depth, -1), 8))
-        mem = memory.Memory(shape=unsigned(config.macs * 8), depth=config.weight_depth, init=init)
-        m.submodules.mem = mem
-        _load(m, mem, self.load)
+        m.submodules.ram = ram = BlockRAM(weight_word(config), config.weight_depth, init=init)
+        wiring.connect(m, wiring.flipped(self.load), ram.write)
         if config.weight_code_bits != CODE_BITS:
-            m.d.comb += self.data.eq(registered_read(m, mem, self.address, "weights"))
+            m.d.comb += [ram.read_address[0].eq(self.address), self.data.eq(ram.read_data[0])]
             return m
         m.submodules.decoder = decoder = WeightDecoder(config)
         quarter_bits = CODE_WORDS_PER_WORD.bit_length() - 1
-        port = mem.read_port(transparent_for=())
-        quarter = Signal(quarter_bits, name="weights_quarter")
-        m.d.comb += port.addr.eq(Mux(self.two_bit, self.address[quarter_bits:], self.address))
-        m.d.sync += quarter.eq(self.address[:quarter_bits])
-        out = Signal(weight_word(config), name="weights_q")
-        m.d.comb += [decoder.codes.eq(port.data.word_select(quarter, CODE_BITS * config.macs)),
-                     decoder.codebook.eq(self.codebook)]
-        m.d.sync += out.eq(Mux(self.two_bit, decoder.weights.as_value(), port.data))
-        m.d.comb += self.data.eq(out)
+        m.d.comb += ram.read_address[0].eq(Mux(self.two_bit, self.address[quarter_bits:], self.address))
+        # The quarter of the word read, delayed as the read.
+        quarter = self.address[:quarter_bits]
+        for stage in range(ram.LATENCY):
+            delayed = Signal(quarter_bits, name=f"weights_quarter{stage + 1}", reset_less=True)
+            m.d.sync += delayed.eq(quarter)
+            quarter = delayed
+        word = ram.read_data[0].as_value()
+        m.d.comb += [decoder.codes.eq(word.word_select(quarter, CODE_BITS * config.macs)),
+                     decoder.codebook.eq(self.codebook),
+                     self.data.eq(Mux(self.two_bit, decoder.weights.as_value(), word))]
         return m
 
 
@@ -186,7 +171,7 @@ class BiasMemory(wiring.Component):
         Write port, to load a network's biases and shifts.
     """
 
-    latency = 2
+    latency = BlockRAM.LATENCY
 
     def __init__(self, config, *, bias=None, channel_shift=None):
         self._config = check_config(config)
@@ -208,11 +193,9 @@ class BiasMemory(wiring.Component):
         init = []
         if self._bias is not None:
             init = _trimmed(pack_bias_words(self._bias, self._channel_shift, config))
-        mem = memory.Memory(shape=unsigned(data.Layout.cast(bias_word(config)).size), depth=config.bias_depth,
-                            init=init)
-        m.submodules.mem = mem
-        _load(m, mem, self.load)
-        m.d.comb += self.data.eq(registered_read(m, mem, self.address, "bias"))
+        m.submodules.ram = ram = BlockRAM(bias_word(config), config.bias_depth, init=init)
+        wiring.connect(m, wiring.flipped(self.load), ram.write)
+        m.d.comb += [ram.read_address[0].eq(self.address), self.data.eq(ram.read_data[0])]
         return m
 
 
@@ -220,10 +203,9 @@ class TableMemory(wiring.Component):
     """The activation table memory: ``table_depth`` tables of 256 int8 entries, one lookup per lane each cycle.
 
     One memory of ``table_depth * 256`` 8-bit entries with ``lanes`` read ports (docs/memory.md section 3a): lane
-    ``c`` reads entry ``256 * table + (value + 128)``. The cost: a memory with ``lanes`` read ports is built as copies,
-    ``lanes`` at most (one per read port; ``lanes / 2`` where two read ports share a true dual-port block RAM). On
-    ECP5 a copy of the default 16 tables (4,096 bytes) is 2 EBRs; with ``table_depth`` 1 a copy is 256 bytes, small
-    enough for distributed RAM.
+    ``c`` reads entry ``256 * table + (value + 128)``. The cost: a memory with ``lanes`` read ports is built as
+    ``lanes`` copies, one per read port (:class:`hdl.bram.BlockRAM`). On ECP5 a copy of the default 16 tables (4,096
+    bytes) is 2 DP16KD (4096x4 each), and a copy of a single table still one DP16KD.
 
     Parameters
     ----------
@@ -243,7 +225,7 @@ class TableMemory(wiring.Component):
         Write port (entry addresses), to load a network's tables.
     """
 
-    latency = 2
+    latency = BlockRAM.LATENCY
 
     def __init__(self, config, *, init=None):
         self._config = check_config(config)
@@ -259,21 +241,15 @@ class TableMemory(wiring.Component):
         m = Module()
         config = self._config
         init = [] if self._init is None else _trimmed(pack_words(self._init.reshape(-1, 1), 8))
-        mem = memory.Memory(shape=unsigned(8), depth=config.table_depth * TABLE_ENTRIES, init=init)
-        m.submodules.mem = mem
-        _load(m, mem, self.load)
+        m.submodules.ram = ram = BlockRAM(unsigned(8), config.table_depth * TABLE_ENTRIES, read_ports=config.lanes,
+                                          init=init)
+        wiring.connect(m, wiring.flipped(self.load), ram.write)
         for lane in range(config.lanes):
             value = self.values[lane]
             # entry value + 128: the value's bits with the sign bit inverted
-            address = Cat(value[:7], ~value[7], self.table)
-            m.d.comb += self.data[lane].eq(registered_read(m, mem, address, f"table{lane}"))
+            m.d.comb += [ram.read_address[lane].eq(Cat(value[:7], ~value[7], self.table)),
+                         self.data[lane].eq(ram.read_data[lane])]
         return m
-
-
-def _load(m, mem, load):
-    # The memory's write port, driven by a load port.
-    port = mem.write_port()
-    m.d.comb += [port.addr.eq(load.address), port.data.eq(Value.cast(load.data)), port.en.eq(load.write)]
 
 
 def _trimmed(words):

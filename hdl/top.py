@@ -37,8 +37,8 @@ from hdl.estimate import estimate_resources
 __all__ = ["IMAGE_FILES", "build_top", "to_verilog", "load_with_readmemh", "main"]
 
 #: The files ``--images`` loads and where: ``(file, module path below the top ("" for the top), memory name)``.
-IMAGE_FILES = (("weights.hex", "engine.weights", "mem"), ("bias.hex", "engine.biases", "mem"),
-               ("tables.hex", "engine.tables", "mem"), ("descriptors.hex", "", "descriptors"))
+IMAGE_FILES = (("weights.hex", "engine.weights.ram", "mem"), ("bias.hex", "engine.biases.ram", "mem"),
+               ("tables.hex", "engine.tables.ram", "mem"), ("descriptors.hex", "descriptors", "mem"))
 
 
 def build_top(config):
@@ -118,7 +118,8 @@ def load_with_readmemh(text, top, loads):
     """
     shapes = {}
     for file, path, name in loads:
-        module = re.escape(f"{top}.{path}") if path else None
+        # Yosys may suffix any module of the path with ``$<n>`` (a name that its parent also uses).
+        module = r"(?:\$\d+)?\.".join(map(re.escape, f"{top}.{path}".split("."))) if path else None
         header = rf"^module \\{module}(?:\$\d+)? \(" if module else rf"^module {re.escape(top)}\("
         starts = [match.start() for match in re.finditer(header, text, re.MULTILINE)]
         if len(starts) != 1:

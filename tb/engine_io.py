@@ -107,14 +107,14 @@ async def read_tensor(dut, descriptor, config):
 
 
 class ActivationBanks:
-    """The activation memory's banks through VPI (``hdl/memory.py``'s ``bank<i>`` arrays under ``memory``, the
+    """The activation memory's banks through VPI (``hdl/memory.py``'s ``bank<i>.mem`` arrays under ``memory``, the
     ``ActivationMemory`` instance's handle): whole-image and tensor reads, word writes (``lanes`` of 8 bits, at most
     8). Far faster than the host port, which costs a Python step per word."""
 
     def __init__(self, memory, config):
         if config.lanes > 8:
             raise ValueError("the VPI word conversion handles up to 8 lanes")
-        self.banks = [getattr(memory, f"bank{bank}") for bank in range(config.lanes)]
+        self.banks = [getattr(memory, f"bank{bank}").mem for bank in range(config.lanes)]
         self.config = config
 
     def read(self):

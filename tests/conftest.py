@@ -1,4 +1,8 @@
-"""Shared pytest plumbing: the quantized reference model, and oracle counts reported in the terminal summary."""
+"""Shared pytest plumbing: the quantized reference model, oracle counts reported in the terminal summary, an Icarus
+Verilog runner."""
+
+import shutil
+import subprocess
 
 import pytest
 
@@ -18,6 +22,25 @@ def oracle_counts(request):
             total[i] += int(value)
 
     return record
+
+
+@pytest.fixture
+def icarus(tmp_path):
+    """``run(files)``: write ``{name: text}`` into ``tmp_path``, compile its ``.v`` files with Icarus Verilog
+    (``-g2012``), run the simulation there and return what it printed; skips the test without Icarus."""
+    if shutil.which("iverilog") is None:
+        pytest.skip("Icarus Verilog (apt install iverilog) is not installed")
+
+    def run(files):
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        sources = [name for name in files if name.endswith(".v")]
+        compiled = subprocess.run(["iverilog", "-g2012", "-o", "bench.vvp", *sources], cwd=tmp_path,
+                                  capture_output=True, text=True)
+        assert compiled.returncode == 0, compiled.stderr
+        return subprocess.run(["vvp", "-n", "bench.vvp"], cwd=tmp_path, capture_output=True, text=True).stdout
+
+    return run
 
 
 def pytest_terminal_summary(terminalreporter, config):
