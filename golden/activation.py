@@ -1,4 +1,5 @@
-"""Golden model of int8 elementwise activations as 256-entry tables (TFLite HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU).
+"""Golden model of int8 elementwise activations as 256-entry tables (TFLite HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU,
+RELU, RELU6).
 
 With an int8 input and an int8 output any elementwise function is a table of 256 int8 values, one per input value:
 the NPU looks the result up instead of computing it. :func:`activation_table` fills the table by running, for each of
@@ -12,6 +13,10 @@ scales, so a table lookup is bit-identical to LiteRT (docs/arithmetic.md, "Eleme
     LEAKY_RELU (``reference_ops::QuantizeLeakyRelu``): ``MultiplyByQuantizedMultiplier`` with the identity multiplier
     ``s_in / s_out`` for inputs at or above the zero point and ``s_in * alpha / s_out`` below it, both real
     multipliers formed in float32 as the kernel's Prepare does.
+``relu``, ``relu6``
+    RELU and RELU6 where no layer can absorb them (after a table activation, a concatenation, a pool):
+    ``MultiplyByQuantizedMultiplier`` with ``s_in / s_out`` (formed in float32 as the kernel's Prepare does), then
+    the clamp of :func:`golden.requant.activation_bounds` (``QuantizedReluX``).
 ``logistic``, ``tanh``
     LiteRT's int8 reference kernels are themselves tables (``LUTPopulate``): ``q = clamp(round_half_away(f(s_in (i -
     zp_in)) * (1 / s_out)) + zp_out)`` with every step in float32. LOGISTIC's output must be quantized with scale
@@ -26,12 +31,12 @@ import math
 import numpy as np
 
 from .conv import _int_array, _zero_point
-from .requant import multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot
+from .requant import activation_bounds, multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot
 
-__all__ = ["FUNCTIONS", "FIXED_OUTPUT", "activation_table", "lookup", "hard_swish", "leaky_relu"]
+__all__ = ["FUNCTIONS", "FIXED_OUTPUT", "activation_table", "lookup", "hard_swish", "leaky_relu", "relu"]
 
 #: The functions a table can hold.
-FUNCTIONS = ("hard_swish", "leaky_relu", "logistic", "tanh")
+FUNCTIONS = ("hard_swish", "leaky_relu", "logistic", "tanh", "relu", "relu6")
 
 #: Output quantization ``(scale, zero_point)`` a function's kernel requires (LOGISTIC checks it; TANH by convention).
 FIXED_OUTPUT = {"logistic": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
@@ -75,6 +80,8 @@ def activation_table(function, input_scale, input_zero_point, output_scale, outp
         return hard_swish(_INPUTS, s_in, zp_in, s_out, zp_out)
     if function == "leaky_relu":
         return leaky_relu(_INPUTS, s_in, zp_in, s_out, zp_out, alpha)
+    if function in ("relu", "relu6"):
+        return relu(_INPUTS, s_in, zp_in, s_out, zp_out, six=function == "relu6")
     return _lut_populate(function, s_in, zp_in, s_out, zp_out)
 
 
@@ -140,6 +147,18 @@ def leaky_relu(x, input_scale, input_zero_point, output_scale, output_zero_point
     scaled = np.where(centred >= 0, multiply_by_quantized_multiplier(centred, *identity),
                       multiply_by_quantized_multiplier(centred, *negative))
     return np.clip(scaled + _zero_point(output_zero_point, "output_zero_point"), -128, 127)
+
+
+def relu(x, input_scale, input_zero_point, output_scale, output_zero_point, *, six=False):
+    """TFLite's int8 RELU (RELU6 with ``six``) on ``x``: ``MBQM(x - zp_in, M) + zp_out`` clamped to
+    ``activation_bounds`` of the output (``QuantizedReluX``); ``M`` from the float32 quotient ``s_in / s_out``."""
+    s_in, s_out = _float32_scale(input_scale, "input_scale"), _float32_scale(output_scale, "output_scale")
+    zp_out = _zero_point(output_zero_point, "output_zero_point")
+    x = _int_array(x, "x", -128, 127).astype(np.int64)
+    scaled = multiply_by_quantized_multiplier(x - _zero_point(input_zero_point, "input_zero_point"),
+                                              *quantize_multiplier(float(s_in / s_out)))
+    low, high = activation_bounds("relu6" if six else "relu", s_out, zp_out)
+    return np.clip(scaled + zp_out, low, high)
 
 
 def _lut_populate(function, s_in, zp_in, s_out, zp_out):

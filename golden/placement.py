@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from .add import add_descriptor_fields
+from .conv import conv_output_size
 from .descriptor import MAX_PAD, LayerDescriptor, check_descriptor, layer_descriptor
 from .layouts import CODE_BITS, CODE_WORDS_PER_WORD, activation_words, groups, row_pitch, weight_words
 from .network import INPUT
@@ -141,7 +142,11 @@ def plan_network(network, config):
         else:
             host_layers.append({"name": layer.name, "kind": kind})
             continue
-        entry["in_shape"] = in_shape
+        read = _read_extent(in_shape, entry, config)
+        if read is None:
+            host_layers.append({"name": layer.name, "kind": kind})
+            continue
+        entry["in_shape"], entry["padding"] = read
         if entry["kind"] == "add":
             entry["params"] = dict(add_descriptor_fields(layer.params), qmin=int(layer.qmin), qmax=int(layer.qmax))
         elif entry["kind"] == "max_pool":
@@ -236,8 +241,32 @@ def plan_network(network, config):
             stride=tuple(entry["stride"]), padding=tuple(entry["padding"]), in_base=source["base"],
             out_base=output["base"], weight_base=entry.get("weight_base", 0), bias_base=entry.get("bias_base", 0),
             **entry["params"])
+        if descriptor.in_row_pitch != source["row_pitch"]:      # a cropped input (_read_extent): its tensor's pitch
+            descriptor = dataclasses.replace(descriptor, in_row_pitch=source["row_pitch"])
+            check_descriptor(descriptor, big)
         if "concat" in output:        # a slice: the concatenated tensor's row pitch, banks turned
             descriptor = dataclasses.replace(descriptor, out_row_pitch=output["row_pitch"], out_skew=output["skew"])
             check_descriptor(descriptor, big)
         entry["descriptor"] = descriptor
     return {"layers": entries, "tensors": tensors, "host_layers": host_layers, "words": words, "config": big}
+
+
+def _read_extent(shape, entry, config):
+    """The part of an input ``(H, W, C)`` that a layer's windows read, and the padding that goes with it.
+
+    Where the stride does not divide the padded input (ResNet's 1x1 stride-2 shortcut on an even map, a 2x2 max pool
+    on an odd one) the last rows or columns are never read; a descriptor cannot say so (the padding after the input
+    that it implies is never negative), so the engine is given the input without them, at the tensor's row pitch
+    (the same words: rows are ``row_pitch`` apart). Returns ``((H', W', C), padding)``, or ``None`` where dropping
+    columns would change the words of a row's channel group (``ceil(W / lanes)``).
+    """
+    top, bottom, left, right = entry["padding"]
+    read, padding = [], []
+    for size, kernel, stride, before, after in ((shape[0], entry["kernel"][0], entry["stride"][0], top, bottom),
+                                                (shape[1], entry["kernel"][1], entry["stride"][1], left, right)):
+        reach = (conv_output_size(size, kernel, stride, before, after) - 1) * stride + kernel - before
+        read.append(min(size, reach))
+        padding += [before, max(0, reach - size)]
+    if -(-read[1] // config.lanes) != -(-shape[1] // config.lanes):
+        return None
+    return (read[0], read[1], shape[2]), tuple(padding)

@@ -16,8 +16,8 @@ original. torch (and onnxscript, for the dynamo exporter) are needed here only.
 
 The folder ``layers`` holds small random-weight networks with the layers beyond the reference architecture
 (:data:`LAYER_FORMS`: MaxPool, LeakyReLU, Sigmoid, HardSwish, HardSigmoid, Tanh, squeeze-and-excitation Mul,
-Concat), each in both exporters, weights inline (a few kB each); tests/tools/quantizer/test_layer_fixtures.py
-quantizes them and checks the .tflite exports against LiteRT's reference kernels.
+Concat, ReLU where no layer absorbs it, a 1x1 stride-2 shortcut), each in both exporters, weights inline (a few kB
+each); tests/tools/quantizer/test_frontend_exports.py quantizes them and checks the .tflite exports against LiteRT's reference kernels.
 """
 
 import dataclasses
@@ -38,7 +38,8 @@ from tools.quantizer.frontend import Conv, FullyConnected, fold_batch_norm, load
 from tools.quantizer.pipeline import DEFAULT_MODEL
 from tools.training.models import FashionMobileNet
 
-__all__ = ["FORMS", "LAYER_FORMS", "LAYER_INPUT", "ResNetStyle", "MobileNetV3Style", "layer_network", "main"]
+__all__ = ["FORMS", "LAYER_FORMS", "LAYER_INPUT", "ResNetStyle", "MobileNetV3Style", "InceptionStyle",
+           "layer_network", "main"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FIXTURES = os.path.join(_ROOT, "tests", "fixtures", "onnx")
@@ -153,6 +154,35 @@ class MobileNetV3Style(nn.Module):
         return self.head(torch.cat([self.expand1(x), self.expand3(x)], 1))
 
 
+class InceptionStyle(nn.Module):
+    """A small Inception/YOLO-style net: a residual block whose 1x1 stride-2 projection shortcut leaves the last row
+    and column of its even input unread, YOLO's SPPF (MaxPool 5x5/1 three times, Concat of four), 1x1 and 3x3 branches
+    joined by Concat with the ReLU after it, a ReLU after an AvgPool, Tanh then ReLU6, global pool, Linear without
+    bias: every ReLU there has no layer to fuse into."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.shortcut = nn.Sequential(nn.Conv2d(8, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+        self.pool = nn.MaxPool2d(5, 1, padding=2)
+        self.branch1 = nn.Conv2d(32, 8, 1)
+        self.branch3 = nn.Conv2d(32, 8, 3, padding=1)
+        self.tanh = nn.Sequential(nn.Conv2d(16, 8, 1), nn.Tanh(), nn.ReLU6())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 4, bias=False))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(self.down(x) + self.shortcut(x))
+        y1 = self.pool(x)
+        y2 = self.pool(y1)
+        x = torch.cat([x, y1, y2, self.pool(y2)], 1)
+        x = torch.relu(torch.cat([self.branch1(x), self.branch3(x)], 1))
+        x = torch.relu(nn.functional.avg_pool2d(x, 2))
+        return self.head(self.tanh(x))
+
+
 #: The layer fixtures (folder ``layers`` of the fixtures): random-weight networks (seeded, batch norm folded) in both
 #: exporters; the legacy opset 13 export writes HardSwish as HardSigmoid and Mul.
 LAYER_FORMS = (
@@ -160,6 +190,8 @@ LAYER_FORMS = (
     ("resnet_style", ResNetStyle, Form("dynamo_op18", "dynamo", 18, False)),
     ("mobilenetv3_style", MobileNetV3Style, Form("legacy_op13", "legacy", 13, True)),
     ("mobilenetv3_style", MobileNetV3Style, Form("dynamo_op18", "dynamo", 18, False)),
+    ("inception_style", InceptionStyle, Form("legacy_op13", "legacy", 13, True)),
+    ("inception_style", InceptionStyle, Form("dynamo_op18", "dynamo", 18, False)),
 )
 
 #: The layer fixtures' input, C x H x W.

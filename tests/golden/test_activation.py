@@ -1,4 +1,4 @@
-"""golden/activation.py against scalar Python reimplementations of LiteRT's int8 HARD_SWISH and LEAKY_RELU reference
+"""golden/activation.py against scalar Python reimplementations of LiteRT's int8 HARD_SWISH, LEAKY_RELU and RELU reference
 kernels and of LUTPopulate (written from hard_swish.h, leaky_relu.h, activations.cc and lut.h, ints as C++ ints)."""
 
 import math
@@ -82,6 +82,13 @@ def ref_leaky_relu(q, s_in, zp_in, s_out, zp_out, alpha):
     return max(-128, min(127, zp_out + ref_mbqm(v, *(identity if v >= 0 else negative))))
 
 
+def ref_relu(q, s_in, zp_in, s_out, zp_out, six):
+    # QuantizedReluX: act_min 0, act_max 6 or +inf quantized with roundf(act / scale) in float32.
+    low = max(-128, zp_out)
+    high = min(127, zp_out + int(math.copysign(math.floor(abs(f32(6.0 / s_out)) + 0.5), 1.0))) if six else 127
+    return max(low, min(high, zp_out + ref_mbqm(q - zp_in, *frexp_multiplier(f32(s_in / s_out)))))
+
+
 def ref_lut(function, q, s_in, zp_in, s_out, zp_out):
     real = f32(s_in * (q - zp_in))
     if function == "logistic":
@@ -115,6 +122,13 @@ def test_leaky_relu_table_matches_scalar_reference():
         assert table.tolist() == [ref_leaky_relu(q, s_in, zp_in, s_out, zp_out, alpha) for q in range(-128, 128)]
 
 
+@pytest.mark.parametrize("six", [False, True])
+def test_relu_tables_match_scalar_reference(six):
+    for s_in, zp_in, s_out, zp_out in _quantizations(4 + six):
+        table = activation_table("relu6" if six else "relu", s_in, zp_in, s_out, zp_out)
+        assert table.tolist() == [ref_relu(q, s_in, zp_in, s_out, zp_out, six) for q in range(-128, 128)]
+
+
 @pytest.mark.parametrize("function", ["logistic", "tanh"])
 def test_lut_tables_match_scalar_reference(function):
     for s_in, zp_in, s_out, zp_out in _quantizations(3, FIXED_OUTPUT[function]):
@@ -128,6 +142,10 @@ def test_tables_are_monotonic_and_reach_the_function_values():
     assert table[128 + 100] == 100 and table[128 - 100] == 0 and table[128] == 0
     for function in ("logistic", "tanh"):
         assert np.all(np.diff(activation_table(function, 0.07, 3, *FIXED_OUTPUT[function])) >= 0)
+    # relu clamps at the output zero point, relu6 at 6 / s_out above it; the positive side is rescaled.
+    relu, relu6 = (activation_table(function, 0.1, 3, 0.05, -128) for function in ("relu", "relu6"))
+    assert relu[:128 + 3].tolist() == [-128] * (128 + 3) and relu[128 + 13] == -128 + 20 and relu[255] == -128 + 248
+    assert relu6[128 + 13] == -128 + 20 and relu6[255] == -128 + 120
 
 
 def test_lookup_indexes_by_value():

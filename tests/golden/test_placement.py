@@ -231,3 +231,31 @@ def test_residual_free_chain_is_placed_first_fit():
     bases = {name: placed["base"] for name, placed in plan["tensors"].items()}
     assert bases == {gnet.INPUT: 0, "c0": 4, "c1": 8, "c2": 0, "pool": 4, "fc": 0}
     assert_no_live_tensor_overwritten(network, plan)
+
+
+def test_strides_that_skip_the_last_rows_run_from_their_images(tmp_path):
+    """A stride that does not divide the input leaves its last rows and columns unread (ResNet's 1x1 stride-2
+    shortcut on an even map, a 2x2 max pool on an odd one): the engine runs such a layer on the input without them,
+    at the tensor's row pitch, and gets the network's outputs."""
+    g = Graph(11, (14, 14, 8))
+    g.conv("c0", gnet.INPUT, 12)
+    g.conv("shortcut", "c0", 16, kernel=1, stride=2)                  # 14 -> 7, row and column 13 unread
+    g.layers.append(gnet.MaxPool(name="pool", input="shortcut", output="pool", kernel=(2, 2), stride=(2, 2)))
+    g.shapes["pool"] = (3, 3, 16)                                     # 7 -> 3, row and column 6 unread
+    network = g.network(g.conv("c1", "pool", 8))
+    plan = plan_network(network, network.config)
+    shortcut, pool = (entry["descriptor"] for entry in plan["layers"][1:3])
+    assert (shortcut.in_height, shortcut.in_width, pool.in_height, pool.in_width) == (13, 13, 6, 6)
+    x = np.random.default_rng(3).integers(-128, 128, size=(14, 14, 8))
+    assert_images_run_as_the_network(network, x, tmp_path)
+
+
+def test_dropping_columns_that_change_the_row_layout_leaves_the_layer_on_the_host():
+    """A 2x2 max pool on a 9-wide map reads 8 columns: one word per channel group and row instead of two, another
+    layout than the stored tensor's, so the layer runs on the host."""
+    g = Graph(12, (9, 9, 8))
+    g.conv("c0", gnet.INPUT, 8)
+    g.layers.append(gnet.MaxPool(name="pool", input="c0", output="pool", kernel=(2, 2), stride=(2, 2)))
+    g.shapes["pool"] = (4, 4, 8)
+    network = g.network("pool")
+    assert plan_network(network, network.config)["host_layers"] == [{"name": "pool", "kind": "max_pool"}]

@@ -104,7 +104,7 @@ class Pool(_Unary):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class MaxPool(_Unary):
-    """Max pooling (ceil_mode 0); padded taps never win."""
+    """Max pooling; padded taps never win (so ``ceil_mode`` 1 is imported as more padding after the input)."""
     kernel: tuple
     stride: tuple = (1, 1)
     padding: tuple = (0, 0, 0, 0)
@@ -112,8 +112,9 @@ class MaxPool(_Unary):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class Activation(_Unary):
-    """An elementwise activation with an int8 table of its own: ``function`` a value of :data:`TABLE_OPS`,
-    ``alpha`` LeakyReLU's slope (else ``None``)."""
+    """An elementwise activation with an int8 table of its own: ``function`` a value of :data:`TABLE_OPS`, or
+    ``relu`` / ``relu6`` for a Relu or Clip that no layer before it can absorb; ``alpha`` LeakyReLU's slope (else
+    ``None``)."""
     function: str
     alpha: float = None
 
@@ -211,6 +212,11 @@ class Graph:
                 nodes.append(helper.make_node(type(node).__name__, list(node.inputs), [pre]))
             elif isinstance(node, Concat):
                 nodes.append(helper.make_node("Concat", list(node.inputs), [pre], axis=1))
+            elif isinstance(node, Activation) and node.function == "relu":
+                nodes.append(helper.make_node("Relu", [node.input], [node.output]))
+            elif isinstance(node, Activation) and node.function == "relu6":
+                nodes.append(helper.make_node("Clip", [node.input, constant(f"{node.name}/clip_min", 0.0),
+                                                       constant(f"{node.name}/clip_max", 6.0)], [node.output]))
             elif isinstance(node, Activation):
                 op = {function: op for op, function in TABLE_OPS.items()}[node.function]
                 nodes.append(helper.make_node(op, [node.input], [pre],
@@ -279,7 +285,7 @@ SUPPORTED_OPS = {
     "AveragePool": {"auto_pad": _AUTO_PAD, "ceil_mode": _equal(0), "count_include_pad": _equal(0),
                     "dilations": _all_ones, "kernel_shape": _any, "pads": _any, "strides": _any},
     "Flatten": {"axis": _equal(1)},
-    "MaxPool": {"auto_pad": _AUTO_PAD, "ceil_mode": _equal(0), "dilations": _all_ones, "kernel_shape": _any,
+    "MaxPool": {"auto_pad": _AUTO_PAD, "ceil_mode": _one_of(0, 1), "dilations": _all_ones, "kernel_shape": _any,
                 "pads": _any, "storage_order": _equal(0), "strides": _any},
     "Concat": {"axis": _one_of(1, -3)},
     "Mul": {},
@@ -474,27 +480,52 @@ class _Importer:
         return (top, bottom, left, right)
 
     @staticmethod
+    def _ceil_padding(in_hw, kernel, stride, padding):
+        """``ceil_mode`` 1 as padding: each axis gets the output ``ceil((size + pads - k) / s) + 1``, less one where
+        that last window would start past the input and its padding before (PyTorch's and onnxruntime's rule), and
+        the padding after grows to the end of the last window. Exact for a max pool, whose padded taps never win."""
+        padding = list(padding)
+        for axis, (size, k, s) in enumerate(zip(in_hw, kernel, stride)):
+            before, after = padding[2 * axis], padding[2 * axis + 1]
+            out = -(-(size + before + after - k) // s) + 1
+            if (out - 1) * s >= size + before:
+                out -= 1
+            padding[2 * axis + 1] = max(after, (out - 1) * s + k - size - before)
+        return tuple(padding)
+
+    @staticmethod
     def _out_size(size, kernel, stride, before, after, label):
         padded = size + before + after
         if kernel > padded:
             raise UnsupportedModelError(f"{label}: kernel {kernel} is larger than the padded input {padded}")
         return (padded - kernel) // stride + 1
 
+    def _sole_producer(self, tensor):
+        """The index and IR node producing ``tensor`` where nothing else reads it, else ``(None, None)``."""
+        if self.consumers.get(tensor, 0) == 1:
+            for index, node in enumerate(self.nodes):
+                if node.output == tensor:
+                    return index, node
+        return None, None
+
     def _activation(self, node, label, kind):
         source = self._tensor(node.input[0], label)
-        index, producer = self._fusable(source, label, node.op_type)
+        index, producer = self._sole_producer(source)
         if isinstance(producer, MaxPool):
             # relu(max_pool(x)) = max_pool(relu(x)) exactly (ReLU is monotone, a window always holds a real tap), as
             # PyTorch's MNIST example writes it: the ReLU goes to the max pool's producer.
-            inner, conv = self._fusable(producer.input, label, node.op_type)
+            inner, conv = self._sole_producer(producer.input)
             if isinstance(conv, (Conv, FullyConnected, Add, Mul)) and conv.activation != "hard_sigmoid":
                 self.nodes[inner] = dataclasses.replace(conv, activation=_combined(conv.activation, kind))
                 self._replace(index, dataclasses.replace(producer, output=node.output[0]), node.output[0])
                 return
         if producer is None or not isinstance(producer, (Conv, FullyConnected, Add, Mul)) \
                 or producer.activation == "hard_sigmoid":
-            raise UnsupportedModelError(f"{label}: {node.op_type} must follow a Conv, Gemm/MatMul, Add or Mul "
-                                        f"to be fused into it")
+            # Nothing to fuse into (a table activation, a concatenation, a pool, the input, a tensor with other
+            # readers): a table layer of its own (golden.activation.relu, LiteRT's RELU / RELU6).
+            self._emit(Activation(name=node.name or node.output[0], input=source, output=node.output[0],
+                                  function=kind), node.output[0], self.shapes[source])
+            return
         self._replace(index, dataclasses.replace(producer, output=node.output[0],
                                                  activation=_combined(producer.activation, kind)), node.output[0])
 
@@ -640,6 +671,8 @@ class _Importer:
         if len(kernel) != 2 or len(stride) != 2 or len(shape) != 3:
             raise UnsupportedModelError(f"{label}: only 2-D MaxPool of an NCHW tensor is supported")
         padding = self._pads(attributes, shape[1:], kernel, stride, label)
+        if attributes.get("ceil_mode", 0):
+            padding = self._ceil_padding(shape[1:], kernel, stride, padding)
         if any(p >= k for p, k in zip(padding, (kernel[0], kernel[0], kernel[1], kernel[1]))):
             raise UnsupportedModelError(f"{label}: MaxPool padding {padding} must be smaller than the kernel")
         out = (shape[0], self._out_size(shape[1], kernel[0], stride[0], padding[0], padding[1], label),

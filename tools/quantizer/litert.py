@@ -11,8 +11,8 @@ exactly what ``golden/`` computes:
 * fully connected -> RESHAPE, 1x1 CONV_2D, RESHAPE (LiteRT's FULLY_CONNECTED reference requantizes in float);
 * residual add -> ADD; average pooling -> AVERAGE_POOL_2D (VALID or SAME windows only: a PAD would change the
   divisor); max pooling -> MAX_POOL_2D (another padding: PADV2 with -128, then VALID);
-* elementwise activation tables -> HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU (the table must be the one the kernel
-  computes from the file's float32 scales, golden.activation); concatenation -> CONCATENATION (inputs quantized as
+* elementwise activation tables -> HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU, RELU, RELU6 (the table must be the one
+  the kernel computes from the file's float32 scales, golden.activation); concatenation -> CONCATENATION (inputs quantized as
   the output); squeeze-and-excitation multiply -> MUL (broadcasting a ``(N, 1, 1, C)`` gate);
 * the clamp ``(qmin, qmax)`` -> the fused activation (NONE, RELU, RELU6) whose LiteRT clamp is exactly that
   (:func:`fused_activation`).
@@ -56,12 +56,15 @@ _OPCODES = {
     "LOGISTIC": (tflite.BuiltinOperator.LOGISTIC, 2),
     "TANH": (tflite.BuiltinOperator.TANH, 2),
     "LEAKY_RELU": (tflite.BuiltinOperator.LEAKY_RELU, 2),
+    "RELU": (tflite.BuiltinOperator.RELU, 2),
+    "RELU6": (tflite.BuiltinOperator.RELU6, 2),
     "CONCATENATION": (tflite.BuiltinOperator.CONCATENATION, 2),
     "MUL": (tflite.BuiltinOperator.MUL, 2),
 }
 
 #: golden.activation function -> the LiteRT op whose int8 kernel its table reproduces.
-ACTIVATION_OPS = {"hard_swish": "HARD_SWISH", "logistic": "LOGISTIC", "tanh": "TANH", "leaky_relu": "LEAKY_RELU"}
+ACTIVATION_OPS = {"hard_swish": "HARD_SWISH", "logistic": "LOGISTIC", "tanh": "TANH", "leaky_relu": "LEAKY_RELU",
+                  "relu": "RELU", "relu6": "RELU6"}
 
 
 def litert_activation_bounds(activation, scale, zero_point):
@@ -252,7 +255,8 @@ class ModelBuilder:
         return self._pool("MAX_POOL_2D", x, kernel, stride, padding, mode, qmin, qmax, name)
 
     def activation(self, x, function, *, output_scale, output_zero_point, alpha=None, name):
-        """An elementwise int8 activation (golden.activation): HARD_SWISH, LOGISTIC, TANH or LEAKY_RELU (``alpha``).
+        """An elementwise int8 activation (golden.activation): HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU (``alpha``),
+        RELU or RELU6.
 
         Args:
             function: a key of :data:`ACTIVATION_OPS`.

@@ -298,13 +298,15 @@ def test_fixtures_are_what_the_generator_writes(tmp_path):
             assert committed.read() == new.read(), name
 
 
-# --- the layer fixtures: ResNet- and MobileNetV3-style networks in both exporters, against LiteRT REF -----------------
+# --- the layer fixtures: ResNet-, MobileNetV3- and Inception-style networks in both exporters, against LiteRT REF ----
 
 LAYER_FIXTURES = os.path.join(FIXTURES, "layers")
 LAYER_NETWORKS = {"resnet_style": {"conv", "max_pool", "activation", "add", "average_pool", "mul", "flatten",
                                    "fully_connected"},
                   "mobilenetv3_style": {"conv", "depthwise", "activation", "average_pool", "mul", "concat",
-                                        "flatten", "fully_connected"}}
+                                        "flatten", "fully_connected"},
+                  "inception_style": {"conv", "add", "max_pool", "concat", "activation", "average_pool", "flatten",
+                                      "fully_connected"}}
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +335,8 @@ def test_layer_fixtures_match_litert_reference(layer_networks, oracle_counts):
                                             mismatches + result["mismatches"])
         kinds = {layer.kind for layer in networks["wess"].layers}
         assert kinds == LAYER_NETWORKS[name.split("_legacy")[0].split("_dynamo")[0]], name
-    oracle_counts("LiteRT REF vs golden, layer fixtures (ResNet/MobileNetV3-style, wess and channel, 8 images)",
+    oracle_counts("LiteRT REF vs golden, layer fixtures (ResNet/MobileNetV3/Inception-style, wess and channel, "
+                  "8 images)",
                   layers=layers, elements=elements, mismatches=mismatches)
     assert mismatches == 0
 
@@ -364,3 +367,8 @@ def test_layer_fixture_ir():
     assert functions == ["hard_swish", "tanh"]
     assert [node.activation for node in mobile.nodes if isinstance(node, Conv)].count("hard_sigmoid") == 1
     assert any(isinstance(node, Concat) for node in mobile.nodes)
+    inception = load_graph(os.path.join(LAYER_FIXTURES, "inception_style_legacy_op13.onnx"))
+    # The ReLUs after a Concat, an AvgPool and a Tanh (ReLU6) have no layer to fuse into: table layers of their own.
+    assert [getattr(node, "function", type(node).__name__) for node in inception.nodes] == [
+        "Conv", "Conv", "Conv", "Conv", "Add", "MaxPool", "MaxPool", "MaxPool", "Concat", "Conv", "Conv", "Concat",
+        "relu", "Pool", "relu", "Conv", "tanh", "relu6", "Pool", "Flatten", "FullyConnected"]
