@@ -24,8 +24,9 @@ __all__ = ["BUNDLES", "Expected", "write_bundle", "host_schedule", "run_network"
 #: Where mismatching images leave their repro bundles (``image-<index in the data set>``).
 BUNDLES = Path("build/run_npu")
 
-#: The signals the bench reaches besides the top's ports (``run_bench``'s ``public``): the activation banks.
-PUBLIC = (("*.activations", "bank*"),)
+#: The signals the bench reaches besides the top's ports (``run_bench``'s ``public``): the activation banks' arrays
+#: (``hdl.bram.BlockRAM``'s ``mem`` in each ``bank<i>``).
+PUBLIC = (("*.activations.bank*", "mem"),)
 
 #: What ``engine_io.first_mismatch`` compares against: a name, the expected tensor and its accumulators.
 Expected = collections.namedtuple("Expected", "name expected acc")
