@@ -60,7 +60,7 @@ def _parser():
     parser.add_argument("--first", type=int_at_least(0, "non-negative"), default=0,
                         help="evaluation images to skip first (default: %(default)s)")
     parser.add_argument("--clock-mhz", type=float, help="clock for frames per second (default: the median "
-                        "Fmax of the newest NPU synthesis in build/synth, else 100)")
+                        "Fmax of the newest synthesis of this NPU configuration in build/synth, else 100)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.add_argument("--bundles", type=Path, default=BUNDLES, help=f"repro bundles of mismatches ({BUNDLES})")
     parser.add_argument("--sim", choices=SIMULATORS, default="verilator", help="simulator (default verilator)")
@@ -112,16 +112,18 @@ def load_job(directory, *, data=None, first=0, count=1):
     return network, summary, inputs, dataset.labels[indices], indices
 
 
-def default_clock(builds=SYNTH_BUILDS):
-    """``(MHz, source)``: the median Fmax over seeds of the newest NPU synthesis (tools/synth.py's ``fmax.json``),
-    else the fallback."""
+def default_clock(config, builds=SYNTH_BUILDS):
+    """``(MHz, source)``: the median Fmax over seeds of the newest synthesis of the NPU with this ``config`` (a dict of
+    :class:`golden.config.NPUConfig` fields; tools/synth.py's ``fmax.json`` beside its ``config.json``), else the
+    fallback: another configuration's clock would misstate its frames per second."""
     summaries = sorted(builds.glob("controller*/fmax.json"), key=lambda path: path.stat().st_mtime)
     for path in reversed(summaries):
         try:
-            return float(json.loads(path.read_text())["median"]), str(path)
+            if json.loads((path.parent / "config.json").read_text()) == config:
+                return float(json.loads(path.read_text())["median"]), str(path)
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return FALLBACK_CLOCK_MHZ, "no synthesis report of the NPU found"
+    return FALLBACK_CLOCK_MHZ, "no synthesis report of the NPU in this configuration found"
 
 
 def main(argv=None):
@@ -136,7 +138,7 @@ def main(argv=None):
                                                              count=args.images)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    clock, clock_source = (args.clock_mhz, "--clock-mhz") if args.clock_mhz else default_clock()
+    clock, clock_source = (args.clock_mhz, "--clock-mhz") if args.clock_mhz else default_clock(summary["config"])
 
     golden_logits = gnet.run(network, inputs)
     litert_logits = None

@@ -1,14 +1,15 @@
 """tools/run_npu.py without a simulator: every bad input is one line on stderr, exit 2, nothing written; the data
 and clock it picks."""
 
+import dataclasses
 import json
 import shutil
 
 import numpy as np
 import pytest
 
+from golden.config import NPUConfig
 from tools import run_npu
-
 
 
 def _fails(capsys, argv, message):
@@ -43,12 +44,17 @@ def test_the_job_is_the_folders_evaluation_images(reference_folder):
     assert summary["host_layers"] == [] and summary["fits"]
 
 
-def test_default_clock_is_the_newest_npu_report(tmp_path):
-    assert run_npu.default_clock(tmp_path)[0] == run_npu.FALLBACK_CLOCK_MHZ
-    for name, fmax in (("controller-85k", 91.5), ("requantizer-85k", 200.0)):
+def test_default_clock_is_the_newest_synthesis_of_the_same_configuration(tmp_path):
+    config, small = dataclasses.asdict(NPUConfig()), dataclasses.asdict(NPUConfig(lanes=2))
+    assert run_npu.default_clock(config, tmp_path)[0] == run_npu.FALLBACK_CLOCK_MHZ
+    for name, fmax, npu in (("controller-85k", 91.5, config), ("requantizer-85k", 200.0, config),
+                            ("controller-25k-lanes2", 80.0, small)):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(npu))
         (tmp_path / name / "fmax.json").write_text(json.dumps({"seeds": {"1": fmax, "2": 7.0}, "median": fmax}))
-    assert run_npu.default_clock(tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))
-    (tmp_path / "controller-25k").mkdir()
-    (tmp_path / "controller-25k" / "fmax.json").write_text("{}")
-    assert run_npu.default_clock(tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))
+    assert run_npu.default_clock(config, tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))
+    assert run_npu.default_clock(small, tmp_path) == (80.0, str(tmp_path / "controller-25k-lanes2" / "fmax.json"))
+    (tmp_path / "controller-85k-seed9").mkdir()
+    (tmp_path / "controller-85k-seed9" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "controller-85k-seed9" / "fmax.json").write_text("{}")
+    assert run_npu.default_clock(config, tmp_path) == (91.5, str(tmp_path / "controller-85k" / "fmax.json"))
