@@ -13,7 +13,7 @@ The checks (``golden.controller.CHECKS``, in that priority) refuse every descrip
 loop for ever or write outside the activation memory: ``layer_count`` 0 or above ``program_depth``, kind codes
 outside ``KINDS``, zero sizes, strides outside 1..2, padding not below the kernel, output sizes that do not follow
 from the input, channel and window rules of depthwise / fully connected / pool / add layers, row pitches below the
-minimum, tensor regions beyond ``act_depth`` (one registered multiply per region) and bias words beyond
+minimum, tensor regions beyond ``act_depth`` (height x row pitch in a registered MULT18X18D) and bias words beyond
 ``bias_depth``. Left to ``golden.descriptor.check_descriptor`` (they cannot hang the engine or write outside its
 memories): weight bounds (reads only), overlapping regions, requantization and codebook fields.
 """
@@ -27,6 +27,7 @@ from golden.controller import CHECKS
 from golden.descriptor import KINDS, descriptor_fields
 from golden.layouts import address_bits
 from hdl.bram import BlockRAM
+from hdl.dsp import Multiplier, registered_product
 from hdl.engine import COUNTER_BITS, Engine, host_signature
 from hdl.sequencer import descriptor_layout
 
@@ -84,8 +85,9 @@ class Controller(wiring.Component):
 
     #: Cycles from a layer's index to its descriptor: the descriptor memory's read.
     DESCRIPTOR_LATENCY = BlockRAM.LATENCY
-    #: Cycles of the checks (:meth:`_checks`): products and flags registered, the region comparisons, the verdict.
-    CHECK_LATENCY = 3
+    #: Cycles of the checks (:meth:`_checks`): operands and flags registered, the products, the region comparisons,
+    #: the verdict.
+    CHECK_LATENCY = 1 + Multiplier.LATENCY + 2
     #: The cycle in which the engine's ``start`` is high.
     LAUNCH_LATENCY = 1
     #: The cycle of the engine's ``done``: the layer's counters are written.
@@ -212,9 +214,11 @@ class Controller(wiring.Component):
         return m
 
     def _checks(self, m, d):
-        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: flags and region products registered, each
-        region comparison registered, then the first failing check of ``golden.controller.CHECKS`` (order of
-        priority). Returns ``(failed, failed_check)``, valid in the cycle after the three."""
+        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the flags' verdict and the region products'
+        operands registered, the products in registered MULT18X18D
+        (``hdl.dsp.registered_product``), each region comparison
+        registered, then the first failing check of ``golden.controller.CHECKS`` (order of priority). Returns
+        ``(failed, failed_check)``, valid in the cycle after the last stage."""
         config = self._config
         lane_bits, lanes = config.lane_bits, config.lanes
         kind = {name: d.kind == code for name, code in KINDS.items()}
@@ -245,49 +249,64 @@ class Controller(wiring.Component):
             span, reach = Mux(stride == 2, out << 1, out), stride + size + before
             flags["output_size"] = flags["output_size"] | (span >= reach) | (reach > span + kernel)
 
-        # Stage 1: flags, each region's words (height * row pitch) and minimal row pitch registered.
-        registered = {}
-        for name, flag in flags.items():
-            registered[name] = Signal(name=f"check_{name}")
-            m.d.sync += registered[name].eq(flag)
+        # Stage 1: the flags' first failure registered (every flag outranks the region checks); the region
+        # products' operands registered (the group counts are carry chains), the bias words' end registered.
+        assert CHECKS[len(flags) + 1:] == ("row_pitch", "activation_bounds", "bias_bounds")
+        early_failed = Signal(name="check_early")
+        early_check = Signal(range(len(CHECKS)), name="check_early_index")
+        m.d.sync += [early_failed.eq(0), early_check.eq(0)]
+        for index, name in reversed(list(enumerate(CHECKS[1:len(flags) + 1], start=1))):
+            with m.If(flags[name]):
+                m.d.sync += [early_failed.eq(1), early_check.eq(index)]
         regions = []
         for label, base, pitch, height, width, channels in (
                 ("in", d.in_base, d.in_row_pitch, d.in_height, d.in_width, d.in_channels),
                 ("out", d.out_base, d.out_row_pitch, d.out_height, d.out_width, d.out_channels),
                 ("in2", d.in2_base, d.in2_row_pitch, d.in_height, d.in_width, d.in_channels)):
-            words = Signal(range((1 << len(height)) * (1 << len(pitch))), name=f"check_{label}_words")
-            minimum = Signal(range(1 << (len(channels) + len(width))), name=f"check_{label}_pitch")
-            m.d.sync += [words.eq(height * pitch),
-                         minimum.eq(((channels + lanes - 1) >> lane_bits) * ((width + lanes - 1) >> lane_bits))]
-            regions.append((label, base, pitch, words, minimum))
-        add_registered = Signal(name="check_add")
-        weighted = Signal(name="check_weighted")
+            base_1, pitch_1, height_1 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
+                                         ((base, "base"), (pitch, "row_pitch"), (height, "height")))
+            channel_groups = Signal(len(channels) - lane_bits + 1, name=f"check_{label}_channel_groups")
+            width_groups = Signal(len(width) - lane_bits + 1, name=f"check_{label}_width_groups")
+            m.d.sync += [base_1.eq(base), pitch_1.eq(pitch), height_1.eq(height),
+                         channel_groups.eq((channels + lanes - 1) >> lane_bits),
+                         width_groups.eq((width + lanes - 1) >> lane_bits)]
+            words = registered_product(m, pitch_1, height_1, f"check_{label}_words")
+            minimum = registered_product(m, channel_groups, width_groups, f"check_{label}_pitch")
+            regions.append((label, base_1, pitch_1, words, minimum))
+        add, weighted = Signal(name="check_add"), Signal(name="check_weighted")
         bias_end = Signal(range((1 << len(d.bias_base)) + (1 << len(d.out_channels))), name="check_bias_end")
-        m.d.sync += [add_registered.eq(is_add),
-                     weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
+        m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
                      bias_end.eq(d.bias_base + ((d.out_channels + lanes - 1) >> lane_bits))]
 
-        # Stage 2: one comparison per region check registered, the stage-1 flags carried beside them.
-        carried = {}
-        for name, flag in registered.items():
-            carried[name] = Signal(name=f"check2_{name}")
-            m.d.sync += carried[name].eq(flag)
-        carried["row_pitch"] = carried["activation_bounds"] = 0
-        for label, base, pitch, words, minimum in regions:
-            active = add_registered if label == "in2" else 1
-            short, beyond = Signal(name=f"check2_{label}_pitch"), Signal(name=f"check2_{label}_bounds")
-            m.d.sync += [short.eq(active & (pitch < minimum)), beyond.eq(active & (base + words > config.act_depth))]
-            carried["row_pitch"] = carried["row_pitch"] | short
-            carried["activation_bounds"] = carried["activation_bounds"] | beyond
-        carried["bias_bounds"] = Signal(name="check2_bias_bounds")
-        m.d.sync += carried["bias_bounds"].eq(weighted & (bias_end > config.bias_depth))
+        # Stages 2 .. 1 + Multiplier.LATENCY: the products; everything else carried beside them.
+        def carried(signal, stages=Multiplier.LATENCY):
+            for stage in range(stages):
+                signal, previous = Signal.like(signal, name=f"{signal.name}_{stage + 2}"), signal
+                m.d.sync += signal.eq(previous)
+            return signal
+        bias_beyond = Signal(name="check_bias_bounds")
+        m.d.sync += bias_beyond.eq(weighted & (bias_end > config.bias_depth))
 
-        # Stage 3: the first failing check of CHECKS registered.
+        # Stage 2 + Multiplier.LATENCY: each region comparison registered, the earlier verdicts beside them.
+        late = {name: Signal(name=f"check_late_{name}") for name in ("row_pitch", "activation_bounds", "bias_bounds")}
+        late_early, late_check = Signal(name="check_late_early"), Signal.like(early_check, name="check_late_index")
+        short, beyond = 0, 0
+        for label, base, pitch, words, minimum in regions:
+            active = carried(add) if label == "in2" else 1
+            short = short | (active & (carried(pitch) < minimum))
+            beyond = beyond | (active & (carried(base) + words > config.act_depth))
+        m.d.sync += [late_early.eq(carried(early_failed)), late_check.eq(carried(early_check)),
+                     late["row_pitch"].eq(short), late["activation_bounds"].eq(beyond),
+                     late["bias_bounds"].eq(carried(bias_beyond, Multiplier.LATENCY - 1))]
+
+        # Stage 3 + Multiplier.LATENCY: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
-        for index, name in enumerate(CHECKS[1:], start=1):
-            with (m.If if index == 1 else m.Elif)(carried[name]):
-                m.d.sync += [failed.eq(1), failed_check.eq(index)]
+        with m.If(late_early):
+            m.d.sync += [failed.eq(1), failed_check.eq(late_check)]
+        for name, flag in late.items():
+            with m.Elif(flag):
+                m.d.sync += [failed.eq(1), failed_check.eq(CHECKS.index(name))]
         with m.Else():
             m.d.sync += failed.eq(0)
         return failed, failed_check

@@ -15,12 +15,14 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, si
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ECP5", "Multiplier"]
+__all__ = ["ECP5", "Multiplier", "registered_product"]
 
 #: The elaboration platform of ECP5 synthesis: blocks instantiate hard primitives (``rtlil.convert(..., platform=ECP5)``).
 ECP5 = "ecp5"
 
 _OPERAND_BITS = 18
+#: Bits of an unsigned operand slice of :func:`registered_product`.
+_SLICE_BITS = _OPERAND_BITS - 1
 _PRODUCT_BITS = 36
 
 
@@ -78,3 +80,16 @@ class Multiplier(wiring.Component):
                 m.d.sync += [a.eq(self.a), b.eq(self.b), pipeline.eq(a * b), output.eq(pipeline)]
             m.d.comb += self.p.eq(output)
         return m
+
+
+def registered_product(m, a, b, name):
+    """``a * b`` of unsigned ``a`` and ``b``, :attr:`Multiplier.LATENCY` cycles after them: one :class:`Multiplier`
+    per 17-bit slice of ``a`` (added to ``m`` as ``{name}_mult{i}``), the slices' shifted sum combinational; ``b``
+    must fit one operand. For products of descriptor fields, wider than a MULT18X18D when memories are deep."""
+    product = 0
+    for low in range(0, len(a), _SLICE_BITS):
+        part = a[low:low + _SLICE_BITS]
+        mult = m.submodules[f"{name}_mult{low // _SLICE_BITS}"] = Multiplier(part.shape(), b.shape())
+        m.d.comb += [mult.a.eq(part), mult.b.eq(b)]
+        product = product + (mult.p << low)
+    return product

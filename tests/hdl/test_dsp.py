@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from hdl.dsp import ECP5, Multiplier
+from hdl.dsp import ECP5, Multiplier, registered_product
 
 _REGISTERS = ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
 
@@ -179,3 +179,36 @@ def test_operands_wider_than_the_dsp_are_refused():
         Multiplier(unsigned(18), signed(8))
     with pytest.raises(ValueError, match="does not fit"):
         Multiplier(signed(8), signed(19))
+
+
+@pytest.mark.parametrize("a_bits, b_bits, slices", [(11, 10, 1), (17, 17, 1), (18, 10, 2), (35, 16, 3)])
+def test_registered_product_of_wide_operands(a_bits, b_bits, slices):
+    """One MULT18X18D per 17-bit slice of ``a``; the product of every unsigned pair, edge values included, three
+    cycles later."""
+    rng = np.random.default_rng(a_bits)
+    high_a, high_b = (1 << a_bits) - 1, (1 << b_bits) - 1
+    pairs = [(high_a, high_b), (0, high_b), (high_a, 0), (1 << 17, 1), ((1 << 17) - 1, high_b)]
+    pairs = [(x & high_a, y) for x, y in pairs] + [
+        (int(x), int(y)) for x, y in zip(rng.integers(0, high_a, 60, endpoint=True),
+                                         rng.integers(0, high_b, 60, endpoint=True))]
+    m = Module()
+    a, b = Signal(a_bits), Signal(b_bits)
+    p = Signal(a_bits + b_bits)
+    m.d.comb += p.eq(registered_product(m, a, b, "product"))
+    assert all(isinstance(m.submodules[f"product_mult{index}"], Multiplier) for index in range(slices))
+    with pytest.raises(AttributeError):
+        m.submodules[f"product_mult{slices}"]
+    seen = []
+
+    async def bench(ctx):
+        for x, y in pairs + [(0, 0)] * Multiplier.LATENCY:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()
+            seen.append(ctx.get(p))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[Multiplier.LATENCY - 1:][:len(pairs)] == [x * y for x, y in pairs]
