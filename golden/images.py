@@ -19,7 +19,7 @@ from .layouts import (CODE_BITS, CODE_WORDS_PER_WORD, TABLE_ENTRIES, activation_
                       unpack_words, UNWEIGHTED, weight_codes, weight_word_span, weight_words)
 from .placement import plan_network
 
-__all__ = ["MemoryImages", "store_activation", "load_activation", "store_weights", "store_weight_codes",
+__all__ = ["MemoryImages", "store_activation", "load_activation", "load_placed", "store_weights", "store_weight_codes",
            "read_code_words", "store_bias", "write_images", "read_images"]
 
 
@@ -91,6 +91,15 @@ def load_activation(activation, shape, *, base, config, pitch=None, skew=0):
     bank, address = activation_location(y, xx, g, base=base, pitch=pitch, width=width, config=config, skew=skew)
     words = activation[bank, address].reshape(height, width, count * config.lanes)
     return words[..., :channels].astype(np.int64)
+
+
+def load_placed(activation, place, config):
+    """A tensor read back from where ``golden.placement`` put it (``place``: its ``tensors`` entry, ``shape``,
+    ``base``, ``row_pitch``, ``skew`` and, for a tensor with gaps, ``channels``): the network's tensor, its own
+    channels only."""
+    tensor = load_activation(activation, tuple(place["shape"]), base=place["base"], pitch=place["row_pitch"],
+                             config=config, skew=place.get("skew", 0))
+    return tensor[..., place["channels"]] if "channels" in place else tensor
 
 
 def store_weights(weights_image, kind, weights, *, base, config):
@@ -201,8 +210,8 @@ def write_images(network, directory):
         network: a :class:`golden.network.Network`.
         directory: an existing folder.
     Returns:
-        dict: ``config``, ``files``, ``layers`` (descriptor fields, the layer's ``codebook`` and its fused
-        ``activation``'s name by layer),
+        dict: ``config``, ``files``, ``layers`` (descriptor fields, the tensor written (``output``), the layer's
+        ``codebook`` and its fused ``activation``'s name by layer),
         ``tensors`` (placement), ``host_layers``, ``words_needed`` (of each memory), ``weight_memory_bits``
         (``stored``: the weight memory's words as placed, ``int8_layers`` and ``two_bit_layers`` its words of each
         format, ``all_int8``: every layer as int8 words) and ``fits``.
@@ -222,13 +231,11 @@ def write_images(network, directory):
     word_bits = config.macs * 8
     bits = {"int8_layers": 0, "two_bit_layers": 0, "all_int8": 0}
     for entry in plan["layers"]:
-        layer, descriptor = entry["layer"], entry["descriptor"]
+        descriptor = entry["descriptor"]
         if descriptor.table:
             images.tables[descriptor.table_base] = entry["table"]
         if descriptor.kind not in UNWEIGHTED:
-            weights = layer.weights
-            if entry.get("flattened"):
-                weights = np.asarray(weights).reshape(layer.weights.shape[0], *descriptor.in_shape)
+            weights = entry["weights"]
             if descriptor.weight_format:
                 store_weight_codes(images.weights, descriptor.kind, weight_codes(weights, entry["codebook"]),
                                    base=descriptor.weight_base, config=config)
@@ -237,7 +244,7 @@ def write_images(network, directory):
             first, end = weight_word_span(descriptor, config)
             bits["two_bit_layers" if descriptor.weight_format else "int8_layers"] += (end - first) * word_bits
             bits["all_int8"] += weight_words(descriptor, config) * word_bits
-            store_bias(images.bias, images.channel_shift, layer.bias, layer.channel_shift,
+            store_bias(images.bias, images.channel_shift, entry["bias"], entry["channel_shift"],
                        base=descriptor.bias_base, config=config)
         descriptors.append(encode_descriptor(descriptor, big))
     files = {"weights.hex": (pack_words(images.weights.reshape(len(images.weights), -1), 8), word_bits),
@@ -248,7 +255,8 @@ def write_images(network, directory):
         "config": json.loads(config.to_json()),
         "descriptor_config": json.loads(big.to_json()),
         "files": {name: {"words": len(words), "width": width} for name, (words, width) in files.items()},
-        "layers": [{"name": entry["layer"].name, **dataclasses.asdict(entry["descriptor"]),
+        "layers": [{"name": entry["layer"].name, "output": entry["output"],
+                    **dataclasses.asdict(entry["descriptor"]),
                     "activation": entry["activations"][-1].name if entry["activations"] else None,
                     "activations": [activation.name for activation in entry["activations"]],
                     "codebook": None if entry["codebook"] is None else entry["codebook"].tolist()}

@@ -9,7 +9,9 @@ input: the layer looks its outputs up in the table (descriptor ``table``, ``tabl
 output; the tensor between them is never stored. A channel concatenation is done by placement where the layout
 allows it: its producers write their outputs straight into channel-group slices of the concatenated tensor (descriptor
 ``out_base`` at the slice's first word, ``out_skew`` turning the banks, docs/memory.md section 1), and the
-concatenation costs nothing. ``golden.images`` writes the images of a placed network.
+concatenation costs nothing; an input whose channel count is not a multiple of the lanes leaves a gap up to the next
+word, which the layers after it carry (channel-wise layers) or give zero weights (conv, fully connected).
+``golden.images`` writes the images of a placed network.
 """
 
 import dataclasses
@@ -30,28 +32,35 @@ def plan_network(network, config):
     """Place every engine layer of a quantized network in the engine's memories and give it its descriptor.
 
     Conv, depthwise, fully connected (after a flatten too), global average pool, residual add and max pool (strides
-    1 and 2, padding up to ``golden.descriptor.MAX_PAD``) layers run on the engine; their weights and biases are placed one layer after another, their tensors by first fit over the
-    activation memory when they are written (host layers' outputs too: the host writes them there), each freed after
-    the last layer of any kind that reads it, so that an add finds both its inputs; the network output is never
-    freed. An ``activation`` layer whose input an engine layer wrote and nothing else reads (nor is it the network
-    output) is fused into that layer: its table gets the next table of the table memory (``table_base``) and the layer
-    writes the activation's output; an activation after a fused one (``conv -> HardSwish -> LeakyReLU``) fuses too,
-    its table composed with the one before (``T2[T1[q + 128] + 128]``, exact since both map int8 to int8), so a chain
-    costs one table; any other activation stays a host layer. A ``concat`` is placed, not run, when
-    every input is written by an engine layer, read by nothing else and not the network output, and every input but
-    the last has a channel count that is a multiple of ``lanes``: input ``i`` then starts at channel group
-    ``g0 = sum(C_j / lanes, j < i)``, a whole activation word, and its producer writes its output as channel groups
-    ``g0 ..`` of the concatenated tensor (``out_base = base + g0 * ceil(W / lanes)``, the tensor's row pitch,
-    ``out_skew = g0 mod lanes``); the tensor's region is allocated when the first producer writes, with
-    ``max(g0) * ceil(W / lanes)`` words to spare so that every slice's descriptor region lies inside it. Any other
-    concatenation (an input from the host, read twice, or a channel count off the lanes before the last input, whose
-    channel groups would not start a word) stays a host layer. Descriptors are checked against a configuration
-    whose
-    depths are at least what the network needs, so that a network too large for ``config`` is still placed (its
-    ``words`` say what it needs). On an engine with the two-bit decoder (``config.weight_code_bits == 2``) a layer with
-    a ``codebook`` is stored as two-bit codes (descriptor ``weight_format`` 1 and its codebook): its code words start
-    at a weight word boundary, four to a word, and its ``weight_base`` counts code words (docs/memory.md section 2a);
-    every other layer, and every layer of an engine without the decoder, is stored as int8 words.
+    1 and 2, padding up to ``golden.descriptor.MAX_PAD``) layers run on the engine; their weights and biases are
+    placed one layer after another, their tensors by first fit over the activation memory when they are written
+    (host layers' outputs too: the host writes them there), each freed after the last layer of any kind that reads
+    it, so that an add finds both its inputs; the network output is never freed. An ``activation`` layer whose input
+    an engine layer wrote and nothing else reads (nor is it the network output) is fused into that layer: its table
+    gets the next table of the table memory (``table_base``) and the layer writes the activation's output; an
+    activation after a fused one (``conv -> HardSwish -> LeakyReLU``) fuses too, its table composed with the one
+    before (``T2[T1[q + 128] + 128]``, exact since both map int8 to int8), so a chain costs one table; an activation
+    after a placed concatenation fuses into each of its producers alike (each slice then holds the activation's
+    output; the concatenated tensor is the activation's); any other activation stays a host layer. A ``concat`` is
+    placed, not run, when every input is written by an engine layer, read by nothing else and not the network
+    output: input ``i`` starts at channel group ``g0 = sum(ceil(C_j / lanes), j < i)``, a whole activation word, and
+    its producer writes its output as channel groups ``g0 ..`` of the concatenated tensor (``out_base = base + g0 *
+    ceil(W / lanes)``, the tensor's row pitch, ``out_skew = g0 mod lanes``); the tensor's region is allocated when
+    the first producer writes, with ``max(g0) * ceil(W / lanes)`` words to spare so that every slice's descriptor
+    region lies inside it. An input before the last whose channel count is not a multiple of ``lanes`` leaves
+    **gaps** (docs/memory.md section 1): the tensor is stored with ``g0_last * lanes + C_last`` channels, channel
+    ``c`` of input ``i`` at ``g0 * lanes + c``. Engine layers reading a tensor with gaps are stored for them: conv
+    and fully connected weights spread to the stored input channels with zeros on the gaps (exact), their outputs
+    without gaps; depthwise weights, bias and ``k_c`` spread alike, and depthwise, max pool, global average pool,
+    fused activations and an add of two inputs with the same gaps write outputs with the same gaps; an add with gaps
+    in one input only stays a host layer, and a layer with two-bit weights reading gaps is stored as int8 words (no
+    code means 0). Any other concatenation (an input from the host, read twice) stays a host layer. Descriptors are
+    checked against a configuration whose depths are at least what the network needs, so that a network too large
+    for ``config`` is still placed (its ``words`` say what it needs). On an engine with the two-bit decoder
+    (``config.weight_code_bits == 2``) a layer with a ``codebook`` is stored as two-bit codes (descriptor
+    ``weight_format`` 1 and its codebook): its code words start at a weight word boundary, four to a word, and its
+    ``weight_base`` counts code words (docs/memory.md section 2a); every other layer, and every layer of an engine
+    without the decoder, is stored as int8 words.
 
     Args:
         network: a :class:`golden.network.Network`.
@@ -59,10 +68,12 @@ def plan_network(network, config):
     Returns:
         dict: ``layers`` (per engine layer in order, a dict with ``layer``, ``input`` (the tensor read, past any
         flatten), ``flattened``, ``codebook`` (the layer's, ``None`` for none), ``output`` (the tensor written: the
-        layer's, or its last fused activation's), ``activations`` (the fused activation layers in order, empty
-        for none), ``table`` (their composed int8 table) and ``descriptor``), ``tensors`` (by
-        name: ``base``, ``row_pitch``, ``shape``, ``words``; a fused layer's intermediate tensor has none; a slice of
-        a placed concatenation has its ``concat`` and ``skew`` too),
+        layer's, or its last fused activation's; a slice's when it writes one), ``activations`` (the fused activation
+        layers in order, empty for none), ``table`` (their composed int8 table), ``weights``, ``bias`` and
+        ``channel_shift`` as stored (weighted layers: OHWI after a flatten, spread over gaps) and ``descriptor``),
+        ``tensors`` (by name: ``base``, ``row_pitch``, ``shape`` (as stored), ``words``; a fused layer's
+        intermediate tensor has none; a slice of a placed concatenation has its ``concat`` and ``skew`` too, a tensor
+        with gaps its ``channels``: the stored channel of each channel),
         ``host_layers`` (``name`` and ``kind`` of the layers the engine does not run), ``words`` (words needed:
         ``activation``, ``weights``, ``bias``, ``tables``) and ``config``
         (``config`` with its depths raised to ``words``: the one the descriptors are checked against).
@@ -79,6 +90,9 @@ def plan_network(network, config):
     producers = {}                # tensor -> the engine entry that writes it
     tables = []
     slices = {}                   # concatenation input -> (concatenated tensor, its first channel group)
+    joined = {}                   # placed concatenation (or the activation fused after it) -> its producers' entries
+    stored = dict(shapes)         # tensor -> its shape in the activation memory (gaps included)
+    gaps = {}                     # tensor with gaps -> the stored channel of each of its channels
     placed = set()                # concatenations done by placement
     decoder = config.weight_code_bits == CODE_BITS
     weight_word = bias_base = 0   # the next free weight word and bias word
@@ -89,46 +103,59 @@ def plan_network(network, config):
             continue
         if kind == "activation":
             producer = producers.get(layer.input)
-            if producer is not None and readers[layer.input] == 1 and layer.input != network.output:
-                table = np.asarray(layer.table)
-                if producer["activations"]:     # a chain: one table, the composition (exact: int8 in, int8 out)
-                    table = table[producer["table"].astype(np.int64) + 128]
-                    tables[producer["params"]["table_base"]] = table
-                else:
-                    producer["params"].update(table=1, table_base=len(tables))
-                    tables.append(table)
-                producer.update(output=layer.output, activations=producer["activations"] + (layer,), table=table)
-                producers[layer.output] = producer
+            if (producer is not None or layer.input in joined) and readers[layer.input] == 1 \
+                    and layer.input != network.output:
+                for entry in [producer] if producer is not None else joined[layer.input]:
+                    _fuse(entry, layer, tables)
+                if producer is not None:
+                    producer["output"] = layer.output
+                    producers[layer.output] = producer
+                else:                 # after a placed concatenation: its producers write the activation's slices
+                    joined[layer.output] = joined.pop(layer.input)
+                    slices.update({name: (layer.output, start) for name, (concat, start) in slices.items()
+                                   if concat == layer.input})
+                stored[layer.output] = stored[layer.input]
+                if layer.input in gaps:
+                    gaps[layer.output] = gaps[layer.input]
             else:
                 host_layers.append({"name": layer.name, "kind": kind})
             continue
         if kind == "concat":
-            channels = [shapes[name][-1] for name in layer.inputs]
             if len(set(layer.inputs)) == len(layer.inputs) and all(
-                    name in producers and readers[name] == 1 and name != network.output for name in layer.inputs) \
-                    and all(count % config.lanes == 0 for count in channels[:-1]):
-                starts = np.cumsum([0] + [count // config.lanes for count in channels[:-1]])
+                    name in producers and readers[name] == 1 and name != network.output for name in layer.inputs):
+                counts = [stored[name][-1] for name in layer.inputs]
+                starts = np.cumsum([0] + [-(-count // config.lanes) for count in counts[:-1]])
                 slices.update({name: (layer.output, int(start)) for name, start in zip(layer.inputs, starts)})
+                joined[layer.output] = [producers[name] for name in layer.inputs]
                 placed.add(layer.name)
+                index = np.concatenate([start * config.lanes + gaps.get(name, np.arange(count))
+                                        for name, start, count in zip(layer.inputs, starts, counts)])
+                stored[layer.output] = (*shapes[layer.output][:2], int(starts[-1]) * config.lanes + counts[-1])
+                if len(index) != stored[layer.output][2]:
+                    gaps[layer.output] = index
             else:
                 host_layers.append({"name": layer.name, "kind": kind})
             continue
         source = aliases.get(layer.inputs[0], layer.inputs[0])
-        in_shape = shapes[source]
+        index = gaps.get(source)
+        in_shape = stored[source]
         in_shape = (1, 1, in_shape[0]) if len(in_shape) == 1 else tuple(in_shape)
         entry = dict(layer=layer, input=source, flattened=source != layer.inputs[0], input2=None,
                      codebook=None if getattr(layer, "codebook", None) is None else np.asarray(layer.codebook),
                      output=layer.output, activations=(), table=None)
-        if kind == "add" and tuple(shapes[aliases.get(layer.inputs[1], layer.inputs[1])]) == tuple(shapes[source]) \
-                == tuple(shapes[layer.output]):     # elementwise (a broadcasting add stays a host layer)
+        second = aliases.get(layer.inputs[-1], layer.inputs[-1])
+        if kind == "add" and tuple(shapes[second]) == tuple(shapes[source]) == tuple(shapes[layer.output]) \
+                and np.array_equal(gaps.get(second, ()), gaps.get(source, ())):
+            # elementwise, both inputs in one layout (a broadcasting add, or one with gaps in one input only, stays
+            # a host layer)
             entry.update(kind="add", kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), out_channels=in_shape[2],
-                         input2=aliases.get(layer.inputs[1], layer.inputs[1]))
+                         input2=second)
         elif kind == "conv" and layer.groups == 1:
             entry.update(kind="conv", kernel=layer.weights.shape[1:3], stride=layer.stride, padding=layer.padding,
                          out_channels=layer.weights.shape[0])
         elif kind == "depthwise":
             entry.update(kind="depthwise", kernel=layer.weights.shape[:2], stride=layer.stride, padding=layer.padding,
-                         out_channels=layer.weights.shape[2])
+                         out_channels=in_shape[2])
         elif kind == "fully_connected":
             entry.update(kind="fully_connected", kernel=in_shape[:2], stride=(1, 1), padding=(0, 0, 0, 0),
                          out_channels=layer.weights.shape[0])
@@ -168,7 +195,8 @@ def plan_network(network, config):
                                     out_channels=entry["out_channels"], kernel_height=entry["kernel"][0],
                                     kernel_width=entry["kernel"][1])
             words = weight_words(probe, config)
-            if decoder and entry["codebook"] is not None:
+            entry.update(_stored_parameters(layer, shapes[source], index, in_shape[2], entry["flattened"]))
+            if decoder and entry["codebook"] is not None and index is None:
                 codebook = {f"codebook{i}": int(v) for i, v in enumerate(entry["codebook"])}
                 entry["params"].update(weight_format=1, **codebook)
                 entry["weight_base"] = weight_word * CODE_WORDS_PER_WORD
@@ -180,6 +208,9 @@ def plan_network(network, config):
             bias_base += groups(entry["out_channels"], config)
         entries.append(entry)
         producers[layer.output] = entry
+        if index is not None and entry["kind"] not in ("conv", "fully_connected"):    # a channel-wise layer
+            gaps[layer.output] = index
+            stored[layer.output] = (*shapes[layer.output][:2], in_shape[2])
 
     # Activation regions: first fit over [0, inf) when written, a tensor freed after the last layer (engine or host)
     # that reads it; the network output lives to the end.
@@ -207,22 +238,26 @@ def plan_network(network, config):
         live[name] = (base, base + words)
         tensors[name] = {"base": base, "row_pitch": row_pitch(shape[1], shape[2], config), "shape": list(shape),
                          "words": words}
+        if name in gaps:
+            tensors[name]["channels"] = gaps[name].tolist()
 
-    allocate(INPUT, shapes[INPUT])
+    allocate(INPUT, stored[INPUT])
     for index, layer in enumerate(steps):
         output = fused.get(layer.output, layer.output)
         if output in slices:          # written into its concatenation, allocated by the first of its producers
             concat, start = slices[output]
             if concat not in tensors:
-                allocate(concat, shapes[concat])
+                allocate(concat, stored[concat])
             whole = tensors[concat]
             tensors[output] = dict(base=whole["base"] + start * -(-shapes[output][1] // config.lanes),
-                                   row_pitch=whole["row_pitch"], shape=list(shapes[output]),
+                                   row_pitch=whole["row_pitch"], shape=list(stored[output]),
                                    words=shapes[output][0] * whole["row_pitch"], concat=concat,
                                    skew=start % config.lanes)
+            if output in gaps:
+                tensors[output]["channels"] = gaps[output].tolist()
             output = concat
         else:
-            allocate(output, shapes[output])
+            allocate(output, stored[output])
         for name in [name for name in live if last_read.get(name, -1) <= index and name != output]:
             del live[name]
     words = {"activation": max((t["base"] + t["words"] for t in tensors.values()), default=0),
@@ -249,6 +284,45 @@ def plan_network(network, config):
             check_descriptor(descriptor, big)
         entry["descriptor"] = descriptor
     return {"layers": entries, "tensors": tensors, "host_layers": host_layers, "words": words, "config": big}
+
+
+def _fuse(entry, activation, tables):
+    """Fuse an ``activation`` layer into an engine layer's ``entry``: its table becomes the layer's (the next of
+    ``tables``), or composes with the one the layer has (``T2[T1[q + 128] + 128]``, in place)."""
+    table = np.asarray(activation.table)
+    if entry["activations"]:          # a chain: one table, the composition (exact: int8 in, int8 out)
+        table = table[entry["table"].astype(np.int64) + 128]
+        tables[entry["params"]["table_base"]] = table
+    else:
+        entry["params"].update(table=1, table_base=len(tables))
+        tables.append(table)
+    entry.update(activations=entry["activations"] + (activation,), table=table)
+
+
+def _stored_parameters(layer, shape, index, stored, flattened):
+    """A weighted layer's ``weights``, ``bias`` and ``channel_shift`` as the engine stores them.
+
+    A fully connected layer after a flatten gets OHWI weights of its input ``shape`` ``(H, W, C)``. On an input with
+    gaps (``index``: the stored channel of each input channel, ``stored`` channels in all) the input-channel axis is
+    spread to the stored channels, zeros on the gaps (exact: a zero weight times anything is 0, zero point included);
+    a depthwise layer's bias and ``k_c`` are spread alike (its outputs on the gaps are gaps too).
+    """
+    weights, bias, shifts = np.asarray(layer.weights), np.asarray(layer.bias), np.asarray(layer.channel_shift)
+    if flattened:
+        weights = weights.reshape(weights.shape[0], *shape)
+    if index is not None:
+        weights, bias, shifts = (_spread(weights, index, stored),) + (
+            tuple(_spread(values, index, stored) for values in (bias, shifts)) if layer.kind == "depthwise"
+            else (bias, shifts))
+    return {"weights": weights, "bias": bias, "channel_shift": shifts}
+
+
+def _spread(values, index, count):
+    """``values`` with their last axis spread to ``count`` entries: entry ``index[i]`` holds ``values[..., i]``, the
+    others 0."""
+    spread = np.zeros(values.shape[:-1] + (count,), dtype=values.dtype)
+    spread[..., index] = values
+    return spread
 
 
 def _read_extent(shape, entry, config):

@@ -2,9 +2,11 @@
 
 Per image the bench writes the int8 input into the activation memory, starts the whole program once in ``step`` mode and,
 at each pause (and at ``done`` for the last layer), reads the layer's output tensor (both through VPI: ``engine_io.ActivationBanks``) and compares it with
-``golden.engine.run_layer`` on the golden images; then, still paused, it runs the host layers that follow that layer
+``golden.engine.run_layer`` on the golden images (a tensor with gaps, docs/memory.md section 1: its own channels, not
+the gap lanes, which hold anything); then, still paused, it runs the host layers that follow that layer
 in the network (``memory.json``'s ``host_layers``, ``network_cases.host_schedule``: ``golden.network.layer_output`` on
-the golden images, the result written into the activation memory where the planner placed it). The last tensor is
+the golden images, inputs read with ``golden.images.load_placed``, the result written into the activation memory where
+the planner placed it). The last tensor is
 compared with ``golden.network.run``'s logits too. Then it reads the per-layer counters and the program's cycle counter. ``tb/network_cases.py`` launches it and
 turns the summary into tables, JSON and repro bundles.
 """
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from engine_io import ActivationBanks, first_mismatch, read_counters, start_program, tensor_words, wait_for
 from golden.controller import LAYER_OVERHEAD, program_cycles
 from golden.engine import run_layer
-from golden.images import MemoryImages, load_activation, read_images, store_activation
+from golden.images import MemoryImages, load_placed, read_images, store_activation
 from golden.network import INPUT, layer_output, load
 from golden.sequencer import layer_cycles
 from network_cases import Expected, host_schedule, write_bundle
@@ -58,6 +60,9 @@ async def network_matches_golden(dut):
             expected, acc = run_layer(descriptor, golden, config)
             got = memory.tensor(descriptor.out_shape, base=descriptor.out_base, pitch=descriptor.out_row_pitch,
                                 skew=descriptor.out_skew)
+            channels = summary["tensors"][summary["layers"][layer]["output"]].get("channels")
+            if channels is not None:    # a tensor with gaps: its own channels (the gap lanes hold anything)
+                expected, acc, got = expected[..., channels], acc[..., channels], got[..., channels]
             count, message = first_mismatch(Expected(f"image {args['indices'][index]}, layer {layer} {names[layer]}",
                                                      expected, acc), got)
             if message and mismatch is None:
@@ -99,9 +104,7 @@ def _run_host(layers, network, golden, memory, tensors, config):
     for layer in layers:
         values = {}
         for name in layer.inputs:
-            place = tensors[flattened.get(name, name)]
-            tensor = load_activation(golden.activation, tuple(place["shape"]), base=place["base"],
-                                     pitch=place["row_pitch"], config=config, skew=place.get("skew", 0))
+            tensor = load_placed(golden.activation, tensors[flattened.get(name, name)], config)
             values[name] = tensor.reshape(1, *network.tensors[name].shape)
         place = tensors[layer.output]
         output = layer_output(network, layer, values)[0].reshape(place["shape"])

@@ -12,8 +12,8 @@ from golden.add import add_params
 from golden.config import NPUConfig
 from golden.engine import run_layer
 from golden.hexfile import read_hex
-from golden.images import (load_activation, read_code_words, read_images, store_activation, store_weight_codes,
-                           store_weights, write_images)
+from golden.images import (load_activation, load_placed, read_code_words, read_images, store_activation,
+                           store_weight_codes, store_weights, write_images)
 from golden.stimulus import small_network
 
 UQ, SPTQ = np.array([-3, -1, 1, 3]), np.array([-4, -1, 1, 4])
@@ -281,16 +281,9 @@ def test_chained_activations_fuse_as_one_composed_table(tmp_path):
     assert len(np.unique(trace.tensors["t3"])) > 10
 
 
-def _concat_network(rng, config, branch_channels):
-    """conv 3x3 (3 -> 16) -> three 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second) ->
-    concat -> 1x1 conv -> global pool: a SqueezeNet fire block."""
-    def conv(name, source, cin, cout, kernel=1):
-        return gnet.Conv2D(name=name, input=source, output=name,
-                           weights=rng.integers(-127, 128, size=(cout, kernel, kernel, cin)),
-                           bias=rng.integers(-500, 500, size=cout), multiplier=int(rng.integers(1 << 30, 1 << 31)),
-                           shift=-int(rng.integers(7, 10)), channel_shift=np.zeros(cout, dtype=np.int64),
-                           weight_scale=np.ones(cout), padding=(kernel // 2,) * 4)
-    total = sum(branch_channels)
+def _branches(branch_channels, conv):
+    """conv 3x3 (3 -> 16) -> 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second), each layer
+    ``conv(name, source, cin, cout, kernel=1)``: ``(layers, tensors, the concatenation's inputs, quantization)``."""
     q = gnet.Tensor(shape=(6, 7, 16), scale=0.1, zero_point=-5)
     tensors = {gnet.INPUT: gnet.Tensor(shape=(6, 7, 3), scale=0.05, zero_point=3), "c0": q}
     layers = [conv("c0", gnet.INPUT, 3, 16, kernel=3)]
@@ -305,6 +298,20 @@ def _concat_network(rng, config, branch_channels):
                                                                  q.zero_point, alpha=0.1)))
             tensors["r1"], name = tensors[name], "r1"
         inputs.append(name)
+    return layers, tensors, inputs, q
+
+
+def _concat_network(rng, config, branch_channels):
+    """conv 3x3 (3 -> 16) -> three 1x1 conv branches (``branch_channels``; LeakyReLU fused into the second) ->
+    concat -> 1x1 conv -> global pool: a SqueezeNet fire block."""
+    def conv(name, source, cin, cout, kernel=1):
+        return gnet.Conv2D(name=name, input=source, output=name,
+                           weights=rng.integers(-127, 128, size=(cout, kernel, kernel, cin)),
+                           bias=rng.integers(-500, 500, size=cout), multiplier=int(rng.integers(1 << 30, 1 << 31)),
+                           shift=-int(rng.integers(7, 10)), channel_shift=np.zeros(cout, dtype=np.int64),
+                           weight_scale=np.ones(cout), padding=(kernel // 2,) * 4)
+    total = sum(branch_channels)
+    layers, tensors, inputs, q = _branches(branch_channels, conv)
     layers += [gnet.Concat(name="cat", inputs=tuple(inputs), output="cat"), conv("c4", "cat", total, 8),
                gnet.AveragePool(name="g5", input="c4", output="g5")]
     tensors.update(cat=dataclasses.replace(q, shape=(6, 7, total)), c4=dataclasses.replace(q, shape=(6, 7, 8)),
@@ -338,8 +345,116 @@ def test_concat_by_placement_runs_as_the_network(tmp_path):
     assert len(np.unique(trace.tensors["g5"])) > 3
 
 
-@pytest.mark.parametrize("branch_channels", [(5, 8), (12, 8, 8)])
-def test_concat_off_the_lanes_stays_a_host_layer(tmp_path, branch_channels):
-    # An input before the last whose channels are not a multiple of the lanes would start the next one inside a word.
-    net = _concat_network(np.random.default_rng(13), NPUConfig(), branch_channels)
-    assert write_images(net, tmp_path)["host_layers"] == [{"name": "cat", "kind": "concat"}]
+def _fire_network(rng, config, branch_channels, function, tail):
+    """conv 3x3 (3 -> 16) -> 1x1 conv branches (``branch_channels``, LeakyReLU fused into the second) -> concat ->
+    ``function`` (a table: ``relu``, or ``logistic``, whose value at the gaps' zero point is not its zero point) ->
+    depthwise 3x3 -> max pool 3x3/2 -> add of it and a depthwise of it, then ``tail``: ``conv`` (1x1 conv ->
+    global pool), ``fc`` (global pool -> flatten -> fully connected), ``pool`` (a global pool as the output) or
+    ``host`` (a 2x2 average pool, a host layer, as the output). Every tensor after the concat has the concat's
+    channels; zero points differ and lie away from 0, so that what the gaps hold is not 0 in the next layer's
+    zero point and a gap weight that is not 0 shows."""
+    def weighted(cls, name, source, weights, channels, **extra):
+        return cls(name=name, input=source, output=name, weights=weights, bias=rng.integers(-500, 500, size=channels),
+                   multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=-int(rng.integers(7, 10)),
+                   channel_shift=rng.integers(0, 3, size=channels), weight_scale=np.ones(channels), **extra)
+    total = sum(branch_channels)
+    layers, tensors, inputs, q = _branches(branch_channels, lambda name, source, cin, cout, kernel=1: weighted(
+        gnet.Conv2D, name, source, rng.integers(-127, 128, size=(cout, kernel, kernel, cin)), cout,
+        padding=(kernel // 2,) * 4))
+    joined = dataclasses.replace(q, shape=(6, 7, total))
+    after = joined if function == "relu" else gnet.Tensor(shape=joined.shape, scale=1 / 256, zero_point=-128)
+    small = dataclasses.replace(joined, shape=(3, 4, total), zero_point=7)
+    layers += [gnet.Concat(name="cat", inputs=tuple(inputs), output="cat"),
+               gnet.Activation(name="relu", input="cat", output="relu", function=function,
+                               table=activation_table(function, q.scale, q.zero_point, after.scale,
+                                                      after.zero_point)),
+               weighted(gnet.DepthwiseConv2D, "d", "relu", rng.integers(-127, 128, size=(3, 3, total)), total,
+                        padding=(1, 1, 1, 1)),
+               gnet.MaxPool(name="m", input="d", output="m", kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1)),
+               weighted(gnet.DepthwiseConv2D, "e", "m", rng.integers(-127, 128, size=(3, 3, total)), total,
+                        padding=(1, 1, 1, 1)),
+               gnet.Add(name="a", inputs=("m", "e"), output="a", params=add_params(0.1, 7, 0.1, 7, 0.1, 7))]
+    tensors.update(cat=joined, relu=after, d=joined, m=small, e=small, a=small)
+    if tail == "conv":
+        layers += [weighted(gnet.Conv2D, "c", "a", rng.integers(-127, 128, size=(8, 1, 1, total)), 8),
+                   gnet.AveragePool(name="g", input="c", output="g")]
+        tensors.update(c=dataclasses.replace(small, shape=(3, 4, 8)), g=dataclasses.replace(small, shape=(1, 1, 8)))
+        output = "g"
+    elif tail == "fc":
+        layers += [gnet.AveragePool(name="g", input="a", output="g"), gnet.Flatten(name="f", input="g", output="f"),
+                   weighted(gnet.FullyConnected, "fc", "f", rng.integers(-127, 128, size=(4, total)), 4)]
+        tensors.update(g=dataclasses.replace(small, shape=(1, 1, total)), f=dataclasses.replace(small, shape=(total,)),
+                       fc=dataclasses.replace(small, shape=(4,)))
+        output = "fc"
+    elif tail == "pool":
+        layers.append(gnet.AveragePool(name="g", input="a", output="g"))
+        tensors["g"], output = dataclasses.replace(small, shape=(1, 1, total)), "g"
+    else:
+        layers.append(gnet.AveragePool(name="p", input="a", output="p", kernel=(2, 2), stride=(2, 2)))
+        tensors["p"], output = dataclasses.replace(small, shape=(1, 2, total)), "p"
+    return gnet.Network(layers=tuple(layers), tensors=tensors, output=output, config=config)
+
+
+def _run_placed(net, summary, config, images, descriptors, x):
+    """Run the descriptors one after another with golden.engine.run_layer and the host layers in network order
+    (inputs read with load_placed); each tensor, read with load_placed once its last writer ran (a concatenation's
+    after its last slice), must be golden.network.run's. Returns the trace."""
+    tensors = summary["tensors"]
+    store_activation(images.activation, x, base=tensors[gnet.INPUT]["base"],
+                     pitch=tensors[gnet.INPUT]["row_pitch"], config=config)
+    _, trace = gnet.run(net, x[None], keep=True)
+    engine = {layer["name"]: (layer, descriptor) for layer, descriptor in zip(summary["layers"], descriptors)}
+    host = {layer["name"] for layer in summary["host_layers"]}
+    flattened = {layer.output: layer.input for layer in net.layers if layer.kind == "flatten"}
+    writers = {}                  # tensor -> the layers still to write it
+    for layer in summary["layers"]:
+        writers.setdefault(tensors[layer["output"]].get("concat", layer["output"]), set()).add(layer["name"])
+    for layer in net.layers:
+        if layer.name in engine:
+            entry, descriptor = engine[layer.name]
+            run_layer(descriptor, images, config)
+            tensor = tensors[entry["output"]].get("concat", entry["output"])
+            writers[tensor].discard(layer.name)
+        elif layer.name in host:
+            values = {name: load_placed(images.activation, tensors[flattened.get(name, name)], config).reshape(
+                1, *net.tensors[name].shape) for name in layer.inputs}
+            place, tensor = tensors[layer.output], layer.output
+            store_activation(images.activation, gnet.layer_output(net, layer, values)[0].reshape(place["shape"]),
+                             base=place["base"], pitch=place["row_pitch"], config=config)
+        else:
+            continue
+        if not writers.get(tensor):
+            np.testing.assert_array_equal(load_placed(images.activation, tensors[tensor], config).reshape(-1),
+                                          trace.tensors[tensor][0].reshape(-1), tensor)
+    return trace
+
+
+@pytest.mark.parametrize("tail", ["conv", "fc", "pool", "host"])
+@pytest.mark.parametrize("branch_channels, function", [((5, 12), "relu"), ((12, 8, 3), "logistic")])
+def test_concat_off_the_lanes_runs_on_the_engine_with_gaps(tmp_path, branch_channels, function, tail):
+    rng = np.random.default_rng(13)
+    net = _fire_network(rng, NPUConfig(act_depth=512, weight_depth=128, bias_depth=32), branch_channels, function,
+                        tail)
+    summary = write_images(net, tmp_path)
+    assert summary["host_layers"] == ([{"name": "p", "kind": "average_pool"}] if tail == "host" else [])
+    tensors = summary["tensors"]
+    lanes, groups = 8, [-(-count // 8) for count in branch_channels]
+    starts = np.cumsum([0] + groups[:-1])
+    # Each input starts a channel group; the channels between are gaps. The ReLU after the concat is fused into
+    # every branch (its tensor is the concatenated one), and the channel-wise layers after it keep the layout.
+    channels = [int(start) * lanes + c for start, count in zip(starts, branch_channels) for c in range(count)]
+    stored = int(starts[-1]) * lanes + branch_channels[-1]
+    assert "cat" not in tensors and tensors["relu"]["channels"] == channels
+    assert [(tensors[name]["base"] - tensors["relu"]["base"], tensors[name]["skew"])
+            for name in ("b0", "r1", f"b{len(branch_channels) - 1}")[:len(branch_channels)]] == [
+        (int(start), int(start) % lanes) for start in starts]
+    for name in ("relu", "m", "a") + (("g",) if tail in ("fc", "pool") else ()):
+        assert tensors[name]["shape"][2] == stored and tensors[name]["channels"] == channels, name
+    assert all("channels" not in tensors[name] for name in ("c", "fc", "p") if name in tensors)
+    branches = [layer for layer in summary["layers"] if layer["name"].startswith("b")]
+    assert [layer["activations"] for layer in branches] == [
+        ["r1", "relu"] if layer["name"] == "b1" else ["relu"] for layer in branches]
+    config, images, descriptors, _ = read_images(tmp_path)
+    x = rng.integers(-128, 128, size=(6, 7, 3))
+    trace = _run_placed(net, summary, config, images, descriptors, x)
+    assert len(np.unique(trace.tensors["a"])) > 20 and len(np.unique(trace.tensors[net.output])) > 1
