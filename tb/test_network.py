@@ -1,8 +1,10 @@
 """Launcher of tb/network_bench.py through ``python tools/run_npu.py``: the built-in reference model, quantized, runs
 on the NPU's RTL (Verilator) for a few images, every layer equal to golden, cycles equal to the controller's model.
-The ResNet-style and MobileNetV3-style fixtures (tests/fixtures/onnx/layers: max pool, fused activation tables, a
-6 + 6-channel concatenation placed with a gap; SE gates run on the host) run likewise behind ``-m slow``, and so does
-MobileNetV2 224x224 when ``../shared`` holds its ONNX model and ImageNet sample (about 15 minutes).
+The ResNet-style, MobileNetV3-style and Inception-style fixtures (tests/fixtures/onnx/layers: max pool, fused
+activation tables, a 6 + 6-channel concatenation placed with a gap, a ReLU after a concatenation fused into its
+producers; SE gates, SPPF's concatenation and a windowed average pool run on the host) run likewise behind
+``-m slow``, and so does MobileNetV2 224x224 when ``../shared`` holds its ONNX model and ImageNet sample (about 15
+minutes).
 
 CI-sized: a handful of evaluation images; ``python tools/run_npu.py build/quantized --images 1000`` is the full
 run.
@@ -105,7 +107,9 @@ def equal_to_golden_and_litert(out, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture, host", [("resnet_style_legacy_op13", {"mul10"}),
-                                           ("mobilenetv3_style_dynamo_op18", {"mul6"})])
+                                           ("mobilenetv3_style_dynamo_op18", {"mul6"}),
+                                           # SPPF's concat: its inputs are read by the max pools too
+                                           ("inception_style_legacy_op13", {"concat8", "pool13", "relu14"})])
 def test_layer_fixtures_on_the_rtl(fixture, host, tmp_path, bench_report):
     out = quantized_fixture(fixture, tmp_path)
     assert {layer["name"] for layer in json.loads((out / "memory.json").read_text())["host_layers"]} == host

@@ -349,8 +349,9 @@ def _fire_network(rng, config, branch_channels, function, tail):
     """conv 3x3 (3 -> 16) -> 1x1 conv branches (``branch_channels``, LeakyReLU fused into the second) -> concat ->
     ``function`` (a table: ``relu``, or ``logistic``, whose value at the gaps' zero point is not its zero point) ->
     depthwise 3x3 -> max pool 3x3/2 -> add of it and a depthwise of it, then ``tail``: ``conv`` (1x1 conv ->
-    global pool), ``fc`` (global pool -> flatten -> fully connected), ``pool`` (a global pool as the output) or
-    ``host`` (a 2x2 average pool, a host layer, as the output). Every tensor after the concat has the concat's
+    global pool), ``fc`` (global pool -> flatten -> fully connected), ``pool`` (a global pool as the output),
+    ``add`` (an add of it and a 1x1 conv of the max pool, whose output has no gaps: a host layer) or ``host`` (a 2x2
+    average pool, a host layer, as the output). Every tensor after the concat has the concat's
     channels; zero points differ and lie away from 0, so that what the gaps hold is not 0 in the next layer's
     zero point and a gap weight that is not 0 shows."""
     def weighted(cls, name, source, weights, channels, **extra):
@@ -389,6 +390,11 @@ def _fire_network(rng, config, branch_channels, function, tail):
     elif tail == "pool":
         layers.append(gnet.AveragePool(name="g", input="a", output="g"))
         tensors["g"], output = dataclasses.replace(small, shape=(1, 1, total)), "g"
+    elif tail == "add":
+        layers += [weighted(gnet.Conv2D, "k", "m", rng.integers(-127, 128, size=(total, 1, 1, total)), total),
+                   gnet.Add(name="s", inputs=("a", "k"), output="s", params=add_params(0.1, 7, 0.1, 7, 0.1, 7))]
+        tensors.update(k=small, s=small)
+        output = "s"
     else:
         layers.append(gnet.AveragePool(name="p", input="a", output="p", kernel=(2, 2), stride=(2, 2)))
         tensors["p"], output = dataclasses.replace(small, shape=(1, 2, total)), "p"
@@ -429,14 +435,15 @@ def _run_placed(net, summary, config, images, descriptors, x):
     return trace
 
 
-@pytest.mark.parametrize("tail", ["conv", "fc", "pool", "host"])
+@pytest.mark.parametrize("tail", ["conv", "fc", "pool", "add", "host"])
 @pytest.mark.parametrize("branch_channels, function", [((5, 12), "relu"), ((12, 8, 3), "logistic")])
 def test_concat_off_the_lanes_runs_on_the_engine_with_gaps(tmp_path, branch_channels, function, tail):
     rng = np.random.default_rng(13)
     net = _fire_network(rng, NPUConfig(act_depth=512, weight_depth=128, bias_depth=32), branch_channels, function,
                         tail)
     summary = write_images(net, tmp_path)
-    assert summary["host_layers"] == ([{"name": "p", "kind": "average_pool"}] if tail == "host" else [])
+    assert summary["host_layers"] == {"host": [{"name": "p", "kind": "average_pool"}],
+                                      "add": [{"name": "s", "kind": "add"}]}.get(tail, [])
     tensors = summary["tensors"]
     lanes, groups = 8, [-(-count // 8) for count in branch_channels]
     starts = np.cumsum([0] + groups[:-1])
@@ -450,7 +457,7 @@ def test_concat_off_the_lanes_runs_on_the_engine_with_gaps(tmp_path, branch_chan
         (int(start), int(start) % lanes) for start in starts]
     for name in ("relu", "m", "a") + (("g",) if tail in ("fc", "pool") else ()):
         assert tensors[name]["shape"][2] == stored and tensors[name]["channels"] == channels, name
-    assert all("channels" not in tensors[name] for name in ("c", "fc", "p") if name in tensors)
+    assert all("channels" not in tensors[name] for name in ("c", "fc", "k", "s", "p") if name in tensors)
     branches = [layer for layer in summary["layers"] if layer["name"].startswith("b")]
     assert [layer["activations"] for layer in branches] == [
         ["r1", "relu"] if layer["name"] == "b1" else ["relu"] for layer in branches]
@@ -458,3 +465,21 @@ def test_concat_off_the_lanes_runs_on_the_engine_with_gaps(tmp_path, branch_chan
     x = rng.integers(-128, 128, size=(6, 7, 3))
     trace = _run_placed(net, summary, config, images, descriptors, x)
     assert len(np.unique(trace.tensors["a"])) > 20 and len(np.unique(trace.tensors[net.output])) > 1
+
+
+def test_two_bit_layers_reading_gaps_are_stored_as_int8(tmp_path):
+    # A code has no zero weight (UQ, SPTQ, MSPTQ), so a layer whose input has gaps is stored as int8 words on an
+    # engine with the decoder; the branch before the concat (no gaps in its input) stays two-bit.
+    rng = np.random.default_rng(21)
+    config = NPUConfig(act_depth=512, weight_depth=128, bias_depth=32, weight_code_bits=2)
+    net = _fire_network(rng, config, (5, 12), "relu", "conv")
+    coded = {name: dataclasses.replace(net.layer(name), codebook=SPTQ * 30,
+                                       weights=(SPTQ * 30)[rng.integers(0, 4, size=net.layer(name).weights.shape)])
+             for name in ("b0", "d", "c")}
+    net = dataclasses.replace(net, layers=tuple(coded.get(layer.name, layer) for layer in net.layers))
+    summary = write_images(net, tmp_path)
+    assert summary["host_layers"] == []
+    config, images, descriptors, _ = read_images(tmp_path)
+    assert {layer["name"]: d.weight_format for layer, d in zip(summary["layers"], descriptors)
+            if layer["codebook"] is not None} == {"b0": 1, "d": 0, "c": 0}
+    _run_placed(net, summary, config, images, descriptors, rng.integers(-128, 128, size=(6, 7, 3)))
