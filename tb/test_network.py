@@ -1,7 +1,7 @@
 """Launcher of tb/network_bench.py through ``python tools/run_npu.py``: the built-in reference model, quantized, runs
 on the NPU's RTL (Verilator) for a few images, every layer equal to golden, cycles equal to the controller's model.
-The ResNet-style, MobileNetV3-style and Inception-style fixtures (tests/fixtures/onnx/layers: max pool, fused
-activation tables, a 6 + 6-channel concatenation placed with a gap, a ReLU after a concatenation fused into its
+The ResNet-, MobileNetV3-, Inception- and fire-style fixtures (tests/fixtures/onnx/layers: max pool, fused activation
+tables, 6 + 6- and 5 + 12-channel concatenations placed with gaps, a ReLU after a concatenation fused into its
 producers; SE gates, SPPF's concatenation and a windowed average pool run on the host) run likewise behind
 ``-m slow``, and so does MobileNetV2 224x224 when ``../shared`` holds its ONNX model and ImageNet sample (about 15
 minutes).
@@ -109,13 +109,14 @@ def equal_to_golden_and_litert(out, tmp_path):
 @pytest.mark.parametrize("fixture, host", [("resnet_style_legacy_op13", {"mul10"}),
                                            ("mobilenetv3_style_dynamo_op18", {"mul6"}),
                                            # SPPF's concat: its inputs are read by the max pools too
-                                           ("inception_style_legacy_op13", {"concat8", "pool13", "relu14"})])
+                                           ("inception_style_legacy_op13", {"concat8", "pool13", "relu14"}),
+                                           ("fire_style_dynamo_op18", set())])
 def test_layer_fixtures_on_the_rtl(fixture, host, tmp_path, bench_report):
     out = quantized_fixture(fixture, tmp_path)
     assert {layer["name"] for layer in json.loads((out / "memory.json").read_text())["host_layers"]} == host
     record = equal_to_golden_and_litert(out, tmp_path)
     bench_report(f"network {fixture}: 4 images, 0 mismatching (LiteRT REF equal too), host layers "
-                 f"{', '.join(sorted(host))}, {record['cycles_per_image']:,} cycles/image")
+                 f"{', '.join(sorted(host)) or 'none'}, {record['cycles_per_image']:,} cycles/image")
 
 
 @pytest.mark.slow

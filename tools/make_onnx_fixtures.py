@@ -15,9 +15,10 @@ model's ``metadata_props`` (its preprocessing contract), so ``tools/quantize.py 
 original. torch (and onnxscript, for the dynamo exporter) are needed here only.
 
 The folder ``layers`` holds small random-weight networks with the layers beyond the reference architecture
-(:data:`LAYER_FORMS`: MaxPool, LeakyReLU, Sigmoid, HardSwish, HardSigmoid, Tanh, squeeze-and-excitation Mul,
-Concat, ReLU where no layer absorbs it, a 1x1 stride-2 shortcut), each in both exporters, weights inline (a few kB
-each); tests/tools/quantizer/test_frontend_exports.py quantizes them and checks the .tflite exports against LiteRT's reference kernels.
+(:data:`LAYER_FORMS`: MaxPool, LeakyReLU, Sigmoid, HardSwish, HardSigmoid, Tanh, squeeze-and-excitation Mul, Concat
+(also of inputs off the 8-channel words), ReLU where no layer absorbs it, a 1x1 stride-2 shortcut), each in both
+exporters, weights inline (a few kB each); tests/tools/quantizer/test_frontend_exports.py quantizes them and checks
+the .tflite exports against LiteRT's reference kernels.
 """
 
 import dataclasses
@@ -38,7 +39,7 @@ from tools.quantizer.frontend import Conv, FullyConnected, fold_batch_norm, load
 from tools.quantizer.pipeline import DEFAULT_MODEL
 from tools.training.models import FashionMobileNet
 
-__all__ = ["FORMS", "LAYER_FORMS", "LAYER_INPUT", "ResNetStyle", "MobileNetV3Style", "InceptionStyle",
+__all__ = ["FORMS", "LAYER_FORMS", "LAYER_INPUT", "ResNetStyle", "MobileNetV3Style", "InceptionStyle", "FireStyle",
            "layer_network", "main"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,6 +184,28 @@ class InceptionStyle(nn.Module):
         return self.head(self.tanh(x))
 
 
+class FireStyle(nn.Module):
+    """A small SqueezeNet-style fire: squeeze 1x1, expand 1x1 (5 channels) and 3x3 (12 channels) joined by Concat with
+    the ReLU after it, then MaxPool 3x3/2, a depthwise conv with ReLU6, a 1x1 conv head, global pool, Linear: a
+    concatenation whose first input is not a whole number of 8-channel words, and the channel-wise layers after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.squeeze = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU())
+        self.expand1 = nn.Conv2d(4, 5, 1)
+        self.expand3 = nn.Conv2d(4, 12, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+        self.depthwise = nn.Sequential(nn.Conv2d(17, 17, 3, padding=1, groups=17), nn.ReLU6())
+        self.head = nn.Sequential(nn.Conv2d(17, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                  nn.Linear(8, 4))
+
+    def forward(self, x):
+        x = self.squeeze(self.stem(x))
+        x = torch.relu(torch.cat([self.expand1(x), self.expand3(x)], 1))
+        return self.head(self.depthwise(self.pool(x)))
+
+
 #: The layer fixtures (folder ``layers`` of the fixtures): random-weight networks (seeded, batch norm folded) in both
 #: exporters; the legacy opset 13 export writes HardSwish as HardSigmoid and Mul.
 LAYER_FORMS = (
@@ -192,6 +215,8 @@ LAYER_FORMS = (
     ("mobilenetv3_style", MobileNetV3Style, Form("dynamo_op18", "dynamo", 18, False)),
     ("inception_style", InceptionStyle, Form("legacy_op13", "legacy", 13, True)),
     ("inception_style", InceptionStyle, Form("dynamo_op18", "dynamo", 18, False)),
+    ("fire_style", FireStyle, Form("legacy_op13", "legacy", 13, True)),
+    ("fire_style", FireStyle, Form("dynamo_op18", "dynamo", 18, False)),
 )
 
 #: The layer fixtures' input, C x H x W.

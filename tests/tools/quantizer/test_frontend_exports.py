@@ -298,7 +298,7 @@ def test_fixtures_are_what_the_generator_writes(tmp_path):
             assert committed.read() == new.read(), name
 
 
-# --- the layer fixtures: ResNet-, MobileNetV3- and Inception-style networks in both exporters, against LiteRT REF ----
+# --- the layer fixtures: ResNet-, MobileNetV3-, Inception- and fire-style networks, both exporters, vs LiteRT REF ---
 
 LAYER_FIXTURES = os.path.join(FIXTURES, "layers")
 LAYER_NETWORKS = {"resnet_style": {"conv", "max_pool", "activation", "add", "average_pool", "mul", "flatten",
@@ -306,7 +306,9 @@ LAYER_NETWORKS = {"resnet_style": {"conv", "max_pool", "activation", "add", "ave
                   "mobilenetv3_style": {"conv", "depthwise", "activation", "average_pool", "mul", "concat",
                                         "flatten", "fully_connected"},
                   "inception_style": {"conv", "add", "max_pool", "concat", "activation", "average_pool", "flatten",
-                                      "fully_connected"}}
+                                      "fully_connected"},
+                  "fire_style": {"conv", "concat", "activation", "max_pool", "depthwise", "average_pool", "flatten",
+                                 "fully_connected"}}
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +337,7 @@ def test_layer_fixtures_match_litert_reference(layer_networks, oracle_counts):
                                             mismatches + result["mismatches"])
         kinds = {layer.kind for layer in networks["wess"].layers}
         assert kinds == LAYER_NETWORKS[name.split("_legacy")[0].split("_dynamo")[0]], name
-    oracle_counts("LiteRT REF vs golden, layer fixtures (ResNet/MobileNetV3/Inception-style, wess and channel, "
+    oracle_counts("LiteRT REF vs golden, layer fixtures (ResNet/MobileNetV3/Inception/fire-style, wess and channel, "
                   "8 images)",
                   layers=layers, elements=elements, mismatches=mismatches)
     assert mismatches == 0
@@ -372,3 +374,9 @@ def test_layer_fixture_ir():
     assert [getattr(node, "function", type(node).__name__) for node in inception.nodes] == [
         "Conv", "Conv", "Conv", "Conv", "Add", "MaxPool", "MaxPool", "MaxPool", "Concat", "Conv", "Conv", "Concat",
         "relu", "Pool", "relu", "Conv", "tanh", "relu6", "Pool", "Flatten", "FullyConnected"]
+    fire = load_graph(os.path.join(LAYER_FIXTURES, "fire_style_legacy_op13.onnx"))
+    # A 5 + 12-channel Concat with the ReLU after it, then channel-wise layers (MaxPool, depthwise) before a conv.
+    assert [getattr(node, "function", type(node).__name__) for node in fire.nodes] == [
+        "Conv", "Conv", "Conv", "Conv", "Concat", "relu", "MaxPool", "Conv", "Conv", "Pool", "Flatten",
+        "FullyConnected"]
+    assert [fire.shapes[name][0] for name in fire.nodes[4].inputs] == [5, 12]
