@@ -268,6 +268,7 @@ class Sequencer(wiring.Component):
         running = Signal()
         xt = Signal(unsigned(dim), name="xt")
         go, gi = Signal(unsigned(channels), name="go"), Signal(unsigned(channels), name="gi")
+        go_low_next = Signal(unsigned(config.lane_bits), name="go_low_next")    # (go + pass_groups) mod lanes
         first = Signal(name="first")
         # the first input row and column of the output row and tile, the tap's, and the next output row's and tile's
         y_in0, y_in, y_next, x_in0, x_in, x_next = (Signal(coord, name=n)
@@ -294,7 +295,7 @@ class Sequencer(wiring.Component):
         with m.If(layer.load):
             first_row = (d.in_base - layer.top_rows)[:act]
             m.d.sync += [
-                running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
+                running.eq(1), xt.eq(0), go.eq(0), go_low_next.eq(layer.pass_groups), gi.eq(0), first.eq(1),
                 left["gi"].eq(Mux(layer.conv, layer.in_groups - 1, 0)), left["kx"].eq(d.kernel_width - 1),
                 left["ky"].eq(d.kernel_height - 1), left["go"].eq(layer.go_reload),
                 left["xt"].eq(layer.tiles - 1), left["y"].eq(d.out_height - 1),
@@ -358,9 +359,10 @@ class Sequencer(wiring.Component):
                 m.d.sync += [xt.eq(xt + layer.tile), x_in0.eq(x_next), x_in.eq(x_next),
                              x_next.eq(x_next + layer.tile_step)]
             with m.If(wrap["go"]):
-                m.d.sync += [go.eq(0), go_in_off.eq(0), go_out_off.eq(0)]
+                m.d.sync += [go.eq(0), go_low_next.eq(layer.pass_groups), go_in_off.eq(0), go_out_off.eq(0)]
             with m.If(count["go"]):
-                m.d.sync += [go.eq(go + layer.pass_groups), go_in_off.eq(go_in_off + layer.igp_pass),
+                m.d.sync += [go.eq(go + layer.pass_groups), go_low_next.eq(go_low_next + layer.pass_groups),
+                             go_in_off.eq(go_in_off + layer.igp_pass),
                              go_out_off.eq(go_out_off + layer.ogp_pass)]
             with m.If(wrap["ky"] & ~count["y"]):
                 m.d.sync += [y_in.eq(y_in0), row.eq(row0)]
@@ -378,7 +380,7 @@ class Sequencer(wiring.Component):
             # other, a depthwise pass returns to its block of lanes*lanes channels unless the next group leaves it.
             with m.If(wrap["go"]):
                 m.d.sync += [waddr.eq(d.weight_base), wblock.eq(d.weight_base)]
-            with m.Elif(pass_end & layer.dw & (((go + layer.pass_groups) & (lanes - 1)) != 0)):
+            with m.Elif(pass_end & layer.dw & (go_low_next != 0)):
                 m.d.sync += waddr.eq(wblock)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
