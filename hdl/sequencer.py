@@ -29,7 +29,7 @@ addresses. A step leaves :attr:`Sequencer.latency` cycles after ``start``, the s
 
 import types
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -131,7 +131,9 @@ class Sequencer(wiring.Component):
         s1, s1_valid = self._step_stage(m, layer, loop)              # STEP_LATENCY
         s2, s2_valid = self._row_stage(m, layer, s1, s1_valid)       # ROW_LATENCY
         self._address_stage(m, layer, s2, s2_valid)                  # ADDRESS_LATENCY
-        m.d.comb += self.busy.eq((layer.setup != 0) | loop.running | s1_valid | s2_valid | self.step.valid)
+        # busy = setup != 0 | running | s1_valid | s2_valid | step.valid, registered (computed from what they become)
+        # so that launch, which latches the whole descriptor, is one gate
+        m.d.sync += self.busy.eq(launch | (layer.setup != 0) | loop.running | s1_valid | s2_valid)
         return m
 
     def _setup(self, m, launch):
@@ -139,8 +141,8 @@ class Sequencer(wiring.Component):
 
         :attr:`SETUP_LATENCY` cycles: the latch, phase 1 (from the latched descriptor), phase 2 (from phase 1; the
         loop counters load in the same cycle, :meth:`_loops`). Returns a namespace of the latched ``descriptor``, the
-        ``setup`` phase (0 when idle), the constants, and ``single_now``: per loop, whether it has one iteration
-        (from phase-1 values, for the counters' load).
+        ``setup`` phase (0 when idle), ``load`` (high in phase 2: a register, for the loops' wide load), the
+        constants, and ``single`` / ``double``: per loop, whether it has one / two iterations.
         """
         config = self._config
         lanes, lane_bits = config.lanes, config.lane_bits
@@ -155,6 +157,8 @@ class Sequencer(wiring.Component):
             m.d.sync += setup.eq(2)
         with m.Elif(setup == 2):
             m.d.sync += setup.eq(0)
+        load = Signal(name="load")
+        m.d.sync += load.eq(setup == 1)
 
         def derived(shape, value, name, phase):
             reg = Signal(shape, name=name)
@@ -184,8 +188,9 @@ class Sequencer(wiring.Component):
         cout_last = derived(count, last_lanes(d.out_channels), "cout_last", 1)
         igp = derived(unsigned(act), groups_of(d.in_width), "igp", 1)
         ogp = derived(unsigned(act), groups_of(d.out_width), "ogp", 1)
-        row_step = derived(unsigned(act), Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch), "row_step",
-                           1)
+        row_step_now = Mux(d.stride_height == 2, d.in_row_pitch << 1, d.in_row_pitch)
+        row_step = derived(unsigned(act), row_step_now, "row_step", 1)
+        second_base = derived(unsigned(act), (d.in_base + row_step_now)[:act], "second_base", 1)  # next row's in_base
         tile = derived(count, Mux(is_dw, Mux(is_s2, lanes // 2, lanes), 1), "tile", 1)
         tile_step = derived(_coordinate(config), Mux(is_dw, lanes, d.stride_width), "tile_step", 1)
         pass_groups = derived(unsigned(2), Mux(is_s2, 2, 1), "pass_groups", 1)
@@ -202,7 +207,11 @@ class Sequencer(wiring.Component):
         # followed by lanes - KH*KW bubbles.
         small = derived(1, is_dw & (d.kernel_height < lanes) & (d.kernel_width < lanes), "small", 1)
         window = derived(unsigned(2 * lane_bits), d.kernel_height[:lane_bits] * d.kernel_width[:lane_bits], "window", 1)
-        bubbles = derived(range(lanes), Mux(small & (window < lanes), lanes - window, 0), "bubbles", 2)
+        spaced = small & (window < lanes)
+        bubbles = derived(range(lanes), Mux(spaced, lanes - window, 0), "bubbles", 2)
+        no_bubbles = derived(1, ~spaced, "no_bubbles", 2)
+        y_start = derived(_coordinate(config), -d.pad_top, "y_start", 1)
+        x_start = derived(_coordinate(config), -d.pad_left, "x_start", 1)
         top_rows = derived(unsigned(act), (Mux(d.pad_top[0], d.in_row_pitch, 0)
                                            + Mux(d.pad_top[1], d.in_row_pitch << 1, 0))[:act], "top_rows", 1)
         # phase 2: loop lengths minus one (the loops count down to 0, so ends are zero tests) and the first row
@@ -213,24 +222,42 @@ class Sequencer(wiring.Component):
         kx_reload = derived(unsigned(dim), d.kernel_width - 1, "kx_reload", 2)
         ky_reload = derived(unsigned(dim), d.kernel_height - 1, "ky_reload", 2)
         xt_reload = derived(unsigned(dim), tiles - 1, "xt_reload", 2)
-        # loops of one iteration: their end flag is set from the start
-        single_now = {"gi": ~conv | (in_groups == 1), "kx": d.kernel_width == 1, "ky": d.kernel_height == 1,
-                      "go": go_reload == 0, "xt": tiles == 1, "y": d.out_height == 1}
-        single = {name: derived(1, value, f"{name}_single", 2) for name, value in single_now.items()}
+        # Loops of one iteration (their end flag is set from the start) and of two (their "one left" flag is), in
+        # phase 1 from the descriptor (ceil(count / per) is 1 or 2), so that the loops load them without a compare.
+        def iterations(count, per):
+            return count <= per, (count > per) & (count <= 2 * per)
+
+        tiles_of = {per: iterations(d.out_width, per) for per in (1, lanes // 2, lanes)}
+        groups_of_out = {per: iterations(d.out_channels, per) for per in (lanes, 2 * lanes)}
+        gi_loop = iterations(d.in_channels, lanes)
+        loop_lengths = {
+            "gi": (~is_conv | gi_loop[0], is_conv & gi_loop[1]),
+            "kx": iterations(d.kernel_width, 1), "ky": iterations(d.kernel_height, 1),
+            "go": tuple(Mux(is_s2, s2_flag, flag) for flag, s2_flag in zip(groups_of_out[lanes],
+                                                                           groups_of_out[2 * lanes])),
+            "xt": tuple(Mux(is_dw, Mux(is_s2, s2_flag, dw_flag), flag) for flag, s2_flag, dw_flag in
+                        zip(tiles_of[1], tiles_of[lanes // 2], tiles_of[lanes])),
+            "y": iterations(d.out_height, 1),
+        }
+        single = {name: derived(1, one, f"{name}_single", 1) for name, (one, _) in loop_lengths.items()}
+        double = {name: derived(1, two, f"{name}_double", 1) for name, (_, two) in loop_lengths.items()}
         return types.SimpleNamespace(
-            descriptor=d, setup=setup, conv=conv, dw=dw, pool=pool, maximum=maximum, s2=s2, in_groups=in_groups,
-            out_groups=out_groups,
-            cin_last=cin_last, cout_last=cout_last, igp=igp, ogp=ogp, row_step=row_step, tile=tile,
-            tile_step=tile_step, pass_groups=pass_groups, tiles=tiles, pixels_last=pixels_last, bubbles=bubbles,
+            descriptor=d, setup=setup, load=load, y_start=y_start, x_start=x_start, conv=conv, dw=dw, pool=pool,
+            maximum=maximum, s2=s2, in_groups=in_groups, out_groups=out_groups, cin_last=cin_last, cout_last=cout_last,
+            igp=igp, ogp=ogp, row_step=row_step, second_base=second_base, tile=tile, tile_step=tile_step,
+            pass_groups=pass_groups, tiles=tiles, pixels_last=pixels_last, bubbles=bubbles, no_bubbles=no_bubbles,
             top_rows=top_rows, gout_odd=gout_odd, igp_pass=igp_pass, ogp_pass=ogp_pass, gi_reload=gi_reload,
-            kx_reload=kx_reload, ky_reload=ky_reload, go_reload=go_reload, xt_reload=xt_reload, single_now=single_now,
-            single=single)
+            kx_reload=kx_reload, ky_reload=ky_reload, go_reload=go_reload, xt_reload=xt_reload, single=single,
+            double=double)
 
     def _loops(self, m, layer):
         """The loop counters and the addresses they keep by additions only: the indices of the step being issued.
 
         No latency of their own: they load in the last setup cycle, and while ``advance`` is high they hold a step,
-        which moves on each cycle (bubbles: ``hold`` cycles after a short depthwise pass). Returns a namespace of
+        which moves on each cycle (bubbles: ``hold`` cycles after a short depthwise pass). Each loop keeps, beside
+        its down-counter, registered flags computed a step ahead: ``end`` (counter 0), ``one`` (counter 1) and
+        ``wrap`` (it and every loop inside it at their last iteration), so that whether a loop moves on is one
+        registered flag, not a chain of end flags (for Fmax); ``advance`` is a register too. Returns a namespace of
         the counters, ``pass_end`` (the step ends its pass), ``advance`` and ``running``.
         """
         config = self._config
@@ -241,95 +268,127 @@ class Sequencer(wiring.Component):
         running = Signal()
         xt = Signal(unsigned(dim), name="xt")
         go, gi = Signal(unsigned(channels), name="go"), Signal(unsigned(channels), name="gi")
-        gi_left, go_left = Signal(unsigned(channels), name="gi_left"), Signal(unsigned(channels), name="go_left")
-        kx_left, ky_left, xt_left, y_left = (Signal(unsigned(dim), name=n)
-                                             for n in ("kx_left", "ky_left", "xt_left", "y_left"))
+        go_low_next = Signal(unsigned(config.lane_bits), name="go_low_next")    # (go + pass_groups) mod lanes
         first = Signal(name="first")
-        # end_*: the loop is at its last iteration (its counter is 0), kept as registers beside the counters
-        end_gi, end_kx, end_ky, end_go, end_xt, end_y = ends = [Signal(name=f"end_{n}")
-                                                              for n in ("gi", "kx", "ky", "go", "xt", "y")]
-        y_in0, y_in, x_in0, x_in = (Signal(coord, name=n) for n in ("y_in0", "y_in", "x_in0", "x_in"))
-        row0, row, gi_off, go_in_off, go_out_off, out_row = (
-            Signal(unsigned(act), name=n) for n in ("row0", "row", "gi_off", "go_in_off", "go_out_off", "out_row"))
+        # the first input row and column of the output row and tile, the tap's, and the next output row's and tile's
+        y_in0, y_in, y_next, x_in0, x_in, x_next = (Signal(coord, name=n)
+                                                    for n in ("y_in0", "y_in", "y_next", "x_in0", "x_in", "x_next"))
+        x_second = layer.x_start + layer.tile_step
+        row0, row, row_next, gi_off, go_in_off, go_out_off, out_row = (
+            Signal(unsigned(act), name=n)
+            for n in ("row0", "row", "row_next", "gi_off", "go_in_off", "go_out_off", "out_row"))
         waddr, wblock = Signal(unsigned(wbits), name="waddr"), Signal(unsigned(wbits), name="wblock")
         hold = Signal(range(lanes), name="hold")     # bubbles left before the next pass
 
-        with m.If(layer.setup == 2):
+        # Inner to outer. left: iterations left after this one; the outermost loop (y) ends the layer, not reloads.
+        names = ("gi", "kx", "ky", "go", "xt", "y")
+        left = {n: Signal(unsigned(channels if n in ("gi", "go") else dim), name=f"{n}_left") for n in names}
+        reload = {"gi": layer.gi_reload, "kx": layer.kx_reload, "ky": layer.ky_reload, "go": layer.go_reload,
+                  "xt": layer.xt_reload}
+        end = {n: Signal(name=f"end_{n}") for n in names}
+        one = {n: Signal(name=f"one_{n}") for n in names}
+        wrap = {"gi": end["gi"], **{n: Signal(name=f"wrap_{n}") for n in names[1:]}}
+        # carry: the loop moves on with the next advance (the loops inside it wrap); count: it counts down
+        carry = {"gi": Const(1), **{n: wrap[inner] for inner, n in zip(names, names[1:])}}
+        count = {"gi": ~end["gi"], **{n: Signal(name=f"count_{n}") for n in names[1:]}}
+
+        with m.If(layer.load):
             first_row = (d.in_base - layer.top_rows)[:act]
             m.d.sync += [
-                running.eq(1), xt.eq(0), go.eq(0), gi.eq(0), first.eq(1),
-                gi_left.eq(Mux(layer.conv, layer.in_groups - 1, 0)), kx_left.eq(d.kernel_width - 1),
-                ky_left.eq(d.kernel_height - 1),
-                go_left.eq(layer.go_reload),
-                xt_left.eq(layer.tiles - 1), y_left.eq(d.out_height - 1),
-                y_in0.eq(-d.pad_top), y_in.eq(-d.pad_top), x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left),
-                row0.eq(first_row), row.eq(first_row), gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
+                running.eq(1), xt.eq(0), go.eq(0), go_low_next.eq(layer.pass_groups), gi.eq(0), first.eq(1),
+                left["gi"].eq(Mux(layer.conv, layer.in_groups - 1, 0)), left["kx"].eq(d.kernel_width - 1),
+                left["ky"].eq(d.kernel_height - 1), left["go"].eq(layer.go_reload),
+                left["xt"].eq(layer.tiles - 1), left["y"].eq(d.out_height - 1),
+                y_in0.eq(layer.y_start), y_in.eq(layer.y_start), y_next.eq(layer.y_start + d.stride_height),
+                x_in0.eq(layer.x_start), x_in.eq(layer.x_start), x_next.eq(x_second),
+                row0.eq(first_row), row.eq(first_row), row_next.eq((layer.second_base - layer.top_rows)[:act]),
+                gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
                 out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), hold.eq(0),
             ]
-            m.d.sync += [end.eq(layer.single_now[name])
-                         for end, name in zip(ends, ("gi", "kx", "ky", "go", "xt", "y"))]
+            for i, n in enumerate(names):
+                m.d.sync += [end[n].eq(layer.single[n]), one[n].eq(layer.double[n])]
+                if i:
+                    m.d.sync += [wrap[n].eq(Cat(layer.single[inner] for inner in names[:i + 1]).all()),
+                                 count[n].eq(Cat(layer.single[inner] for inner in names[:i]).all()
+                                             & ~layer.single[n])]
 
-        pass_end = end_gi & end_kx & end_ky
+        pass_end = wrap["ky"]
+        # advance = running & (hold == 0), registered: computed a cycle ahead from what running and hold become
         advance = Signal()
-        m.d.comb += advance.eq(running & (hold == 0))
+        with m.If(layer.load):
+            m.d.sync += advance.eq(1)
+        with m.Elif(advance):
+            m.d.sync += advance.eq(~wrap["y"] & (~pass_end | layer.no_bubbles))
+        with m.Elif(running):
+            m.d.sync += advance.eq(hold == 1)
         with m.If(advance & pass_end):
             m.d.sync += hold.eq(layer.bubbles)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
 
-        single = layer.single
         with m.If(advance):
             m.d.sync += first.eq(pass_end)
-            with m.If(~end_gi):
-                m.d.sync += [gi.eq(gi + 1), gi_left.eq(gi_left - 1), end_gi.eq(gi_left == 1),
-                             gi_off.eq(gi_off + layer.igp)]
+            # The flags after this step: a wrapping loop reloads, a carried one counts down, the others stay.
+            end_next = {}
+            for i, n in enumerate(names):
+                counted = Mux(carry[n], one[n], end[n])
+                end_next[n] = counted if n == "y" else Mux(wrap[n], layer.single[n], counted)
+                counted_one = Mux(carry[n], left[n] == 2, one[n])
+                m.d.sync += [end[n].eq(end_next[n]),
+                             one[n].eq(counted_one if n == "y" else Mux(wrap[n], layer.double[n], counted_one))]
+                if i:
+                    m.d.sync += [wrap[n].eq(Cat(end_next[inner] for inner in names[:i + 1]).all()),
+                                 count[n].eq(Cat(end_next[inner] for inner in names[:i]).all() & ~end_next[n])]
+            for n in names:
+                with m.If(count[n]):
+                    m.d.sync += left[n].eq(left[n] - 1)
+                if n != "y":
+                    with m.If(wrap[n]):
+                        m.d.sync += left[n].eq(reload[n])
+            # The indices and addresses: a counting loop steps them, a wrapping one returns them to its start; the
+            # loops' conditions exclude each other, and the increments (carry chains) come last, nearest the registers.
+            with m.If(wrap["y"]):
+                m.d.sync += running.eq(0)
+            with m.If(count["y"]):
+                m.d.sync += [y_in0.eq(y_next), y_in.eq(y_next), y_next.eq(y_next + d.stride_height),
+                             row0.eq(row_next), row.eq(row_next), row_next.eq(row_next + layer.row_step),
+                             out_row.eq(out_row + d.out_row_pitch)]
+            with m.If(wrap["xt"]):
+                m.d.sync += [xt.eq(0), x_in0.eq(layer.x_start), x_in.eq(layer.x_start), x_next.eq(x_second)]
+            with m.If(count["xt"]):
+                m.d.sync += [xt.eq(xt + layer.tile), x_in0.eq(x_next), x_in.eq(x_next),
+                             x_next.eq(x_next + layer.tile_step)]
+            with m.If(wrap["go"]):
+                m.d.sync += [go.eq(0), go_low_next.eq(layer.pass_groups), go_in_off.eq(0), go_out_off.eq(0)]
+            with m.If(count["go"]):
+                m.d.sync += [go.eq(go + layer.pass_groups), go_low_next.eq(go_low_next + layer.pass_groups),
+                             go_in_off.eq(go_in_off + layer.igp_pass),
+                             go_out_off.eq(go_out_off + layer.ogp_pass)]
+            with m.If(wrap["ky"] & ~count["y"]):
+                m.d.sync += [y_in.eq(y_in0), row.eq(row0)]
+            with m.If(count["ky"]):
+                m.d.sync += [y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
+            with m.If(wrap["kx"] & ~wrap["go"]):
+                m.d.sync += x_in.eq(x_in0)
+            with m.If(count["kx"]):
+                m.d.sync += x_in.eq(x_in + 1)
+            with m.If(count["gi"]):
+                m.d.sync += [gi.eq(gi + 1), gi_off.eq(gi_off + layer.igp)]
             with m.Else():
-                m.d.sync += [gi.eq(0), gi_left.eq(layer.gi_reload), end_gi.eq(single["gi"]), gi_off.eq(0)]
-                with m.If(~end_kx):
-                    m.d.sync += [kx_left.eq(kx_left - 1), end_kx.eq(kx_left == 1), x_in.eq(x_in + 1)]
-                with m.Else():
-                    m.d.sync += [kx_left.eq(layer.kx_reload), end_kx.eq(single["kx"]), x_in.eq(x_in0)]
-                    with m.If(~end_ky):
-                        m.d.sync += [ky_left.eq(ky_left - 1), end_ky.eq(ky_left == 1), y_in.eq(y_in + 1),
-                                     row.eq(row + d.in_row_pitch)]
-                    with m.Else():
-                        m.d.sync += [ky_left.eq(layer.ky_reload), end_ky.eq(single["ky"]), y_in.eq(y_in0),
-                                     row.eq(row0)]
-                        with m.If(~end_go):
-                            m.d.sync += [go.eq(go + layer.pass_groups), go_left.eq(go_left - 1),
-                                         end_go.eq(go_left == 1), go_in_off.eq(go_in_off + layer.igp_pass),
-                                         go_out_off.eq(go_out_off + layer.ogp_pass)]
-                        with m.Else():
-                            m.d.sync += [go.eq(0), go_left.eq(layer.go_reload), end_go.eq(single["go"]),
-                                         go_in_off.eq(0), go_out_off.eq(0)]
-                            with m.If(~end_xt):
-                                m.d.sync += [xt.eq(xt + layer.tile), xt_left.eq(xt_left - 1),
-                                             end_xt.eq(xt_left == 1), x_in0.eq(x_in0 + layer.tile_step),
-                                             x_in.eq(x_in0 + layer.tile_step)]
-                            with m.Else():
-                                m.d.sync += [xt.eq(0), xt_left.eq(layer.xt_reload), end_xt.eq(single["xt"]),
-                                             x_in0.eq(-d.pad_left), x_in.eq(-d.pad_left)]
-                                with m.If(~end_y):
-                                    m.d.sync += [y_left.eq(y_left - 1), end_y.eq(y_left == 1),
-                                                 y_in0.eq(y_in0 + d.stride_height),
-                                                 y_in.eq(y_in0 + d.stride_height),
-                                                 row0.eq(row0 + layer.row_step), row.eq(row0 + layer.row_step),
-                                                 out_row.eq(out_row + d.out_row_pitch)]
-                                with m.Else():
-                                    m.d.sync += running.eq(0)
+                m.d.sync += [gi.eq(0), gi_off.eq(0)]
             # Weight words: consecutive within a pass; a regular convolution's passes for one pixel follow each
             # other, a depthwise pass returns to its block of lanes*lanes channels unless the next group leaves it.
-            with m.If(pass_end & end_go):
+            with m.If(wrap["go"]):
                 m.d.sync += [waddr.eq(d.weight_base), wblock.eq(d.weight_base)]
-            with m.Elif(pass_end & layer.dw & (((go + layer.pass_groups) & (lanes - 1)) != 0)):
+            with m.Elif(pass_end & layer.dw & (go_low_next != 0)):
                 m.d.sync += waddr.eq(wblock)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
                 with m.If(pass_end):
                     m.d.sync += wblock.eq(waddr + 1)
         return types.SimpleNamespace(
-            running=running, advance=advance, pass_end=pass_end, first=first, xt=xt, go=go, gi=gi, end_gi=end_gi,
-            end_go=end_go, end_xt=end_xt, y_in=y_in, x_in=x_in, row=row, gi_off=gi_off, go_in_off=go_in_off,
+            running=running, advance=advance, pass_end=pass_end, first=first, xt=xt, go=go, gi=gi, end_gi=end["gi"],
+            end_go=end["go"], end_xt=end["xt"], y_in=y_in, x_in=x_in, row=row, gi_off=gi_off, go_in_off=go_in_off,
             go_out_off=go_out_off, out_row=out_row, waddr=waddr)
 
     def _step_stage(self, m, layer, loop):
