@@ -25,10 +25,11 @@ SEQUENCER_LATENCY = 6
 #: ``hdl.engine.Engine.fetch_latency``).
 FETCH_LATENCY = 2
 #: Cycles from a pass's last step entering the MAC array to its first result word (``hdl.mac_array.MACArray``):
-#: the operand registers, the multiplier's input, pipeline and output registers, the products' copy, accumulators,
-#: result bank, then ``log2(lanes)`` adder-tree levels (reduced) or the row drain (per row).
-REDUCE_LATENCY = 7
-DRAIN_LATENCY = 8
+#: the operand registers (each row's words selected, then centred), the multiplier's input, pipeline and output
+#: registers, the products' copy, accumulators, result bank, then ``log2(lanes)`` adder-tree levels (reduced) or the
+#: row drain (per row).
+REDUCE_LATENCY = 8
+DRAIN_LATENCY = 9
 #: Cycles of the activation table stage after the requantizer (``hdl.memory.TableMemory.latency``): every layer's
 #: words pass it, looked up or not.
 TABLE_LATENCY = 2

