@@ -20,7 +20,7 @@ from tools.quantizer.build import build_network
 from tools.quantizer.datasets import load_dataset
 from tools.quantizer.frontend import load_graph
 from tools.quantizer.litert import export_network, run_reference
-from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL, METHODS
+from tools.quantizer.pipeline import ALL_METHODS, DEFAULT_METHODS, DEFAULT_MODEL
 from tools.quantizer.report import PLOTS
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -315,7 +315,7 @@ def test_builtin_default_on_a_subset(tmp_path, capsys):
     assert results["dataset"] == "Fashion-MNIST test split"
     assert results["calibration"]["images"] == [0, 500] and results["evaluation"]["images"] == [500, 800]
     top1 = {r["method"]: r["top1"] for r in results["results"]}
-    assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in METHODS[1:])
+    assert top1["float"] > 85 and all(top1[m] > top1["float"] - 3 for m in DEFAULT_METHODS[1:])
     assert "top5" in results["results"][0]
 
 
