@@ -85,9 +85,9 @@ class Controller(wiring.Component):
 
     #: Cycles from a layer's index to its descriptor: the descriptor memory's read.
     DESCRIPTOR_LATENCY = BlockRAM.LATENCY
-    #: Cycles of the checks (:meth:`_checks`): operands and flags registered, the products, the region comparisons,
-    #: the verdict.
-    CHECK_LATENCY = 1 + Multiplier.LATENCY + 2
+    #: Cycles of the checks (:meth:`_checks`): the descriptor copied, flags and operands registered, the products,
+    #: the region comparisons, the verdict.
+    CHECK_LATENCY = 2 + Multiplier.LATENCY + 2
     #: The cycle in which the engine's ``start`` is high.
     LAUNCH_LATENCY = 1
     #: The cycle of the engine's ``done``: the layer's counters are written.
@@ -214,80 +214,93 @@ class Controller(wiring.Component):
         return m
 
     def _checks(self, m, d):
-        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the flags' verdict and the region products'
-        operands registered, the products in registered MULT18X18D
-        (``hdl.dsp.registered_product``), each region comparison
-        registered, then the first failing check of ``golden.controller.CHECKS`` (order of priority). Returns
-        ``(failed, failed_check)``, valid in the cycle after the last stage."""
+        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the descriptor copied beside the check logic (the
+        route from the descriptor memory ends at a flip-flop), each flag and the region products' operands
+        registered, the flags' first failure registered beside the products in registered MULT18X18D
+        (``hdl.dsp.registered_product``), each region comparison registered, then the first failing check of
+        ``golden.controller.CHECKS`` (order of priority). Returns ``(failed, failed_check)``, valid in the cycle after
+        the last stage."""
         config = self._config
         lane_bits, lanes = config.lane_bits, config.lanes
-        kind = {name: d.kind == code for name, code in KINDS.items()}
+
+        # Stage 1: the fields the checks read copied.
+        checked = ("kind", "in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
+                   "kernel_height", "kernel_width", "stride_height", "stride_width", "pad_top", "pad_left",
+                   "in_base", "in_row_pitch", "out_base", "out_row_pitch", "in2_base", "in2_row_pitch", "bias_base")
+        layout = descriptor_layout(config)
+        c = Signal(data.StructLayout({name: layout[name].shape for name in checked}), name="check_copy")
+        m.d.sync += [c[name].eq(d[name]) for name in checked]
+
+        # Stage 2: each flag registered (computed from the copy); the region products' operands registered (the
+        # group counts are carry chains), the bias words' end registered.
+        kind = {name: c.kind == code for name, code in KINDS.items()}
         is_add = kind["add"]
         flags = {
-            "kind": d.kind >= len(KINDS),
+            "kind": c.kind >= len(KINDS),
             "size": 0,
             "stride": 0,
-            "padding": (d.pad_top >= d.kernel_height) | (d.pad_left >= d.kernel_width),
+            "padding": (c.pad_top >= c.kernel_height) | (c.pad_left >= c.kernel_width),
             "output_size": 0,
             "channels": (kind["depthwise"] | kind["average_pool"] | is_add | kind["max_pool"])
-                        & (d.in_channels != d.out_channels),
+                        & (c.in_channels != c.out_channels),
             "window": ((kind["fully_connected"] | kind["average_pool"])
-                       & ((d.kernel_height != d.in_height) | (d.kernel_width != d.in_width)
-                          | (d.stride_height != 1) | (d.stride_width != 1)))
-                      | (is_add & ((d.kernel_height != 1) | (d.kernel_width != 1) | (d.stride_height != 1)
-                                   | (d.stride_width != 1) | (d.pad_top != 0) | (d.pad_left != 0))),
+                       & ((c.kernel_height != c.in_height) | (c.kernel_width != c.in_width)
+                          | (c.stride_height != 1) | (c.stride_width != 1)))
+                      | (is_add & ((c.kernel_height != 1) | (c.kernel_width != 1) | (c.stride_height != 1)
+                                   | (c.stride_width != 1) | (c.pad_top != 0) | (c.pad_left != 0))),
         }
         for name in ("in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
                      "kernel_height", "kernel_width"):
-            flags["size"] = flags["size"] | (d[name] == 0)
+            flags["size"] = flags["size"] | (c[name] == 0)
         for size, kernel, stride, before, out in (
-                (d.in_height, d.kernel_height, d.stride_height, d.pad_top, d.out_height),
-                (d.in_width, d.kernel_width, d.stride_width, d.pad_left, d.out_width)):
+                (c.in_height, c.kernel_height, c.stride_height, c.pad_top, c.out_height),
+                (c.in_width, c.kernel_width, c.stride_width, c.pad_left, c.out_width)):
             flags["stride"] = flags["stride"] | (stride == 0) | (stride == 3)
             # After-padding (out - 1) * stride + kernel - size - before in [0, kernel), without subtractions:
             # out * stride < stride + size + before <= out * stride + kernel.
             span, reach = Mux(stride == 2, out << 1, out), stride + size + before
             flags["output_size"] = flags["output_size"] | (span >= reach) | (reach > span + kernel)
-
-        # Stage 1: the flags' first failure registered (every flag outranks the region checks); the region
-        # products' operands registered (the group counts are carry chains), the bias words' end registered.
         assert CHECKS[len(flags) + 1:] == ("row_pitch", "activation_bounds", "bias_bounds")
+        flagged = {name: Signal(name=f"check_{name}") for name in flags}
+        m.d.sync += [flagged[name].eq(flag) for name, flag in flags.items()]
+        regions = []
+        for label, base, pitch, height, width, channels in (
+                ("in", c.in_base, c.in_row_pitch, c.in_height, c.in_width, c.in_channels),
+                ("out", c.out_base, c.out_row_pitch, c.out_height, c.out_width, c.out_channels),
+                ("in2", c.in2_base, c.in2_row_pitch, c.in_height, c.in_width, c.in_channels)):
+            base_2, pitch_2, height_2 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
+                                         ((base, "base"), (pitch, "row_pitch"), (height, "height")))
+            channel_groups = Signal(len(channels) - lane_bits + 1, name=f"check_{label}_channel_groups")
+            width_groups = Signal(len(width) - lane_bits + 1, name=f"check_{label}_width_groups")
+            m.d.sync += [base_2.eq(base), pitch_2.eq(pitch), height_2.eq(height),
+                         channel_groups.eq((channels + lanes - 1) >> lane_bits),
+                         width_groups.eq((width + lanes - 1) >> lane_bits)]
+            words = registered_product(m, pitch_2, height_2, f"check_{label}_words")
+            minimum = registered_product(m, channel_groups, width_groups, f"check_{label}_pitch")
+            regions.append((label, base_2, pitch_2, words, minimum))
+        add, weighted = Signal(name="check_add"), Signal(name="check_weighted")
+        bias_end = Signal(range((1 << len(c.bias_base)) + (1 << len(c.out_channels))), name="check_bias_end")
+        m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
+                     bias_end.eq(c.bias_base + ((c.out_channels + lanes - 1) >> lane_bits))]
+
+        # Stages 3 .. 2 + Multiplier.LATENCY: the products; everything else carried beside them. Stage 3: the
+        # flags' first failure registered (every flag outranks the region checks), the bias check registered.
+        def carried(signal, stages=Multiplier.LATENCY):
+            name = signal.name
+            for stage in range(stages):
+                signal, previous = Signal.like(signal, name=f"{name}_{stage + 1}"), signal
+                m.d.sync += signal.eq(previous)
+            return signal
         early_failed = Signal(name="check_early")
         early_check = Signal(range(len(CHECKS)), name="check_early_index")
         m.d.sync += [early_failed.eq(0), early_check.eq(0)]
         for index, name in reversed(list(enumerate(CHECKS[1:len(flags) + 1], start=1))):
-            with m.If(flags[name]):
+            with m.If(flagged[name]):
                 m.d.sync += [early_failed.eq(1), early_check.eq(index)]
-        regions = []
-        for label, base, pitch, height, width, channels in (
-                ("in", d.in_base, d.in_row_pitch, d.in_height, d.in_width, d.in_channels),
-                ("out", d.out_base, d.out_row_pitch, d.out_height, d.out_width, d.out_channels),
-                ("in2", d.in2_base, d.in2_row_pitch, d.in_height, d.in_width, d.in_channels)):
-            base_1, pitch_1, height_1 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
-                                         ((base, "base"), (pitch, "row_pitch"), (height, "height")))
-            channel_groups = Signal(len(channels) - lane_bits + 1, name=f"check_{label}_channel_groups")
-            width_groups = Signal(len(width) - lane_bits + 1, name=f"check_{label}_width_groups")
-            m.d.sync += [base_1.eq(base), pitch_1.eq(pitch), height_1.eq(height),
-                         channel_groups.eq((channels + lanes - 1) >> lane_bits),
-                         width_groups.eq((width + lanes - 1) >> lane_bits)]
-            words = registered_product(m, pitch_1, height_1, f"check_{label}_words")
-            minimum = registered_product(m, channel_groups, width_groups, f"check_{label}_pitch")
-            regions.append((label, base_1, pitch_1, words, minimum))
-        add, weighted = Signal(name="check_add"), Signal(name="check_weighted")
-        bias_end = Signal(range((1 << len(d.bias_base)) + (1 << len(d.out_channels))), name="check_bias_end")
-        m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
-                     bias_end.eq(d.bias_base + ((d.out_channels + lanes - 1) >> lane_bits))]
-
-        # Stages 2 .. 1 + Multiplier.LATENCY: the products; everything else carried beside them.
-        def carried(signal, stages=Multiplier.LATENCY):
-            for stage in range(stages):
-                signal, previous = Signal.like(signal, name=f"{signal.name}_{stage + 2}"), signal
-                m.d.sync += signal.eq(previous)
-            return signal
         bias_beyond = Signal(name="check_bias_bounds")
         m.d.sync += bias_beyond.eq(weighted & (bias_end > config.bias_depth))
 
-        # Stage 2 + Multiplier.LATENCY: each region comparison registered, the earlier verdicts beside them.
+        # Stage 3 + Multiplier.LATENCY: each region comparison registered, the earlier verdicts beside them.
         late = {name: Signal(name=f"check_late_{name}") for name in ("row_pitch", "activation_bounds", "bias_bounds")}
         late_early, late_check = Signal(name="check_late_early"), Signal.like(early_check, name="check_late_index")
         short, beyond = 0, 0
@@ -295,11 +308,12 @@ class Controller(wiring.Component):
             active = carried(add) if label == "in2" else 1
             short = short | (active & (carried(pitch) < minimum))
             beyond = beyond | (active & (carried(base) + words > config.act_depth))
-        m.d.sync += [late_early.eq(carried(early_failed)), late_check.eq(carried(early_check)),
+        m.d.sync += [late_early.eq(carried(early_failed, Multiplier.LATENCY - 1)),
+                     late_check.eq(carried(early_check, Multiplier.LATENCY - 1)),
                      late["row_pitch"].eq(short), late["activation_bounds"].eq(beyond),
                      late["bias_bounds"].eq(carried(bias_beyond, Multiplier.LATENCY - 1))]
 
-        # Stage 3 + Multiplier.LATENCY: the first failing check of CHECKS registered.
+        # Stage 4 + Multiplier.LATENCY: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         with m.If(late_early):
