@@ -164,27 +164,33 @@ class Engine(wiring.Component):
         m.submodules.add_unit = add_unit = AddUnit(config, _target_layout(config))
 
         launch = self.start & ~self.busy
-        adding = d.kind == KINDS["add"]          # the descriptor is held stable until done
-        m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch & ~adding),
-                     add_seq.descriptor.eq(d), add_seq.start.eq(launch & adding)]
+        starts_add = d.kind == KINDS["add"]
+        m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch & ~starts_add),
+                     add_seq.descriptor.eq(d), add_seq.start.eq(launch & starts_add)]
+        # The datapath reads a registered copy of the descriptor, so that no path runs from the descriptor's source
+        # (the controller's block RAM) through the datapath's logic. The descriptor is held stable from start until
+        # done, and the datapath's first read of it (the first step's fetch) comes cycles after start.
+        held = Signal(descriptor_layout(config), name="descriptor_held", reset_less=True)
+        m.d.sync += held.eq(d)
+        adding = held.kind == KINDS["add"]
 
         # The stages in dataflow order (the MAC array between fetch and locate). Each appends the valid flags of
         # its registers to `pending`: the engine is busy while a step or a word is in flight.
         pending = []
-        self._fetch(m, seq, add_seq, adding, act, weights, mac, pending)                 # fetch_latency
-        self._add(m, add_seq, act, add_unit, pending)                                    # fetch_latency
+        self._fetch(m, held, seq, add_seq, adding, act, weights, mac, pending)           # fetch_latency
+        self._add(m, held, add_seq, act, add_unit, pending)                              # fetch_latency
         located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
         self._load_ports(m, weights, biases, tables)
         located, valid = self._bias_read(m, located, valid, biases, pending)             # BiasMemory.latency
         biased, channel_shift, valid = self._bias_add(m, located, valid, biases, pending)  # BIAS_ADD_LATENCY
-        target, valid = self._requantize(m, requant, biased, channel_shift, valid, add_unit,  # Requantizer.latency
-                                         adding, pending)
-        result, target, valid = self._table(m, tables, requant, target, valid, pending)       # TableMemory.latency
+        target, valid = self._requantize(m, held, requant, biased, channel_shift, valid,  # Requantizer.latency
+                                         add_unit, adding, pending)
+        result, target, valid = self._table(m, held, tables, requant, target, valid, pending)  # TableMemory.latency
         self._activation_ports(m, act, result, target, valid)
         self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
         return m
 
-    def _fetch(self, m, seq, add_seq, adding, act, weights, mac, pending):
+    def _fetch(self, m, d, seq, add_seq, adding, act, weights, mac, pending):
         """Memories read at the step's addresses (an add step's address in every bank); the step's control waits
         :attr:`fetch_latency` cycles for the data.
 
@@ -192,7 +198,6 @@ class Engine(wiring.Component):
         """
         config = self._config
         lanes = config.lanes
-        d = self.descriptor
         step = seq.step.payload
         for bank in range(lanes):
             address = Mux(adding, add_seq.step.payload.address, step.act_address[bank])
@@ -234,13 +239,12 @@ class Engine(wiring.Component):
             mac.zero_point.eq(d.input_zero_point),
         ]
 
-    def _add(self, m, add_seq, act, add_unit, pending):
+    def _add(self, m, d, add_seq, act, add_unit, pending):
         """An add step's control waits :attr:`fetch_latency` cycles for its word; then the add unit takes it.
 
         Drives the add unit's inputs and parameters.
         """
         config = self._config
-        d = self.descriptor
         step = add_seq.step.payload
         layout = data.StructLayout({"bank": unsigned(max(1, config.lane_bits)), "second": 1,
                                     "meta": _target_layout(config)})
@@ -337,14 +341,13 @@ class Engine(wiring.Component):
         pending.append(biased_valid)
         return biased, channel_shift, biased_valid
 
-    def _requantize(self, m, requant, biased, channel_shift, biased_valid, add_unit, adding, pending):
+    def _requantize(self, m, d, requant, biased, channel_shift, biased_valid, add_unit, adding, pending):
         """``Requantizer.latency`` cycles: the requantizer, with the word's write address travelling beside it.
 
         Its input is the biased MAC-array word, or for an add the add unit's sum with channel shift 0. Returns the
         write target (``bank``, ``address``) of the requantizer's output and its valid flag.
         """
         config = self._config
-        d = self.descriptor
         summed = add_unit.o.payload
         for c in range(config.lanes):
             m.d.comb += [requant.i.payload.acc[c].eq(Mux(adding, summed.sum[c], biased.acc[c])),
@@ -365,13 +368,12 @@ class Engine(wiring.Component):
                      where.address.eq(Mux(adding, summed.meta.address, biased.address))]
         return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)
 
-    def _table(self, m, tables, requant, target, valid, pending):
+    def _table(self, m, d, tables, requant, target, valid, pending):
         """``TableMemory.latency`` cycles: every lane's requantized value looked up in the layer's table (descriptor
         ``table_base``); the value itself, delayed alike, for a layer without the ``table`` flag.
 
         Returns the word to write, its target and valid flag.
         """
-        d = self.descriptor
         m.d.comb += [tables.table.eq(d.table_base), tables.values.eq(requant.o.payload)]
         passed = _delayed(m, requant.o.payload, tables.latency, "untabled")
         result = Signal.like(passed, name="table_result")
