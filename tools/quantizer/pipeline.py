@@ -62,10 +62,10 @@ ALL_METHODS = METHODS + tuple(method + equalization + correction
     for equalization in ("",) + EQUALIZATIONS for refinement in ("+oe", "+ar", "+oe+ar")
     for correction in ("", BIAS_CORRECTION) for method in WEIGHT_METHODS)
 
-#: What a job evaluates by default: the references, the paper's rule, bias-corrected WESS, and issue 13's variant
-#: (equalized to power-of-two ranges, layer scale, shifts and rounding by layer output error, bias corrected) beside
-#: per-channel given the helpers that apply to it, so that the comparison is fair.
-DEFAULT_METHODS = ("float", "layer", "channel", "channel+cle+ar+bc", "wess", "wess-mse+bc", "wess+cle-pow2+oe+ar+bc")
+#: What a job evaluates by default: the references, the paper's rule, and issue 13's variant (equalized to power-of-two
+#: ranges, layer scale, shifts and rounding by layer output error, bias corrected) beside per-channel given the helpers
+#: that apply to it, so that the comparison is fair.
+DEFAULT_METHODS = ("float", "layer", "channel", "channel+cle+ar+bc", "wess", "wess+cle-pow2+oe+ar+bc")
 #: Evaluation images on which ``export_tflite`` compares the exported model with LiteRT's reference kernels.
 LITERT_BENCH_IMAGES = 256
 
