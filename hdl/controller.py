@@ -231,8 +231,9 @@ class Controller(wiring.Component):
         c = Signal(data.StructLayout({name: layout[name].shape for name in checked}), name="check_copy")
         m.d.sync += [c[name].eq(d[name]) for name in checked]
 
-        # Stage 2: each flag registered (computed from the copy); the region products' operands registered (the
-        # group counts are carry chains), the bias words' end registered.
+        # Stage 2: each flag registered (computed from the copy) but the output size's, whose sums are registered
+        # first (it is checked in stage 3); the region products' operands registered (the group counts are carry
+        # chains), the bias words' end registered.
         kind = {name: c.kind == code for name, code in KINDS.items()}
         is_add = kind["add"]
         flags = {
@@ -240,7 +241,6 @@ class Controller(wiring.Component):
             "size": 0,
             "stride": 0,
             "padding": (c.pad_top >= c.kernel_height) | (c.pad_left >= c.kernel_width),
-            "output_size": 0,
             "channels": (kind["depthwise"] | kind["average_pool"] | is_add | kind["max_pool"])
                         & (c.in_channels != c.out_channels),
             "window": ((kind["fully_connected"] | kind["average_pool"])
@@ -252,15 +252,18 @@ class Controller(wiring.Component):
         for name in ("in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
                      "kernel_height", "kernel_width"):
             flags["size"] = flags["size"] | (c[name] == 0)
-        for size, kernel, stride, before, out in (
+        output_size = 0
+        for axis, (size, kernel, stride, before, out) in enumerate((
                 (c.in_height, c.kernel_height, c.stride_height, c.pad_top, c.out_height),
-                (c.in_width, c.kernel_width, c.stride_width, c.pad_left, c.out_width)):
+                (c.in_width, c.kernel_width, c.stride_width, c.pad_left, c.out_width))):
             flags["stride"] = flags["stride"] | (stride == 0) | (stride == 3)
             # After-padding (out - 1) * stride + kernel - size - before in [0, kernel), without subtractions:
             # out * stride < stride + size + before <= out * stride + kernel.
-            span, reach = Mux(stride == 2, out << 1, out), stride + size + before
-            flags["output_size"] = flags["output_size"] | (span >= reach) | (reach > span + kernel)
-        assert CHECKS[len(flags) + 1:] == ("row_pitch", "activation_bounds", "bias_bounds")
+            span = Mux(stride == 2, out << 1, out)
+            sums = {"span": span, "reach": stride + size + before, "limit": span + kernel}
+            term = {name: Signal.like(value, name=f"check_{name}{axis}") for name, value in sums.items()}
+            m.d.sync += [term[name].eq(value) for name, value in sums.items()]
+            output_size = output_size | (term["span"] >= term["reach"]) | (term["reach"] > term["limit"])
         flagged = {name: Signal(name=f"check_{name}") for name in flags}
         m.d.sync += [flagged[name].eq(flag) for name, flag in flags.items()]
         regions = []
@@ -283,18 +286,23 @@ class Controller(wiring.Component):
         m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
                      bias_end.eq(c.bias_base + ((c.out_channels + lanes - 1) >> lane_bits))]
 
-        # Stages 3 .. 2 + Multiplier.LATENCY: the products; everything else carried beside them. Stage 3: the
-        # flags' first failure registered (every flag outranks the region checks), the bias check registered.
+        # Stages 3 .. 2 + Multiplier.LATENCY: the products; everything else carried beside them. Stage 3: the output
+        # size's flag registered beside the others, the bias check registered. Stage 4: the flags' first failure
+        # registered (every flag outranks the region checks).
         def carried(signal, stages=Multiplier.LATENCY):
             name = signal.name
             for stage in range(stages):
                 signal, previous = Signal.like(signal, name=f"{name}_{stage + 1}"), signal
                 m.d.sync += signal.eq(previous)
             return signal
+        flagged = {name: carried(flag, 1) for name, flag in flagged.items()}
+        flagged["output_size"] = Signal(name="check_output_size")
+        m.d.sync += flagged["output_size"].eq(output_size)
+        assert CHECKS[len(flagged) + 1:] == ("row_pitch", "activation_bounds", "bias_bounds")
         early_failed = Signal(name="check_early")
         early_check = Signal(range(len(CHECKS)), name="check_early_index")
         m.d.sync += [early_failed.eq(0), early_check.eq(0)]
-        for index, name in reversed(list(enumerate(CHECKS[1:len(flags) + 1], start=1))):
+        for index, name in reversed(list(enumerate(CHECKS[1:len(flagged) + 1], start=1))):
             with m.If(flagged[name]):
                 m.d.sync += [early_failed.eq(1), early_check.eq(index)]
         bias_beyond = Signal(name="check_bias_bounds")
@@ -308,8 +316,8 @@ class Controller(wiring.Component):
             active = carried(add) if label == "in2" else 1
             short = short | (active & (carried(pitch) < minimum))
             beyond = beyond | (active & (carried(base) + words > config.act_depth))
-        m.d.sync += [late_early.eq(carried(early_failed, Multiplier.LATENCY - 1)),
-                     late_check.eq(carried(early_check, Multiplier.LATENCY - 1)),
+        m.d.sync += [late_early.eq(carried(early_failed, Multiplier.LATENCY - 2)),
+                     late_check.eq(carried(early_check, Multiplier.LATENCY - 2)),
                      late["row_pitch"].eq(short), late["activation_bounds"].eq(beyond),
                      late["bias_bounds"].eq(carried(bias_beyond, Multiplier.LATENCY - 1))]
 
