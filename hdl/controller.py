@@ -215,11 +215,11 @@ class Controller(wiring.Component):
 
     def _checks(self, m, d):
         """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the descriptor copied beside the check logic (the
-        route from the descriptor memory ends at a flip-flop), each flag and the region products' operands
-        registered, the flags' first failure registered beside the products in registered MULT18X18D
-        (``hdl.dsp.registered_product``), each region comparison registered, then the first failing check of
-        ``golden.controller.CHECKS`` (order of priority). Returns ``(failed, failed_check)``, valid in the cycle after
-        the last stage."""
+        route from the descriptor memory ends at a flip-flop), each flag (the output size's sums a cycle ahead of its
+        comparisons) and the region products' operands registered, the flags' first failure registered beside the
+        products in registered MULT18X18D (``hdl.dsp.registered_product``), each region comparison registered, then
+        the first failing check of ``golden.controller.CHECKS`` (order of priority). Returns ``(failed,
+        failed_check)``, valid in the cycle after the last stage."""
         config = self._config
         lane_bits, lanes = config.lane_bits, config.lanes
 
