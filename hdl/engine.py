@@ -204,26 +204,24 @@ class Engine(wiring.Component):
             m.d.comb += act.read_address[bank].eq(Mux(self.busy, address, self.host.address))
         m.d.comb += weights.address.eq(step.weight_address)
 
-        # The step's control waits for the memories' data; the last stage holds it in the MAC array's input layout,
-        # assigned in one piece (one change per cycle for simulators).
+        # The step's control waits for the memories' data, less the MAC array's lead (it copies the selects while
+        # the data is still in the memories' output registers); the MAC array's input, assigned in one piece.
         fetch_latency = self.fetch_latency
         stage, stage_valid = step, seq.step.valid
-        for index in range(fetch_latency - 1):
+        for index in range(fetch_latency - mac.SELECT_LEAD):
             delayed = Signal(step.shape(), name=f"fetch{index}", reset_less=True)
             delayed_valid = Signal(name=f"fetch{index}_valid")
             m.d.sync += [delayed.eq(stage), delayed_valid.eq(stage_valid)]
             pending.append(delayed_valid)
             stage, stage_valid = delayed, delayed_valid
-        control = Signal(mac.i.payload.shape(), name="fetch_control", reset_less=True)
-        control_valid = Signal(name="fetch_valid")
-        m.d.sync += [
+        control = Signal(mac.i.payload.shape(), name="fetch_control")
+        m.d.comb += [
             control.word_select.eq(stage.act_bank), control.word_valid.eq(stage.act_valid),
             control.weight_select.eq(stage.weight_row), control.diagonal.eq(stage.out.pool),
             control.max.eq(stage.out.max),
             control.first.eq(stage.first), control.last.eq(stage.last), control.per_row.eq(stage.out.depthwise),
-            control.meta.eq(stage.out), control_valid.eq(stage_valid),
+            control.meta.eq(stage.out),
         ]
-        pending.append(control_valid)
         act_data = _delayed(m, act.read_data, fetch_latency - act.latency, "act_data")
         weight_data = _delayed(m, weights.data, fetch_latency - weights.latency, "weight_data")
         if config.weight_code_bits == CODE_BITS:
@@ -232,7 +230,7 @@ class Engine(wiring.Component):
             weight_data = _padding_columns_zeroed(m, config, d, seq.step, weight_data, fetch_latency)
 
         m.d.comb += [
-            mac.i.valid.eq(control_valid),
+            mac.i.valid.eq(stage_valid),
             mac.i.payload.eq(control),
             mac.words.eq(act_data),
             mac.weights.eq(weight_data),

@@ -23,6 +23,11 @@ window has one (``golden.pool.max_pool2d``). The maximum is a 9-bit register per
 and maxima stay in int8 in this mode), with its own comparator; the multiplier, result bank and drain are shared with
 the other modes.
 
+The step at ``i`` leads its ``words`` and ``weights`` by :attr:`MACArray.SELECT_LEAD` cycle: while the data is still in
+the memories' output registers, each row's word and weight selects are copied into registers, one per row and column
+(8 bits each), so that no select drives a whole row's ``lanes x 8`` multiplexer bits (at 8 lanes one select routed to
+a row's 64 bits set the block's Fmax).
+
 Pipeline: each row's activation word and weight row selected into row registers, each MAC's operands centred into
 fabric operand registers, the multiplier's input, pipeline and output registers (one MULT18X18D per MAC on ECP5:
 ``hdl.dsp.Multiplier``), the products' copy in fabric registers (no logic at either end of the DSP), accumulators (sum
@@ -87,11 +92,11 @@ class MACArray(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(mac_input_layout(config, meta), always_ready=True))``
-        One step per cycle at most.
+        One step per cycle at most, :attr:`SELECT_LEAD` cycle ahead of its data.
     words : ``In(ArrayLayout(activation_word(config), lanes))``
-        The step's activation words, one per bank, valid with ``i``.
+        The step's activation words, one per bank, :attr:`SELECT_LEAD` cycle after the step at ``i``.
     weights : ``In(weight_word(config))``
-        The step's weight word, valid with ``i``.
+        The step's weight word, with ``words``.
     zero_point : ``In(signed(8))``
         The input zero point (per layer).
     o : ``Out(stream.Signature(mac_output_layout(config, meta), always_ready=True))``
@@ -102,7 +107,7 @@ class MACArray(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles from a pass's last step at ``i`` to its first word at ``o`` in reduced mode.
+        Cycles from a pass's last step's data at ``words`` to its first word at ``o`` in reduced mode.
     drain_latency : int
         The same for per-row mode; word ``k`` follows ``k`` cycles later.
     """
@@ -121,6 +126,8 @@ class MACArray(wiring.Component):
             "busy": Out(1),
         })
 
+    #: Cycles the step at ``i`` comes before its ``words`` and ``weights``: its selects copied per row and column.
+    SELECT_LEAD = 1
     #: The operands in fabric registers before the multipliers' input registers: each row's words selected, then each
     #: MAC's operands centred.
     OPERAND_LATENCY = 2
@@ -147,15 +154,19 @@ class MACArray(wiring.Component):
         lanes, acc_bits = config.lanes, config.acc_bits
         rng = range(lanes)
 
-        # Stage 1, per row: the row's activation word and weight row selected into registers, with the row's copies of
-        # the step flags and the zero point (no flip-flop drives all 64 MACs). Stage 2, per MAC: the operands, centred,
-        # into the operand registers; the multipliers' input registers follow. Datapath registers have no reset (only
-        # the valid flags do): nothing reads them before a valid step has filled them, DSP registers have none, and each
-        # reset multiplexer would be one more process per register in the simulated Verilog. One multiplexer per row
-        # and operand (a whole word), not per element: fewer, wider processes.
-        words = Array(self.words[bank].as_value() for bank in range(lanes))
-        weight_rows = Array(self.weights[row].as_value() for row in range(lanes))
-        step = self.i.payload
+        # Stage 0, with the step a cycle ahead of its data: the step registered, each row's selects copied once per
+        # column. Stage 1, per row: the row's activation word and weight row selected into registers, byte by byte
+        # with the column's copies of the selects, with the row's copies of the step flags and the zero point (no
+        # flip-flop drives all 64 MACs). Stage 2, per MAC: the operands, centred, into the operand registers; the
+        # multipliers' input registers follow. Datapath registers have no reset (only the valid flags do): nothing
+        # reads them before a valid step has filled them, DSP registers have none, and each reset multiplexer would
+        # be one more process per register in the simulated Verilog.
+        step = Signal.like(self.i.payload, name="step", reset_less=True)
+        step_valid = Signal(name="step_valid0")
+        m.d.sync += [step.eq(self.i.payload), step_valid.eq(self.i.valid)]
+        word_selects = [registered_copies(m, self.i.payload.word_select[r], lanes, f"word_select_{r}") for r in rng]
+        weight_selects = [registered_copies(m, self.i.payload.weight_select[r], lanes, f"weight_select_{r}")
+                          for r in rng]
         row_max = registered_copies(m, step.max, lanes, "row_max")
         row_diagonal = registered_copies(m, step.diagonal, lanes, "row_diagonal")
         row_zero_point = registered_copies(m, self.zero_point, lanes, "row_zero_point")
@@ -164,9 +175,10 @@ class MACArray(wiring.Component):
             word = activation_word(config)(Signal(lanes * 8, name=f"word_{r}", reset_less=True))
             weight_row = activation_word(config)(Signal(lanes * 8, name=f"weight_row_{r}", reset_less=True))
             word_valid = Signal(name=f"word_valid_{r}", reset_less=True)
-            m.d.sync += [word.as_value().eq(words[step.word_select[r]]),
-                         weight_row.as_value().eq(weight_rows[step.weight_select[r]]),
-                         word_valid.eq(step.word_valid[r])]
+            for c in rng:
+                m.d.sync += [word[c].eq(Array(self.words[bank][c] for bank in rng)[word_selects[r][c]]),
+                             weight_row[c].eq(Array(self.weights[row][c] for row in rng)[weight_selects[r][c]])]
+            m.d.sync += word_valid.eq(step.word_valid[r])
             for c in rng:
                 mult = m.submodules[f"mult_{r}_{c}"] = Multiplier(signed(8), signed(9))
                 a = Signal(signed(8), name=f"a_{r}_{c}", reset_less=True)
@@ -183,8 +195,8 @@ class MACArray(wiring.Component):
         control = Signal(control_layout, name="control0")
         m.d.comb += [control.first.eq(step.first), control.last.eq(step.last), control.per_row.eq(step.per_row),
                      control.max.eq(step.max), control.meta.eq(step.meta)]
-        product_valid = self.i.valid
-        in_multiplier = []
+        product_valid = step_valid
+        in_multiplier = [step_valid]
         for index in range(self.OPERAND_LATENCY + Multiplier.LATENCY + self.PRODUCT_LATENCY):
             delayed, valid = Signal(control_layout, name=f"control{index + 1}"), Signal(name=f"step_valid{index + 1}")
             m.d.sync += [delayed.eq(control), valid.eq(product_valid)]

@@ -54,13 +54,14 @@ def ref_mac_array(steps, zero_point, lanes):
 
 
 def rtl_mac_array(steps, zero_point, lanes, *, gap=0):
-    """Drive ``steps`` (``gap`` idle cycles after each, with random operands that the array must ignore) and collect
-    the output words.
+    """Drive ``steps`` (``gap`` idle cycles after each, with random operands that the array must ignore), each step's
+    data ``SELECT_LEAD`` cycles after its control, and collect the output words.
 
-    Returns ``(words, latency)``: the ``(tag, word index, sums)`` in order, and the cycles from each pass's last step
-    at the input to that pass's first word at the output.
+    Returns ``(words, latency)``: the ``(tag, word index, sums)`` in order, and the cycles from each pass's last step's
+    data at the input to that pass's first word at the output.
     """
     dut = MACArray(NPUConfig(lanes=lanes), META)
+    lead = MACArray.SELECT_LEAD
     got, last_steps, first_words = [], [], {}
     noise = np.random.default_rng(1)
 
@@ -69,21 +70,28 @@ def rtl_mac_array(steps, zero_point, lanes, *, gap=0):
         schedule = [step for step in steps for step in [step] + [None] * gap] + [None] * (3 * lanes + 10)
         for cycle, step in enumerate(schedule):
             ctx.set(dut.i.valid, step is not None)
-            if step is None:
+            if step is None:        # noise on the selects too: the array must ignore them
                 for r in range(lanes):
-                    ctx.set(dut.words[r].as_value(), _pack(noise.integers(-128, 128, size=lanes)))
+                    ctx.set(dut.i.payload.word_select[r], int(noise.integers(0, lanes)))
+                    ctx.set(dut.i.payload.weight_select[r], int(noise.integers(0, lanes)))
             else:
                 for r in range(lanes):
-                    ctx.set(dut.words[r].as_value(), _pack(step["words"][r]))
-                    ctx.set(dut.weights[r].as_value(), _pack(step["weights"][r]))
                     ctx.set(dut.i.payload.word_select[r], int(step["word_select"][r]))
                     ctx.set(dut.i.payload.word_valid[r], int(step["word_valid"][r]))
                     ctx.set(dut.i.payload.weight_select[r], int(step["weight_select"][r]))
                 for name in ("diagonal", "max", "first", "last", "per_row"):
                     ctx.set(getattr(dut.i.payload, name), int(step[name]))
                 ctx.set(dut.i.payload.meta.tag, step["tag"])
-                if step["last"]:
-                    last_steps.append(cycle)
+            data = schedule[cycle - lead] if cycle >= lead else None
+            for r in range(lanes):
+                if data is None:
+                    ctx.set(dut.words[r].as_value(), _pack(noise.integers(-128, 128, size=lanes)))
+                    ctx.set(dut.weights[r].as_value(), _pack(noise.integers(-128, 128, size=lanes)))
+                else:
+                    ctx.set(dut.words[r].as_value(), _pack(data["words"][r]))
+                    ctx.set(dut.weights[r].as_value(), _pack(data["weights"][r]))
+            if data is not None and data["last"]:
+                last_steps.append(cycle)
             if ctx.get(dut.o.valid):
                 payload = ctx.get(dut.o.payload)
                 first_words.setdefault(payload.meta.tag, cycle)
