@@ -18,7 +18,7 @@ minimum, tensor regions beyond ``act_depth`` (height x row pitch in a registered
 memories): weight bounds (reads only), overlapping regions, requantization and codebook fields.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,7 +27,7 @@ from golden.controller import CHECKS
 from golden.descriptor import KINDS, descriptor_fields
 from golden.layouts import address_bits
 from hdl.bram import BlockRAM
-from hdl.dsp import Multiplier, registered_product
+from hdl.dsp import PRODUCT_LATENCY, registered_product
 from hdl.engine import COUNTER_BITS, Engine, host_signature
 from hdl.sequencer import descriptor_layout
 
@@ -85,9 +85,9 @@ class Controller(wiring.Component):
 
     #: Cycles from a layer's index to its descriptor: the descriptor memory's read.
     DESCRIPTOR_LATENCY = BlockRAM.LATENCY
-    #: Cycles of the checks (:meth:`_checks`): the descriptor copied, flags and operands registered, the products,
-    #: the region comparisons, the verdict.
-    CHECK_LATENCY = 2 + Multiplier.LATENCY + 2
+    #: Cycles of the checks (:meth:`_checks`): the descriptor copied, flags and operands registered, the products
+    #: (with their fabric copies), the region comparisons, the verdict.
+    CHECK_LATENCY = 2 + PRODUCT_LATENCY + 2
     #: The cycle in which the engine's ``start`` is high.
     LAUNCH_LATENCY = 1
     #: The cycle of the engine's ``done``: the layer's counters are written.
@@ -217,7 +217,8 @@ class Controller(wiring.Component):
         """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the descriptor copied beside the check logic (the
         route from the descriptor memory ends at a flip-flop), each flag (the output size's sums a cycle ahead of its
         comparisons) and the region products' operands registered, the flags' first failure registered beside the
-        products in registered MULT18X18D (``hdl.dsp.registered_product``), each region comparison registered, then
+        products in registered MULT18X18D copied into fabric registers (``hdl.dsp.registered_product``), each region
+        comparison registered, then
         the first failing check of ``golden.controller.CHECKS`` (order of priority). Returns ``(failed,
         failed_check)``, valid in the cycle after the last stage."""
         config = self._config
@@ -233,7 +234,7 @@ class Controller(wiring.Component):
 
         # Stage 2: each flag registered (computed from the copy) but the output size's, whose sums are registered
         # first (it is checked in stage 3); the region products' operands registered (the group counts are carry
-        # chains), the bias words' end registered.
+        # chains) with the room left above each region's base, the bias words' end registered.
         kind = {name: c.kind == code for name, code in KINDS.items()}
         is_add = kind["add"]
         flags = {
@@ -271,25 +272,26 @@ class Controller(wiring.Component):
                 ("in", c.in_base, c.in_row_pitch, c.in_height, c.in_width, c.in_channels),
                 ("out", c.out_base, c.out_row_pitch, c.out_height, c.out_width, c.out_channels),
                 ("in2", c.in2_base, c.in2_row_pitch, c.in_height, c.in_width, c.in_channels)):
-            base_2, pitch_2, height_2 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
-                                         ((base, "base"), (pitch, "row_pitch"), (height, "height")))
+            pitch_2, height_2 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
+                                 ((pitch, "row_pitch"), (height, "height")))
+            room = Signal(signed(len(base) + 2), name=f"check_{label}_room")
             channel_groups = Signal(len(channels) - lane_bits + 1, name=f"check_{label}_channel_groups")
             width_groups = Signal(len(width) - lane_bits + 1, name=f"check_{label}_width_groups")
-            m.d.sync += [base_2.eq(base), pitch_2.eq(pitch), height_2.eq(height),
+            m.d.sync += [room.eq(config.act_depth - base), pitch_2.eq(pitch), height_2.eq(height),
                          channel_groups.eq((channels + lanes - 1) >> lane_bits),
                          width_groups.eq((width + lanes - 1) >> lane_bits)]
             words = registered_product(m, pitch_2, height_2, f"check_{label}_words")
             minimum = registered_product(m, channel_groups, width_groups, f"check_{label}_pitch")
-            regions.append((label, base_2, pitch_2, words, minimum))
+            regions.append((label, room, pitch_2, words, minimum))
         add, weighted = Signal(name="check_add"), Signal(name="check_weighted")
         bias_end = Signal(range((1 << len(c.bias_base)) + (1 << len(c.out_channels))), name="check_bias_end")
         m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
                      bias_end.eq(c.bias_base + ((c.out_channels + lanes - 1) >> lane_bits))]
 
-        # Stages 3 .. 2 + Multiplier.LATENCY: the products; everything else carried beside them. Stage 3: the output
+        # Stages 3 .. 2 + PRODUCT_LATENCY: the products; everything else carried beside them. Stage 3: the output
         # size's flag registered beside the others, the bias check registered. Stage 4: the flags' first failure
         # registered (every flag outranks the region checks).
-        def carried(signal, stages=Multiplier.LATENCY):
+        def carried(signal, stages=PRODUCT_LATENCY):
             name = signal.name
             for stage in range(stages):
                 signal, previous = Signal.like(signal, name=f"{name}_{stage + 1}"), signal
@@ -308,20 +310,20 @@ class Controller(wiring.Component):
         bias_beyond = Signal(name="check_bias_bounds")
         m.d.sync += bias_beyond.eq(weighted & (bias_end > config.bias_depth))
 
-        # Stage 3 + Multiplier.LATENCY: each region comparison registered, the earlier verdicts beside them.
+        # Stage 3 + PRODUCT_LATENCY: each region comparison registered, the earlier verdicts beside them.
         late = {name: Signal(name=f"check_late_{name}") for name in ("row_pitch", "activation_bounds", "bias_bounds")}
         late_early, late_check = Signal(name="check_late_early"), Signal.like(early_check, name="check_late_index")
         short, beyond = 0, 0
-        for label, base, pitch, words, minimum in regions:
+        for label, room, pitch, words, minimum in regions:
             active = carried(add) if label == "in2" else 1
             short = short | (active & (carried(pitch) < minimum))
-            beyond = beyond | (active & (carried(base) + words > config.act_depth))
-        m.d.sync += [late_early.eq(carried(early_failed, Multiplier.LATENCY - 2)),
-                     late_check.eq(carried(early_check, Multiplier.LATENCY - 2)),
+            beyond = beyond | (active & (words > carried(room)))
+        m.d.sync += [late_early.eq(carried(early_failed, PRODUCT_LATENCY - 2)),
+                     late_check.eq(carried(early_check, PRODUCT_LATENCY - 2)),
                      late["row_pitch"].eq(short), late["activation_bounds"].eq(beyond),
-                     late["bias_bounds"].eq(carried(bias_beyond, Multiplier.LATENCY - 1))]
+                     late["bias_bounds"].eq(carried(bias_beyond, PRODUCT_LATENCY - 1))]
 
-        # Stage 4 + Multiplier.LATENCY: the first failing check of CHECKS registered.
+        # Stage 4 + PRODUCT_LATENCY: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         with m.If(late_early):

@@ -15,7 +15,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, si
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ECP5", "Multiplier", "registered_product"]
+__all__ = ["ECP5", "Multiplier", "PRODUCT_LATENCY", "registered_product"]
 
 #: The elaboration platform of ECP5 synthesis: blocks instantiate hard primitives (``rtlil.convert(..., platform=ECP5)``).
 ECP5 = "ecp5"
@@ -82,14 +82,21 @@ class Multiplier(wiring.Component):
         return m
 
 
+#: Cycles of :func:`registered_product`: the multiplier's registers and the fabric copy of its product.
+PRODUCT_LATENCY = Multiplier.LATENCY + 1
+
+
 def registered_product(m, a, b, name):
-    """``a * b`` of unsigned ``a`` and ``b``, :attr:`Multiplier.LATENCY` cycles after them: one :class:`Multiplier`
-    per 17-bit slice of ``a`` (added to ``m`` as ``{name}_mult{i}``), the slices' shifted sum combinational; ``b``
+    """``a * b`` of unsigned ``a`` and ``b``, :data:`PRODUCT_LATENCY` cycles after them: one :class:`Multiplier` per
+    17-bit slice of ``a`` (added to ``m`` as ``{name}_mult{i}``), each slice's product copied into a fabric register
+    (``{name}_p{i}``: no logic at the DSP's output, whose route is long), the slices' shifted sum combinational; ``b``
     must fit one operand. For products of descriptor fields, wider than a MULT18X18D when memories are deep."""
     product = 0
     for low in range(0, len(a), _SLICE_BITS):
-        part = a[low:low + _SLICE_BITS]
-        mult = m.submodules[f"{name}_mult{low // _SLICE_BITS}"] = Multiplier(part.shape(), b.shape())
+        part, index = a[low:low + _SLICE_BITS], low // _SLICE_BITS
+        mult = m.submodules[f"{name}_mult{index}"] = Multiplier(part.shape(), b.shape())
+        copy = Signal.like(mult.p, name=f"{name}_p{index}", reset_less=True)
         m.d.comb += [mult.a.eq(part), mult.b.eq(b)]
-        product = product + (mult.p << low)
+        m.d.sync += copy.eq(mult.p)
+        product = product + (copy << low)
     return product

@@ -172,6 +172,43 @@ def test_corrupt_descriptors_stop_the_program_with_golden_error():
                            mac_ops=first.macs)
 
 
+def boundary_descriptors():
+    """A short layer with each region (input, output) ending exactly at ``act_depth`` and one word past it, the row
+    pitches at their minimum and one below: the comparisons' edges, which random corruption rarely hits."""
+    first = program()[0][2]
+    variants = []
+    for label, height in (("in", first.in_height), ("out", first.out_height)):
+        pitch = getattr(first, f"{label}_row_pitch")
+        end = CONFIG.act_depth - height * pitch
+        variants += [{f"{label}_base": end}, {f"{label}_base": end + 1}, {f"{label}_row_pitch": pitch - 1}]
+    descriptors = [dataclasses.replace(first, **fields) for fields in variants]
+    expected = [hardware_error(d, CONFIG) for d in descriptors]
+    assert expected == [None, "activation_bounds", "row_pitch"] * 2
+    return descriptors, expected
+
+
+def test_region_checks_at_their_edges():
+    descriptors, expected = boundary_descriptors()
+    _, images, _ = program()
+    longest = max(layer_cycles(d, CONFIG) for d, check in zip(descriptors, expected) if check is None)
+    dut = Controller(CONFIG, images=images)
+    got = []
+
+    async def bench(ctx):
+        for descriptor in descriptors:
+            ctx.set(dut.descriptor_load.address, 0)
+            ctx.set(dut.descriptor_load.data, encode_descriptor(descriptor, CONFIG, check=False))
+            ctx.set(dut.descriptor_load.write, 1)
+            await ctx.tick()
+            ctx.set(dut.descriptor_load.write, 0)
+            await start(ctx, dut, 1)
+            await wait_for(ctx, dut, ["done"], longest + 50)
+            got.append(CHECKS[ctx.get(dut.error_check)] if ctx.get(dut.error) else None)
+
+    simulate(dut, bench)
+    assert got == expected
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_controller_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^9 descriptors exceed program_depth 8$"):
