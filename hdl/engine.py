@@ -40,6 +40,7 @@ from golden.descriptor import KINDS
 from golden.images import MemoryImages
 from golden.layouts import CODE_BITS, TABLE_ENTRIES, address_bits
 from hdl.add import AddSequencer, AddUnit
+from hdl.fanout import registered_copies
 from hdl.layouts import activation_word, bias_word, load_signature, weight_word
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, BiasMemory, TableMemory, WeightMemory
@@ -172,7 +173,9 @@ class Engine(wiring.Component):
         # done, and the datapath's first read of it (the first step's fetch) comes cycles after start.
         held = Signal(descriptor_layout(config), name="descriptor_held", reset_less=True)
         m.d.sync += held.eq(d)
-        adding = held.kind == KINDS["add"]
+        # Whether the layer is an add selects every bank's read address and every requantizer lane's input: one
+        # registered copy of the flag per bank and lane (``hdl.fanout``), in step with ``held``.
+        adding = registered_copies(m, d.kind == KINDS["add"], config.lanes, "adding")
 
         # The stages in dataflow order (the MAC array between fetch and locate). Each appends the valid flags of
         # its registers to `pending`: the engine is busy while a step or a word is in flight.
@@ -200,7 +203,7 @@ class Engine(wiring.Component):
         lanes = config.lanes
         step = seq.step.payload
         for bank in range(lanes):
-            address = Mux(adding, add_seq.step.payload.address, step.act_address[bank])
+            address = Mux(adding[bank], add_seq.step.payload.address, step.act_address[bank])
             m.d.comb += act.read_address[bank].eq(Mux(self.busy, address, self.host.address))
         m.d.comb += weights.address.eq(step.weight_address)
 
@@ -348,8 +351,8 @@ class Engine(wiring.Component):
         config = self._config
         summed = add_unit.o.payload
         for c in range(config.lanes):
-            m.d.comb += [requant.i.payload.acc[c].eq(Mux(adding, summed.sum[c], biased.acc[c])),
-                         requant.i.payload.channel_shift[c].eq(Mux(adding, 0, channel_shift[c]))]
+            m.d.comb += [requant.i.payload.acc[c].eq(Mux(adding[c], summed.sum[c], biased.acc[c])),
+                         requant.i.payload.channel_shift[c].eq(Mux(adding[c], 0, channel_shift[c]))]
         m.d.comb += [
             requant.i.valid.eq(biased_valid | add_unit.o.valid),
             requant.o.ready.eq(1),
@@ -362,8 +365,8 @@ class Engine(wiring.Component):
         target = _target_layout(config)
         where = Signal(target, name="requant_target0")
         # the descriptor's out_skew turns the output's banks (a slice of a concatenation, docs/memory.md section 1)
-        m.d.comb += [where.bank.eq(Mux(adding, summed.meta.bank, biased.bank) + d.out_skew),
-                     where.address.eq(Mux(adding, summed.meta.address, biased.address))]
+        m.d.comb += [where.bank.eq(Mux(adding[0], summed.meta.bank, biased.bank) + d.out_skew),
+                     where.address.eq(Mux(adding[0], summed.meta.address, biased.address))]
         return _carried(m, where, requant.i.valid, requant.latency, "requant_target", pending)
 
     def _table(self, m, d, tables, requant, target, valid, pending):
