@@ -251,7 +251,13 @@ class MACArray(wiring.Component):
         draining_next = Signal()
         m.d.comb += draining_next.eq(Mux(ended & ended_control.per_row, 1, draining & (word != lanes - 1)))
         m.d.sync += [draining.eq(draining_next), drain_valid.eq(draining)]
-        mac_shift = registered_copies(m, draining_next, (lanes - 1) * lanes, "mac_shift")
+        # Each MAC's copy of the shift enable comes from its row's copy, which is computed a cycle ahead (the next
+        # cycle's draining_next, from the next cycle's drain state): no single net reaches the whole bank.
+        word_next = Mux(ended & ended_control.per_row, 0, Mux(draining, word + 1, word))
+        ahead = (ending & control.per_row) | (draining_next & (word_next != lanes - 1))
+        row_shift = registered_copies(m, ahead, lanes - 1, "row_shift")
+        mac_shift = [shift for r in range(lanes - 1) for shift in registered_copies(m, row_shift[r], lanes,
+                                                                                    f"mac_shift_{r}")]
         with m.If(draining):
             m.d.sync += [drain_out[c].eq(result[0][c]) for c in rng]
             m.d.sync += [drain_word.eq(word), drain_meta.eq(result_meta), word.eq(word + 1)]
