@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from golden.config import check_config
 from golden.layouts import address_bits
 from hdl.dsp import Multiplier
+from hdl.fanout import registered_copies
 from hdl.layouts import activation_word
 from hdl.requant import ROUNDING_SHIFT_LATENCY, rounding_right_shift
 from hdl.sequencer import descriptor_layout
@@ -137,9 +138,14 @@ class AddParams(data.Struct):
 
 
 def add_unit_input_layout(config, meta):
-    """:class:`AddUnit` input: every bank's word and the one to take, which input it is, and ``meta``."""
+    """:class:`AddUnit` input: every bank's word and the one to take, which input it is, and ``meta``.
+
+    Lane ``l`` takes byte ``l`` of bank ``banks[l]``'s word: the engine gives every lane the same bank, in one register
+    per lane, so that no register drives all ``lanes x 8`` multiplexer bits (at 8 lanes one bank register had 463
+    loads)."""
     return data.StructLayout({"words": data.ArrayLayout(activation_word(config), config.lanes),
-                              "bank": unsigned(max(1, config.lane_bits)), "second": 1, "meta": meta})
+                              "banks": data.ArrayLayout(unsigned(max(1, config.lane_bits)), config.lanes),
+                              "second": 1, "meta": meta})
 
 
 def add_unit_output_layout(config, meta):
@@ -200,15 +206,18 @@ class AddUnit(wiring.Component):
         second = [flags[2 * k + 1] for k in range(self.latency)]
         m.d.comb += [self.o.valid.eq(valid[-1] & second[-1]), self.o.payload.meta.eq(metas[-1]),
                      self.busy.eq(Cat(*valid).any())]
-        # 1 (in front): the bank's word, one multiplexer per word as in the MAC array.
+        # 1 (in front): the bank's word, each lane's byte selected with the lane's copy of the bank.
         word = activation_word(config)(Signal(config.lanes * 8, name="word"))
-        words = Array(self.i.payload.words[bank].as_value() for bank in range(config.lanes))
-        m.d.comb += word.as_value().eq(words[self.i.payload.bank])
-        # The stage whose register the held input-1 value is taken from (the rounding right shift's last, the eighth).
+        for lane in range(config.lanes):
+            m.d.comb += word[lane].eq(Array(self.i.payload.words[bank][lane] for bank in range(config.lanes))
+                                      [self.i.payload.banks[lane]])
+        # The stage whose register the held input-1 value is taken from (the rounding right shift's last, the eighth);
+        # each lane has its own copy of the hold flag.
         scaled = self.latency - 2
+        holds = registered_copies(m, valid[scaled - 1] & ~second[scaled - 1], config.lanes, "hold")
         for lane in range(config.lanes):
             m.d.comb += self.o.payload.sum[lane].eq(
-                self._lane(m, word[lane], self.i.payload.second, valid[scaled] & ~second[scaled], name=f"lane{lane}"))
+                self._lane(m, word[lane], self.i.payload.second, holds[lane], name=f"lane{lane}"))
         return m
 
     def _lane(self, m, x, second_in, hold, *, name):
@@ -216,7 +225,9 @@ class AddUnit(wiring.Component):
         params = self.params
 
         def stage(shape, value, suffix):
-            reg = Signal(shape, name=f"{name}_{suffix}", reset_less=True)
+            # kept (hdl.fanout): the parameters' and shifts' registers are equal in every lane, and yosys would merge
+            # the lanes' copies back into one register driving all lanes
+            reg = Signal(shape, name=f"{name}_{suffix}", reset_less=True, attrs={"keep": 1})
             m.d.sync += reg.eq(value)
             return reg
 

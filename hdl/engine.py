@@ -184,8 +184,9 @@ class Engine(wiring.Component):
         self._add(m, held, add_seq, act, add_unit, pending)                              # fetch_latency
         located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
         self._load_ports(m, weights, biases, tables)
-        located, valid = self._bias_read(m, located, valid, biases, pending)             # BiasMemory.latency
-        biased, channel_shift, valid = self._bias_add(m, located, valid, biases, pending)  # BIAS_ADD_LATENCY
+        located, valid, pools = self._bias_read(m, located, valid, biases, pending)      # BiasMemory.latency
+        biased, channel_shift, valid = self._bias_add(m, located, valid, pools, adding, biases,  # BIAS_ADD_LATENCY
+                                                      pending)
         target, valid = self._requantize(m, held, requant, biased, channel_shift, valid,  # Requantizer.latency
                                          add_unit, adding, pending)
         result, target, valid = self._table(m, held, tables, requant, target, valid, pending)  # TableMemory.latency
@@ -253,11 +254,14 @@ class Engine(wiring.Component):
         control_valid = add_seq.step.valid
         m.d.comb += [control.bank.eq(step.bank), control.second.eq(step.second), control.meta.bank.eq(step.bank),
                      control.meta.address.eq(step.out_address)]
-        control, control_valid = _carried(m, control, control_valid, self.fetch_latency, "add_fetch", pending)
+        # The bank reaches the add unit in one copy per lane, made in the last of the fetch stages.
+        control, control_valid = _carried(m, control, control_valid, self.fetch_latency - 1, "add_fetch", pending)
+        banks = registered_copies(m, control.bank, config.lanes, "add_bank")
+        control, control_valid = _carried(m, control, control_valid, 1, "add_fetch", pending, first=self.fetch_latency)
         m.d.comb += [
             add_unit.i.valid.eq(control_valid),
             add_unit.i.payload.words.eq(_delayed(m, act.read_data, self.fetch_latency - act.latency, "add_words")),
-            add_unit.i.payload.bank.eq(control.bank),
+            *[add_unit.i.payload.banks[lane].eq(bank) for lane, bank in enumerate(banks)],
             add_unit.i.payload.second.eq(control.second),
             add_unit.i.payload.meta.eq(control.meta),
             add_unit.params.zero_point1.eq(d.input_zero_point),
@@ -281,15 +285,16 @@ class Engine(wiring.Component):
         half_mask = max(1, config.lanes // 2) - 1
         pixel = Mux(meta.stride2, result.word & half_mask, result.word)
         second = Mux(meta.stride2, result.word >> (lane_bits - 1), 0)
-        # Data registers load only with a valid word (and have no reset): between words the requantizer's inputs
-        # stay still, which an event-driven simulator turns into idle cycles.
+        # Data registers have no reset. The accumulators load every cycle (an enable would be one flag driving
+        # lanes x 32 bits; the MAC array's output only changes around its words, so between words the requantizer's
+        # inputs stay still, which an event-driven simulator turns into idle cycles); the rest only with a valid word.
         located = Signal(_located_layout(config), name="located", reset_less=True)
         located_valid = Signal(name="located_valid")
         bias_address = Signal.like(biases.address, name="bias_address")
         m.d.sync += located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair))
+        m.d.sync += located.acc.eq(result.acc)
         with m.If(mac.o.valid):
             m.d.sync += [
-                located.acc.eq(result.acc),
                 located.bank.eq(meta.bank + pixel + second),
                 located.address.eq(Mux(second, meta.address_next, meta.address)),
                 located.pool.eq(meta.pool | meta.max),       # no bias, k_c 0
@@ -306,21 +311,27 @@ class Engine(wiring.Component):
                          memory.load.write.eq(load.write & ~self.busy)]
 
     def _bias_read(self, m, located, located_valid, biases, pending):
-        """``biases.latency`` cycles: the located word waits for its bias word. Returns the word and its valid flag."""
-        layout = _located_layout(self._config)
+        """``biases.latency`` cycles: the located word waits for its bias word.
+
+        Returns the word, its valid flag and its pooling flag once per lane (copies for the bias add's lanes).
+        """
+        config = self._config
+        layout = _located_layout(config)
         stage, stage_valid = located, located_valid
         for index in range(biases.latency):
             delayed = Signal(layout, name=f"biasing{index}", reset_less=True)
             delayed_valid = Signal(name=f"biasing{index}_valid")
-            m.d.sync += delayed_valid.eq(stage_valid)
-            with m.If(stage_valid):
-                m.d.sync += delayed.eq(stage)
+            m.d.sync += [delayed_valid.eq(stage_valid), delayed.acc.eq(stage.acc), delayed.pool.eq(stage.pool)]
+            with m.If(stage_valid):                                                  # as in _locate
+                m.d.sync += [delayed.bank.eq(stage.bank), delayed.address.eq(stage.address)]
             pending.append(delayed_valid)
-            stage, stage_valid = delayed, delayed_valid
-        return stage, stage_valid
+            previous, stage, stage_valid = stage, delayed, delayed_valid
+        return stage, stage_valid, registered_copies(m, previous.pool, config.lanes, "biasing_pool")   # = stage.pool
 
-    def _bias_add(self, m, word, word_valid, biases, pending):
-        """:attr:`BIAS_ADD_LATENCY` cycle: bias added and channel shifts taken (a pool's are 0 and 0).
+    def _bias_add(self, m, word, word_valid, pools, adding, biases, pending):
+        """:attr:`BIAS_ADD_LATENCY` cycle: bias added and channel shifts taken (a pool's are 0 and 0; ``pools``: the
+        word's pooling flag, once per lane). The channel shifts are 0 throughout an add too (``adding``, per lane),
+        which is the requantizer's channel shift for an add's sums: no selection in front of the requantizer.
 
         Returns ``(biased, channel_shift, biased_valid)``.
         """
@@ -331,14 +342,14 @@ class Engine(wiring.Component):
         channel_shift = Signal(data.ArrayLayout(unsigned(config.shift_bits), lanes), name="biased_shift",
                                reset_less=True)
         m.d.sync += biased_valid.eq(word_valid)
-        with m.If(word_valid):
+        with m.If(word_valid):                                                       # as in _locate
             m.d.sync += [biased.bank.eq(word.bank), biased.address.eq(word.address)]
-            for c in range(lanes):
-                m.d.sync += [
-                    biased.acc[c].eq(Mux(word.pool, word.acc[c],
-                                         (word.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
-                    channel_shift[c].eq(Mux(word.pool, 0, biases.data.channel_shift[c])),
-                ]
+        for c in range(lanes):
+            m.d.sync += [
+                biased.acc[c].eq(Mux(pools[c], word.acc[c],
+                                     (word.acc[c] + biases.data.bias[c])[:config.acc_bits].as_signed())),
+                channel_shift[c].eq(Mux(pools[c] | adding[c], 0, biases.data.channel_shift[c])),
+            ]
         pending.append(biased_valid)
         return biased, channel_shift, biased_valid
 
@@ -352,7 +363,7 @@ class Engine(wiring.Component):
         summed = add_unit.o.payload
         for c in range(config.lanes):
             m.d.comb += [requant.i.payload.acc[c].eq(Mux(adding[c], summed.sum[c], biased.acc[c])),
-                         requant.i.payload.channel_shift[c].eq(Mux(adding[c], 0, channel_shift[c]))]
+                         requant.i.payload.channel_shift[c].eq(channel_shift[c])]
         m.d.comb += [
             requant.i.valid.eq(biased_valid | add_unit.o.valid),
             requant.o.ready.eq(1),
@@ -434,11 +445,12 @@ def _located_layout(config):
     })
 
 
-def _carried(m, value, valid, cycles, name, pending):
-    # `value` (a layout's view, no reset) and its valid flag delayed by `cycles` registers; the flags join `pending`.
-    for index in range(cycles):
-        delayed = Signal(value.shape(), name=f"{name}{index + 1}", reset_less=True)
-        delayed_valid = Signal(name=f"{name}{index + 1}_valid")
+def _carried(m, value, valid, cycles, name, pending, *, first=1):
+    # `value` (a layout's view, no reset) and its valid flag delayed by `cycles` registers (numbered from `first`);
+    # the flags join `pending`.
+    for index in range(first, first + cycles):
+        delayed = Signal(value.shape(), name=f"{name}{index}", reset_less=True)
+        delayed_valid = Signal(name=f"{name}{index}_valid")
         m.d.sync += [delayed.eq(value), delayed_valid.eq(valid)]
         pending.append(delayed_valid)
         value, valid = delayed, delayed_valid

@@ -251,6 +251,8 @@ class MACArray(wiring.Component):
         draining_next = Signal()
         m.d.comb += draining_next.eq(Mux(ended & ended_control.per_row, 1, draining & (word != lanes - 1)))
         m.d.sync += [draining.eq(draining_next), drain_valid.eq(draining)]
+        # Per output lane, copies of the drain's enable and of the output select (below): no flag drives all lanes.
+        drain_enable = registered_copies(m, draining_next, lanes, "drain_enable")
         # Each MAC's copy of the shift enable comes from its row's copy, which is computed a cycle ahead (the next
         # cycle's draining_next, from the next cycle's drain state): no single net reaches the whole bank.
         word_next = Mux(ended & ended_control.per_row, 0, Mux(draining, word + 1, word))
@@ -258,8 +260,10 @@ class MACArray(wiring.Component):
         row_shift = registered_copies(m, ahead, lanes - 1, "row_shift")
         mac_shift = [shift for r in range(lanes - 1) for shift in registered_copies(m, row_shift[r], lanes,
                                                                                     f"mac_shift_{r}")]
+        for c in rng:
+            with m.If(drain_enable[c]):
+                m.d.sync += drain_out[c].eq(result[0][c])
         with m.If(draining):
-            m.d.sync += [drain_out[c].eq(result[0][c]) for c in rng]
             m.d.sync += [drain_word.eq(word), drain_meta.eq(result_meta), word.eq(word + 1)]
         with m.If(ended & ended_control.per_row):
             m.d.sync += word.eq(0)
@@ -288,7 +292,9 @@ class MACArray(wiring.Component):
             meta = Signal(self._meta, name=f"sum{depth}_meta")
             m.d.sync += [valid.eq(level_valid), meta.eq(level_meta)]
             in_tree.append(valid)
+            previous_valid = level_valid
             level, level_valid, level_meta = summed, valid, meta
+        tree_select = registered_copies(m, previous_valid, lanes, "tree_select")     # level_valid, once per lane
 
         with m.If(level_valid):
             m.d.comb += [
@@ -296,14 +302,15 @@ class MACArray(wiring.Component):
                 self.o.payload.meta.eq(level_meta),
                 self.o.payload.word.eq(0),
             ]
-            m.d.comb += [self.o.payload.acc[r].eq(level[r][0]) for r in rng]
         with m.Elif(drain_valid):
             m.d.comb += [
                 self.o.valid.eq(1),
                 self.o.payload.meta.eq(drain_meta),
                 self.o.payload.word.eq(drain_word),
             ]
-            m.d.comb += [self.o.payload.acc[c].eq(drain_out[c]) for c in rng]
+        # Each output lane takes the tree's word or the drain's with its own copy of the tree's valid flag (row r of
+        # the tree leaves on lane r; without a valid word the lanes are don't-care).
+        m.d.comb += [self.o.payload.acc[c].eq(Mux(tree_select[c], level[c][0], drain_out[c])) for c in rng]
 
         busy = ended | captured | draining | drain_valid
         for valid in in_multiplier + in_tree:

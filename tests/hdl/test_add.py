@@ -42,12 +42,13 @@ def rtl_sums(params, x1, x2, *, gaps=None):
                 for _ in range(0 if gaps is None else gaps[2 * beat + second]):
                     ctx.set(dut.i.valid, 0)                        # idle: whatever is on the payload is ignored
                     ctx.set(dut.i.payload.second, 0)
-                    ctx.set(dut.i.payload.bank, 0)
+                    for lane in range(CONFIG.lanes):
+                        ctx.set(dut.i.payload.banks[lane], lane)
                     ctx.set(dut.i.payload.words[0][0], int(rng.integers(-128, 128)))
                     await ctx.tick()
-                bank = (beat + second) % CONFIG.lanes           # the word comes from any bank
-                ctx.set(dut.i.payload.bank, bank)
-                for lane in range(CONFIG.lanes):
+                for lane in range(CONFIG.lanes):                # each lane's byte from its own bank (the
+                    bank = (beat + second + 3 * lane) % CONFIG.lanes    # engine gives every lane the same one)
+                    ctx.set(dut.i.payload.banks[lane], bank)
                     ctx.set(dut.i.payload.words[bank][lane], int(words[beat][lane]))
                 ctx.set(dut.i.payload.second, second)
                 ctx.set(dut.i.payload.meta, beat)
