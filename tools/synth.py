@@ -13,7 +13,9 @@ ABC9 does not map the whole NPU (measured 2026-12-01: plain ``abc9`` stops witho
 
 nextpnr places and routes the netlist once per ``--seeds`` seed (``--jobs`` at a time, default one per core); the
 table gives each seed's Fmax and critical path and their min / median / max, the figure to quote (Fmax moves by 10 %
-or more with the placer seed). ``fmax.json`` in the build directory keeps each seed's Fmax and the median (the clock
+or more with the placer seed). Below them, the nets of yosys' netlist with the most loads (``--fanout``): on this
+fabric a net with hundreds of loads costs nanoseconds of routing, so they are where to look when a path's routing
+exceeds its logic. ``fmax.json`` in the build directory keeps each seed's Fmax and the median (the clock
 ``tools/run_npu.py`` quotes frames per second at).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
@@ -55,7 +57,7 @@ from hdl.requant import Requantizer
 from hdl.sequencer import Sequencer
 from hdl.top import build_top
 
-__all__ = ["BLOCKS", "DEVICES", "MAPPERS", "parse_report", "parse_yosys_stat", "format_table", "main"]
+__all__ = ["BLOCKS", "DEVICES", "MAPPERS", "parse_report", "parse_yosys_stat", "parse_fanout", "format_table", "main"]
 
 #: nextpnr-ecp5 device flag -> (part name, packages nextpnr 0.11 accepts for it).
 DEVICES = {
@@ -140,6 +142,51 @@ def parse_yosys_stat(stat):
     return {cell: count for cell, count in top["num_cells_by_type"].items() if not cell.startswith("$")}
 
 
+def _net_name_rank(name):
+    # Prefer a design signal's name over yosys' generated ones ("$abc$...", "..._LUT4_Z"), then the shorter.
+    return name.count("$"), len(_CELL_SUFFIX.split(name, maxsplit=1)) > 1, len(name)
+
+
+def parse_fanout(netlist, *, count, top=_TOP, clock=_CLOCK):
+    """The ``count`` nets of yosys' mapped ``netlist`` (a ``write_json`` object) with the most cell inputs.
+
+    High fan-out is what routing pays for on an FPGA: a net with hundreds of loads spreads over the die and sets a
+    path's delay whatever its logic depth. Counted per bit on the netlist before packing; the clock port's net (a
+    global buffer) is left out. Returns a list of dicts with ``loads``, ``driver`` (the driving cell's type, or
+    ``port``) and ``net`` (the most readable of the bit's names, ``name[i]`` for a bit of a vector), most loads
+    first. Raises ValueError if the netlist has no module ``top``.
+    """
+    module = netlist.get("modules", {}).get(top)
+    if module is None:
+        raise ValueError(f"netlist has no module {top!r}")
+    loads, drivers = {}, {}
+    for port in module.get("ports", {}).values():
+        if port["direction"] == "input":
+            drivers.update((bit, "port") for bit in port["bits"])
+    for cell in module["cells"].values():
+        directions = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            for bit in bits:
+                if isinstance(bit, str):  # a constant
+                    continue
+                if directions.get(port) == "output":
+                    drivers[bit] = cell["type"]
+                else:
+                    loads[bit] = loads.get(bit, 0) + 1
+    clock_bits = set(module.get("ports", {}).get(clock, {}).get("bits", []))
+    names = {}
+    for name, net in module["netnames"].items():
+        for index, bit in enumerate(net["bits"]):
+            if isinstance(bit, str):
+                continue
+            full = name if len(net["bits"]) == 1 else f"{name}[{index}]"
+            if bit not in names or _net_name_rank(full) < _net_name_rank(names[bit]):
+                names[bit] = full
+    ranked = sorted((bit for bit in loads if bit not in clock_bits), key=lambda bit: (-loads[bit], names.get(bit, "")))
+    return [{"loads": loads[bit], "driver": drivers.get(bit, "undriven"), "net": names.get(bit, f"bit {bit}")}
+            for bit in ranked[:count]]
+
+
 #: nextpnr's bel -> the pre-synthesis estimate (``hdl.estimate``) it is compared with.
 _ESTIMATED = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D", "DP16KD": "DP16KD"}
 
@@ -149,10 +196,10 @@ def _path_text(path):
             f"{path['routing']:.2f} ns, {path['levels']} logic levels)")
 
 
-def format_table(*, title, cells, reports, harness, times, estimate):
+def format_table(*, title, cells, reports, harness, times, estimate, fanout=()):
     """The text printed by the command: resources (with the pre-synthesis ``estimate`` of ``hdl.estimate``), each
     seed's Fmax and critical path (``reports``: seed -> :func:`parse_report` result), the median Fmax against the
-    target, wall time. Utilization is the same for every seed (packing precedes placement): the first is shown."""
+    target, the nets with the most loads (``fanout``: :func:`parse_fanout` result), wall time. Utilization is the same for every seed (packing precedes placement): the first is shown."""
     first = reports[min(reports)]
     utilization = first["utilization"]
     rows = [("LUT4", "yosys", cells.get("LUT4", 0), None, None),
@@ -177,6 +224,10 @@ def format_table(*, title, cells, reports, harness, times, estimate):
                  f"target {first['target']:.2f} MHz: {verdict}")
     lines.append(f"included above, the serial I/O harness: at most {harness.input_bits + harness.output_bits:,} "
                  f"TRELLIS_FF and at most {harness.output_bits:,} LUT4")
+    if fanout:
+        lines.append("nets with the most loads in yosys' netlist (before packing; clock left out):")
+        lines.append(f"{'loads':>8}  {'driver':<12}net")
+        lines += [f"{net['loads']:>8,}  {net['driver']:<12}{net['net']}" for net in fanout]
     lines.append("wall time: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in times.items()))
     return "\n".join(lines)
 
@@ -214,6 +265,8 @@ def _parser():
                              "ABC9 does not map the whole NPU)")
     parser.add_argument("--yosys-flag", action="append", choices=_YOSYS_FLAGS, default=[],
                         help="extra synth_ecp5 flag, without its dash; repeatable")
+    parser.add_argument("--fanout", type=int, default=8, metavar="N",
+                        help="list the N nets of the netlist with the most loads (default: %(default)s; 0: none)")
     parser.add_argument("--name", help="build directory name under --build-dir (default: from the top, device and "
                                        "non-default options, e.g. requantizer-85k-lanes1)")
     parser.add_argument("--build-dir", type=Path, default=Path("build/synth"),
@@ -275,6 +328,8 @@ def main(argv=None):
     jobs = args.jobs if args.jobs is not None else min(len(args.seeds), os.cpu_count() or 1)
     if jobs < 1:
         parser.error(f"jobs must be a positive integer, not {jobs!r}")
+    if args.fanout < 0:
+        parser.error(f"fanout must be a non-negative integer, not {args.fanout!r}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
         parser.error(f"name must be letters, digits, '_', '.' and '-', not {args.name!r}")
     yosys_flags = [*MAPPERS[args.mapper], *sorted(set(args.yosys_flag))]
@@ -340,6 +395,7 @@ def main(argv=None):
     try:
         cells = parse_yosys_stat(json.loads(files["stat"].read_text()))
         parsed = {seed: parse_report(json.loads(report.read_text())) for seed, report in reports.items()}
+        fanout = parse_fanout(json.loads(files["netlist"].read_text()), count=args.fanout) if args.fanout else []
     except (OSError, ValueError, KeyError) as error:
         print(f"{parser.prog}: error: cannot read the results: {error} (logs: {directory})", file=sys.stderr)
         return 1
@@ -355,7 +411,7 @@ def main(argv=None):
     title = (f"{type(top).__name__} ({fields}) on {part}-{args.speed} {args.package}, mapper {args.mapper}; "
              f"build files in {directory}/")
     print(format_table(title=title, cells=cells, reports=parsed, harness=harness, times=times,
-                       estimate=estimate_resources(files["rtlil"].read_text())))
+                       estimate=estimate_resources(files["rtlil"].read_text()), fanout=fanout))
     return 0
 
 

@@ -103,6 +103,40 @@ def test_parse_yosys_stat():
         synth.parse_yosys_stat({"modules": {"\\other": {}}})
 
 
+def _netlist():
+    """A yosys ``write_json`` object: a LUT feeding two flip-flops, whose outputs feed it back and a second LUT."""
+    ff = {"CLK": "input", "LSR": "input", "DI": "input", "Q": "output"}
+    lut = {"A": "input", "B": "input", "C": "input", "D": "input", "Z": "output"}
+    cells = {
+        "ff0": {"type": "TRELLIS_FF", "port_directions": ff, "connections": {"CLK": [2], "LSR": [3], "DI": [10], "Q": [11]}},
+        "ff1": {"type": "TRELLIS_FF", "port_directions": ff, "connections": {"CLK": [2], "LSR": [3], "DI": [10], "Q": [12]}},
+        "ff2": {"type": "TRELLIS_FF", "port_directions": ff, "connections": {"CLK": [2], "LSR": [3], "DI": [11], "Q": [20]}},
+        "lut0": {"type": "LUT4", "port_directions": lut, "connections": {"A": [11], "B": [12], "C": ["0"], "D": ["1"], "Z": [10]}},
+        "lut1": {"type": "LUT4", "port_directions": lut, "connections": {"A": [11], "B": [11], "C": [13], "D": ["0"], "Z": [21]}},
+    }
+    netnames = {"clk": {"bits": [2]}, "rst": {"bits": [3]}, "$abc$42$n11": {"bits": [11]},
+                "f_LUT4_Z": {"bits": [11]}, "core.flag": {"bits": [11]}, "$auto$10": {"bits": [10]},
+                "core.vec": {"bits": [10, 12]}, "q": {"bits": [20, 21]}}
+    ports = {"clk": {"direction": "input", "bits": [2]}, "rst": {"direction": "input", "bits": [3]},
+             "q": {"direction": "output", "bits": [20, 21]}}
+    return {"modules": {"synth_top": {"ports": ports, "cells": cells, "netnames": netnames}, "LUT4": {"cells": {}}}}
+
+
+def test_parse_fanout():
+    # Each cell input pin is a load (lut1 reads core.flag twice); the clock is left out; an undriven bit (13) counts.
+    assert synth.parse_fanout(_netlist(), count=10) == [
+        {"loads": 4, "driver": "TRELLIS_FF", "net": "core.flag"},
+        {"loads": 3, "driver": "port", "net": "rst"},
+        {"loads": 2, "driver": "LUT4", "net": "core.vec[0]"},
+        {"loads": 1, "driver": "undriven", "net": "bit 13"},
+        {"loads": 1, "driver": "TRELLIS_FF", "net": "core.vec[1]"},
+    ]
+    assert [net["loads"] for net in synth.parse_fanout(_netlist(), count=2)] == [4, 3]
+    assert synth.parse_fanout(_netlist(), count=0) == []
+    with pytest.raises(ValueError, match="netlist has no module 'synth_top'"):
+        synth.parse_fanout({"modules": {"other": {}}}, count=1)
+
+
 def test_format_table():
     harness = SerialHarness(Requantizer(NPUConfig(lanes=1)))
     report = synth.parse_report(_report())
@@ -126,6 +160,13 @@ def test_format_table():
     assert "151.00 MHz median over 1 seed (min 151.00, max 151.00), target 150.01 MHz: met" in text
     assert "at most 109 TRELLIS_FF and at most 10 LUT4" in text
     assert text.endswith("wall time: ")
+    text = synth.format_table(title="title", cells={}, reports={1: report}, harness=harness, times={"total": 1.0},
+                              estimate={}, fanout=synth.parse_fanout(_netlist(), count=2))
+    assert ("nets with the most loads in yosys' netlist (before packing; clock left out):\n"
+            "   loads  driver      net\n"
+            "       4  TRELLIS_FF  core.flag\n"
+            "       3  port        rst\n"
+            "wall time: total 1.0 s") in text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -143,6 +184,7 @@ def test_format_table():
     (["--yosys-flag", "dff"], "argument --yosys-flag: invalid choice: 'dff'"),
     (["--mapper", "abc10"], "argument --mapper: invalid choice: 'abc10'"),
     (["--block", "alu"], "argument --block: invalid choice: 'alu'"),
+    (["--fanout", "-1"], "fanout must be a non-negative integer, not -1"),
     (["--name", "../elsewhere"], "name must be letters, digits, '_', '.' and '-', not '../elsewhere'"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -223,6 +265,8 @@ def test_synthesis_of_a_small_configuration(tmp_path):
     summary = json.loads((build / "fmax.json").read_text())
     assert summary["seeds"] == pytest.approx({str(seed): fmax for seed, fmax in seeds.items()}, abs=0.01)
     assert summary["median"] == pytest.approx(median, abs=0.01)
+    loads = [int(count.replace(",", "")) for count in re.findall(r"^ +([\d,]+)  \S+ +\S", table.split("most loads")[1], re.M)]
+    assert len(loads) == 8 and loads == sorted(loads, reverse=True) and loads[-1] > 1
 
 
 @pytest.mark.parametrize("args, flags, name, cell", [
