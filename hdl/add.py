@@ -140,12 +140,12 @@ class AddParams(data.Struct):
 def add_unit_input_layout(config, meta):
     """:class:`AddUnit` input: every bank's word and the one to take, which input it is, and ``meta``.
 
-    Lane ``l`` takes byte ``l`` of bank ``banks[l]``'s word: the engine gives every lane the same bank, in one register
-    per lane, so that no register drives all ``lanes x 8`` multiplexer bits (at 8 lanes one bank register had 463
-    loads)."""
+    Lane ``l`` takes byte ``l`` of bank ``banks[l]``'s word as input ``seconds[l] + 1``'s. The engine gives every lane
+    the same bank and the same input, in one register per lane, so that no register drives all lanes' multiplexers (at
+    8 lanes one bank register had 463 loads, one input flag 361). ``seconds[0]`` also tells the unit's control."""
     return data.StructLayout({"words": data.ArrayLayout(activation_word(config), config.lanes),
                               "banks": data.ArrayLayout(unsigned(max(1, config.lane_bits)), config.lanes),
-                              "second": 1, "meta": meta})
+                              "seconds": data.ArrayLayout(1, config.lanes), "meta": meta})
 
 
 def add_unit_output_layout(config, meta):
@@ -168,7 +168,8 @@ class AddUnit(wiring.Component):
         Each lane keeps registered copies: stable from :attr:`params_setup` cycles before the first word to the last
         sum.
     i : ``In(stream.Signature(add_unit_input_layout(config, meta), always_ready=True))``
-        A word of input 1 (``second`` 0), then the same pixel and group of input 2 (``second`` 1), in any later cycle.
+        A word of input 1 (``seconds`` 0), then the same pixel and group of input 2 (``seconds`` 1), in any later
+        cycle.
     o : ``Out(stream.Signature(add_unit_output_layout(config, meta), always_ready=True))``
         The sum, :attr:`latency` cycles after its input-2 word; the consumer takes it.
     busy : ``Out(1)``
@@ -196,7 +197,7 @@ class AddUnit(wiring.Component):
         config = self._config
         # The control beside the lanes: valid and second flags and the meta of each stage (one register per stage).
         flags = Signal(2 * self.latency, name="flags")       # (valid, second) per stage
-        m.d.sync += flags.eq(Cat(self.i.valid, self.i.payload.second, flags[:-2]))
+        m.d.sync += flags.eq(Cat(self.i.valid, self.i.payload.seconds[0], flags[:-2]))
         metas = [self.i.payload.meta]
         for index in range(self.latency):
             delayed = Signal(self._meta, name=f"meta{index + 1}", reset_less=True)
@@ -217,7 +218,7 @@ class AddUnit(wiring.Component):
         holds = registered_copies(m, valid[scaled - 1] & ~second[scaled - 1], config.lanes, "hold")
         for lane in range(config.lanes):
             m.d.comb += self.o.payload.sum[lane].eq(
-                self._lane(m, word[lane], self.i.payload.second, holds[lane], name=f"lane{lane}"))
+                self._lane(m, word[lane], self.i.payload.seconds[lane], holds[lane], name=f"lane{lane}"))
         return m
 
     def _lane(self, m, x, second_in, hold, *, name):

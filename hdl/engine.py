@@ -254,15 +254,16 @@ class Engine(wiring.Component):
         control_valid = add_seq.step.valid
         m.d.comb += [control.bank.eq(step.bank), control.second.eq(step.second), control.meta.bank.eq(step.bank),
                      control.meta.address.eq(step.out_address)]
-        # The bank reaches the add unit in one copy per lane, made in the last of the fetch stages.
+        # The bank and the input flag reach the add unit in one copy per lane, made in the last of the fetch stages.
         control, control_valid = _carried(m, control, control_valid, self.fetch_latency - 1, "add_fetch", pending)
         banks = registered_copies(m, control.bank, config.lanes, "add_bank")
+        seconds = registered_copies(m, control.second, config.lanes, "add_second")
         control, control_valid = _carried(m, control, control_valid, 1, "add_fetch", pending, first=self.fetch_latency)
         m.d.comb += [
             add_unit.i.valid.eq(control_valid),
             add_unit.i.payload.words.eq(_delayed(m, act.read_data, self.fetch_latency - act.latency, "add_words")),
             *[add_unit.i.payload.banks[lane].eq(bank) for lane, bank in enumerate(banks)],
-            add_unit.i.payload.second.eq(control.second),
+            *[add_unit.i.payload.seconds[lane].eq(second) for lane, second in enumerate(seconds)],
             add_unit.i.payload.meta.eq(control.meta),
             add_unit.params.zero_point1.eq(d.input_zero_point),
             add_unit.params.zero_point2.eq(d.input2_zero_point),

@@ -41,8 +41,8 @@ def rtl_sums(params, x1, x2, *, gaps=None):
             for second, words in enumerate((x1, x2)):
                 for _ in range(0 if gaps is None else gaps[2 * beat + second]):
                     ctx.set(dut.i.valid, 0)                        # idle: whatever is on the payload is ignored
-                    ctx.set(dut.i.payload.second, 0)
                     for lane in range(CONFIG.lanes):
+                        ctx.set(dut.i.payload.seconds[lane], 0)
                         ctx.set(dut.i.payload.banks[lane], lane)
                     ctx.set(dut.i.payload.words[0][0], int(rng.integers(-128, 128)))
                     await ctx.tick()
@@ -50,7 +50,7 @@ def rtl_sums(params, x1, x2, *, gaps=None):
                     bank = (beat + second + 3 * lane) % CONFIG.lanes    # engine gives every lane the same one)
                     ctx.set(dut.i.payload.banks[lane], bank)
                     ctx.set(dut.i.payload.words[bank][lane], int(words[beat][lane]))
-                ctx.set(dut.i.payload.second, second)
+                    ctx.set(dut.i.payload.seconds[lane], second)
                 ctx.set(dut.i.payload.meta, beat)
                 ctx.set(dut.i.valid, 1)
                 await ctx.tick()
