@@ -91,14 +91,18 @@ class AddSequencer(wiring.Component):
         offset, group_offset, igp = (Signal(act, name=n) for n in ("offset", "group_offset", "igp"))
         row1, row2, row_out = (Signal(act, name=n) for n in ("row1", "row2", "row_out"))
         last_groups = (d.in_channels - 1) >> lane_bits
-        with m.If(self.start & ~self.busy):
+        # The counters load in every cycle the walk is not running (the load of the start cycle is the one that
+        # counts), so that start, a gate behind the controller's state, drives the running flag alone.
+        with m.If(~running):
             m.d.sync += [
-                running.eq(1), second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups),
+                second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups),
                 y_left.eq(d.in_height - 1), bank.eq(0), column.eq(0), group_bank.eq(0), offset.eq(0),
                 group_offset.eq(0), igp.eq(((d.in_width - 1) >> lane_bits) + 1), row1.eq(d.in_base),
                 row2.eq(d.in2_base), row_out.eq(d.out_base),
             ]
-        with m.Elif(running):
+            with m.If(self.start & ~self.busy):
+                m.d.sync += running.eq(1)
+        with m.Else():
             m.d.sync += second.eq(~second)
             with m.If(second):                                       # the pixel's two words issued: next pixel
                 with m.If(x_left != 0):

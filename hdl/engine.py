@@ -418,8 +418,14 @@ class Engine(wiring.Component):
         for valid in pending:
             active = active | valid
         m.d.sync += self.done.eq(0)
+        # The counters restart a cycle after launch (no step is issued before the sequencers' latency), from a
+        # register: launch, a gate behind the controller's state, stays off their hundred-odd flip-flops.
+        launched = Signal(name="launched")
+        m.d.sync += launched.eq(launch)
         with m.If(launch):
-            m.d.sync += [self.busy.eq(1), self.cycles.eq(0), self.active_cycles.eq(0), self.mac_ops.eq(0)]
+            m.d.sync += self.busy.eq(1)
+        with m.Elif(launched):
+            m.d.sync += [self.cycles.eq(1), self.active_cycles.eq(0), self.mac_ops.eq(0)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(seq.step.valid | add_seq.step.valid):

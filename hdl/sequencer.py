@@ -36,8 +36,12 @@ from amaranth.lib.wiring import In, Out
 from golden.config import check_config
 from golden.descriptor import KINDS, descriptor_fields, weight_address_bits
 from golden.layouts import address_bits
+from hdl.fanout import registered_copies
 
 __all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
+
+#: Descriptor bits latched by one copy of ``busy`` (:meth:`Sequencer.elaborate`).
+_LATCH_SHARE = 64
 
 
 def descriptor_layout(config):
@@ -132,8 +136,16 @@ class Sequencer(wiring.Component):
         s2, s2_valid = self._row_stage(m, layer, s1, s1_valid)       # ROW_LATENCY
         self._address_stage(m, layer, s2, s2_valid)                  # ADDRESS_LATENCY
         # busy = setup != 0 | running | s1_valid | s2_valid | step.valid, registered (computed from what they become)
-        # so that launch, which latches the whole descriptor, is one gate
-        m.d.sync += self.busy.eq(launch | (layer.setup != 0) | loop.running | s1_valid | s2_valid)
+        busy = launch | (layer.setup != 0) | loop.running | s1_valid | s2_valid
+        m.d.sync += self.busy.eq(busy)
+        # The descriptor is latched in every idle cycle (the latch of the launch cycle is the one that stays), each
+        # share of its bits enabled by its own registered copy of busy, so that launch, a gate behind the controller's
+        # state, drives the setup phase alone (at 8 lanes it drove the whole latch: 130 to 360 loads).
+        d = layer.descriptor.as_value()
+        for index, copy in enumerate(registered_copies(m, busy, -(-len(d) // _LATCH_SHARE), "latch_busy")):
+            bits = slice(index * _LATCH_SHARE, (index + 1) * _LATCH_SHARE)
+            with m.If(~copy):
+                m.d.sync += d[bits].eq(self.descriptor.as_value()[bits])
         return m
 
     def _setup(self, m, launch):
@@ -149,10 +161,10 @@ class Sequencer(wiring.Component):
         dim, channels = config.dim_bits, config.channel_bits
         act = address_bits(config.act_depth)
         count = _lane_count(config)
-        d = Signal(self.descriptor.shape(), name="descriptor_q")
+        d = Signal(self.descriptor.shape(), name="descriptor_q")     # latched by elaborate while idle
         setup = Signal(2, name="setup")               # 1: descriptor latched; 2: first derivations done
         with m.If(launch):
-            m.d.sync += [d.eq(self.descriptor), setup.eq(1)]
+            m.d.sync += setup.eq(1)
         with m.Elif(setup == 1):
             m.d.sync += setup.eq(2)
         with m.Elif(setup == 2):

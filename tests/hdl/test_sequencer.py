@@ -39,11 +39,16 @@ def rtl_steps(config, descriptor):
     dut = Sequencer(config)
     issued = []
 
+    limit = 4 * (SEQUENCER_LATENCY + issue_cycles(descriptor, config)) + 100
+
     async def bench(ctx):
-        ctx.set(dut.descriptor.as_value(), encode_descriptor(descriptor, config))
+        encoded = encode_descriptor(descriptor, config)
+        ctx.set(dut.descriptor.as_value(), encoded)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
+        # sampled with start: from the next cycle on, every descriptor bit flipped
+        ctx.set(dut.descriptor.as_value(), ~encoded & ((1 << len(dut.descriptor.as_value())) - 1))
         cycle = 1
         while True:
             valid, payload, busy = ctx.get(dut.step.valid), ctx.get(dut.step.payload), ctx.get(dut.busy)
@@ -53,6 +58,7 @@ def rtl_steps(config, descriptor):
                 break
             await ctx.tick()
             cycle += 1
+            assert cycle < limit, f"still busy after {limit} cycles"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

@@ -135,7 +135,7 @@ def test_every_memory_starts_at_zero_through_a_loop_whatever_its_depth():
     small, _ = to_verilog(Controller(NPUConfig(lanes=4, act_depth=64)), "npu")
     large, shapes = to_verilog(Controller(NPUConfig(lanes=4, act_depth=60_000, weight_depth=50_000)), "npu",
                                IMAGE_FILES)
-    assert abs(len(large) - len(small)) < 2_000           # no line per word: the depth changes a few numbers only
+    assert abs(len(large) - len(small)) < 5_000      # no line per word (60,000): the depth changes a few widths only
     memories = MEMORY.findall(large)
     assert len(memories) == 9 and all(initial for *_, initial in memories)    # program, counters, 4 banks, 3 images
     assert "i < 60000; i = i + 1) mem[i] = 32'h0;" in _module(large, "npu.engine.activations.bank3")
