@@ -92,11 +92,14 @@ class AddSequencer(wiring.Component):
         row1, row2, row_out = (Signal(act, name=n) for n in ("row1", "row2", "row_out"))
         last_groups = (d.in_channels - 1) >> lane_bits
         # The counters load in every cycle the walk is not running (the load of the start cycle is the one that
-        # counts), so that start, a gate behind the controller's state, drives the running flag alone.
+        # counts), so that start, a gate behind the controller's state, drives the running flag alone. Each counter
+        # has a registered end flag (it is 0), updated beside it, so no compare lies before the row addresses.
+        x_end, g_end, y_end = (Signal(name=n) for n in ("x_end", "g_end", "y_end"))
         with m.If(~running):
             m.d.sync += [
-                second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups),
-                y_left.eq(d.in_height - 1), bank.eq(0), column.eq(0), group_bank.eq(0), offset.eq(0),
+                second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups), y_left.eq(d.in_height - 1),
+                x_end.eq(d.in_width == 1), g_end.eq(last_groups == 0), y_end.eq(d.in_height == 1),
+                bank.eq(0), column.eq(0), group_bank.eq(0), offset.eq(0),
                 group_offset.eq(0), igp.eq(((d.in_width - 1) >> lane_bits) + 1), row1.eq(d.in_base),
                 row2.eq(d.in2_base), row_out.eq(d.out_base),
             ]
@@ -105,20 +108,22 @@ class AddSequencer(wiring.Component):
         with m.Else():
             m.d.sync += second.eq(~second)
             with m.If(second):                                       # the pixel's two words issued: next pixel
-                with m.If(x_left != 0):
-                    m.d.sync += [x_left.eq(x_left - 1), bank.eq(bank + 1), column.eq(column + 1),
-                                 offset.eq(offset + (column == lanes - 1))]
+                with m.If(~x_end):
+                    m.d.sync += [x_left.eq(x_left - 1), x_end.eq(x_left == 1), bank.eq(bank + 1),
+                                 column.eq(column + 1), offset.eq(offset + (column == lanes - 1))]
                 with m.Else():
-                    m.d.sync += [x_left.eq(d.in_width - 1), column.eq(0)]
-                    with m.If(g_left != 0):                          # next channel group of the row
-                        m.d.sync += [g_left.eq(g_left - 1), group_bank.eq(group_bank + 1), bank.eq(group_bank + 1),
-                                     group_offset.eq(group_offset + igp), offset.eq(group_offset + igp)]
+                    m.d.sync += [x_left.eq(d.in_width - 1), x_end.eq(d.in_width == 1), column.eq(0)]
+                    with m.If(~g_end):                               # next channel group of the row
+                        m.d.sync += [g_left.eq(g_left - 1), g_end.eq(g_left == 1), group_bank.eq(group_bank + 1),
+                                     bank.eq(group_bank + 1), group_offset.eq(group_offset + igp),
+                                     offset.eq(group_offset + igp)]
                     with m.Else():                                   # next row
-                        m.d.sync += [g_left.eq(last_groups), group_bank.eq(0), bank.eq(0), group_offset.eq(0),
-                                     offset.eq(0)]
-                        with m.If(y_left != 0):
-                            m.d.sync += [y_left.eq(y_left - 1), row1.eq(row1 + d.in_row_pitch),
-                                         row2.eq(row2 + d.in2_row_pitch), row_out.eq(row_out + d.out_row_pitch)]
+                        m.d.sync += [g_left.eq(last_groups), g_end.eq(last_groups == 0), group_bank.eq(0),
+                                     bank.eq(0), group_offset.eq(0), offset.eq(0)]
+                        with m.If(~y_end):
+                            m.d.sync += [y_left.eq(y_left - 1), y_end.eq(y_left == 1),
+                                         row1.eq(row1 + d.in_row_pitch), row2.eq(row2 + d.in2_row_pitch),
+                                         row_out.eq(row_out + d.out_row_pitch)]
                         with m.Else():
                             m.d.sync += running.eq(0)
         step = self.step.payload
