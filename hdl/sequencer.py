@@ -42,6 +42,9 @@ __all__ = ["descriptor_layout", "pass_layout", "step_layout", "Sequencer"]
 
 #: Descriptor bits latched by one copy of ``busy`` (:meth:`Sequencer.elaborate`).
 _LATCH_SHARE = 64
+#: Shares of the loop registers, each loaded and stepped by its own copy of ``load`` and ``advance``
+#: (:meth:`Sequencer._loops`).
+_LOOP_SHARES = 4
 
 
 def descriptor_layout(config):
@@ -153,8 +156,8 @@ class Sequencer(wiring.Component):
 
         :attr:`SETUP_LATENCY` cycles: the latch, phase 1 (from the latched descriptor), phase 2 (from phase 1; the
         loop counters load in the same cycle, :meth:`_loops`). Returns a namespace of the latched ``descriptor``, the
-        ``setup`` phase (0 when idle), ``load`` (high in phase 2: a register, for the loops' wide load), the
-        constants, and ``single`` / ``double``: per loop, whether it has one / two iterations.
+        ``setup`` phase (0 when idle), ``load`` (high in phase 2: registered copies, one per share of the loops'
+        registers), the constants, and ``single`` / ``double``: per loop, whether it has one / two iterations.
         """
         config = self._config
         lanes, lane_bits = config.lanes, config.lane_bits
@@ -169,8 +172,7 @@ class Sequencer(wiring.Component):
             m.d.sync += setup.eq(2)
         with m.Elif(setup == 2):
             m.d.sync += setup.eq(0)
-        load = Signal(name="load")
-        m.d.sync += load.eq(setup == 1)
+        load = registered_copies(m, setup == 1, _LOOP_SHARES, "load")   # one per share of the loops' registers
 
         def derived(shape, value, name, phase):
             reg = Signal(shape, name=name)
@@ -306,18 +308,25 @@ class Sequencer(wiring.Component):
         carry = {"gi": Const(1), **{n: wrap[inner] for inner, n in zip(names, names[1:])}}
         count = {"gi": ~end["gi"], **{n: Signal(name=f"count_{n}") for n in names[1:]}}
 
-        with m.If(layer.load):
-            first_row = (d.in_base - layer.top_rows)[:act]
+        # The registers load and step in _LOOP_SHARES shares, each enabled by its own copy of load and of advance
+        # (at 8 lanes one load and one advance register had over 200 loads each): the loop control, the rows, the
+        # columns and output groups, the input groups and weights.
+        first_row = (d.in_base - layer.top_rows)[:act]
+        with m.If(layer.load[1]):
+            m.d.sync += [y_in0.eq(layer.y_start), y_in.eq(layer.y_start), y_next.eq(layer.y_start + d.stride_height),
+                         row0.eq(first_row), row.eq(first_row),
+                         row_next.eq((layer.second_base - layer.top_rows)[:act]), out_row.eq(d.out_base)]
+        with m.If(layer.load[2]):
+            m.d.sync += [xt.eq(0), x_in0.eq(layer.x_start), x_in.eq(layer.x_start), x_next.eq(x_second),
+                         go.eq(0), go_low_next.eq(layer.pass_groups), go_in_off.eq(0), go_out_off.eq(0)]
+        with m.If(layer.load[3]):
+            m.d.sync += [gi.eq(0), gi_off.eq(0), waddr.eq(d.weight_base), wblock.eq(d.weight_base)]
+        with m.If(layer.load[0]):
             m.d.sync += [
-                running.eq(1), xt.eq(0), go.eq(0), go_low_next.eq(layer.pass_groups), gi.eq(0), first.eq(1),
+                running.eq(1), first.eq(1), hold.eq(0),
                 left["gi"].eq(Mux(layer.conv, layer.in_groups - 1, 0)), left["kx"].eq(d.kernel_width - 1),
                 left["ky"].eq(d.kernel_height - 1), left["go"].eq(layer.go_reload),
                 left["xt"].eq(layer.tiles - 1), left["y"].eq(d.out_height - 1),
-                y_in0.eq(layer.y_start), y_in.eq(layer.y_start), y_next.eq(layer.y_start + d.stride_height),
-                x_in0.eq(layer.x_start), x_in.eq(layer.x_start), x_next.eq(x_second),
-                row0.eq(first_row), row.eq(first_row), row_next.eq((layer.second_base - layer.top_rows)[:act]),
-                gi_off.eq(0), go_in_off.eq(0), go_out_off.eq(0),
-                out_row.eq(d.out_base), waddr.eq(d.weight_base), wblock.eq(d.weight_base), hold.eq(0),
             ]
             for i, n in enumerate(names):
                 m.d.sync += [end[n].eq(layer.single[n]), one[n].eq(layer.double[n])]
@@ -327,20 +336,19 @@ class Sequencer(wiring.Component):
                                              & ~layer.single[n])]
 
         pass_end = wrap["ky"]
-        # advance = running & (hold == 0), registered: computed a cycle ahead from what running and hold become
+        # advance = running & (hold == 0), registered: computed a cycle ahead from what running and hold become;
+        # copies for the shares
         advance = Signal()
-        with m.If(layer.load):
-            m.d.sync += advance.eq(1)
-        with m.Elif(advance):
-            m.d.sync += advance.eq(~wrap["y"] & (~pass_end | layer.no_bubbles))
-        with m.Elif(running):
-            m.d.sync += advance.eq(hold == 1)
+        advance_next = Mux(layer.load[0], 1, Mux(advance, ~wrap["y"] & (~pass_end | layer.no_bubbles),
+                                                 Mux(running, hold == 1, advance)))
+        m.d.sync += advance.eq(advance_next)
+        advances = registered_copies(m, advance_next, _LOOP_SHARES, "advance")
         with m.If(advance & pass_end):
             m.d.sync += hold.eq(layer.bubbles)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
 
-        with m.If(advance):
+        with m.If(advances[0]):
             m.d.sync += first.eq(pass_end)
             # The flags after this step: a wrapping loop reloads, a carried one counts down, the others stay.
             end_next = {}
@@ -359,14 +367,20 @@ class Sequencer(wiring.Component):
                 if n != "y":
                     with m.If(wrap[n]):
                         m.d.sync += left[n].eq(reload[n])
-            # The indices and addresses: a counting loop steps them, a wrapping one returns them to its start; the
-            # loops' conditions exclude each other, and the increments (carry chains) come last, nearest the registers.
             with m.If(wrap["y"]):
                 m.d.sync += running.eq(0)
+        # The indices and addresses: a counting loop steps them, a wrapping one returns them to its start; the
+        # loops' conditions exclude each other, and the increments (carry chains) come last, nearest the registers.
+        with m.If(advances[1]):
             with m.If(count["y"]):
                 m.d.sync += [y_in0.eq(y_next), y_in.eq(y_next), y_next.eq(y_next + d.stride_height),
                              row0.eq(row_next), row.eq(row_next), row_next.eq(row_next + layer.row_step),
                              out_row.eq(out_row + d.out_row_pitch)]
+            with m.If(wrap["ky"] & ~count["y"]):
+                m.d.sync += [y_in.eq(y_in0), row.eq(row0)]
+            with m.If(count["ky"]):
+                m.d.sync += [y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
+        with m.If(advances[2]):
             with m.If(wrap["xt"]):
                 m.d.sync += [xt.eq(0), x_in0.eq(layer.x_start), x_in.eq(layer.x_start), x_next.eq(x_second)]
             with m.If(count["xt"]):
@@ -378,14 +392,11 @@ class Sequencer(wiring.Component):
                 m.d.sync += [go.eq(go + layer.pass_groups), go_low_next.eq(go_low_next + layer.pass_groups),
                              go_in_off.eq(go_in_off + layer.igp_pass),
                              go_out_off.eq(go_out_off + layer.ogp_pass)]
-            with m.If(wrap["ky"] & ~count["y"]):
-                m.d.sync += [y_in.eq(y_in0), row.eq(row0)]
-            with m.If(count["ky"]):
-                m.d.sync += [y_in.eq(y_in + 1), row.eq(row + d.in_row_pitch)]
             with m.If(wrap["kx"] & ~wrap["go"]):
                 m.d.sync += x_in.eq(x_in0)
             with m.If(count["kx"]):
                 m.d.sync += x_in.eq(x_in + 1)
+        with m.If(advances[3]):
             with m.If(count["gi"]):
                 m.d.sync += [gi.eq(gi + 1), gi_off.eq(gi_off + layer.igp)]
             with m.Else():
