@@ -40,7 +40,7 @@ from golden.descriptor import KINDS
 from golden.images import MemoryImages
 from golden.layouts import CODE_BITS, TABLE_ENTRIES, address_bits
 from hdl.add import AddSequencer, AddUnit
-from hdl.fanout import registered_copies
+from hdl.fanout import kept_copies, registered_copies
 from hdl.layouts import activation_word, bias_word, load_signature, weight_word
 from hdl.mac_array import MACArray
 from hdl.memory import ActivationMemory, BiasMemory, TableMemory, WeightMemory
@@ -180,7 +180,7 @@ class Engine(wiring.Component):
         # The stages in dataflow order (the MAC array between fetch and locate). Each appends the valid flags of
         # its registers to `pending`: the engine is busy while a step or a word is in flight.
         pending = []
-        self._fetch(m, held, seq, add_seq, adding, act, weights, mac, pending)           # fetch_latency
+        addresses = self._fetch(m, held, seq, add_seq, adding, act, weights, mac, pending)  # fetch_latency
         self._add(m, held, add_seq, act, add_unit, pending)                              # fetch_latency
         located, valid = self._locate(m, mac, biases, pending)                           # LOCATE_LATENCY
         self._load_ports(m, weights, biases, tables)
@@ -190,22 +190,20 @@ class Engine(wiring.Component):
         target, valid = self._requantize(m, held, requant, biased, channel_shift, valid,  # Requantizer.latency
                                          add_unit, adding, pending)
         result, target, valid = self._table(m, held, tables, requant, target, valid, pending)  # TableMemory.latency
-        self._activation_ports(m, act, result, target, valid)
-        self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
+        port_busy = self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
+        self._activation_ports(m, act, addresses, result, target, valid, port_busy)
         return m
 
     def _fetch(self, m, d, seq, add_seq, adding, act, weights, mac, pending):
         """Memories read at the step's addresses (an add step's address in every bank); the step's control waits
         :attr:`fetch_latency` cycles for the data.
 
-        Drives the MAC array's inputs.
+        Drives the MAC array's inputs; returns each bank's read address (the activation ports select it while busy).
         """
         config = self._config
         lanes = config.lanes
         step = seq.step.payload
-        for bank in range(lanes):
-            address = Mux(adding[bank], add_seq.step.payload.address, step.act_address[bank])
-            m.d.comb += act.read_address[bank].eq(Mux(self.busy, address, self.host.address))
+        addresses = [Mux(adding[bank], add_seq.step.payload.address, step.act_address[bank]) for bank in range(lanes)]
         m.d.comb += weights.address.eq(step.weight_address)
 
         # The step's control waits for the memories' data, less the MAC array's lead (it copies the selects while
@@ -240,6 +238,7 @@ class Engine(wiring.Component):
             mac.weights.eq(weight_data),
             mac.zero_point.eq(d.input_zero_point),
         ]
+        return addresses
 
     def _add(self, m, d, add_seq, act, add_unit, pending):
         """An add step's control waits :attr:`fetch_latency` cycles for its word; then the add unit takes it.
@@ -394,16 +393,21 @@ class Engine(wiring.Component):
         target, valid = _carried(m, target, valid, tables.latency, "table_target", pending)
         return result, target, valid
 
-    def _activation_ports(self, m, act, result, target, valid):
-        """The activation memory's write port (requantizer results while busy, the host while idle) and host reads.
+    def _activation_ports(self, m, act, addresses, result, target, valid, port_busy):
+        """The activation memory's ports: the engine's (each bank's read ``addresses``, the requantizer's results)
+        while busy, the host's while idle, each selection by its own copy of ``busy`` (``port_busy``: one per bank,
+        one for the write data, one for the write control).
 
         Host read data: the bank's word, ``act.latency`` cycles after the address.
         """
+        lanes = self._config.lanes
+        m.d.comb += [act.read_address[bank].eq(Mux(port_busy[bank], addresses[bank], self.host.address))
+                     for bank in range(lanes)]
         m.d.comb += [
-            act.write_enable.eq(Mux(self.busy, valid, self.host.write)),
-            act.write_bank.eq(Mux(self.busy, target.bank, self.host.bank)),
-            act.write_address.eq(Mux(self.busy, target.address, self.host.address)),
-            act.write_data.eq(Mux(self.busy, result.as_value(), self.host.write_data.as_value())),
+            act.write_enable.eq(Mux(port_busy[lanes + 1], valid, self.host.write)),
+            act.write_bank.eq(Mux(port_busy[lanes + 1], target.bank, self.host.bank)),
+            act.write_address.eq(Mux(port_busy[lanes + 1], target.address, self.host.address)),
+            act.write_data.eq(Mux(port_busy[lanes], result.as_value(), self.host.write_data.as_value())),
         ]
         host_bank = self.host.bank
         for index in range(act.latency):
@@ -413,7 +417,10 @@ class Engine(wiring.Component):
         m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(self._config.lanes))[host_bank])
 
     def _counters(self, m, launch, seq, add_seq, mac, add_unit, pending):
-        """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight."""
+        """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight.
+
+        Returns ``lanes + 2`` registered copies of ``busy`` for the activation memory's port selections (at 8 lanes
+        ``busy`` itself drove some 300 multiplexer inputs)."""
         active = seq.busy | mac.busy | add_seq.busy | add_unit.busy
         for valid in pending:
             active = active | valid
@@ -422,8 +429,11 @@ class Engine(wiring.Component):
         # register: launch, a gate behind the controller's state, stays off their hundred-odd flip-flops.
         launched = Signal(name="launched")
         m.d.sync += launched.eq(launch)
+        # busy's copies are assigned beside it, not from an expression of its next value: in a four-valued simulator
+        # an unknown `active` leaves busy as it is (if) but would make an expression's copy unknown.
+        busy = [self.busy, *kept_copies(self.busy, self._config.lanes + 2, "port_busy")]
         with m.If(launch):
-            m.d.sync += self.busy.eq(1)
+            m.d.sync += [copy.eq(1) for copy in busy]
         with m.Elif(launched):
             m.d.sync += [self.cycles.eq(1), self.active_cycles.eq(0), self.mac_ops.eq(0)]
         with m.Elif(self.busy):
@@ -433,7 +443,8 @@ class Engine(wiring.Component):
             with m.If(seq.step.valid):
                 m.d.sync += self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)
             with m.If(~active):
-                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                m.d.sync += [*(copy.eq(0) for copy in busy), self.done.eq(1)]
+        return busy[1:]
 
 
 def _target_layout(config):

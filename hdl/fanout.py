@@ -10,15 +10,21 @@ carries the ``keep`` attribute, and ``tools/synth.py`` marks the flip-flops behi
 
 from amaranth.hdl import Signal
 
-__all__ = ["KEEP_FLIP_FLOPS", "registered_copies"]
+__all__ = ["KEEP_FLIP_FLOPS", "kept_copies", "registered_copies"]
 
 #: The yosys commands, run before ``synth_ecp5``, that keep each flip-flop driving a ``keep`` wire: without them
 #: ``opt_merge`` folds identical copies back into one.
 KEEP_FLIP_FLOPS = "proc; setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
 
 
+def kept_copies(signal, count, name):
+    """``count`` signals like ``signal`` (named ``{name}_{k}``), kept apart by synthesis; the caller assigns each
+    wherever it assigns ``signal``, so that they equal it in every cycle."""
+    return [Signal.like(signal, name=f"{name}_{k}", attrs={"keep": 1}) for k in range(count)]
+
+
 def registered_copies(m, value, count, name):
     """``count`` flip-flop copies of ``value``, one cycle later (named ``{name}_{k}``), kept apart by synthesis."""
-    copies = [Signal.like(value, name=f"{name}_{k}", attrs={"keep": 1}) for k in range(count)]
+    copies = kept_copies(value, count, name)
     m.d.sync += [copy.eq(value) for copy in copies]
     return copies
