@@ -34,14 +34,14 @@ DRAIN_LATENCY = 9
 #: words pass it, looked up or not.
 TABLE_LATENCY = 2
 #: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
-#: bias memory 2, bias add 1, requantizer 16, table 2.
-WRITE_LATENCY = 22
+#: bias memory 2, bias add 1, requantizer 16, table 2, the copy beside the bank 1.
+WRITE_LATENCY = 23
 #: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
 ADD_SEQUENCER_LATENCY = 2
 #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
 #: (``hdl.engine.Engine.add_write_latency``): add unit 9 (``hdl.add.AddUnit.latency``: bank select and centring, the
-#: multipliers 3, high half and rounding right shift 4, sum), requantizer 16, table 2.
-ADD_WRITE_LATENCY = 27
+#: multipliers 3, high half and rounding right shift 4, sum), requantizer 16, table 2, the copy beside the bank 1.
+ADD_WRITE_LATENCY = 28
 
 
 @dataclasses.dataclass(frozen=True)

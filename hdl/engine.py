@@ -110,15 +110,19 @@ class Engine(wiring.Component):
     LOCATE_LATENCY = 1
     #: Bias added and channel shifts selected (:meth:`_bias_add`).
     BIAS_ADD_LATENCY = 1
+    #: The word to write and its address copied beside each activation bank (:meth:`_write`).
+    WRITE_STAGE_LATENCY = 1
     #: Cycles from a step leaving the sequencer to its operands at the MAC array (:meth:`_fetch`): the memories'
     #: read latency (``golden.sequencer.FETCH_LATENCY``).
     fetch_latency = max(ActivationMemory.latency, WeightMemory.latency)
     #: Cycles from a result word leaving the MAC array to its write: located, bias memory read (:meth:`_bias_read`),
-    #: bias added, requantized (:meth:`_requantize`), table (:meth:`_table`) (``golden.sequencer.WRITE_LATENCY``).
-    write_latency = LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency + TableMemory.latency
+    #: bias added, requantized (:meth:`_requantize`), table (:meth:`_table`), copied to its bank (:meth:`_write`)
+    #: (``golden.sequencer.WRITE_LATENCY``).
+    write_latency = (LOCATE_LATENCY + BiasMemory.latency + BIAS_ADD_LATENCY + Requantizer.latency
+                     + TableMemory.latency + WRITE_STAGE_LATENCY)
     #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word: add unit
-    #: (bank select, rescaling, sum), requantizer, table (``golden.sequencer.ADD_WRITE_LATENCY``).
-    add_write_latency = AddUnit.latency + Requantizer.latency + TableMemory.latency
+    #: (bank select, rescaling, sum), requantizer, table, copied to its bank (``golden.sequencer.ADD_WRITE_LATENCY``).
+    add_write_latency = AddUnit.latency + Requantizer.latency + TableMemory.latency + WRITE_STAGE_LATENCY
 
     def __init__(self, config, *, images=None):
         self._config = check_config(config)
@@ -190,8 +194,9 @@ class Engine(wiring.Component):
         target, valid = self._requantize(m, held, requant, biased, channel_shift, valid,  # Requantizer.latency
                                          add_unit, adding, pending)
         result, target, valid = self._table(m, held, tables, requant, target, valid, pending)  # TableMemory.latency
+        writes = self._write(m, result, target, valid, pending)                        # WRITE_STAGE_LATENCY
         port_busy = self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
-        self._activation_ports(m, act, addresses, result, target, valid, port_busy)
+        self._activation_ports(m, act, addresses, writes, port_busy)
         return m
 
     def _fetch(self, m, d, seq, add_seq, adding, act, weights, mac, pending):
@@ -393,22 +398,38 @@ class Engine(wiring.Component):
         target, valid = _carried(m, target, valid, tables.latency, "table_target", pending)
         return result, target, valid
 
-    def _activation_ports(self, m, act, addresses, result, target, valid, port_busy):
-        """The activation memory's ports: the engine's (each bank's read ``addresses``, the requantizer's results)
-        while busy, the host's while idle, each selection by its own copy of ``busy`` (``port_busy``: one per bank,
-        one for the write data, one for the write control).
+    def _write(self, m, result, target, valid, pending):
+        """:attr:`WRITE_STAGE_LATENCY` cycle: the word and its address copied into one register per bank, that
+        bank's write enable beside them, so that the route from the table memory to the banks (spread over the die)
+        ends at a flip-flop and no net carries the word to every bank (at 8 lanes the table's output to the banks'
+        write data was the engine's critical path: 5.6 + 2.7 ns of routing).
+
+        Returns ``(enables, addresses, words)``, one per bank; the enables join ``pending``.
+        """
+        lanes = self._config.lanes
+        enables = [Signal(name=f"write_enable_{bank}") for bank in range(lanes)]
+        m.d.sync += [enable.eq(valid & (target.bank == bank)) for bank, enable in enumerate(enables)]
+        pending.extend(enables)
+        return (enables, registered_copies(m, target.address, lanes, "write_address"),
+                registered_copies(m, result.as_value(), lanes, "write_data"))
+
+    def _activation_ports(self, m, act, addresses, writes, port_busy):
+        """The activation memory's ports: the engine's (each bank's read ``addresses`` and ``writes``, from
+        :meth:`_write`) while busy, the host's while idle, each bank's selections by its own two copies of ``busy``
+        (``port_busy``: reads, then writes).
 
         Host read data: the bank's word, ``act.latency`` cycles after the address.
         """
         lanes = self._config.lanes
-        m.d.comb += [act.read_address[bank].eq(Mux(port_busy[bank], addresses[bank], self.host.address))
-                     for bank in range(lanes)]
-        m.d.comb += [
-            act.write_enable.eq(Mux(port_busy[lanes + 1], valid, self.host.write)),
-            act.write_bank.eq(Mux(port_busy[lanes + 1], target.bank, self.host.bank)),
-            act.write_address.eq(Mux(port_busy[lanes + 1], target.address, self.host.address)),
-            act.write_data.eq(Mux(port_busy[lanes], result.as_value(), self.host.write_data.as_value())),
-        ]
+        host = self.host
+        for bank, (enable, address, word) in enumerate(zip(*writes)):
+            reading, writing = port_busy[bank], port_busy[lanes + bank]
+            m.d.comb += [
+                act.read_address[bank].eq(Mux(reading, addresses[bank], host.address)),
+                act.write_enable[bank].eq(Mux(writing, enable, host.write & (host.bank == bank))),
+                act.write_address[bank].eq(Mux(writing, address, host.address)),
+                act.write_data[bank].eq(Mux(writing, word, host.write_data.as_value())),
+            ]
         host_bank = self.host.bank
         for index in range(act.latency):
             delayed = Signal.like(host_bank, name=f"host_bank{index}")
@@ -419,8 +440,8 @@ class Engine(wiring.Component):
     def _counters(self, m, launch, seq, add_seq, mac, add_unit, pending):
         """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight.
 
-        Returns ``lanes + 2`` registered copies of ``busy`` for the activation memory's port selections (at 8 lanes
-        ``busy`` itself drove some 300 multiplexer inputs)."""
+        Returns ``2 lanes`` copies of ``busy`` for the activation memory's port selections (at 8 lanes ``busy`` itself
+        drove some 300 multiplexer inputs)."""
         active = seq.busy | mac.busy | add_seq.busy | add_unit.busy
         for valid in pending:
             active = active | valid
@@ -431,7 +452,7 @@ class Engine(wiring.Component):
         m.d.sync += launched.eq(launch)
         # busy's copies are assigned beside it, not from an expression of its next value: in a four-valued simulator
         # an unknown `active` leaves busy as it is (if) but would make an expression's copy unknown.
-        busy = [self.busy, *kept_copies(self.busy, self._config.lanes + 2, "port_busy")]
+        busy = [self.busy, *kept_copies(self.busy, 2 * self._config.lanes, "port_busy")]
         with m.If(launch):
             m.d.sync += [copy.eq(1) for copy in busy]
         with m.Elif(launched):

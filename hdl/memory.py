@@ -32,7 +32,7 @@ def _check_image(image, shape, name):
 
 
 class ActivationMemory(wiring.Component):
-    """``lanes`` banks of ``act_depth`` activation words; every bank read each cycle, one word written.
+    """``lanes`` banks of ``act_depth`` activation words; every bank read and written each cycle.
 
     Parameters
     ----------
@@ -46,8 +46,9 @@ class ActivationMemory(wiring.Component):
         Address of each bank.
     read_data : ``Out(ArrayLayout(activation_word, lanes))``
         Each bank's word, :attr:`latency` cycles after its address.
-    write_enable, write_bank, write_address, write_data : ``In``
-        One word written per cycle.
+    write_enable, write_address, write_data : ``In(ArrayLayout(..., lanes))``
+        Each bank's write port (the engine writes one bank a cycle, from a copy of its word and address beside each
+        bank, so that no net carries a word to every bank).
     """
 
     latency = BlockRAM.LATENCY
@@ -59,10 +60,9 @@ class ActivationMemory(wiring.Component):
         super().__init__({
             "read_address": In(data.ArrayLayout(unsigned(bits), lanes)),
             "read_data": Out(data.ArrayLayout(activation_word(config), lanes)),
-            "write_enable": In(1),
-            "write_bank": In(unsigned(max(1, config.lane_bits))),
-            "write_address": In(unsigned(bits)),
-            "write_data": In(activation_word(config)),
+            "write_enable": In(data.ArrayLayout(1, lanes)),
+            "write_address": In(data.ArrayLayout(unsigned(bits), lanes)),
+            "write_data": In(data.ArrayLayout(activation_word(config), lanes)),
         })
 
     def elaborate(self, platform):
@@ -73,9 +73,9 @@ class ActivationMemory(wiring.Component):
             init = [] if self._init is None else _trimmed(pack_words(self._init[bank], 8))
             m.submodules[f"bank{bank}"] = ram = BlockRAM(unsigned(config.lanes * 8), config.act_depth, init=init)
             m.d.comb += [
-                ram.write.address.eq(self.write_address),
-                ram.write.data.eq(self.write_data.as_value()),
-                ram.write.write.eq(self.write_enable & (self.write_bank == bank)),
+                ram.write.address.eq(self.write_address[bank]),
+                ram.write.data.eq(self.write_data[bank].as_value()),
+                ram.write.write.eq(self.write_enable[bank]),
                 ram.read_address[0].eq(self.read_address[bank]),
             ]
             outputs.append(ram.read_data[0])

@@ -29,10 +29,9 @@ def test_fetch_waits_for_the_slower_memory():
 
 def test_write_stages_add_up_to_the_write_latency():
     stages = (Engine.LOCATE_LATENCY, BiasMemory.latency, Engine.BIAS_ADD_LATENCY, Requantizer.latency,
-              TableMemory.latency)
+              TableMemory.latency, Engine.WRITE_STAGE_LATENCY)
     assert TableMemory.latency == TABLE_LATENCY
     assert sum(stages) == Engine.write_latency == WRITE_LATENCY
-
 
 
 def test_controller_stages_add_up_to_its_layer_overhead():
@@ -40,9 +39,11 @@ def test_controller_stages_add_up_to_its_layer_overhead():
               Controller.STORE_LATENCY)
     assert stages == (DESCRIPTOR_LATENCY, CHECK_LATENCY, LAUNCH_LATENCY, STORE_LATENCY)
     assert sum(stages) == Controller.LAYER_OVERHEAD == LAYER_OVERHEAD
+
+
 def test_add_stages_add_up_to_the_add_latencies():
     assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
     # AddUnit: centred operand, the multipliers, the high half with the requantizer's rounding right shift, sum.
     assert 1 + Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1 == AddUnit.latency
-    assert AddUnit.latency + Requantizer.latency + TableMemory.latency == Engine.add_write_latency \
-        == ADD_WRITE_LATENCY
+    assert AddUnit.latency + Requantizer.latency + TableMemory.latency + Engine.WRITE_STAGE_LATENCY \
+        == Engine.add_write_latency == ADD_WRITE_LATENCY

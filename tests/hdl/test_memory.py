@@ -51,7 +51,7 @@ def golden_images(config, seed):
 
 def simulate(dut, enable, writes, reads, *, put, select, sample, setup=None):
     """Run ``dut``: ``setup`` once, each ``(enable, target, word)`` of ``writes`` a cycle (``put`` drives target and
-    word, ``enable`` the write enable), then one read a cycle (``select`` drives its address), sampling each read's
+    word, ``enable`` the write enable: a signal, or a function of the context and the enable), then one read a cycle (``select`` drives its address), sampling each read's
     data ``dut.latency`` cycles after its address; returns the samples in order."""
     got = []
 
@@ -60,9 +60,9 @@ def simulate(dut, enable, writes, reads, *, put, select, sample, setup=None):
             setup(ctx)
         for write, target, word in writes:
             put(ctx, target, word)
-            ctx.set(enable, write)
+            enable(ctx, write) if callable(enable) else ctx.set(enable, write)
             await ctx.tick()
-        ctx.set(enable, 0)
+        enable(ctx, 0) if callable(enable) else ctx.set(enable, 0)
         for cycle in range(len(reads) + dut.latency):
             if cycle >= dut.latency:
                 got.append(sample(ctx))
@@ -100,14 +100,22 @@ def ref_activation_reads(image, reads):
 
 def rtl_activation_reads(config, reads, *, init=None, writes=()):
     """Each read's words, bank by bank, from the RTL memory built with ``init`` and then written with ``writes``
-    (``(enable, (bank, address), packed word)``)."""
+    (``(enable, (bank, address), packed word)``): the target bank's port has the address and word, every other
+    bank's port another address and word, which must not land."""
     dut = ActivationMemory(config, init=init)
     lanes = config.lanes
+    target_bank = [0]
 
     def put(ctx, target, word):
-        ctx.set(dut.write_bank, target[0])
-        ctx.set(dut.write_address, target[1])
-        ctx.set(Value.cast(dut.write_data), word)
+        target_bank[0], address = target
+        for bank in range(lanes):
+            other = bank != target_bank[0]
+            ctx.set(dut.write_address[bank], (address + other * (bank + 1)) % config.act_depth)
+            ctx.set(Value.cast(dut.write_data[bank]), word ^ (other * ((1 << 8 * lanes) - 1)))
+
+    def enable(ctx, write):
+        for bank in range(lanes):
+            ctx.set(dut.write_enable[bank], write and bank == target_bank[0])
 
     def select(ctx, read):
         for bank, address in enumerate(read):
@@ -116,7 +124,7 @@ def rtl_activation_reads(config, reads, *, init=None, writes=()):
     def sample(ctx):
         return [[ctx.get(dut.read_data[bank][lane]) for lane in range(lanes)] for bank in range(lanes)]
 
-    return simulate(dut, dut.write_enable, writes, reads, put=put, select=select, sample=sample)
+    return simulate(dut, enable, writes, reads, put=put, select=select, sample=sample)
 
 
 def test_activation_memory_reads_its_init_image():
