@@ -455,7 +455,10 @@ class Engine(wiring.Component):
         busy = [self.busy, *kept_copies(self.busy, 2 * self._config.lanes, "port_busy")]
         with m.If(launch):
             m.d.sync += [copy.eq(1) for copy in busy]
-        with m.Elif(launched):
+        with m.Elif(self.busy & ~launched & ~active):
+            m.d.sync += [*(copy.eq(0) for copy in busy), self.done.eq(1)]
+        # apart from busy's chain, which launch heads (busy and launched are low in a launch cycle)
+        with m.If(launched):
             m.d.sync += [self.cycles.eq(1), self.active_cycles.eq(0), self.mac_ops.eq(0)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -463,8 +466,6 @@ class Engine(wiring.Component):
                 m.d.sync += self.active_cycles.eq(self.active_cycles + 1)
             with m.If(seq.step.valid):
                 m.d.sync += self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)
-            with m.If(~active):
-                m.d.sync += [*(copy.eq(0) for copy in busy), self.done.eq(1)]
         return busy[1:]
 
 
