@@ -27,7 +27,8 @@ sequencer computed for their pass.
 Performance counters (reset by ``start``): ``cycles`` (cycles the engine was busy), ``active_cycles`` (cycles the MAC
 array was given a step, or an add a word read) and ``mac_ops`` (MACs of the layer done, as ``LayerDescriptor.macs``
 counts them).
-The host port reads and writes activation words while the engine is idle (read data after 2 cycles); the load
+The host port reads and writes activation words while the engine is idle (read data after 2 cycles; a write lands a
+cycle after its strobe, through the engine's write stage, so a word written in cycle t reads back from t + 2); the load
 ports fill the weight, bias and table memories, so one build runs any network whose images fit.
 """
 
@@ -90,7 +91,8 @@ class Engine(wiring.Component):
     cycles, active_cycles, mac_ops : ``Out(unsigned(COUNTER_BITS))``
         Performance counters of the last layer.
     host : ``In(host_signature(config))``
-        Activation memory access while idle.
+        Activation memory access while idle: read data 2 cycles after the address; a write lands a cycle after its
+        strobe (the write stage's registers carry it), so a word written in cycle ``t`` reads back from ``t + 2`` on.
     weight_load, bias_load, table_load : ``In(hdl.layouts.load_signature(...))``
         Fill the weight, bias and table memories word by word (``golden.layouts`` word formats; a weight word holds
         int8 weights or four code words; a table word is one 8-bit entry); writes while busy are ignored.
@@ -194,9 +196,11 @@ class Engine(wiring.Component):
         target, valid = self._requantize(m, held, requant, biased, channel_shift, valid,  # Requantizer.latency
                                          add_unit, adding, pending)
         result, target, valid = self._table(m, held, tables, requant, target, valid, pending)  # TableMemory.latency
-        writes = self._write(m, result, target, valid, pending)                        # WRITE_STAGE_LATENCY
-        port_busy = self._counters(m, launch, seq, add_seq, mac, add_unit, pending)
-        self._activation_ports(m, act, addresses, writes, port_busy)
+        # busy's copies for the activation memory's ports: each bank's read address, and the write stage's input
+        port_busy = kept_copies(self.busy, config.lanes + 1, "port_busy")
+        self._write(m, act, result, target, valid, port_busy[-1], pending)                # WRITE_STAGE_LATENCY
+        self._counters(m, launch, seq, add_seq, mac, add_unit, port_busy, pending)
+        self._host_reads(m, act, addresses, port_busy[:-1])
         return m
 
     def _fetch(self, m, d, seq, add_seq, adding, act, weights, mac, pending):
@@ -398,50 +402,48 @@ class Engine(wiring.Component):
         target, valid = _carried(m, target, valid, tables.latency, "table_target", pending)
         return result, target, valid
 
-    def _write(self, m, result, target, valid, pending):
+    def _write(self, m, act, result, target, valid, writing, pending):
         """:attr:`WRITE_STAGE_LATENCY` cycle: the word and its address copied into one register per bank, that
         bank's write enable beside them, so that the route from the table memory to the banks (spread over the die)
         ends at a flip-flop and no net carries the word to every bank (at 8 lanes the table's output to the banks'
-        write data was the engine's critical path: 5.6 + 2.7 ns of routing).
-
-        Returns ``(enables, addresses, words)``, one per bank; the enables join ``pending``.
-        """
-        lanes = self._config.lanes
-        enables = [Signal(name=f"write_enable_{bank}") for bank in range(lanes)]
-        m.d.sync += [enable.eq(valid & (target.bank == bank)) for bank, enable in enumerate(enables)]
-        pending.extend(enables)
-        return (enables, registered_copies(m, target.address, lanes, "write_address"),
-                registered_copies(m, result.as_value(), lanes, "write_data"))
-
-    def _activation_ports(self, m, act, addresses, writes, port_busy):
-        """The activation memory's ports: the engine's (each bank's read ``addresses`` and ``writes``, from
-        :meth:`_write`) while busy, the host's while idle, each bank's selections by its own two copies of ``busy``
-        (``port_busy``: reads, then writes).
-
-        Host read data: the bank's word, ``act.latency`` cycles after the address.
+        write data was the engine's critical path: 5.6 + 2.7 ns of routing). While idle (``writing``, a copy of
+        ``busy``, low) the registers take the host's write instead: the host's word reaches one multiplexer, not one
+        per bank. The enables join ``pending``.
         """
         lanes = self._config.lanes
         host = self.host
-        for bank, (enable, address, word) in enumerate(zip(*writes)):
-            reading, writing = port_busy[bank], port_busy[lanes + bank]
-            m.d.comb += [
-                act.read_address[bank].eq(Mux(reading, addresses[bank], host.address)),
-                act.write_enable[bank].eq(Mux(writing, enable, host.write & (host.bank == bank))),
-                act.write_address[bank].eq(Mux(writing, address, host.address)),
-                act.write_data[bank].eq(Mux(writing, word, host.write_data.as_value())),
-            ]
-        host_bank = self.host.bank
+        word = Signal.like(result, name="write_word")
+        address = Signal.like(target.address, name="write_word_address")
+        m.d.comb += [word.eq(Mux(writing, result, host.write_data.as_value())),
+                     address.eq(Mux(writing, target.address, host.address))]
+        enables = [Signal(name=f"write_enable_{bank}") for bank in range(lanes)]
+        m.d.sync += [enable.eq(Mux(writing, valid & (target.bank == bank), host.write & (host.bank == bank)))
+                     for bank, enable in enumerate(enables)]
+        pending.extend(enables)
+        m.d.comb += [act.write_enable[bank].eq(enable) for bank, enable in enumerate(enables)]
+        for bank, (copy, word_copy) in enumerate(zip(registered_copies(m, address, lanes, "write_address"),
+                                                    registered_copies(m, word, lanes, "write_data"))):
+            m.d.comb += [act.write_address[bank].eq(copy), act.write_data[bank].eq(word_copy)]
+
+    def _host_reads(self, m, act, addresses, reading):
+        """Each bank's read address: the engine's (``addresses``, from :meth:`_fetch`) while busy, the host's while
+        idle, selected by the bank's own copy of ``busy`` (``reading``). Host read data: the bank's word,
+        ``act.latency`` cycles after the address.
+        """
+        host = self.host
+        for bank, address in enumerate(addresses):
+            m.d.comb += act.read_address[bank].eq(Mux(reading[bank], address, host.address))
+        host_bank = host.bank
         for index in range(act.latency):
             delayed = Signal.like(host_bank, name=f"host_bank{index}")
             m.d.sync += delayed.eq(host_bank)
             host_bank = delayed
-        m.d.comb += self.host.read_data.eq(Array(act.read_data[bank] for bank in range(self._config.lanes))[host_bank])
+        m.d.comb += host.read_data.eq(Array(act.read_data[bank] for bank in range(self._config.lanes))[host_bank])
 
-    def _counters(self, m, launch, seq, add_seq, mac, add_unit, pending):
-        """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight.
-
-        Returns ``2 lanes`` copies of ``busy`` for the activation memory's port selections (at 8 lanes ``busy`` itself
-        drove some 300 multiplexer inputs)."""
+    def _counters(self, m, launch, seq, add_seq, mac, add_unit, port_busy, pending):
+        """``busy`` / ``done`` and the performance counters: busy until no step or word is in flight. ``port_busy``
+        (``hdl.fanout.kept_copies`` of ``busy``, for the activation memory's port selections: at 8 lanes ``busy``
+        itself drove some 300 multiplexer inputs) are assigned beside it."""
         active = seq.busy | mac.busy | add_seq.busy | add_unit.busy
         for valid in pending:
             active = active | valid
@@ -452,7 +454,7 @@ class Engine(wiring.Component):
         m.d.sync += launched.eq(launch)
         # busy's copies are assigned beside it, not from an expression of its next value: in a four-valued simulator
         # an unknown `active` leaves busy as it is (if) but would make an expression's copy unknown.
-        busy = [self.busy, *kept_copies(self.busy, 2 * self._config.lanes, "port_busy")]
+        busy = [self.busy, *port_busy]
         with m.If(launch):
             m.d.sync += [copy.eq(1) for copy in busy]
         with m.Elif(self.busy & ~launched & ~active):
@@ -466,7 +468,6 @@ class Engine(wiring.Component):
                 m.d.sync += self.active_cycles.eq(self.active_cycles + 1)
             with m.If(seq.step.valid):
                 m.d.sync += self.mac_ops.eq(self.mac_ops + seq.step.payload.macs)
-        return busy[1:]
 
 
 def _target_layout(config):
