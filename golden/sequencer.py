@@ -33,15 +33,17 @@ DRAIN_LATENCY = 9
 #: Cycles of the activation table stage after the requantizer (``hdl.memory.TableMemory.latency``): every layer's
 #: words pass it, looked up or not.
 TABLE_LATENCY = 2
-#: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): address 1,
-#: bias memory 2, bias add 1, requantizer 16, table 2, the copy beside the bank 1.
-WRITE_LATENCY = 23
-#: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): counters loaded, step registered.
-ADD_SEQUENCER_LATENCY = 2
+#: Cycles from a result word leaving the MAC array to its write (``hdl.engine.Engine.write_latency``): pixel 1,
+#: address 1, bias memory 2, bias add 1, requantizer 16, table 2, the copy beside the bank 1.
+WRITE_LATENCY = 24
+#: Cycles from ``start`` to an add's first step (``hdl.add.AddSequencer.latency``): the descriptor's derived values
+#: registered, counters loaded, step registered.
+ADD_SEQUENCER_LATENCY = 3
 #: Cycles from an add's input-2 word leaving the activation memory to the write of its output word
-#: (``hdl.engine.Engine.add_write_latency``): add unit 9 (``hdl.add.AddUnit.latency``: bank select and centring, the
-#: multipliers 3, high half and rounding right shift 4, sum), requantizer 16, table 2, the copy beside the bank 1.
-ADD_WRITE_LATENCY = 28
+#: (``hdl.engine.Engine.add_write_latency``): add unit 10 (``hdl.add.AddUnit.latency``: bank select and centring, the
+#: multipliers 3 and their products' copies 1, high half and rounding right shift 4, sum), requantizer 16, table 2,
+#: the copy beside the bank 1.
+ADD_WRITE_LATENCY = 29
 
 
 @dataclasses.dataclass(frozen=True)

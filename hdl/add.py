@@ -11,12 +11,13 @@ same bank: one output word every two cycles (MobileNetV2 224²'s 10 adds: 1.07 %
 ``python tools/bench_engine.py --no-sim``).
 Since the words alternate, one set of rescaling lanes serves both inputs. Per lane (``AddUnit``)::
 
-    1    c = x - zp_i (9 bits), m_i                        (the bank's word selected in front; fabric registers)
-    2-4  c * m_i as two partial products (9 x 15, 9 x 16)  (registered multipliers: SRDHM of (c << 20) only needs
-                                                           c * m_i, two DSPs, not four)
-    5-8  h = (c * m_i + 2**10) >> 11 (= SRDHM(c * 2**20, m_i), exactly), then RoundingDivideByPOT(h, -shift_i)
+    1     c = x - zp_i (9 bits), m_i                       (the bank's word selected in front; fabric registers)
+    2-5   c * m_i as two partial products (9 x 15, 9 x 16) (registered multipliers, their products copied into fabric
+                                                           registers: SRDHM of (c << 20) only needs c * m_i, two DSPs,
+                                                           not four; hdl.dsp.PRODUCT_LATENCY)
+    6-9   h = (c * m_i + 2**10) >> 11 (= SRDHM(c * 2**20, m_i), exactly), then RoundingDivideByPOT(h, -shift_i)
                                                            (hdl.requant.rounding_right_shift: the requantizer's 10-13)
-    9    input 1's value held; with input 2's: their sum  (|sum| < 2**29)
+    10    input 1's value held; with input 2's: their sum (|sum| < 2**29)
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -25,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.config import check_config
 from golden.layouts import address_bits
-from hdl.dsp import Multiplier
+from hdl.dsp import PRODUCT_LATENCY, Multiplier
 from hdl.fanout import registered_copies
 from hdl.layouts import activation_word
 from hdl.requant import ROUNDING_SHIFT_LATENCY, rounding_right_shift
@@ -65,9 +66,9 @@ class AddSequencer(wiring.Component):
         One step per cycle, the first :attr:`latency` cycles after ``start``.
     """
 
-    #: Cycles from ``start`` to the first step (``golden.sequencer.ADD_SEQUENCER_LATENCY``): counters loaded, then the
-    #: step registered.
-    latency = 2
+    #: Cycles from ``start`` to the first step (``golden.sequencer.ADD_SEQUENCER_LATENCY``): the descriptor's derived
+    #: values registered, counters loaded, then the step registered.
+    latency = 3
 
     def __init__(self, config):
         self._config = check_config(config)
@@ -90,20 +91,34 @@ class AddSequencer(wiring.Component):
         bank, column, group_bank = (Signal(max(1, lane_bits), name=n) for n in ("bank", "column", "group_bank"))
         offset, group_offset, igp = (Signal(act, name=n) for n in ("offset", "group_offset", "igp"))
         row1, row2, row_out = (Signal(act, name=n) for n in ("row1", "row2", "row_out"))
-        last_groups = (d.in_channels - 1) >> lane_bits
-        # The counters load in every cycle the walk is not running (the load of the start cycle is the one that
-        # counts), so that start, a gate behind the controller's state, drives the running flag alone. Each counter
-        # has a registered end flag (it is 0), updated beside it, so no compare lies before the row addresses.
+        # The descriptor's derived values, registered in every cycle (each a carry chain or comparison off the
+        # counters' loads; the descriptor is stable through the walk): in the setup cycle after start they hold the
+        # start cycle's descriptor, and the counters load from them. The counters load in every cycle the walk is not
+        # running (the setup cycle's load is the one that counts), so start drives the setup flag alone.
+        setup = Signal(name="setup")
+        width_last = Signal.like(d.in_width, name="width_last")
+        height_last = Signal.like(d.in_height, name="height_last")
+        last_groups = Signal(config.channel_bits, name="last_groups")
+        single = {name: Signal(name=f"single_{name}") for name in ("width", "groups", "height")}
+        m.d.sync += [
+            setup.eq(self.start & ~self.busy),
+            width_last.eq(d.in_width - 1), height_last.eq(d.in_height - 1),
+            last_groups.eq((d.in_channels - 1) >> lane_bits),
+            igp.eq((d.in_width + lanes - 1) >> lane_bits),
+            single["width"].eq(d.in_width == 1), single["groups"].eq(d.in_channels <= lanes),
+            single["height"].eq(d.in_height == 1),
+        ]
+        # Each counter has a registered end flag (it is 0), updated beside it, so no compare lies before the row
+        # addresses.
         x_end, g_end, y_end = (Signal(name=n) for n in ("x_end", "g_end", "y_end"))
         with m.If(~running):
             m.d.sync += [
-                second.eq(0), x_left.eq(d.in_width - 1), g_left.eq(last_groups), y_left.eq(d.in_height - 1),
-                x_end.eq(d.in_width == 1), g_end.eq(last_groups == 0), y_end.eq(d.in_height == 1),
+                second.eq(0), x_left.eq(width_last), g_left.eq(last_groups), y_left.eq(height_last),
+                x_end.eq(single["width"]), g_end.eq(single["groups"]), y_end.eq(single["height"]),
                 bank.eq(0), column.eq(0), group_bank.eq(0), offset.eq(0),
-                group_offset.eq(0), igp.eq(((d.in_width - 1) >> lane_bits) + 1), row1.eq(d.in_base),
-                row2.eq(d.in2_base), row_out.eq(d.out_base),
+                group_offset.eq(0), row1.eq(d.in_base), row2.eq(d.in2_base), row_out.eq(d.out_base),
             ]
-            with m.If(self.start & ~self.busy):
+            with m.If(setup):
                 m.d.sync += running.eq(1)
         with m.Else():
             m.d.sync += second.eq(~second)
@@ -112,13 +127,13 @@ class AddSequencer(wiring.Component):
                     m.d.sync += [x_left.eq(x_left - 1), x_end.eq(x_left == 1), bank.eq(bank + 1),
                                  column.eq(column + 1), offset.eq(offset + (column == lanes - 1))]
                 with m.Else():
-                    m.d.sync += [x_left.eq(d.in_width - 1), x_end.eq(d.in_width == 1), column.eq(0)]
+                    m.d.sync += [x_left.eq(width_last), x_end.eq(single["width"]), column.eq(0)]
                     with m.If(~g_end):                               # next channel group of the row
                         m.d.sync += [g_left.eq(g_left - 1), g_end.eq(g_left == 1), group_bank.eq(group_bank + 1),
                                      bank.eq(group_bank + 1), group_offset.eq(group_offset + igp),
                                      offset.eq(group_offset + igp)]
                     with m.Else():                                   # next row
-                        m.d.sync += [g_left.eq(last_groups), g_end.eq(last_groups == 0), group_bank.eq(0),
+                        m.d.sync += [g_left.eq(last_groups), g_end.eq(single["groups"]), group_bank.eq(0),
                                      bank.eq(0), group_offset.eq(0), offset.eq(0)]
                         with m.If(~y_end):
                             m.d.sync += [y_left.eq(y_left - 1), y_end.eq(y_left == 1),
@@ -132,7 +147,7 @@ class AddSequencer(wiring.Component):
             step.bank.eq(bank), step.second.eq(second),
             step.address.eq(Mux(second, row2, row1) + offset), step.out_address.eq(row_out + offset),
         ]
-        m.d.comb += self.busy.eq(running | self.step.valid)
+        m.d.comb += self.busy.eq(setup | running | self.step.valid)
         return m
 
 
@@ -185,10 +200,10 @@ class AddUnit(wiring.Component):
         A word is inside the unit.
     """
 
-    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: centred operand, the multipliers
-    #: (``hdl.dsp.Multiplier.LATENCY``), the high half with the requantizer's rounding right shift
+    #: Cycles from an input-2 word at ``i`` to its sum at ``o``: centred operand, the multipliers and their products'
+    #: fabric copies (``hdl.dsp.PRODUCT_LATENCY``), the high half with the requantizer's rounding right shift
     #: (``hdl.requant.ROUNDING_SHIFT_LATENCY``), sum.
-    latency = 1 + Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1
+    latency = 1 + PRODUCT_LATENCY + ROUNDING_SHIFT_LATENCY + 1
     params_setup = 1
 
     def __init__(self, config, meta):
@@ -253,22 +268,22 @@ class AddUnit(wiring.Component):
         multiplier_in = stage(unsigned(31), Mux(second_in, multiplier[1], multiplier[0]), "multiplier")
         shift_right = stage(unsigned(6), Mux(second_in, right[1], right[0]), "right1")
 
-        # 2-4: the centred input times the rescaling as two partial products, m = mh * 2**16 + ml, in two registered
-        # multipliers.
+        # 2-5: the centred input times the rescaling as two partial products, m = mh * 2**16 + ml, in two registered
+        # multipliers, each product copied into a fabric register (no adder at the DSP's output, whose route is long).
         partial = {}
         for key, b in (("high", multiplier_in[16:]), ("low", multiplier_in[:16])):
             mult = m.submodules[f"{name}_mult_{key}"] = Multiplier(centred.shape(), b.shape())
             m.d.comb += [mult.a.eq(centred), mult.b.eq(b)]
-            partial[key] = mult.p
-        for index in range(Multiplier.LATENCY):
+            partial[key] = stage(mult.p.shape(), mult.p, f"product_{key}")
+        for index in range(PRODUCT_LATENCY):
             shift_right = stage(unsigned(6), shift_right, f"right{index + 2}")
 
-        # 5-8: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11), then
+        # 6-9: SRDHM(c * 2**20, m) = floor((c * 2**20 * m + 2**30) / 2**31) = floor((c * m + 2**10) / 2**11), then
         # RoundingDivideByPOT, the requantizer's stages.
         high = ((partial["high"] << 16) + partial["low"] + (1 << 10)) >> 11
         scaled = rounding_right_shift(stage, high, shift_right)[:30].as_signed()
 
-        # 9: input 1's value waits for input 2's; their sum.
+        # 10: input 1's value waits for input 2's; their sum.
         held = Signal(signed(30), name=f"{name}_held", reset_less=True)
         with m.If(hold):
             m.d.sync += held.eq(scaled)

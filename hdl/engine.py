@@ -108,8 +108,8 @@ class Engine(wiring.Component):
         + ``fetch_latency`` + ``add_write_latency``.
     """
 
-    #: Result word to its write-back bank and address and its bias address (:meth:`_locate`).
-    LOCATE_LATENCY = 1
+    #: Result word to its pixel and group, then its write-back bank and address and its bias address (:meth:`_locate`).
+    LOCATE_LATENCY = 2
     #: Bias added and channel shifts selected (:meth:`_bias_add`).
     BIAS_ADD_LATENCY = 1
     #: The word to write and its address copied beside each activation bank (:meth:`_write`).
@@ -282,7 +282,9 @@ class Engine(wiring.Component):
         ]
 
     def _locate(self, m, mac, biases, pending):
-        """:attr:`LOCATE_LATENCY` cycle: each result word's write-back bank and address, and its bias word's address.
+        """:attr:`LOCATE_LATENCY` cycles: each result word's pixel and group within its pass (registered beside the
+        word, so that the route from the MAC array's drain counter ends at a flip-flop: at 2 lanes it ran through four
+        logic levels to ``located``), then its write-back bank and address, and its bias word's address.
 
         Words of pixels beyond the output width (or of an absent second group) are dropped here. Returns
         ``(located, located_valid)``; the bias memory's data follows ``biases.latency`` cycles later.
@@ -290,19 +292,26 @@ class Engine(wiring.Component):
         config = self._config
         lane_bits = config.lane_bits
         result = mac.o.payload
-        meta = result.meta
         half_mask = max(1, config.lanes // 2) - 1
-        pixel = Mux(meta.stride2, result.word & half_mask, result.word)
-        second = Mux(meta.stride2, result.word >> (lane_bits - 1), 0)
         # Data registers have no reset. The accumulators load every cycle (an enable would be one flag driving
         # lanes x 32 bits; the MAC array's output only changes around its words, so between words the requantizer's
         # inputs stay still, which an event-driven simulator turns into idle cycles); the rest only with a valid word.
+        placed = Signal.like(result, name="placed", reset_less=True)
+        placed_valid = Signal(name="placed_valid")
+        pixel = Signal.like(result.word, name="placed_pixel", reset_less=True)
+        second = Signal(name="placed_second", reset_less=True)
+        m.d.sync += [placed_valid.eq(mac.o.valid), placed.acc.eq(result.acc)]
+        with m.If(mac.o.valid):
+            m.d.sync += [placed.meta.eq(result.meta),
+                         pixel.eq(Mux(result.meta.stride2, result.word & half_mask, result.word)),
+                         second.eq(result.meta.stride2 & result.word[-1])]
+        meta = placed.meta
         located = Signal(_located_layout(config), name="located", reset_less=True)
         located_valid = Signal(name="located_valid")
         bias_address = Signal.like(biases.address, name="bias_address")
-        m.d.sync += located_valid.eq(mac.o.valid & (pixel < meta.pixels) & ((second == 0) | meta.pair))
-        m.d.sync += located.acc.eq(result.acc)
-        with m.If(mac.o.valid):
+        m.d.sync += located_valid.eq(placed_valid & (pixel < meta.pixels) & (~second | meta.pair))
+        m.d.sync += located.acc.eq(placed.acc)
+        with m.If(placed_valid):
             m.d.sync += [
                 located.bank.eq(meta.bank + pixel + second),
                 located.address.eq(Mux(second, meta.address_next, meta.address)),
@@ -310,7 +319,7 @@ class Engine(wiring.Component):
                 bias_address.eq(meta.bias_address + second),
             ]
         m.d.comb += biases.address.eq(bias_address)
-        pending.append(located_valid)
+        pending.extend([placed_valid, located_valid])
         return located, located_valid
 
     def _load_ports(self, m, weights, biases, tables):

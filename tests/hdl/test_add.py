@@ -149,6 +149,8 @@ WALKS = {
     "channels and width multiples of the lanes": ((2, 4, 8), (0, 0), (40, 0), (80, 0)),
     "channels and width off the lanes, wider pitches": ((3, 5, 6), (7, 2), (100, 1), (200, 3)),
     "one pixel, one channel": ((1, 1, 1), (3, 0), (4, 0), (5, 0)),
+    "channels exactly the lanes (one group)": ((2, 3, 4), (0, 0), (30, 0), (60, 0)),
+    "channels one above the lanes (two groups)": ((2, 3, 5), (0, 0), (30, 0), (60, 0)),
     "both inputs one tensor": ((2, 6, 9), (10, 1), (10, 1), (60, 0)),
 }
 

@@ -43,7 +43,8 @@ def test_controller_stages_add_up_to_its_layer_overhead():
 
 def test_add_stages_add_up_to_the_add_latencies():
     assert AddSequencer.latency == ADD_SEQUENCER_LATENCY
-    # AddUnit: centred operand, the multipliers, the high half with the requantizer's rounding right shift, sum.
-    assert 1 + Multiplier.LATENCY + ROUNDING_SHIFT_LATENCY + 1 == AddUnit.latency
+    # AddUnit: centred operand, the multipliers with their products' fabric copies, the high half with the
+    # requantizer's rounding right shift, sum.
+    assert 1 + Multiplier.LATENCY + 1 + ROUNDING_SHIFT_LATENCY + 1 == AddUnit.latency
     assert AddUnit.latency + Requantizer.latency + TableMemory.latency + Engine.WRITE_STAGE_LATENCY \
         == Engine.add_write_latency == ADD_WRITE_LATENCY
