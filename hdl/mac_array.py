@@ -296,18 +296,13 @@ class MACArray(wiring.Component):
             level, level_valid, level_meta = summed, valid, meta
         tree_select = registered_copies(m, previous_valid, lanes, "tree_select")     # level_valid, once per lane
 
-        with m.If(level_valid):
-            m.d.comb += [
-                self.o.valid.eq(1),
-                self.o.payload.meta.eq(level_meta),
-                self.o.payload.word.eq(0),
-            ]
-        with m.Elif(drain_valid):
-            m.d.comb += [
-                self.o.valid.eq(1),
-                self.o.payload.meta.eq(drain_meta),
-                self.o.payload.word.eq(drain_word),
-            ]
+        # Expressions, not a comb If: in Verilog a comb process is an `always @*`, which a four-valued simulator
+        # first runs when an input changes; through an add layer (the array unused) its output stayed unknown.
+        m.d.comb += [
+            self.o.valid.eq(level_valid | drain_valid),
+            self.o.payload.meta.eq(Mux(level_valid, level_meta, drain_meta)),
+            self.o.payload.word.eq(Mux(level_valid, 0, drain_word)),
+        ]
         # Each output lane takes the tree's word or the drain's with its own copy of the tree's valid flag (row r of
         # the tree leaves on lane r; without a valid word the lanes are don't-care).
         m.d.comb += [self.o.payload.acc[c].eq(Mux(tree_select[c], level[c][0], drain_out[c])) for c in rng]
