@@ -18,7 +18,7 @@ minimum, tensor regions beyond ``act_depth`` (height x row pitch in a registered
 memories): weight bounds (reads only), overlapping regions, requantization and codebook fields.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -159,6 +159,10 @@ class Controller(wiring.Component):
                      store.data.active_cycles.eq(engine.active_cycles), store.data.mac_ops.eq(engine.mac_ops)]
 
         failed, failed_check = self._checks(m, d)
+        # High in the LAUNCH state: the engine's start from this register and the checks' verdict, not from a decode
+        # of the FSM's state (at 2 lanes the state's decode -> start -> the sequencer's busy copies took 5 levels).
+        launching = Signal(name="launching")
+        m.d.comb += engine.start.eq(launching & ~failed)
         wait = Signal(range(max(self.DESCRIPTOR_LATENCY, self.CHECK_LATENCY)))
         last = self.layer == self.layer_count - 1
         m.d.sync += self.done.eq(0)
@@ -181,17 +185,16 @@ class Controller(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [self.cycles.eq(self.cycles + 1), wait.eq(wait + 1)]
                 with m.If(wait == self.CHECK_LATENCY - 1):
-                    m.d.sync += wait.eq(0)
+                    m.d.sync += [wait.eq(0), launching.eq(1)]
                     m.next = "LAUNCH"
             with m.State("LAUNCH"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += self.cycles.eq(self.cycles + 1)
+                m.d.sync += [self.cycles.eq(self.cycles + 1), launching.eq(0)]
                 with m.If(failed):
                     m.d.sync += [self.error.eq(1), self.error_layer.eq(self.layer), self.error_check.eq(failed_check),
                                  self.done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += engine.start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
@@ -310,25 +313,27 @@ class Controller(wiring.Component):
         bias_beyond = Signal(name="check_bias_bounds")
         m.d.sync += bias_beyond.eq(weighted & (bias_end > config.bias_depth))
 
-        # Stage 3 + PRODUCT_LATENCY: each region comparison registered, the earlier verdicts beside them.
-        late = {name: Signal(name=f"check_late_{name}") for name in ("row_pitch", "activation_bounds", "bias_bounds")}
-        late_early, late_check = Signal(name="check_late_early"), Signal.like(early_check, name="check_late_index")
-        short, beyond = 0, 0
+        # Stage 3 + PRODUCT_LATENCY: each region's comparisons registered (one flag per region and check: no OR
+        # after the comparisons' carry chains), the earlier verdicts beside them.
+        late = {name: [] for name in ("row_pitch", "activation_bounds")}
         for label, room, pitch, words, minimum in regions:
             active = carried(add) if label == "in2" else 1
-            short = short | (active & (carried(pitch) < minimum))
-            beyond = beyond | (active & (words > carried(room)))
+            for name, compare in (("row_pitch", carried(pitch) < minimum), ("activation_bounds", words > carried(room))):
+                flag = Signal(name=f"check_late_{name}_{label}")
+                m.d.sync += flag.eq(active & compare)
+                late[name].append(flag)
+        late_early, late_check = Signal(name="check_late_early"), Signal.like(early_check, name="check_late_index")
+        late_bias = Signal(name="check_late_bias_bounds")
         m.d.sync += [late_early.eq(carried(early_failed, PRODUCT_LATENCY - 2)),
                      late_check.eq(carried(early_check, PRODUCT_LATENCY - 2)),
-                     late["row_pitch"].eq(short), late["activation_bounds"].eq(beyond),
-                     late["bias_bounds"].eq(carried(bias_beyond, PRODUCT_LATENCY - 1))]
+                     late_bias.eq(carried(bias_beyond, PRODUCT_LATENCY - 1))]
 
         # Stage 4 + PRODUCT_LATENCY: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         with m.If(late_early):
             m.d.sync += [failed.eq(1), failed_check.eq(late_check)]
-        for name, flag in late.items():
+        for name, flag in (*((name, Cat(*flags).any()) for name, flags in late.items()), ("bias_bounds", late_bias)):
             with m.Elif(flag):
                 m.d.sync += [failed.eq(1), failed_check.eq(CHECKS.index(name))]
         with m.Else():
