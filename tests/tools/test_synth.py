@@ -289,3 +289,22 @@ def test_yosys_runs_with_the_mapper_on_the_chosen_block_with_its_primitives(tmp_
     assert f"synth_ecp5 {flags}-top synth_top" in argv[-1]
     rtlil = (log.parent / "top.il").read_text()
     assert (cell in rtlil) if cell else ("MULT18X18D" not in rtlil)
+
+
+@pytest.mark.parametrize("args, router, name", [
+    ([], "router1", "controller-85k-lanes2"),
+    (["--router", "router2"], "router2", "controller-85k-lanes2-router2"),
+])
+def test_nextpnr_runs_with_the_chosen_router_and_seed(tmp_path, monkeypatch, args, router, name):
+    calls = []
+    def run(tool, argv, log):
+        calls.append((tool, argv, log))
+        if tool == "nextpnr":
+            raise RuntimeError("stopped by the test")
+        return 1.0
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: tool)
+    monkeypatch.setattr(synth, "_run", run)
+    assert synth.main(["--lanes", "2", "--seeds", "7", *args, "--build-dir", str(tmp_path)]) == 1
+    (_, _, yosys_log), (tool, argv, log) = calls
+    assert tool == "nextpnr" and log == yosys_log.parent / "nextpnr-seed7.log" and log.parent.name == name
+    assert argv[argv.index("--router") + 1] == router and argv[argv.index("--seed") + 1] == "7"
