@@ -41,12 +41,13 @@ CHECKS = ("layer_count", "kind", "size", "stride", "padding", "output_size", "ch
           "activation_bounds", "bias_bounds")
 
 # Per-layer cycles the controller adds to the engine's (hdl.controller.Controller sums its named stages to these).
-#: Cycles from the layer's index to its descriptor out of the descriptor memory (a registered read).
-DESCRIPTOR_LATENCY = 2
-#: Cycles of the checks: the descriptor copied beside the check logic, flags and the region products' operands
-#: registered, the products (three registers of a MULT18X18D and a fabric copy of the product; the flags' first failure
-#: registered beside them), region comparisons registered, then the verdict.
-CHECK_LATENCY = 8
+#: Cycles from the layer's index to its descriptor: the descriptor memory's registered read, then the word copied
+#: into a register beside the check logic and the engine.
+DESCRIPTOR_LATENCY = 3
+#: Cycles of the checks: flags and the region products' operands registered, the products (three registers of a
+#: MULT18X18D and a fabric copy of the product; the flags' first failure registered beside them), region comparisons
+#: registered, then the verdict.
+CHECK_LATENCY = 7
 #: The cycle that starts the engine (the engine's ``cycles`` count from the next one).
 LAUNCH_LATENCY = 1
 #: The cycle of the engine's ``done``, in which the layer's counters are stored.

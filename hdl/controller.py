@@ -83,11 +83,12 @@ class Controller(wiring.Component):
         (``golden.controller.LAYER_OVERHEAD``, whose constants these are).
     """
 
-    #: Cycles from a layer's index to its descriptor: the descriptor memory's read.
-    DESCRIPTOR_LATENCY = BlockRAM.LATENCY
-    #: Cycles of the checks (:meth:`_checks`): the descriptor copied, flags and operands registered, the products
-    #: (with their fabric copies), the region comparisons, the verdict.
-    CHECK_LATENCY = 2 + PRODUCT_LATENCY + 2
+    #: Cycles from a layer's index to its descriptor: the descriptor memory's read, then its word copied into a
+    #: fabric register that the checks and the engine read.
+    DESCRIPTOR_LATENCY = BlockRAM.LATENCY + 1
+    #: Cycles of the checks (:meth:`_checks`): flags and operands registered, the products (with their fabric
+    #: copies), the region comparisons, the verdict.
+    CHECK_LATENCY = 1 + PRODUCT_LATENCY + 2
     #: The cycle in which the engine's ``start`` is high.
     LAUNCH_LATENCY = 1
     #: The cycle of the engine's ``done``: the layer's counters are written.
@@ -151,7 +152,12 @@ class Controller(wiring.Component):
                      program.write.data.eq(self.descriptor_load.data),
                      program.write.write.eq(self.descriptor_load.write & ~self.busy),
                      program.read_address[0].eq(self.layer)]
-        d = data.View(descriptor_layout(config), program.read_data[0])
+        # The descriptor word copied out of the block RAM into one register, which the checks and the engine read:
+        # no path runs from the RAM's output (routed out of the RAM row) into logic (at 2 lanes the RAM -> the kind's
+        # decode -> the sequencers' start -> busy's copies was a critical path, 6.49 ns). The layer index, hence the
+        # word, stays stable from FETCH to the engine's done.
+        d = Signal(descriptor_layout(config), name="descriptor", reset_less=True)
+        m.d.sync += d.eq(program.read_data[0])
         m.d.comb += engine.descriptor.eq(d)
         m.d.comb += [counters.read_address[0].eq(self.counter_address), self.counter_data.eq(counters.read_data[0])]
         store = counters.write
@@ -164,7 +170,10 @@ class Controller(wiring.Component):
         launching = Signal(name="launching")
         m.d.comb += engine.start.eq(launching & ~failed)
         wait = Signal(range(max(self.DESCRIPTOR_LATENCY, self.CHECK_LATENCY)))
-        last = self.layer == self.layer_count - 1
+        # Whether the layer is the program's last, registered (read only at the engine's done, cycles after the layer
+        # index changes): the subtraction and comparison before the FSM's next state were a 2-lane critical path.
+        last = Signal(name="last_layer")
+        m.d.sync += last.eq(self.layer == self.layer_count - 1)
         m.d.sync += self.done.eq(0)
         with m.FSM():
             with m.State("IDLE"):
@@ -217,49 +226,40 @@ class Controller(wiring.Component):
         return m
 
     def _checks(self, m, d):
-        """The descriptor checks over :attr:`CHECK_LATENCY` cycles: the descriptor copied beside the check logic (the
-        route from the descriptor memory ends at a flip-flop), each flag (the output size's sums a cycle ahead of its
-        comparisons) and the region products' operands registered, the flags' first failure registered beside the
-        products in registered MULT18X18D copied into fabric registers (``hdl.dsp.registered_product``), each region
-        comparison registered, then
-        the first failing check of ``golden.controller.CHECKS`` (order of priority). Returns ``(failed,
-        failed_check)``, valid in the cycle after the last stage."""
+        """The descriptor checks over :attr:`CHECK_LATENCY` cycles, from the descriptor's register: each flag (the
+        output size's sums a cycle ahead of its comparisons) and the region products' operands registered, the flags'
+        first failure registered beside the products in registered MULT18X18D copied into fabric registers
+        (``hdl.dsp.registered_product``), each region comparison registered, then the first failing check of
+        ``golden.controller.CHECKS`` (order of priority). Returns ``(failed, failed_check)``, valid in the cycle after
+        the last stage."""
         config = self._config
         lane_bits, lanes = config.lane_bits, config.lanes
 
-        # Stage 1: the fields the checks read copied.
-        checked = ("kind", "in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
-                   "kernel_height", "kernel_width", "stride_height", "stride_width", "pad_top", "pad_left",
-                   "in_base", "in_row_pitch", "out_base", "out_row_pitch", "in2_base", "in2_row_pitch", "bias_base")
-        layout = descriptor_layout(config)
-        c = Signal(data.StructLayout({name: layout[name].shape for name in checked}), name="check_copy")
-        m.d.sync += [c[name].eq(d[name]) for name in checked]
-
-        # Stage 2: each flag registered (computed from the copy) but the output size's, whose sums are registered
-        # first (it is checked in stage 3); the region products' operands registered (the group counts are carry
-        # chains) with the room left above each region's base, the bias words' end registered.
-        kind = {name: c.kind == code for name, code in KINDS.items()}
+        # Stage 1: each flag registered but the output size's, whose sums are registered first (it is checked in
+        # stage 2); the region products' operands registered (the group counts are carry chains) with the room left
+        # above each region's base, the bias words' end registered.
+        kind = {name: d.kind == code for name, code in KINDS.items()}
         is_add = kind["add"]
         flags = {
-            "kind": c.kind >= len(KINDS),
+            "kind": d.kind >= len(KINDS),
             "size": 0,
             "stride": 0,
-            "padding": (c.pad_top >= c.kernel_height) | (c.pad_left >= c.kernel_width),
+            "padding": (d.pad_top >= d.kernel_height) | (d.pad_left >= d.kernel_width),
             "channels": (kind["depthwise"] | kind["average_pool"] | is_add | kind["max_pool"])
-                        & (c.in_channels != c.out_channels),
+                        & (d.in_channels != d.out_channels),
             "window": ((kind["fully_connected"] | kind["average_pool"])
-                       & ((c.kernel_height != c.in_height) | (c.kernel_width != c.in_width)
-                          | (c.stride_height != 1) | (c.stride_width != 1)))
-                      | (is_add & ((c.kernel_height != 1) | (c.kernel_width != 1) | (c.stride_height != 1)
-                                   | (c.stride_width != 1) | (c.pad_top != 0) | (c.pad_left != 0))),
+                       & ((d.kernel_height != d.in_height) | (d.kernel_width != d.in_width)
+                          | (d.stride_height != 1) | (d.stride_width != 1)))
+                      | (is_add & ((d.kernel_height != 1) | (d.kernel_width != 1) | (d.stride_height != 1)
+                                   | (d.stride_width != 1) | (d.pad_top != 0) | (d.pad_left != 0))),
         }
         for name in ("in_height", "in_width", "in_channels", "out_height", "out_width", "out_channels",
                      "kernel_height", "kernel_width"):
-            flags["size"] = flags["size"] | (c[name] == 0)
+            flags["size"] = flags["size"] | (d[name] == 0)
         output_size = 0
         for axis, (size, kernel, stride, before, out) in enumerate((
-                (c.in_height, c.kernel_height, c.stride_height, c.pad_top, c.out_height),
-                (c.in_width, c.kernel_width, c.stride_width, c.pad_left, c.out_width))):
+                (d.in_height, d.kernel_height, d.stride_height, d.pad_top, d.out_height),
+                (d.in_width, d.kernel_width, d.stride_width, d.pad_left, d.out_width))):
             flags["stride"] = flags["stride"] | (stride == 0) | (stride == 3)
             # After-padding (out - 1) * stride + kernel - size - before in [0, kernel), without subtractions:
             # out * stride < stride + size + before <= out * stride + kernel.
@@ -272,9 +272,9 @@ class Controller(wiring.Component):
         m.d.sync += [flagged[name].eq(flag) for name, flag in flags.items()]
         regions = []
         for label, base, pitch, height, width, channels in (
-                ("in", c.in_base, c.in_row_pitch, c.in_height, c.in_width, c.in_channels),
-                ("out", c.out_base, c.out_row_pitch, c.out_height, c.out_width, c.out_channels),
-                ("in2", c.in2_base, c.in2_row_pitch, c.in_height, c.in_width, c.in_channels)):
+                ("in", d.in_base, d.in_row_pitch, d.in_height, d.in_width, d.in_channels),
+                ("out", d.out_base, d.out_row_pitch, d.out_height, d.out_width, d.out_channels),
+                ("in2", d.in2_base, d.in2_row_pitch, d.in_height, d.in_width, d.in_channels)):
             pitch_2, height_2 = (Signal.like(value, name=f"check_{label}_{name}") for value, name in
                                  ((pitch, "row_pitch"), (height, "height")))
             room = Signal(signed(len(base) + 2), name=f"check_{label}_room")
@@ -287,12 +287,12 @@ class Controller(wiring.Component):
             minimum = registered_product(m, channel_groups, width_groups, f"check_{label}_pitch")
             regions.append((label, room, pitch_2, words, minimum))
         add, weighted = Signal(name="check_add"), Signal(name="check_weighted")
-        bias_end = Signal(range((1 << len(c.bias_base)) + (1 << len(c.out_channels))), name="check_bias_end")
+        bias_end = Signal(range((1 << len(d.bias_base)) + (1 << len(d.out_channels))), name="check_bias_end")
         m.d.sync += [add.eq(is_add), weighted.eq(kind["conv"] | kind["depthwise"] | kind["fully_connected"]),
-                     bias_end.eq(c.bias_base + ((c.out_channels + lanes - 1) >> lane_bits))]
+                     bias_end.eq(d.bias_base + ((d.out_channels + lanes - 1) >> lane_bits))]
 
-        # Stages 3 .. 2 + PRODUCT_LATENCY: the products; everything else carried beside them. Stage 3: the output
-        # size's flag registered beside the others, the bias check registered. Stage 4: the flags' first failure
+        # Stages 2 .. 1 + PRODUCT_LATENCY: the products; everything else carried beside them. Stage 2: the output
+        # size's flag registered beside the others, the bias check registered. Stage 3: the flags' first failure
         # registered (every flag outranks the region checks).
         def carried(signal, stages=PRODUCT_LATENCY):
             name = signal.name
@@ -313,7 +313,7 @@ class Controller(wiring.Component):
         bias_beyond = Signal(name="check_bias_bounds")
         m.d.sync += bias_beyond.eq(weighted & (bias_end > config.bias_depth))
 
-        # Stage 3 + PRODUCT_LATENCY: each region's comparisons registered (one flag per region and check: no OR
+        # Stage 2 + PRODUCT_LATENCY: each region's comparisons registered (one flag per region and check: no OR
         # after the comparisons' carry chains), the earlier verdicts beside them.
         late = {name: [] for name in ("row_pitch", "activation_bounds")}
         for label, room, pitch, words, minimum in regions:
@@ -328,7 +328,7 @@ class Controller(wiring.Component):
                      late_check.eq(carried(early_check, PRODUCT_LATENCY - 2)),
                      late_bias.eq(carried(bias_beyond, PRODUCT_LATENCY - 1))]
 
-        # Stage 4 + PRODUCT_LATENCY: the first failing check of CHECKS registered.
+        # Stage 3 + PRODUCT_LATENCY: the first failing check of CHECKS registered.
         failed = Signal(name="check_failed")
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         with m.If(late_early):
