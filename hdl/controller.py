@@ -333,7 +333,9 @@ class Controller(wiring.Component):
         failed_check = Signal(range(len(CHECKS)), name="check_failed_index")
         with m.If(late_early):
             m.d.sync += [failed.eq(1), failed_check.eq(late_check)]
-        for name, flag in (*((name, Cat(*flags).any()) for name, flags in late.items()), ("bias_bounds", late_bias)):
+        verdicts = {name: Cat(*flags).any() for name, flags in late.items()}     # row_pitch, activation_bounds
+        verdicts["bias_bounds"] = late_bias
+        for name, flag in verdicts.items():
             with m.Elif(flag):
                 m.d.sync += [failed.eq(1), failed_check.eq(CHECKS.index(name))]
         with m.Else():
