@@ -154,8 +154,8 @@ class Controller(wiring.Component):
                      program.read_address[0].eq(self.layer)]
         # The descriptor word copied out of the block RAM into one register, which the checks and the engine read:
         # no path runs from the RAM's output (routed out of the RAM row) into logic (at 2 lanes the RAM -> the kind's
-        # decode -> the sequencers' start -> busy's copies was a critical path, 6.49 ns). The layer index, hence the
-        # word, stays stable from FETCH to the engine's done.
+        # decode -> the sequencers' start -> busy's copies was a critical path, 6.49 ns). The layer index stays stable
+        # from FETCH, the word from CHECK, to the engine's done.
         d = Signal(descriptor_layout(config), name="descriptor", reset_less=True)
         m.d.sync += d.eq(program.read_data[0])
         m.d.comb += engine.descriptor.eq(d)

@@ -175,7 +175,8 @@ class Engine(wiring.Component):
         m.d.comb += [seq.descriptor.eq(d), seq.start.eq(launch & ~starts_add),
                      add_seq.descriptor.eq(d), add_seq.start.eq(launch & starts_add)]
         # The datapath reads a registered copy of the descriptor, so that no path runs from the descriptor's source
-        # (the controller's block RAM) through the datapath's logic. The descriptor is held stable from start until
+        # (the controller's register, or the engine's port when synthesised alone) through the datapath's logic, and
+        # the source's register drives the sequencers' latches alone. The descriptor is held stable from start until
         # done, and the datapath's first read of it (the first step's fetch) comes cycles after start.
         held = Signal(descriptor_layout(config), name="descriptor_held", reset_less=True)
         m.d.sync += held.eq(d)

@@ -37,7 +37,7 @@ def test_mobilenet_v2_table():
     assert macs == 300_836_992            # MobileNetV2 1.0 at 224: the usual "300M MACs"
     assert macs / (BIG.macs * cycles) > 0.9
     adds = totals([layer for layer in layers if layer[1] == "add"])
-    assert adds[0] == 0 and adds[1] / cycles < 0.011          # 54,406 cycles, 1.07 % (two words per output word)
+    assert adds[0] == 0 and adds[1] / cycles < 0.011          # 54,436 cycles, 1.07 % (two words per output word)
 
 
 @pytest.mark.skipif(not SHARED_MOBILENET.is_file(), reason="the shared MobileNetV2 ONNX model is not present")
