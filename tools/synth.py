@@ -15,8 +15,8 @@ nextpnr places and routes the netlist once per ``--seeds`` seed (``--jobs`` at a
 ``--router`` router1 or router2); the table gives each seed's Fmax and critical path and their min / median / max, the
 figure to quote (Fmax moves by 10 % or more with the placer seed). Below them, the nets of yosys' netlist with the
 most loads (``--fanout``): on this fabric a net with hundreds of loads costs nanoseconds of routing, so they are where
-to look when a path's routing exceeds its logic. ``fmax.json`` in the build directory keeps each seed's Fmax and the median (the clock
-``tools/run_npu.py`` quotes frames per second at).
+to look when a path's routing exceeds its logic. ``fmax.json`` in the build directory keeps each seed's Fmax and the
+median (the clock ``tools/run_npu.py`` quotes frames per second at).
 
 The core's ports (hundreds of bits) do not fit a package, so the core is wrapped in :class:`hdl.harness.SerialHarness`
 (five pins: ``clk``, ``rst``, ``din``, ``load``, ``dout``; its chains neither hide logic nor set Fmax). The clock is
